@@ -1,0 +1,237 @@
+"""Configs of the training-side verbs: train, finetune, eval, generate.
+
+Torch-free so that ``lmpipe`` can reject a bad config in a fraction of a second.
+Each top-level ``*JobConfig`` is what one verb loads (``--config`` + overrides).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from pipeline.config import Config, require, require_choice
+from pipeline.ladder import SIZES, ModelShape
+
+STRATEGIES = ("ddp",)
+PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("cosine",)
+
+
+@dataclass
+class ModelConfig(Config):
+    size: str = "tiny"
+    """A rung of the ladder (pipeline/ladder.py); the fields below override its shape."""
+    d_model: Optional[int] = None
+    n_layers: Optional[int] = None
+    n_heads: Optional[int] = None
+    n_kv_heads: Optional[int] = None
+    vocab_size: Optional[int] = None
+    """None: taken from the token shards' manifest."""
+    seq_len: int = 256
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def shape(self) -> ModelShape:
+        base = SIZES[self.size]
+        n_heads = self.n_heads or base.n_heads
+        return ModelShape(
+            d_model=self.d_model or base.d_model,
+            n_layers=self.n_layers or base.n_layers,
+            n_heads=n_heads,
+            n_kv_heads=self.n_kv_heads or (base.n_kv_heads if self.n_heads is None else n_heads),
+        )
+
+    def check(self, prefix: str) -> None:
+        require_choice(self.size, f"{prefix}size", SIZES)
+        shape = self.shape()
+        for key in ("d_model", "n_layers", "n_heads", "n_kv_heads", "vocab_size"):
+            value = getattr(self, key)
+            require(value is None or value > 0, f"{prefix}{key}", "must be > 0")
+        require(shape.d_model % shape.n_heads == 0, f"{prefix}n_heads",
+                f"{shape.n_heads} does not divide d_model={shape.d_model}")
+        require(shape.head_dim % 2 == 0, f"{prefix}n_heads", "d_model / n_heads must be even for RoPE")
+        require(shape.n_heads % shape.n_kv_heads == 0, f"{prefix}n_kv_heads",
+                f"{shape.n_kv_heads} does not divide n_heads={shape.n_heads}")
+        require(self.seq_len > 0, f"{prefix}seq_len", "must be > 0")
+
+
+@dataclass
+class DataConfig(Config):
+    shards: str = ""
+    """Directory written by ``lmpipe data tokenize`` (manifest.json + shards/)."""
+    train_split: str = "train"
+    val_split: str = "val"
+
+    def check(self, prefix: str) -> None:
+        require(bool(self.shards), f"{prefix}shards", "give the token shards directory")
+
+
+@dataclass
+class LoopConfig(Config):
+    """The optimisation loop: steps, batch, AdamW, schedule, logging and validation cadence."""
+
+    seed: int = 1234
+    max_steps: int = 200
+    max_tokens: int = 0
+    """Stop once this many training tokens are seen (0: no token budget, only max_steps)."""
+    global_batch_size: int = 16
+    """Sequences per optimizer step, over all ranks; gradient accumulation makes up the rest."""
+    micro_batch_size: int = 8
+    """Sequences per forward pass on one rank."""
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    precision: str = "fp32"
+    """bf16 autocast is for GPUs; on CPUs without AMX it is ~20x slower than fp32."""
+    log_interval: int = 10
+    eval_interval: int = 100
+    """Validate every this many steps and at the end (0: only at the end)."""
+    eval_batches: int = 20
+
+    def check(self, prefix: str) -> None:
+        require(self.max_steps > 0, f"{prefix}max_steps", "must be > 0")
+        require(self.max_tokens >= 0, f"{prefix}max_tokens", "must be >= 0")
+        require(self.micro_batch_size > 0, f"{prefix}micro_batch_size", "must be > 0")
+        require(self.global_batch_size > 0, f"{prefix}global_batch_size", "must be > 0")
+        require(self.lr > 0, f"{prefix}lr", "must be > 0")
+        require(0.0 <= self.min_lr_ratio <= 1.0, f"{prefix}min_lr_ratio", "must be in [0, 1]")
+        require(self.warmup_steps >= 0, f"{prefix}warmup_steps", "must be >= 0")
+        require_choice(self.schedule, f"{prefix}schedule", SCHEDULES)
+        require_choice(self.precision, f"{prefix}precision", PRECISIONS)
+        require(self.log_interval > 0, f"{prefix}log_interval", "must be > 0")
+        require(self.eval_interval >= 0, f"{prefix}eval_interval", "must be >= 0")
+        require(self.eval_batches > 0, f"{prefix}eval_batches", "must be > 0")
+
+    def grad_accum_steps(self, world_size: int) -> int:
+        """Micro-steps per optimizer step; rejects a global batch the ranks cannot split evenly."""
+        per_step = self.micro_batch_size * world_size
+        require(self.global_batch_size % per_step == 0, "train.global_batch_size",
+                f"{self.global_batch_size} is not a multiple of micro_batch_size x world_size = {per_step}")
+        return self.global_batch_size // per_step
+
+
+@dataclass
+class ParallelConfig(Config):
+    strategy: str = "ddp"
+    """How ranks share the work; one process without torchrun is plain single-device training."""
+    backend: str = "auto"
+    """auto: nccl on CUDA, gloo on CPU."""
+
+    def check(self, prefix: str) -> None:
+        require_choice(self.strategy, f"{prefix}strategy", STRATEGIES)
+        require_choice(self.backend, f"{prefix}backend", ("auto", "gloo", "nccl"))
+
+
+@dataclass
+class CheckpointConfig(Config):
+    interval: int = 0
+    """Save every this many steps (0: only at the end). The final step is always saved."""
+    keep: int = 2
+    """Keep the newest this many step_N/ directories."""
+
+    def check(self, prefix: str) -> None:
+        require(self.interval >= 0, f"{prefix}interval", "must be >= 0")
+        require(self.keep >= 1, f"{prefix}keep", "must be >= 1")
+
+
+@dataclass
+class TrackingConfig(Config):
+    enabled: bool = True
+    uri: str = ""
+    """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db."""
+    experiment: str = "lmpipe"
+    run_name: str = ""
+
+    def resolve_uri(self, output_dir: str) -> str:
+        if self.uri:
+            return self.uri
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(output_dir).resolve()}/mlflow.db"
+
+
+@dataclass
+class TrainJobConfig(Config):
+    """``lmpipe train``: pretrain a ladder model on token shards."""
+
+    output_dir: str = "runs/train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass
+class SFTDataConfig(Config):
+    path: str = ""
+    """JSONL of {"prompt": ..., "response": ...} records."""
+    val_fraction: float = 0.05
+
+    def check(self, prefix: str) -> None:
+        require(bool(self.path), f"{prefix}path", "give the instruction JSONL file")
+        require(0.0 <= self.val_fraction < 1.0, f"{prefix}val_fraction", "must be in [0, 1)")
+
+
+def _finetune_loop() -> LoopConfig:
+    return LoopConfig(max_steps=60, lr=1e-3, warmup_steps=5, eval_interval=0, eval_batches=10)
+
+
+@dataclass
+class FinetuneJobConfig(Config):
+    """``lmpipe finetune``: supervised fine-tuning from a pretrained checkpoint, loss on responses only."""
+
+    init_from: str = ""
+    """A checkpoint directory (step_N/) or a training output dir (its latest checkpoint is used)."""
+    output_dir: str = "runs/finetune"
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    train: LoopConfig = field(default_factory=_finetune_loop)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def check(self, prefix: str) -> None:
+        require(bool(self.init_from), f"{prefix}init_from", "give the pretrained checkpoint (--init-from)")
+
+
+@dataclass
+class EvalJobConfig(Config):
+    """``lmpipe eval``: perplexity of a checkpoint on one split of token shards."""
+
+    checkpoint: str = ""
+    shards: str = ""
+    split: str = "val"
+    batch_size: int = 8
+    max_batches: int = 0
+    """0: the whole split."""
+
+    def check(self, prefix: str) -> None:
+        require(bool(self.checkpoint), f"{prefix}checkpoint", "give a checkpoint (--checkpoint)")
+        require(bool(self.shards), f"{prefix}shards", "give the token shards directory (--shards)")
+        require(self.batch_size > 0, f"{prefix}batch_size", "must be > 0")
+        require(self.max_batches >= 0, f"{prefix}max_batches", "must be >= 0")
+
+
+@dataclass
+class GenerateJobConfig(Config):
+    """``lmpipe generate``: sample text from a checkpoint."""
+
+    checkpoint: str = ""
+    prompt: str = ""
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_k: int = 50
+    seed: int = 0
+
+    def check(self, prefix: str) -> None:
+        require(bool(self.checkpoint), f"{prefix}checkpoint", "give a checkpoint (--checkpoint)")
+        require(self.max_new_tokens > 0, f"{prefix}max_new_tokens", "must be > 0")
+        require(self.temperature >= 0.0, f"{prefix}temperature", "must be >= 0 (0: greedy)")
+        require(self.top_k >= 0, f"{prefix}top_k", "must be >= 0 (0: no top-k)")
