@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -28,8 +28,16 @@ class Config:
     """Base for every config: YAML + dotlist in, validated dataclass out."""
 
     @classmethod
-    def load(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
-        """Defaults <- YAML file <- ``key.sub=value`` overrides, then ``validate()``."""
+    def load(
+        cls: type[C],
+        path: str | Path | None = None,
+        overrides: Sequence[str] = (),
+        values: Mapping[str, Any] | None = None,
+    ) -> C:
+        """Defaults <- YAML file <- ``values`` (typed, from CLI flags) <- ``key.sub=value`` overrides.
+
+        The result is validated (``validate()``) before it is returned.
+        """
         merged = OmegaConf.structured(cls)
         try:
             if path is not None:
@@ -37,6 +45,9 @@ class Config:
                 if not path.is_file():
                     raise ConfigError(f"config file not found: {path}")
                 merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            for key, value in (values or {}).items():
+                if value is not None:
+                    merged = OmegaConf.merge(merged, _nest(key, value))
             for item in overrides:
                 if "=" not in item:
                     raise ConfigError(f"override {item!r} is not of the form key.sub=value")
@@ -107,6 +118,13 @@ def require(condition: bool, key: str, message: str) -> None:
 def require_choice(value: Any, key: str, choices: Iterable[Any]) -> None:
     choices = list(choices)
     require(value in choices, key, f"got {value!r}; valid choices: {', '.join(map(str, choices))}")
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    """``("a.b", 1)`` -> ``{"a": {"b": 1}}``."""
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
 
 
 def _one_line(cls: type, exc: OmegaConfBaseException) -> str:

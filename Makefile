@@ -1,0 +1,33 @@
+# Two commands: `make demo` runs the whole loop, `make test` runs the tests.
+# Both create .venv on first use; later runs only check it (the stamp file).
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+STAMP   := $(VENV)/.lmpipe-installed
+WORKDIR ?= demo_out
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# Without an NVIDIA GPU, pin the CPU torch wheel first so no dependency pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@test -x $(PYTHON) || python3 -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: torch comes from pyproject's range (CUDA build)"; \
+	else \
+		$(PYTHON) -m pip install --quiet torch==2.13.0; \
+	fi
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/lmpipe demo --workdir $(WORKDIR)
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+bench: setup
+	@for script in bench/*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done
+
+clean:
+	rm -rf $(WORKDIR) .pytest_cache

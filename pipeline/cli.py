@@ -1,0 +1,220 @@
+"""``lmpipe``: one console script, thin on purpose.
+
+Each verb parses its flags, loads and validates its whole config (``--config`` file,
+then the flags, then dotted ``key.sub=value`` overrides) and only then imports the
+heavy module that does the work. User errors end as one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, ConfigError
+
+USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        result = args.run(args)
+    except USER_ERRORS as exc:
+        if os.environ.get("LMPIPE_DEBUG"):
+            raise
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
+            print(f"lmpipe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmpipe: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmpipe",
+        description="Raw web and encyclopedia text to trained, compared language models.",
+        epilog="Every verb takes --config FILE.yaml and dotted overrides such as train.lr=3e-4.",
+    )
+    verbs = parser.add_subparsers(title="verbs", metavar="VERB")
+
+    demo = _verb(verbs, "demo", "run the whole loop on a corpus it generates", _run_demo)
+    demo.add_argument("--workdir", help="where every output of the demo lands (default: demo_out)")
+
+    data = verbs.add_parser("data", help="data preparation: prep, train-tokenizer, tokenize, stats")
+    data_verbs = data.add_subparsers(title="data verbs", metavar="VERB")
+    prep = _verb(data_verbs, "prep", "WARC / Wikipedia dumps -> cleaned, filtered, deduplicated docs/*.parquet",
+                 _run_prep)
+    prep.add_argument("--input", nargs="+", help="input files or globs (.warc[.gz], .xml[.bz2])")
+    prep.add_argument("--output", help="output directory")
+    prep.add_argument("--format", help="auto (by file name), warc or wiki")
+    prep.add_argument("--workers", type=int, help="processes, one input file each at a time")
+
+    tok = _verb(data_verbs, "train-tokenizer", "train a byte-level BPE tokenizer on docs/*.parquet",
+                _run_train_tokenizer)
+    tok.add_argument("--input", help="docs directory written by `data prep`")
+    tok.add_argument("--vocab-size", type=int, help="vocabulary size (default 8192)")
+    tok.add_argument("--output", help="directory for tokenizer.json")
+
+    tokenize = _verb(data_verbs, "tokenize", "docs/*.parquet -> Arrow token shards + manifest.json", _run_tokenize)
+    tokenize.add_argument("--input", nargs="+", help="docs directories written by `data prep`")
+    tokenize.add_argument("--tokenizer", help="directory holding tokenizer.json")
+    tokenize.add_argument("--output", help="shards directory")
+    tokenize.add_argument("--workers", type=int, help="processes, one docs file each at a time")
+
+    stats = data_verbs.add_parser("stats", help="summarise a prep output (stats.json) or shards dir (manifest.json)")
+    stats.add_argument("dir", help="a `data prep` output or a `data tokenize` output")
+    stats.set_defaults(run=_run_stats)
+
+    _verb(verbs, "train", "pretrain a ladder model on token shards (run it under torchrun for DDP)", _run_train)
+
+    finetune = _verb(verbs, "finetune", "supervised fine-tuning from a pretrained checkpoint", _run_finetune)
+    finetune.add_argument("--init-from", help="pretrained checkpoint (step dir or training output dir)")
+
+    evaluate = _verb(verbs, "eval", "perplexity of a checkpoint on a split of token shards", _run_eval)
+    evaluate.add_argument("--checkpoint", help="checkpoint (step dir or training output dir)")
+    evaluate.add_argument("--shards", help="token shards directory")
+    evaluate.add_argument("--split", help="split to evaluate (default val)")
+
+    generate = _verb(verbs, "generate", "sample text from a checkpoint", _run_generate)
+    generate.add_argument("--checkpoint", help="checkpoint (step dir or training output dir)")
+    generate.add_argument("--prompt", help="text to continue")
+    generate.add_argument("--max-new-tokens", type=int, help="tokens to sample (default 64)")
+
+    launch = verbs.add_parser("launch", help="run a verb under a launcher")
+    launchers = launch.add_subparsers(title="launchers", metavar="LAUNCHER")
+    torchrun = launchers.add_parser("torchrun", help="torchrun on this node: lmpipe launch torchrun -- train ...")
+    torchrun.add_argument("--nproc-per-node", type=int, default=1, help="processes (ranks) on this node")
+    torchrun.add_argument("verb_args", nargs=argparse.REMAINDER, help="-- then the verb and its arguments")
+    torchrun.set_defaults(run=_run_launch_torchrun)
+    return parser
+
+
+def _verb(subparsers: Any, name: str, help_text: str, run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    verb = subparsers.add_parser(name, help=help_text, description=help_text)
+    verb.add_argument("--config", help="YAML config file (defaults are built in)")
+    verb.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
+    verb.set_defaults(run=run)
+    return verb
+
+
+def _load(cls: type[Config], args: argparse.Namespace, **flag_values: Any) -> Any:
+    return cls.load(args.config, args.overrides, values=flag_values)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import DemoConfig, run_demo
+
+    return run_demo(_load(DemoConfig, args, workdir=args.workdir))
+
+
+def _run_prep(args: argparse.Namespace) -> int:
+    from data_prep.config import PrepConfig
+
+    cfg = _load(PrepConfig, args, input=args.input, output=args.output, format=args.format, workers=args.workers)
+    from data_prep.prep import run_prep
+    from pipeline.progress import counting_progress
+
+    with counting_progress("prep: documents read") as advance:
+        stats = run_prep(cfg, progress=advance)
+    _print_summary(Path(cfg.output))
+    return 0 if stats else 1
+
+
+def _run_train_tokenizer(args: argparse.Namespace) -> int:
+    from data_prep.tokenizer.config import TokenizerTrainConfig
+
+    cfg = _load(TokenizerTrainConfig, args, input=args.input, output=args.output, vocab_size=args.vocab_size)
+    from data_prep.tokenizer.train import train_tokenizer
+
+    print(f"wrote {train_tokenizer(cfg)}")
+    return 0
+
+
+def _run_tokenize(args: argparse.Namespace) -> int:
+    from data_prep.tokenizer.config import TokenizeConfig
+
+    cfg = _load(TokenizeConfig, args, input=args.input, tokenizer=args.tokenizer, output=args.output,
+                workers=args.workers)
+    from data_prep.tokenizer.tokenize import tokenize
+    from pipeline.progress import counting_progress
+
+    with counting_progress("tokenize: documents") as advance:
+        tokenize(cfg, progress=advance)
+    _print_summary(Path(cfg.output))
+    return 0
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    _print_summary(Path(args.dir))
+    return 0
+
+
+def _print_summary(directory: Path) -> None:
+    from data_prep.summary import summarize_dir
+
+    print(summarize_dir(directory))
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pipeline.job_config import TrainJobConfig
+
+    cfg = _load(TrainJobConfig, args)
+    from pipeline.train import train
+
+    train(cfg)
+    return 0
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from pipeline.job_config import FinetuneJobConfig
+
+    cfg = _load(FinetuneJobConfig, args, init_from=args.init_from)
+    from pipeline.finetune import finetune
+
+    finetune(cfg)
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from pipeline.job_config import EvalJobConfig
+
+    cfg = _load(EvalJobConfig, args, checkpoint=args.checkpoint, shards=args.shards, split=args.split)
+    from pipeline.evaluate import evaluate
+
+    result = evaluate(cfg)
+    print(f"{cfg.split}: loss {result['loss']:.4f}  perplexity {result['ppl']:.2f}  tokens {result['tokens']:,}")
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from pipeline.job_config import GenerateJobConfig
+
+    cfg = _load(GenerateJobConfig, args, checkpoint=args.checkpoint, prompt=args.prompt,
+                max_new_tokens=args.max_new_tokens)
+    from pipeline.generate import generate
+
+    print(generate(cfg))
+    return 0
+
+
+def _run_launch_torchrun(args: argparse.Namespace) -> int:
+    from launch.torchrun import run_torchrun
+
+    verb_args = args.verb_args[1:] if args.verb_args[:1] == ["--"] else args.verb_args
+    if not verb_args:
+        raise ValueError("give the verb to run after --, e.g. lmpipe launch torchrun --nproc-per-node 2 -- train")
+    return run_torchrun(verb_args, nproc_per_node=args.nproc_per_node)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
