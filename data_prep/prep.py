@@ -1,0 +1,224 @@
+"""``lmpipe data prep``: WARC files and Wikipedia dumps -> ``docs/*.parquet`` + ``stats.json``.
+
+One task per input file runs read -> extract -> quality -> language -> exact dedup
+-> write, each document streaming through every stage, so memory does not grow
+with the file. Quality runs before language so junk is dropped as junk rather
+than as "no language".
+
+Resume (DESIGN §4): a finished task leaves ``completions/<task>.done``, written
+last and holding the task's stats. A rerun skips finished tasks, and redoes any
+other from scratch after deleting what an interrupted run of it left in ``docs/``.
+``stats.json`` is merged from the markers, so it covers all tasks whichever run did
+them; when every task is already done the rerun changes nothing.
+
+Exact dedup is per task for now: a page repeated in two input files is kept once
+per file. Deduplicating across tasks needs a pass over all of them, which the
+MinHash stage will bring.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty
+from time import perf_counter
+from typing import Any, Callable, Iterable, Iterator
+
+from data_prep.config import PrepConfig
+from data_prep.dedup.exact import ExactDedupFilter
+from data_prep.document import Document
+from data_prep.extract.html import HtmlExtractor
+from data_prep.extract.wikitext import WikitextExtractor
+from data_prep.filters.base import BaseFilter
+from data_prep.filters.language import LanguageFilter
+from data_prep.filters.quality import QualityFilter
+from data_prep.readers import READERS, detect_format
+from data_prep.stats import StageStats, merge_tasks, timed
+from data_prep.writers.parquet import ParquetWriter, task_outputs
+
+Progress = Callable[[int], None]
+REPORT_EVERY = 200
+"""Documents read between progress reports: often enough for a live bar, rare enough to cost nothing."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    path: Path
+    format: str
+
+
+def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Run every unfinished task and return the merged stats (also written to ``stats.json``).
+
+    ``progress(n)`` is called with the number of documents read since its last call.
+    Raises FileNotFoundError / ValueError, with one line naming the path, for inputs
+    that are missing, empty or of unknown format, before any work starts.
+    """
+    start = perf_counter()
+    tasks = plan_tasks(cfg)
+    out = Path(cfg.output)
+    stats_path = out / "stats.json"
+    pending = [task for task in tasks if not _marker(out, task).exists()]
+    if not pending and stats_path.exists():
+        return json.loads(stats_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    if cfg.workers > 1 and len(pending) > 1:
+        _run_in_pool(pending, cfg, progress)
+    else:
+        for task in pending:
+            run_task(task, cfg, progress)
+    results = {task.name: json.loads(_marker(out, task).read_text()) for task in tasks}
+    stats = merge_tasks(results, wall_seconds=perf_counter() - start)
+    _write_json(stats_path, stats)
+    return stats
+
+
+def plan_tasks(cfg: PrepConfig) -> list[Task]:
+    tasks = []
+    for path in expand_inputs(cfg.input):
+        fmt = detect_format(path) if cfg.format == "auto" else cfg.format
+        if fmt is None:
+            raise ValueError(f"cannot tell the format of {path} from its name; pass --format {'|'.join(READERS)}")
+        tasks.append(Task(_task_name(path), path, fmt))
+    return tasks
+
+
+def expand_inputs(patterns: Iterable[str]) -> list[Path]:
+    """Paths, globs and directories -> the input files, sorted within each pattern, each once."""
+    files: dict[Path, None] = {}
+    for pattern in patterns:
+        if "://" in pattern:
+            raise ValueError(f"remote inputs are not supported yet: {pattern}")
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"no input file matches {pattern}")
+        elif Path(pattern).exists():
+            matches = [pattern]
+        else:
+            raise FileNotFoundError(f"input not found: {pattern}")
+        for match in map(Path, matches):
+            if match.is_dir():
+                found = sorted(p for p in match.iterdir() if p.is_file() and detect_format(p))
+            else:
+                found = [match]
+            if not found:
+                raise ValueError(f"no WARC files or wiki dumps in directory {match}")
+            for path in found:
+                if path.stat().st_size == 0:
+                    raise ValueError(f"input file is empty: {path}")
+                files[path.resolve()] = None
+    return list(files)
+
+
+def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Process one input file from scratch and mark it done; returns its stats."""
+    out = Path(cfg.output)
+    docs_dir = out / "docs"
+    for leftover in task_outputs(docs_dir, task.name):
+        leftover.unlink()
+    start = perf_counter()
+    read_stats = StageStats()
+    docs = timed(READERS[task.format](task.path, read_stats), read_stats)
+    if progress is not None:
+        docs = _reporting(docs, read_stats, progress)
+    steps = build_steps(cfg, task.format)
+    for step in steps:
+        docs = step.run(docs)
+    writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard)
+    shards = writer.write(docs)
+    stages = {"read": read_stats, **{step.name: step.stats for step in steps}, writer.name: writer.stats}
+    result = {"path": str(task.path), "format": task.format, "seconds": round(perf_counter() - start, 3),
+              "shards": [shard.name for shard in shards], "stages": {n: s.to_dict() for n, s in stages.items()}}
+    _write_json(_marker(out, task), result)
+    return result
+
+
+def build_steps(cfg: PrepConfig, fmt: str) -> list[BaseFilter]:
+    steps: list[BaseFilter] = [HtmlExtractor() if fmt == "warc" else WikitextExtractor()]
+    if cfg.quality.enabled:
+        steps.append(QualityFilter(cfg.quality))
+    if cfg.language.enabled:
+        steps.append(LanguageFilter(cfg.language))
+    if cfg.exact_dedup:
+        steps.append(ExactDedupFilter())
+    return steps
+
+
+def _task_name(path: Path) -> str:
+    """The file name (readable in docs/ and completions/) plus a hash of its full path (unique)."""
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', path.name)}-{digest}"
+
+
+def _marker(out: Path, task: Task) -> Path:
+    return out / "completions" / f"{task.name}.done"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Temp file + rename: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(temp, path)
+
+
+def _reporting(docs: Iterator[Document], read_stats: StageStats, progress: Progress) -> Iterator[Document]:
+    reported = 0
+    for doc in docs:
+        if read_stats.input - reported >= REPORT_EVERY:
+            progress(read_stats.input - reported)
+            reported = read_stats.input
+        yield doc
+    if read_stats.input > reported:
+        progress(read_stats.input - reported)
+
+
+# --- workers > 1: a process pool over input files ---------------------------------------
+
+_worker_queue: Any = None
+
+
+def _run_in_pool(pending: list[Task], cfg: PrepConfig, progress: Progress | None) -> None:
+    """Tasks run in spawned processes (fork is unsafe beside the progress bar's thread);
+    their progress comes back through a queue the parent drains while it waits."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue() if progress is not None else None
+    with ProcessPoolExecutor(max_workers=min(cfg.workers, len(pending)), mp_context=context,
+                             initializer=_init_worker, initargs=(queue,)) as pool:
+        futures = [pool.submit(_run_task_in_worker, task, cfg) for task in pending]
+        running = set(futures)
+        while running:
+            _, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(queue, progress)
+    _drain(queue, progress)
+    for future in futures:
+        future.result()  # re-raise the first failure, after the other tasks have finished
+
+
+def _init_worker(queue: Any) -> None:
+    global _worker_queue
+    _worker_queue = queue
+
+
+def _run_task_in_worker(task: Task, cfg: PrepConfig) -> None:
+    run_task(task, cfg, _worker_queue.put if _worker_queue is not None else None)
+
+
+def _drain(queue: Any, progress: Progress | None) -> None:
+    if queue is None or progress is None:
+        return
+    while True:
+        try:
+            progress(queue.get_nowait())
+        except Empty:
+            return

@@ -1,0 +1,91 @@
+"""Write documents to ``docs/<task>-<shard>.parquet`` (DESIGN §4).
+
+Each shard streams to a hidden temp file in row groups and is renamed into place
+when complete, so a reader (or a rerun) never sees a half-written shard: what
+exists under its final name is whole. Memory is one row group, not one shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from time import perf_counter
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_prep.document import Document
+from data_prep.stats import StageStats
+
+SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
+                    ("url", pa.string()), ("metadata", pa.string())])
+ROW_GROUP_DOCS = 2_000
+
+
+def shard_path(docs_dir: Path, task: str, shard: int) -> Path:
+    return docs_dir / f"{task}-{shard:05d}.parquet"
+
+
+def task_outputs(docs_dir: Path, task: str) -> list[Path]:
+    """Every file a (possibly interrupted) run of ``task`` may have left, finished or not."""
+    return sorted([*docs_dir.glob(f"{task}-*.parquet"), *docs_dir.glob(f".{task}-*.parquet.tmp")])
+
+
+class ParquetWriter:
+    """Consumes documents into shards of ``docs_per_shard`` rows; counts them as the ``write`` stage."""
+
+    name = "write"
+
+    def __init__(self, docs_dir: Path, task: str, docs_per_shard: int) -> None:
+        self.docs_dir = docs_dir
+        self.task = task
+        self.docs_per_shard = docs_per_shard
+        self.stats = StageStats()
+        self.paths: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_shard = 0
+
+    def write(self, docs: Iterable[Document]) -> list[Path]:
+        """Write every document; returns the finished shards (none if no document came)."""
+        self.docs_dir.mkdir(parents=True, exist_ok=True)
+        batch: list[Document] = []
+        for doc in docs:
+            self.stats.input += 1
+            batch.append(doc)
+            if len(batch) == min(ROW_GROUP_DOCS, self.docs_per_shard - self._rows_in_shard):
+                self._flush(batch)
+                batch = []
+        if batch:
+            self._flush(batch)
+        self._close()
+        return self.paths
+
+    def _flush(self, batch: list[Document]) -> None:
+        start = perf_counter()
+        if self._writer is None:
+            self.paths.append(shard_path(self.docs_dir, self.task, len(self.paths)))
+            self._writer = pq.ParquetWriter(self._temp_path(), SCHEMA, compression="zstd")
+        columns = {
+            "id": [d.id for d in batch], "text": [d.text for d in batch], "source": [d.source for d in batch],
+            "url": [d.url for d in batch],
+            "metadata": [json.dumps(d.metadata, ensure_ascii=False, sort_keys=True) for d in batch],
+        }
+        self._writer.write_table(pa.table(columns, schema=SCHEMA))
+        for doc in batch:
+            self.stats.keep(len(doc.text.encode()))
+        self._rows_in_shard += len(batch)
+        if self._rows_in_shard == self.docs_per_shard:
+            self._close()
+        self.stats.seconds += perf_counter() - start
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            os.replace(self._temp_path(), self.paths[-1])
+            self._writer, self._rows_in_shard = None, 0
+
+    def _temp_path(self) -> Path:
+        final = self.paths[-1]
+        return final.with_name(f".{final.name}.tmp")

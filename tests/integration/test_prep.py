@@ -1,0 +1,169 @@
+"""Generated corpus -> run_prep -> docs/*.parquet + stats.json, checked against what the corpus planted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_prep.config import PrepConfig
+from data_prep.corpus import CorpusFiles, generate_corpus
+from data_prep.prep import run_prep
+
+FOREIGN_WORDS = ("Einwohner", "habitants", "habitantes")
+BOILERPLATE = ("We use cookies", "All rights reserved", "Terms of use", "Related page")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> CorpusFiles:
+    return generate_corpus(tmp_path_factory.mktemp("corpus"), seed=5, n_entities=150)
+
+
+def prep(corpus: CorpusFiles, output: Path, **overrides) -> tuple[dict, list[int]]:
+    cfg = PrepConfig(input=[str(corpus.warc), str(corpus.wiki)], output=str(output), **overrides)
+    cfg.validate()
+    reports: list[int] = []
+    return run_prep(cfg, progress=reports.append), reports
+
+
+@pytest.fixture(scope="module")
+def prepped(corpus, tmp_path_factory) -> tuple[dict, list[int], Path]:
+    output = tmp_path_factory.mktemp("prepped")
+    stats, reports = prep(corpus, output)
+    return stats, reports, output
+
+
+def read_docs(output: Path) -> pa.Table:
+    return pa.concat_tables(pq.read_table(path) for path in sorted((output / "docs").glob("*.parquet")))
+
+
+def snapshot(output: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(output)): (p.read_bytes(), p.stat().st_mtime_ns) for p in output.rglob("*") if p.is_file()}
+
+
+def test_rows_have_the_contract_schema_and_match_the_stats(prepped, corpus):
+    stats, _, output = prepped
+    table = read_docs(output)
+    assert table.schema.names == ["id", "text", "source", "url", "metadata"]
+    assert all(t == pa.string() for t in table.schema.types)
+    assert table.num_rows == stats["totals"]["kept"] == stats["stages"]["write"]["kept"]
+    assert set(table.column("source").to_pylist()) == {"cc", "wiki"}
+    assert len(set(table.column("id").to_pylist())) == table.num_rows
+    metadata = [json.loads(m) for m in table.column("metadata").to_pylist()]
+    assert all(m["language"] == "en" for m in metadata)
+    assert (output / "config.yaml").is_file()
+    assert PrepConfig.load(output / "config.yaml").input == [str(corpus.warc), str(corpus.wiki)]
+
+
+def test_every_input_record_is_kept_dropped_or_an_error(prepped, corpus):
+    stats, reports, output = prepped
+    totals = stats["totals"]
+    assert totals["input"] == corpus.expected["web_responses"] + corpus.expected["wiki_pages"]
+    assert totals["input"] == totals["kept"] + sum(totals["dropped"].values()) + sum(totals["errors"].values())
+    previous_kept = None
+    for name, stage in stats["stages"].items():
+        errors = sum(e["count"] for e in stage["errors"].values())
+        assert stage["input"] == stage["kept"] + sum(stage["dropped"].values()) + errors, name
+        assert previous_kept is None or stage["input"] == previous_kept, name
+        previous_kept = stage["kept"]
+    assert sum(reports) == totals["input"]  # the progress callback saw every record read
+    assert json.loads((output / "stats.json").read_text()) == stats
+
+
+def test_planted_pages_are_dropped_for_the_right_reason(prepped, corpus):
+    stats, _, output = prepped
+    dropped, expected = stats["totals"]["dropped"], corpus.expected
+    assert dropped["read/not_html"] == expected["non_html"]
+    assert dropped["read/redirect"] == expected["wiki_redirects"]
+    assert dropped["read/disambiguation"] == expected["wiki_disambiguation"]
+    assert dropped["read/not_article_namespace"] == expected["wiki_other_namespaces"]
+    assert sum(n for key, n in dropped.items() if key.startswith("quality/")) == expected["junk"]
+    assert dropped["dedup/duplicate"] == expected["exact_duplicates"]
+    # Every foreign page goes; a short English page may rarely read as another language.
+    articles = expected["web_articles"] + expected["wiki_articles"]
+    assert expected["non_english"] <= dropped["language/wrong_language"] <= expected["non_english"] + articles // 100
+    texts = read_docs(output).column("text").to_pylist()
+    assert not any(word in text for text in texts for word in FOREIGN_WORDS)
+    assert not any(phrase in text for text in texts for phrase in BOILERPLATE)
+    assert not any("{{" in text or "[[" in text or "<ref" in text for text in texts)
+
+
+def test_rerun_with_all_tasks_done_changes_nothing(prepped, corpus):
+    stats, _, output = prepped
+    before = snapshot(output)
+    again, reports = prep(corpus, output)
+    assert again == stats and reports == []
+    assert snapshot(output) == before
+
+
+def test_rerun_redoes_only_the_unfinished_task_from_scratch(corpus, tmp_path):
+    first, _ = prep(corpus, tmp_path)
+    docs_before = sorted(p.name for p in (tmp_path / "docs").iterdir())
+    wiki_task = next(name for name, task in first["tasks"].items() if task["format"] == "wiki")
+    web_shard = next((tmp_path / "docs").glob("web.warc.gz-*.parquet"))
+    web_mtime = web_shard.stat().st_mtime_ns
+    # An interrupted wiki task: no marker, a half-written shard left behind.
+    (tmp_path / "completions" / f"{wiki_task}.done").unlink()
+    (tmp_path / "docs" / f".{wiki_task}-00001.parquet.tmp").write_bytes(b"partial")
+    second, reports = prep(corpus, tmp_path)
+    assert sum(reports) == corpus.expected["wiki_pages"]
+    assert web_shard.stat().st_mtime_ns == web_mtime
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == docs_before
+    assert strip_times(second) == strip_times(first)
+
+
+def strip_times(stats: dict) -> dict:
+    """Stats without the timings, which differ from run to run."""
+    copy = json.loads(json.dumps(stats))
+    for key in ("seconds", "docs_per_second", "wall_seconds"):
+        copy["totals"].pop(key)
+    for stage in copy["stages"].values():
+        stage.pop("seconds")
+    for task in copy["tasks"].values():
+        task.pop("seconds")
+    return copy
+
+
+def test_two_workers_write_the_same_documents(prepped, corpus, tmp_path):
+    stats, _, output = prepped
+    parallel, reports = prep(corpus, tmp_path, workers=2)
+    assert strip_times(parallel) == strip_times(stats)
+    assert sum(reports) == stats["totals"]["input"]
+    assert read_docs(tmp_path).sort_by("id").equals(read_docs(output).sort_by("id"))
+
+
+def test_bad_inputs_fail_before_any_work_naming_the_path(corpus, tmp_path):
+    output = tmp_path / "out"
+    missing = tmp_path / "nope.warc.gz"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        run_prep(PrepConfig(input=[str(corpus.warc), str(missing)], output=str(output)))
+    with pytest.raises(FileNotFoundError, match="no input file matches"):
+        run_prep(PrepConfig(input=[str(tmp_path / "*.warc.gz")], output=str(output)))
+    empty = tmp_path / "empty.warc.gz"
+    empty.touch()
+    with pytest.raises(ValueError, match=f"input file is empty: {empty}"):
+        run_prep(PrepConfig(input=[str(empty)], output=str(output)))
+    unknown = tmp_path / "notes.txt"
+    unknown.write_text("hello")
+    with pytest.raises(ValueError, match=f"cannot tell the format of {unknown}"):
+        run_prep(PrepConfig(input=[str(unknown)], output=str(output)))
+    assert not output.exists()
+
+
+def test_globs_and_directories_expand_to_their_files(corpus, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(corpus.warc, inputs / "a.warc.gz")
+    shutil.copy(corpus.warc, inputs / "b.warc.gz")
+    (inputs / "README").write_text("not an input")
+    by_glob = run_prep(PrepConfig(input=[str(inputs / "*.warc.gz")], output=str(tmp_path / "glob")))
+    by_dir = run_prep(PrepConfig(input=[str(inputs)], output=str(tmp_path / "dir")))
+    assert sorted(Path(t["path"]).name for t in by_glob["tasks"].values()) == ["a.warc.gz", "b.warc.gz"]
+    assert strip_times(by_dir)["totals"] == strip_times(by_glob)["totals"]
+    # Dedup is per task (per input file) for now: the copy's pages are kept again.
+    first, second = by_glob["tasks"].values()
+    assert first["kept"] == second["kept"] > 0

@@ -1,0 +1,30 @@
+"""A small generated corpus shared by the data-prep unit tests, and the shared real-data fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from data_prep.corpus import CorpusFiles, generate_corpus
+
+FIXTURES = Path("/work/shared/fixtures")
+
+
+@pytest.fixture
+def shared_fixture() -> Callable[[str], Path]:
+    """``shared_fixture("warc/x.warc.gz")``: a real Common Crawl / Wikipedia file; the test skips without it."""
+
+    def find(relative: str) -> Path:
+        path = FIXTURES / relative
+        if not path.is_file():
+            pytest.skip(f"shared fixture {path} not present")
+        return path
+
+    return find
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> CorpusFiles:
+    return generate_corpus(tmp_path_factory.mktemp("corpus"), seed=11, n_entities=40)
