@@ -1,0 +1,75 @@
+"""The demo's closing table: what each stage did, in one screen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from pipeline.demo import DemoReport
+
+
+def render_report(report: DemoReport, *, workdir: Path) -> Group:
+    table = Table(title="lmpipe demo", show_header=True, header_style="bold", title_justify="left")
+    table.add_column("stage")
+    table.add_column("what happened")
+    table.add_column("seconds", justify="right")
+    seconds = report.seconds
+
+    totals = report.prep["totals"]
+    dropped = ", ".join(f"{reason} {count:,}" for reason, count in
+                        sorted(totals["dropped"].items(), key=lambda item: -item[1]))
+    errors = sum(totals["errors"].values())
+    table.add_row("corpus", "WARC of HTML pages + MediaWiki .xml.bz2 dump + sft.jsonl", _s(seconds, "corpus"))
+    table.add_row("prep", f"{totals['input']:,} records read, {totals['kept']:,} docs kept, {errors} errors\n"
+                          f"dropped: {dropped}", _s(seconds, "prep"))
+
+    manifest = report.manifest
+    by_split = manifest["totals"]["by_split"]
+    table.add_row("tokenizer", f"byte-level BPE, vocab {manifest['tokenizer']['vocab_size']:,}",
+                  _s(seconds, "train-tokenizer"))
+    table.add_row("tokenize", " / ".join(f"{split} {c['tokens']:,} tokens ({c['docs']:,} docs)"
+                                         for split, c in sorted(by_split.items(), key=lambda item: item[0] != "train")),
+                  _s(seconds, "tokenize"))
+
+    pre = report.pretrain
+    beats = pre["final_val_ppl"] < report.unigram_ppl / 2
+    verdict = "well below" if beats else "NOT well below"
+    table.add_row(
+        "pretrain",
+        f"N={pre['n_params']:,} non-embedding params, {pre['steps']} steps, {pre['tokens_seen']:,} tokens, "
+        f"{pre['world_size']} x {pre['strategy']} ranks, {pre['tokens_per_s']:,.0f} tokens/s\n"
+        f"train loss {pre['first_train_loss']:.3f} -> {pre['last_train_loss']:.3f}; "
+        f"val loss {pre['initial_val_loss']:.3f} -> {pre['final_val_loss']:.3f}\n"
+        f"val perplexity {pre['final_val_ppl']:.1f}, {verdict} the unigram baseline {report.unigram_ppl:.1f}",
+        _s(seconds, "pretrain"),
+    )
+    fin = report.finetune
+    table.add_row("finetune", f"SFT {fin['steps']} steps, response-token loss {fin['first_train_loss']:.3f} -> "
+                              f"{fin['last_train_loss']:.3f}" + _val(fin), _s(seconds, "finetune"))
+    evaluation = report.evaluation
+    table.add_row("eval", f"pretrained model on {evaluation['split']}: loss {evaluation['loss']:.3f}, "
+                          f"perplexity {evaluation['ppl']:.1f} over {evaluation['tokens']:,} tokens",
+                  _s(seconds, "eval"))
+    table.add_row("generate", Text(report.sample), _s(seconds, "generate"))
+    table.add_row("total", "", f"{sum(seconds.values()):.1f}", style="bold")
+
+    footer = Text.assemble(
+        ("Outputs: ", "bold"), f"{workdir}\n",
+        ("MLflow:  ", "bold"), f"mlflow ui --backend-store-uri sqlite:///{workdir}/mlflow.db",
+    )
+    return Group(table, footer)
+
+
+def _val(result: dict[str, Any]) -> str:
+    if result.get("final_val_loss") is None:
+        return ""
+    return f"; val loss {result['initial_val_loss']:.3f} -> {result['final_val_loss']:.3f}"
+
+
+def _s(seconds: dict[str, float], name: str) -> str:
+    return f"{seconds[name]:.1f}" if name in seconds else ""
