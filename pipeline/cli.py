@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--checkpoint", help="checkpoint (step dir or training output dir)")
     generate.add_argument("--prompt", help="text to continue")
     generate.add_argument("--max-new-tokens", type=int, help="tokens to sample (default 64)")
+    generate.add_argument("--chat", action="store_const", const=True,
+                          help="treat the prompt as a user turn (fine-tuned models) and print only the reply")
 
     launch = verbs.add_parser("launch", help="run a verb under a launcher")
     launchers = launch.add_subparsers(title="launchers", metavar="LAUNCHER")
@@ -200,7 +202,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from pipeline.job_config import GenerateJobConfig
 
     cfg = _load(GenerateJobConfig, args, checkpoint=args.checkpoint, prompt=args.prompt,
-                max_new_tokens=args.max_new_tokens)
+                max_new_tokens=args.max_new_tokens, chat=args.chat)
     from pipeline.generate import generate
 
     print(generate(cfg))

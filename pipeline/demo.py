@@ -28,12 +28,12 @@ from pipeline.job_config import (
 
 
 def _demo_pretrain() -> LoopConfig:
-    return LoopConfig(max_steps=150, global_batch_size=32, micro_batch_size=8, lr=3e-3, warmup_steps=15,
+    return LoopConfig(max_steps=250, global_batch_size=32, micro_batch_size=8, lr=3e-3, warmup_steps=15,
                       log_interval=10, eval_interval=50, eval_batches=10)
 
 
 def _demo_finetune() -> LoopConfig:
-    return LoopConfig(max_steps=40, global_batch_size=32, micro_batch_size=8, lr=1e-3, warmup_steps=4,
+    return LoopConfig(max_steps=60, global_batch_size=32, micro_batch_size=8, lr=1e-3, warmup_steps=6,
                       log_interval=5, eval_interval=0, eval_batches=10)
 
 
@@ -69,6 +69,8 @@ class DemoReport:
     finetune: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     sample: str = ""
+    chat: dict[str, str] = field(default_factory=dict)
+    """One instruction: its prompt, the fine-tuned model's answer and the reference answer."""
 
 
 def run_demo(cfg: DemoConfig) -> int:
@@ -143,6 +145,11 @@ def run_demo(cfg: DemoConfig) -> int:
 
         report.sample = generate(GenerateJobConfig(checkpoint=str(work / "pretrain"), prompt=cfg.prompt,
                                                    max_new_tokens=48, temperature=0.7, seed=cfg.seed))
+        with open(corpus.sft) as records:
+            instruction = json.loads(records.readline())
+        answer = generate(GenerateJobConfig(checkpoint=str(work / "finetune"), prompt=instruction["prompt"],
+                                            chat=True, max_new_tokens=32, temperature=0.0))
+        report.chat = {"prompt": instruction["prompt"], "answer": answer, "reference": instruction["response"]}
 
     (work / "report.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
     from pipeline.demo_report import render_report
@@ -159,7 +166,8 @@ def _run_ranks(verb: str, job_cfg: Config, config_path: Path, nproc_per_node: in
     job_cfg.validate()
     job_cfg.save(config_path)
     code = run_torchrun([verb, "--config", str(config_path)], nproc_per_node=nproc_per_node,
-                        on_line=lambda line: console.print(f"  [dim]{verb}[/dim] {line.rstrip()}", highlight=False))
+                        on_line=lambda line: console.print(line.rstrip(), style="dim", soft_wrap=True,
+                                                           markup=False, highlight=False))
     if code != 0:
         raise RuntimeError(f"{verb} failed under torchrun (exit {code}); its output is above")
     return json.loads((Path(job_cfg.output_dir) / "result.json").read_text())  # type: ignore[attr-defined]

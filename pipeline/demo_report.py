@@ -21,12 +21,12 @@ def render_report(report: DemoReport, *, workdir: Path) -> Group:
     seconds = report.seconds
 
     totals = report.prep["totals"]
-    dropped = ", ".join(f"{reason} {count:,}" for reason, count in
-                        sorted(totals["dropped"].items(), key=lambda item: -item[1]))
+    dropped = "\n".join(f"  {reason:<28} {count:>7,}" for reason, count in
+                         sorted(totals["dropped"].items(), key=lambda item: -item[1]))
     errors = sum(totals["errors"].values())
     table.add_row("corpus", "WARC of HTML pages + MediaWiki .xml.bz2 dump + sft.jsonl", _s(seconds, "corpus"))
     table.add_row("prep", f"{totals['input']:,} records read, {totals['kept']:,} docs kept, {errors} errors\n"
-                          f"dropped: {dropped}", _s(seconds, "prep"))
+                          f"dropped:\n{dropped}", _s(seconds, "prep"))
 
     manifest = report.manifest
     by_split = manifest["totals"]["by_split"]
@@ -55,7 +55,12 @@ def render_report(report: DemoReport, *, workdir: Path) -> Group:
     table.add_row("eval", f"pretrained model on {evaluation['split']}: loss {evaluation['loss']:.3f}, "
                           f"perplexity {evaluation['ppl']:.1f} over {evaluation['tokens']:,} tokens",
                   _s(seconds, "eval"))
-    table.add_row("generate", Text(report.sample), _s(seconds, "generate"))
+    sample = " ".join(report.sample.split())
+    chat = report.chat
+    table.add_row("generate", Text.assemble(("pretrained: ", "bold"), sample, "\n",
+                                            ("fine-tuned: ", "bold"), f"Q: {chat['prompt']}  A: {chat['answer']}\n",
+                                            ("reference:  ", "bold"), chat["reference"]),
+                  _s(seconds, "generate"))
     table.add_row("total", "", f"{sum(seconds.values()):.1f}", style="bold")
 
     footer = Text.assemble(

@@ -229,6 +229,8 @@ class GenerateJobConfig(Config):
     temperature: float = 0.8
     top_k: int = 50
     seed: int = 0
+    chat: bool = False
+    """Wrap the prompt as a fine-tuning user turn (<|user|> prompt <|assistant|>) and return only the reply."""
 
     def check(self, prefix: str) -> None:
         require(bool(self.checkpoint), f"{prefix}checkpoint", "give a checkpoint (--checkpoint)")

@@ -1,0 +1,131 @@
+"""Training checkpoints: ``<output_dir>/checkpoints/step_N/`` and a ``latest`` pointer.
+
+A step directory holds the strategy's state files (DCP: ``.metadata`` + one ``.distcp``
+per rank, with model, optimizer and schedule), ``meta.json`` (step, tokens seen, model
+shape, loader state, MLflow run id, RNG summary), the job's ``config.yaml`` and a copy
+of ``tokenizer.json``, so the directory alone is enough to evaluate, sample or fine-tune.
+
+Writes are crash-safe: everything goes into ``step_N.tmp/``, which is renamed once
+complete, and ``checkpoints/latest`` (a text file naming the step directory) is
+replaced last. Only the newest ``keep`` step directories stay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from pipeline.config import Config
+from pipeline.distributed import DistInfo, barrier
+from pipeline.model import ModelArgs, Transformer, build_model
+from pipeline.parallel import ParallelModel, load_model_weights
+
+CHECKPOINTS_DIR = "checkpoints"
+LATEST_FILE = "latest"
+META_FILE = "meta.json"
+CONFIG_FILE = "config.yaml"
+TOKENIZER_FILE = "tokenizer.json"
+STEP_DIR = re.compile(r"step_(\d+)")
+
+
+def save_checkpoint(output_dir: str | Path, *, parallel: ParallelModel, dist: DistInfo, step: int,
+                    tokens_seen: int, config: Config, model_args: ModelArgs, tokenizer_file: str | Path,
+                    loader_state: dict[str, Any], mlflow_run_id: str | None, seed: int, keep: int) -> Path:
+    """Write ``checkpoints/step_<step>/`` (collective: every rank must call it); returns its path."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    final, staging = root / f"step_{step}", root / f"step_{step}.tmp"
+    if dist.is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    barrier()
+    parallel.save(staging)
+    barrier()
+    if dist.is_main:
+        meta = {
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "model": dataclasses.asdict(model_args),
+            "strategy": parallel.strategy,
+            "world_size": dist.world_size,
+            "loader": loader_state,
+            "mlflow_run_id": mlflow_run_id,
+            # Training draws no random numbers after init (no dropout; the loaders seed their own
+            # permutations), so the seed and the generator's position say all there is.
+            "rng": {"seed": seed, "torch_initial_seed": torch.initial_seed()},
+        }
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        config.save(staging / CONFIG_FILE)
+        shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        _write_atomically(root / LATEST_FILE, final.name + "\n")
+        _prune(root, keep)
+    barrier()
+    return final
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A step directory itself, or the latest one of a training output dir (or of its checkpoints/)."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        return path
+    for root in (path / CHECKPOINTS_DIR, path):
+        latest = root / LATEST_FILE
+        if latest.is_file():
+            step_dir = root / latest.read_text().strip()
+            if not (step_dir / META_FILE).is_file():
+                raise FileNotFoundError(f"{latest} names {step_dir.name}, which has no {META_FILE}")
+            return step_dir
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    raise FileNotFoundError(f"no checkpoint in {path} (expected a step_N/ dir with {META_FILE}, "
+                            f"or a training output dir with {CHECKPOINTS_DIR}/{LATEST_FILE})")
+
+
+def read_meta(step_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(step_dir) / META_FILE).read_text())
+
+
+def load_model_for_inference(path: str | Path, *, device: torch.device | str = "cpu"
+                             ) -> tuple[Transformer, ModelArgs, Tokenizer]:
+    """The model (eval mode), its shape and its tokenizer from a checkpoint, in this process alone.
+
+    Works whatever the world size that wrote it: DCP reshards on load.
+    """
+    step_dir = resolve_checkpoint(path)
+    args = ModelArgs(**read_meta(step_dir)["model"])
+    model = build_model(args)
+    model.to_empty(device=device)
+    model.init_weights()  # fills the RoPE tables, which are not saved
+    load_model_weights(model, step_dir)
+    return model.eval(), args, load_tokenizer(step_dir / TOKENIZER_FILE)
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A tokenizer.json in which special-token strings inside text stay plain text (as tokenize does)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"tokenizer not found: {path}")
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.encode_special_tokens = True
+    return tokenizer
+
+
+def _prune(root: Path, keep: int) -> None:
+    steps = sorted((int(m.group(1)), p) for p in root.iterdir()
+                   if p.is_dir() and (m := STEP_DIR.fullmatch(p.name)))
+    for _, old in steps[:-keep]:
+        shutil.rmtree(old)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,84 @@
+"""Process-group set-up from the torchrun environment, and the few collectives the loop needs.
+
+One plain process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) gets no process group at
+all: every helper here then works on the local values, so the training code is the
+same with and without torchrun.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+    """True when init_distributed created the process group (and shutdown_distributed should end it)."""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(backend: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
+
+    ``auto`` picks nccl when CUDA is available, gloo otherwise. A process group that already
+    exists (a test harness made it) is reused.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    owns_group = world_size > 1 and not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
+    if dist.is_initialized():
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device, owns_group=owns_group)
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    """End the process group if ``init_distributed`` made it."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Element-wise sum over ranks of a small float64 vector (the local values when there is no group)."""
+    tensor = torch.as_tensor(values, dtype=torch.float64, device=device).clone()
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(value: object, src: int = 0) -> object:
+    """``value`` as rank ``src`` holds it, on every rank."""
+    if not dist.is_initialized():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]

@@ -1,0 +1,80 @@
+"""Supervised fine-tuning: a pretrained checkpoint, prompt/response pairs, loss on responses only.
+
+The model shape, weights and tokenizer all come from the checkpoint (``init_from``);
+the batches come from ``sft_data``; the loop, logging, validation, checkpoints and
+``result.json`` are pretraining's own (``train.run_loop``). The job gets its own MLflow
+run, tagged with the checkpoint it started from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from pipeline.checkpoint import TOKENIZER_FILE, load_tokenizer, read_meta, resolve_checkpoint, save_checkpoint
+from pipeline.distributed import init_distributed, shutdown_distributed
+from pipeline.job_config import FinetuneJobConfig
+from pipeline.model import ModelArgs, build_model
+from pipeline.parallel import parallelize
+from pipeline.sft_data import SFTDataset, SFTLoader, sft_eval_batches
+from pipeline.tracking import Tracker
+from pipeline.train import Batch, TrainResult, finish_job, plan_steps, run_loop, run_tags
+
+
+def finetune(cfg: FinetuneJobConfig) -> TrainResult:
+    """Fine-tune the checkpoint ``cfg.init_from`` on ``cfg.data.path``; call it in every rank."""
+    started = time.perf_counter()
+    dist = init_distributed(cfg.parallel.backend)
+    try:
+        init_dir = resolve_checkpoint(cfg.init_from)
+        init_meta = read_meta(init_dir)
+        args = ModelArgs(**init_meta["model"])
+        tokenizer_file = init_dir / TOKENIZER_FILE
+        tokenizer = load_tokenizer(tokenizer_file)
+        loop = cfg.train
+        accum = loop.grad_accum_steps(dist.world_size)
+        total_steps = plan_steps(loop, seq_len=args.seq_len)
+        splits = {split: SFTDataset(cfg.data.path, tokenizer, seq_len=args.seq_len, split=split,
+                                    val_fraction=cfg.data.val_fraction) for split in ("train", "val")}
+        loader = SFTLoader(splits["train"], batch_size=loop.micro_batch_size, rank=dist.rank,
+                           world_size=dist.world_size, seed=loop.seed)
+
+        def val_batches() -> Iterable[Batch]:
+            return sft_eval_batches(splits["val"], batch_size=loop.micro_batch_size, rank=dist.rank,
+                                    world_size=dist.world_size, max_batches=loop.eval_batches)
+
+        torch.manual_seed(loop.seed)
+        parallel = parallelize(build_model(args), strategy=cfg.parallel.strategy, dist=dist, loop=loop,
+                               total_steps=total_steps)
+        parallel.load(init_dir, model_only=True)
+        if dist.is_main:
+            cfg.save(Path(cfg.output_dir) / "config.yaml")
+            dropped = sum(split.dropped for split in splits.values())
+            print(f"finetune: {len(splits['train'])} train / {len(splits['val'])} val examples from "
+                  f"{cfg.data.path}" + (f" ({dropped} dropped: prompt longer than seq_len)" if dropped else ""),
+                  flush=True)
+        params = {**cfg.flat(), **{f"model.{key}": str(value) for key, value in dataclasses.asdict(args).items()}}
+        tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=params, active=dist.is_main,
+                                tags=run_tags(n_params=parallel.model.num_params(), strategy=cfg.parallel.strategy,
+                                              dist=dist, init_from=str(init_dir),
+                                              init_mlflow_run_id=init_meta.get("mlflow_run_id")))
+
+        def checkpoint(step: int, tokens_seen: int) -> Path:
+            return save_checkpoint(cfg.output_dir, parallel=parallel, dist=dist, step=step, tokens_seen=tokens_seen,
+                                   config=cfg, model_args=args, tokenizer_file=tokenizer_file,
+                                   loader_state=loader.state_dict(), mlflow_run_id=tracker.run_id, seed=loop.seed,
+                                   keep=cfg.checkpoint.keep)
+
+        with tracker.failing_on_error():
+            outcome = run_loop(parallel, loop=loop, batches=iter(loader), val_batches=val_batches, dist=dist,
+                               accum_steps=accum, total_steps=total_steps, tracker=tracker,
+                               save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval,
+                               label="finetune")
+        return finish_job(outcome, output_dir=cfg.output_dir, parallel=parallel, dist=dist, tracker=tracker,
+                          started=started)
+    finally:
+        shutdown_distributed(dist)

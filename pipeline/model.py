@@ -1,0 +1,214 @@
+"""A Llama-style decoder in plain PyTorch: RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+The model knows nothing of parallelism: ``parallel.py`` wraps or shards it from outside.
+Build it on the ``meta`` device (no memory, no init cost), let the strategy place it,
+then ``to_empty(device=...)`` and ``init_weights()`` (TorchTitan's order)::
+
+    with torch.device("meta"):
+        model = Transformer(args)
+    model.to_empty(device="cpu")
+    model.init_weights()
+
+Weight names and the rotary convention (rotate-half, as in ``transformers``' Llama)
+are chosen so that an export to ``LlamaForCausalLM`` is a renaming, no permutation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.job_config import ModelConfig
+from pipeline.ladder import ffn_hidden_size
+
+IGNORE_INDEX = -100
+"""Targets with this value add nothing to the loss (prompt and padding positions in SFT)."""
+
+
+@dataclass
+class ModelArgs:
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    seq_len: int
+    ffn_hidden: int
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, *, vocab_size: int) -> ModelArgs:
+        shape = cfg.shape()
+        return cls(vocab_size=vocab_size, d_model=shape.d_model, n_layers=shape.n_layers, n_heads=shape.n_heads,
+                   n_kv_heads=shape.n_kv_heads, seq_len=cfg.seq_len, ffn_hidden=ffn_hidden_size(shape.d_model),
+                   tie_embeddings=cfg.tie_embeddings, rope_theta=cfg.rope_theta, norm_eps=cfg.norm_eps)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def rope_tables(args: ModelArgs, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every (position, frequency) pair, each (seq_len, head_dim)."""
+    half = args.head_dim // 2
+    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
+    angles = torch.outer(torch.arange(args.seq_len, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)  # rotate-half layout: frequency i drives dims i and i + half
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, hd) query or key vectors by their position."""
+    first, second = x.chunk(2, dim=-1)
+    rotated = torch.cat([-second, first], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.wq = nn.Linear(args.d_model, args.n_heads * args.head_dim, bias=False)
+        self.wk = nn.Linear(args.d_model, args.n_kv_heads * args.head_dim, bias=False)
+        self.wv = nn.Linear(args.d_model, args.n_kv_heads * args.head_dim, bias=False)
+        self.wo = nn.Linear(args.n_heads * args.head_dim, args.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # enable_gqa: each key/value head serves n_heads / n_kv_heads consecutive query heads
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, H, T, hd)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.w1 = nn.Linear(args.d_model, args.ffn_hidden, bias=False)  # gate
+        self.w3 = nn.Linear(args.d_model, args.ffn_hidden, bias=False)  # up
+        self.w2 = nn.Linear(args.ffn_hidden, args.d_model, bias=False)  # down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention_norm = nn.RMSNorm(args.d_model, eps=args.norm_eps)
+        self.attention = Attention(args)
+        self.ffn_norm = nn.RMSNorm(args.d_model, eps=args.norm_eps)
+        self.feed_forward = FeedForward(args)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.d_model)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
+        self.norm = nn.RMSNorm(args.d_model, eps=args.norm_eps)
+        self.output = nn.Linear(args.d_model, args.vocab_size, bias=False)
+        self.tie_weights()
+        # Derived from args, so not saved in checkpoints; init_weights fills them after to_empty.
+        cos, sin = rope_tables(args)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def tie_weights(self) -> None:
+        """Share the embedding with the output head (``to_empty`` makes new tensors, so call it again after)."""
+        if self.args.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Normal(0, 0.02) everywhere; the projections that write into the residual stream get
+        0.02 / sqrt(2 n_layers) so the stream's variance does not grow with depth (GPT-2)."""
+        self.tie_weights()
+        residual_std = 0.02 / math.sqrt(2 * self.args.n_layers)
+        for name, param in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(param)
+            elif name.endswith(("wo.weight", "w2.weight")):
+                nn.init.normal_(param, mean=0.0, std=residual_std)
+            else:
+                nn.init.normal_(param, mean=0.0, std=0.02)
+        self.rope_cos, self.rope_sin = rope_tables(self.args, device=self.tok_embeddings.weight.device)
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
+                reduction: str = "mean") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T, vocab); with ``targets`` also the cross-entropy over targets != IGNORE_INDEX.
+
+        ``reduction="sum"`` lets the training loop normalise by the target count of the whole
+        global batch, so accumulation and data parallelism weigh every target token equally.
+        """
+        T = tokens.shape[1]
+        if T > self.args.seq_len:
+            raise ValueError(f"sequence of {T} tokens is longer than the model's seq_len {self.args.seq_len}")
+        x = self.tok_embeddings(tokens)  # (B, T, d)
+        cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        logits = self.output(self.norm(x))  # (B, T, vocab)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
+                               reduction=reduction)
+        return logits, loss
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; non-embedding (N of the scaling laws) leaves out the embedding and output head."""
+        total = sum(p.numel() for p in self.parameters())  # a tied head is one tensor, counted once
+        if non_embedding:
+            total -= self.tok_embeddings.weight.numel()
+            if not self.args.tie_embeddings:
+                total -= self.output.weight.numel()
+        return total
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                 top_k: int = 0, eos_id: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Extend (B, T) ``tokens`` by up to ``max_new_tokens``; temperature 0 is greedy, top_k 0 keeps all.
+
+        No KV cache: each step reruns the (cropped) context, which is fine at the sizes we sample from.
+        Stops early once every row has produced ``eos_id``.
+        """
+        finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        for _ in range(max_new_tokens):
+            logits = self(tokens[:, -self.args.seq_len:])[:, -1, :]  # (B, vocab)
+            if temperature == 0:
+                next_token = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_token = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            tokens = torch.cat([tokens, next_token], dim=1)
+            if eos_id is not None:
+                finished |= next_token.squeeze(1) == eos_id
+                if finished.all():
+                    break
+        return tokens
+
+
+def build_model(args: ModelArgs, *, device: torch.device | str = "meta") -> Transformer:
+    """The model on ``device``; on ``meta`` (the default) it holds no memory until ``to_empty``."""
+    with torch.device(device):
+        return Transformer(args)

@@ -1,0 +1,43 @@
+"""AdamW with weight decay on matrices only, and the warmup + cosine learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from pipeline.job_config import LoopConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: 2-D weights (matmuls, embeddings) decay; norms' gains and any biases do not."""
+    params = [p for p in model.parameters() if p.requires_grad]  # parameters() yields a tied tensor once
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
+    """AdamW over ``model``'s parameters; the fused kernel on CUDA."""
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=on_cuda or None)
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based): linear warmup to 1 over
+    ``warmup_steps``, then a cosine from 1 down to ``min_lr_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, *, total_steps: int) -> LambdaLR:
+    return LambdaLR(optimizer, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
+                                       min_lr_ratio=cfg.min_lr_ratio))

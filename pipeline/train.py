@@ -1,0 +1,240 @@
+"""Pretraining, and the one training loop that fine-tuning shares.
+
+``train(cfg)`` runs inside every rank that torchrun starts (or in one plain process):
+it joins the process group, builds the model on the meta device, hands it to the
+parallel strategy, and runs ``run_loop``. ``run_loop`` knows batches, a
+``ParallelModel``, a tracker and a checkpoint callback, nothing about where they came
+from, so ``finetune.py`` drives it with SFT batches and a pretrained model.
+
+Rank 0 prints one line per log interval, logs to MLflow, and writes
+``<output_dir>/config.yaml`` at the start and ``<output_dir>/result.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.checkpoint import save_checkpoint
+from pipeline.data import TokenLoader, eval_batches, load_manifest
+from pipeline.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed
+from pipeline.job_config import LoopConfig, TrainJobConfig
+from pipeline.model import IGNORE_INDEX, ModelArgs, build_model
+from pipeline.parallel import ParallelModel, parallelize
+from pipeline.tracking import Tracker, file_sha256, git_commit, scaling_tags
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class TrainResult:
+    """What a training or fine-tuning job reports; rank 0 writes it as ``result.json``."""
+
+    steps: int
+    tokens_seen: int
+    first_train_loss: float
+    last_train_loss: float
+    initial_val_loss: float | None
+    final_val_loss: float | None
+    final_val_ppl: float | None
+    n_params: int
+    """Non-embedding parameters (N)."""
+    n_params_total: int
+    world_size: int
+    strategy: str
+    tokens_per_s: float
+    """Training throughput over all ranks, evaluation and checkpointing excluded."""
+    seconds: float
+    checkpoint: str
+    mlflow_run_id: str | None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        return path
+
+
+@dataclass
+class LoopOutcome:
+    steps: int
+    tokens_seen: int
+    first_train_loss: float
+    last_train_loss: float
+    initial_val_loss: float | None
+    final_val_loss: float | None
+    train_seconds: float
+    checkpoint: Path
+
+
+def train(cfg: TrainJobConfig) -> TrainResult:
+    """Pretrain ``cfg.model`` on ``cfg.data.shards``; call it in every rank."""
+    started = time.perf_counter()
+    dist = init_distributed(cfg.parallel.backend)
+    try:
+        shards = Path(cfg.data.shards)
+        manifest = load_manifest(shards)
+        args = ModelArgs.from_config(cfg.model, vocab_size=cfg.model.vocab_size or manifest["tokenizer"]["vocab_size"])
+        if args.vocab_size < manifest["tokenizer"]["vocab_size"]:
+            raise ValueError(f"model.vocab_size {args.vocab_size} is smaller than the vocabulary of "
+                             f"{shards / manifest['tokenizer']['path']} ({manifest['tokenizer']['vocab_size']})")
+        loop = cfg.train
+        accum = loop.grad_accum_steps(dist.world_size)
+        total_steps = plan_steps(loop, seq_len=args.seq_len)
+        loader = TokenLoader(shards, split=cfg.data.train_split, seq_len=args.seq_len, batch_size=loop.micro_batch_size,
+                             rank=dist.rank, world_size=dist.world_size, seed=loop.seed)
+
+        def val_batches() -> Iterable[Batch]:
+            return eval_batches(shards, split=cfg.data.val_split, seq_len=args.seq_len,
+                                batch_size=loop.micro_batch_size, rank=dist.rank, world_size=dist.world_size,
+                                max_batches=loop.eval_batches)
+
+        torch.manual_seed(loop.seed)
+        parallel = parallelize(build_model(args), strategy=cfg.parallel.strategy, dist=dist, loop=loop,
+                               total_steps=total_steps)
+        n_params = parallel.model.num_params()
+        if dist.is_main:
+            cfg.save(Path(cfg.output_dir) / "config.yaml")
+        tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=cfg.flat(), active=dist.is_main,
+                                tags=run_tags(n_params=n_params, strategy=cfg.parallel.strategy, dist=dist,
+                                              manifest_sha256=file_sha256(shards / "manifest.json")))
+        tokenizer_file = shards / manifest["tokenizer"]["path"]
+
+        def checkpoint(step: int, tokens_seen: int) -> Path:
+            return save_checkpoint(cfg.output_dir, parallel=parallel, dist=dist, step=step, tokens_seen=tokens_seen,
+                                   config=cfg, model_args=args, tokenizer_file=tokenizer_file,
+                                   loader_state=loader.state_dict(), mlflow_run_id=tracker.run_id, seed=loop.seed,
+                                   keep=cfg.checkpoint.keep)
+
+        with tracker.failing_on_error():
+            outcome = run_loop(parallel, loop=loop, batches=iter(loader), val_batches=val_batches, dist=dist,
+                               accum_steps=accum, total_steps=total_steps, tracker=tracker,
+                               save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval, label="train")
+        return finish_job(outcome, output_dir=cfg.output_dir, parallel=parallel, dist=dist, tracker=tracker,
+                          started=started)
+    finally:
+        shutdown_distributed(dist)
+
+
+def plan_steps(loop: LoopConfig, *, seq_len: int) -> int:
+    """Optimizer steps to run: ``max_steps``, or fewer when the token budget ``max_tokens`` runs out first."""
+    if not loop.max_tokens:
+        return loop.max_steps
+    return min(loop.max_steps, math.ceil(loop.max_tokens / (loop.global_batch_size * seq_len)))
+
+
+def run_tags(*, n_params: int, strategy: str, dist: DistInfo, **extra: str | None) -> dict[str, str | int]:
+    tags = {"N": n_params, "strategy": strategy, "world_size": dist.world_size, "git_commit": git_commit(), **extra}
+    return {key: value for key, value in tags.items() if value is not None}
+
+
+def train_step(parallel: ParallelModel, micro_batches: list[Batch], *, dist: DistInfo) -> tuple[float, float]:
+    """One optimizer step over this rank's micro-batches; returns (global mean loss, gradient norm).
+
+    Each micro-batch's summed loss is divided by the target count of the whole global batch
+    (all ranks, all micro-batches), so every target token weighs the same however the batch
+    is split (SFT batches hold different numbers of response tokens).
+    """
+    local_targets = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in micro_batches)
+    global_targets = float(all_reduce_sum([local_targets], device=dist.device)[0])
+    if global_targets == 0:
+        raise ValueError("a training batch has no target tokens (every label is ignored)")
+    scale = dist.world_size / global_targets  # the strategy averages gradients over ranks
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dist.device)
+    for i, (inputs, targets) in enumerate(micro_batches):
+        inputs, targets = inputs.to(dist.device, non_blocking=True), targets.to(dist.device, non_blocking=True)
+        with parallel.accumulate(sync=i == len(micro_batches) - 1):
+            _, loss = parallel(inputs, targets, reduction="sum")
+            parallel.backward(loss * scale)
+        loss_sum += loss.detach()
+    grad_norm = parallel.step()
+    return float(all_reduce_sum([float(loss_sum)], device=dist.device)[0]) / global_targets, grad_norm
+
+
+@torch.no_grad()
+def validate(parallel: ParallelModel, batches: Iterable[Batch], *, dist: DistInfo) -> float | None:
+    """Mean loss per target token over every rank's batches; None when there are none."""
+    loss_sum, targets_seen = 0.0, 0
+    for inputs, targets in batches:
+        inputs, targets = inputs.to(dist.device), targets.to(dist.device)
+        loss_sum += float(parallel.eval_loss(inputs, targets))
+        targets_seen += int((targets != IGNORE_INDEX).sum())
+    total_loss, total_targets = all_reduce_sum([loss_sum, targets_seen], device=dist.device).tolist()
+    return total_loss / total_targets if total_targets else None
+
+
+def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Batch],
+             val_batches: Callable[[], Iterable[Batch]], dist: DistInfo, accum_steps: int, total_steps: int,
+             tracker: Tracker, save_checkpoint: Callable[[int, int], Path], checkpoint_interval: int,
+             label: str) -> LoopOutcome:
+    """Validate, then ``total_steps`` optimizer steps with periodic logs, validation and checkpoints."""
+    say = print if dist.is_main else (lambda *_, **__: None)
+
+    def run_validation(step: int) -> float | None:
+        loss = validate(parallel, val_batches(), dist=dist)
+        if loss is not None:
+            tracker.log_metrics({"val/loss": loss, "val/ppl": math.exp(loss)}, step=step)
+            say(f"{label} step {step:>5}/{total_steps}  val loss {loss:.4f}  ppl {math.exp(loss):,.2f}", flush=True)
+        return loss
+
+    initial_val_loss = run_validation(0)
+    tokens_seen, train_seconds = 0, 0.0
+    first_loss = last_loss = math.nan
+    window_tokens, window_seconds, window_losses = 0, 0.0, []
+    for step in range(1, total_steps + 1):
+        tick = time.perf_counter()
+        lr = parallel.lr
+        micro_batches = [next(batches) for _ in range(accum_steps)]
+        last_loss, grad_norm = train_step(parallel, micro_batches, dist=dist)
+        step_tokens = sum(inputs.numel() for inputs, _ in micro_batches) * dist.world_size
+        elapsed = time.perf_counter() - tick
+        tokens_seen += step_tokens
+        train_seconds += elapsed
+        window_tokens, window_seconds = window_tokens + step_tokens, window_seconds + elapsed
+        window_losses.append(last_loss)
+        if step == 1:
+            first_loss = last_loss
+        if step == 1 or step % loop.log_interval == 0 or step == total_steps:
+            loss, tokens_per_s = sum(window_losses) / len(window_losses), window_tokens / window_seconds
+            tracker.log_metrics({"train/loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_seen": tokens_seen,
+                                 "tokens_per_s": tokens_per_s}, step=step)
+            say(f"{label} step {step:>5}/{total_steps}  loss {loss:.4f}  lr {lr:.2e}  grad {grad_norm:.3f}  "
+                f"tokens {tokens_seen:,}  {tokens_per_s:,.0f} tok/s", flush=True)
+            window_tokens, window_seconds, window_losses = 0, 0.0, []
+        if loop.eval_interval and step % loop.eval_interval == 0 and step != total_steps:
+            run_validation(step)
+        if checkpoint_interval and step % checkpoint_interval == 0 and step != total_steps:
+            save_checkpoint(step, tokens_seen)
+    val_loss = run_validation(total_steps)
+    checkpoint = save_checkpoint(total_steps, tokens_seen)
+    say(f"{label} saved {checkpoint}", flush=True)
+    return LoopOutcome(steps=total_steps, tokens_seen=tokens_seen, first_train_loss=first_loss,
+                       last_train_loss=last_loss, initial_val_loss=initial_val_loss, final_val_loss=val_loss,
+                       train_seconds=train_seconds, checkpoint=checkpoint)
+
+
+def finish_job(outcome: LoopOutcome, *, output_dir: str | Path, parallel: ParallelModel, dist: DistInfo,
+               tracker: Tracker, started: float) -> TrainResult:
+    """Tag D and C, close the MLflow run, and (rank 0) write ``result.json``."""
+    n_params = parallel.model.num_params()
+    tracker.set_tags(scaling_tags(n_params=n_params, tokens_seen=outcome.tokens_seen))
+    tracker.finish()
+    result = TrainResult(
+        steps=outcome.steps, tokens_seen=outcome.tokens_seen, first_train_loss=outcome.first_train_loss,
+        last_train_loss=outcome.last_train_loss, initial_val_loss=outcome.initial_val_loss,
+        final_val_loss=outcome.final_val_loss,
+        final_val_ppl=None if outcome.final_val_loss is None else math.exp(outcome.final_val_loss),
+        n_params=n_params, n_params_total=parallel.model.num_params(non_embedding=False),
+        world_size=dist.world_size, strategy=parallel.strategy,
+        tokens_per_s=outcome.tokens_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
+        seconds=time.perf_counter() - started, checkpoint=str(outcome.checkpoint), mlflow_run_id=tracker.run_id)
+    if dist.is_main:
+        result.save(Path(output_dir) / RESULT_FILE)
+    return result

@@ -1,0 +1,40 @@
+"""A tiny corpus (token shards + SFT JSONL) built once per session, and tiny job configs over it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.job_config import TrainJobConfig
+from pipeline.testing import make_tiny_corpus
+
+TINY = ["model.size=tiny", "model.seq_len=64", "train.global_batch_size=8", "train.micro_batch_size=4",
+        "train.warmup_steps=2", "train.log_interval=5", "train.eval_interval=0", "train.eval_batches=2",
+        "tracking.enabled=false"]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """(shards_dir, sft_jsonl)."""
+    return make_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture
+def train_config(tiny_corpus, tmp_path):
+    """``train_config("train.max_steps=4", ...)``: a tiny TrainJobConfig writing under tmp_path."""
+    def make(*overrides: str) -> TrainJobConfig:
+        return TrainJobConfig.load(None, [f"data.shards={tiny_corpus[0]}", f"output_dir={tmp_path / 'run'}",
+                                          *TINY, *overrides])
+    return make
+
+
+@pytest.fixture(scope="session")
+def pretrained(tiny_corpus, tmp_path_factory) -> Path:
+    """Output dir of a short pretraining run (checkpoint at its end), shared by the read-only tests."""
+    from pipeline.train import train
+
+    out = tmp_path_factory.mktemp("pretrained")
+    train(TrainJobConfig.load(None, [f"data.shards={tiny_corpus[0]}", f"output_dir={out}", *TINY,
+                                     "train.max_steps=40", "train.lr=3e-3"]))
+    return out

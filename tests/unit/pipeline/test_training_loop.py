@@ -1,0 +1,71 @@
+"""The training loop in one process: outputs, token budget, accumulation, checkpoints cadence, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.checkpoint import read_meta, resolve_checkpoint
+from pipeline.distributed import DistInfo
+from pipeline.job_config import LoopConfig, ModelConfig, TrainJobConfig
+from pipeline.model import ModelArgs, build_model
+from pipeline.parallel import parallelize
+from pipeline.train import train, train_step
+
+
+def test_pretraining_writes_result_config_and_checkpoint(pretrained: Path):
+    result = json.loads((pretrained / "result.json").read_text())
+    assert result["steps"] == 40 and result["tokens_seen"] == 40 * 8 * 64
+    assert result["final_val_loss"] < result["initial_val_loss"] - 1.0
+    assert result["last_train_loss"] < result["first_train_loss"] - 1.0
+    assert result["n_params"] == 787_584 and result["world_size"] == 1 and result["strategy"] == "ddp"
+    assert result["tokens_per_s"] > 0 and result["mlflow_run_id"] is None
+    saved = TrainJobConfig.load(pretrained / "config.yaml")
+    assert saved.train.max_steps == 40 and saved.model.seq_len == 64
+    step_dir = resolve_checkpoint(pretrained)
+    assert step_dir == pretrained / "checkpoints" / "step_40" == Path(result["checkpoint"])
+    meta = read_meta(step_dir)
+    assert meta["step"] == 40 and meta["tokens_seen"] == result["tokens_seen"]
+    assert meta["loader"]["sample_index"] == 40 * 8 and meta["model"]["seq_len"] == 64
+    assert (step_dir / "tokenizer.json").is_file() and (step_dir / "config.yaml").is_file()
+
+
+def test_token_budget_stops_early_and_checkpoints_keep_the_newest(train_config):
+    # 8 sequences x 64 tokens = 512 tokens per step: a 2,600-token budget is 6 steps.
+    cfg = train_config("train.max_steps=100", "train.max_tokens=2600", "checkpoint.interval=2", "checkpoint.keep=2")
+    result = train(cfg)
+    assert result.steps == 6 and result.tokens_seen == 6 * 512
+    checkpoints = Path(cfg.output_dir) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step_4", "step_6"]
+    assert (checkpoints / "latest").read_text().strip() == "step_6"
+
+
+def test_accumulated_micro_batches_equal_one_big_batch():
+    """Two micro-batches of 2 and one of 4: same loss, same update (targets partly ignored, unevenly)."""
+    args = ModelArgs.from_config(ModelConfig(size="tiny", seq_len=32), vocab_size=101)
+    tokens = torch.randint(0, 101, (4, 32), generator=torch.Generator().manual_seed(0))
+    targets = torch.roll(tokens, -1, dims=1)
+    targets[0, :20] = -100  # the first micro-batch has fewer targets than the second
+
+    def one_step(micro_batches):
+        torch.manual_seed(0)
+        parallel = parallelize(build_model(args), strategy="ddp", dist=DistInfo(), loop=LoopConfig(), total_steps=10)
+        loss, grad_norm = train_step(parallel, micro_batches, dist=DistInfo())
+        return loss, grad_norm, [p.detach().clone() for p in parallel.model.parameters()]
+
+    split = one_step([(tokens[:2], targets[:2]), (tokens[2:], targets[2:])])
+    whole = one_step([(tokens, targets)])
+    assert split[0] == pytest.approx(whole[0], abs=1e-6) and split[1] == pytest.approx(whole[1], rel=1e-5)
+    for a, b in zip(split[2], whole[2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # Adam amplifies float noise of tiny grads
+
+
+def test_user_errors_name_the_path(train_config, tmp_path):
+    missing = tmp_path / "no-shards"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        train(train_config(f"data.shards={missing}"))
+    with pytest.raises(ValueError, match="global_batch_size"):
+        train(train_config("train.global_batch_size=6"))
