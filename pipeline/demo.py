@@ -154,7 +154,9 @@ def run_demo(cfg: DemoConfig) -> int:
     (work / "report.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
     from pipeline.demo_report import render_report
 
-    console.print(render_report(report, workdir=work))
+    table, footer = render_report(report, workdir=work)
+    console.print(table)
+    console.print(footer, soft_wrap=True)
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -13,7 +12,8 @@ if TYPE_CHECKING:
     from pipeline.demo import DemoReport
 
 
-def render_report(report: DemoReport, *, workdir: Path) -> Group:
+def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
+    """The table, and a footer of paths and commands to print unwrapped (so they stay copy-pasteable)."""
     table = Table(title="lmpipe demo", show_header=True, header_style="bold", title_justify="left")
     table.add_column("stage")
     table.add_column("what happened")
@@ -67,7 +67,7 @@ def render_report(report: DemoReport, *, workdir: Path) -> Group:
         ("Outputs: ", "bold"), f"{workdir}\n",
         ("MLflow:  ", "bold"), f"mlflow ui --backend-store-uri sqlite:///{workdir}/mlflow.db",
     )
-    return Group(table, footer)
+    return table, footer
 
 
 def _val(result: dict[str, Any]) -> str:
