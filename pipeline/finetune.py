@@ -2,7 +2,7 @@
 
 The model shape, weights and tokenizer all come from the checkpoint (``init_from``);
 the batches come from ``sft_data``; the loop, logging, validation, checkpoints and
-``result.json`` are pretraining's own (``train.run_loop``). The job gets its own MLflow
+``result.json`` are pretraining's own (``train.run_job``). The job gets its own MLflow
 run, tagged with the checkpoint it started from.
 """
 
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from pipeline.checkpoint import TOKENIZER_FILE, load_tokenizer, read_meta, resolve_checkpoint, save_checkpoint
+from pipeline.checkpoint import TOKENIZER_FILE, load_tokenizer, read_meta, resolve_checkpoint
 from pipeline.distributed import init_distributed, shutdown_distributed
 from pipeline.job_config import FinetuneJobConfig
 from pipeline.model import ModelArgs, build_model
 from pipeline.parallel import parallelize
 from pipeline.sft_data import SFTDataset, SFTLoader, sft_eval_batches
 from pipeline.tracking import Tracker
-from pipeline.train import Batch, TrainResult, finish_job, plan_steps, run_loop, run_tags
+from pipeline.train import Batch, TrainResult, plan_steps, run_job, run_tags
 
 
 def finetune(cfg: FinetuneJobConfig) -> TrainResult:
@@ -62,19 +62,8 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
                                 tags=run_tags(n_params=parallel.model.num_params(), strategy=cfg.parallel.strategy,
                                               dist=dist, init_from=str(init_dir),
                                               init_mlflow_run_id=init_meta.get("mlflow_run_id")))
-
-        def checkpoint(step: int, tokens_seen: int) -> Path:
-            return save_checkpoint(cfg.output_dir, parallel=parallel, dist=dist, step=step, tokens_seen=tokens_seen,
-                                   config=cfg, model_args=args, tokenizer_file=tokenizer_file,
-                                   loader_state=loader.state_dict(), mlflow_run_id=tracker.run_id, seed=loop.seed,
-                                   keep=cfg.checkpoint.keep)
-
-        with tracker.failing_on_error():
-            outcome = run_loop(parallel, loop=loop, batches=iter(loader), val_batches=val_batches, dist=dist,
-                               accum_steps=accum, total_steps=total_steps, tracker=tracker,
-                               save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval,
-                               label="finetune")
-        return finish_job(outcome, output_dir=cfg.output_dir, parallel=parallel, dist=dist, tracker=tracker,
-                          started=started)
+        return run_job(cfg, parallel=parallel, loader=loader, val_batches=val_batches, model_args=args,
+                       tokenizer_file=tokenizer_file, tracker=tracker, dist=dist, accum_steps=accum,
+                       total_steps=total_steps, label="finetune", started=started)
     finally:
         shutdown_distributed(dist)

@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pipeline.checkpoint import save_checkpoint
 from pipeline.data import TokenLoader, eval_batches, load_manifest
 from pipeline.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed
-from pipeline.job_config import LoopConfig, TrainJobConfig
+from pipeline.job_config import FinetuneJobConfig, LoopConfig, TrainJobConfig
 from pipeline.model import IGNORE_INDEX, ModelArgs, build_model
 from pipeline.parallel import ParallelModel, parallelize
 from pipeline.tracking import Tracker, file_sha256, git_commit, scaling_tags
@@ -105,20 +106,9 @@ def train(cfg: TrainJobConfig) -> TrainResult:
         tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=cfg.flat(), active=dist.is_main,
                                 tags=run_tags(n_params=n_params, strategy=cfg.parallel.strategy, dist=dist,
                                               manifest_sha256=file_sha256(shards / "manifest.json")))
-        tokenizer_file = shards / manifest["tokenizer"]["path"]
-
-        def checkpoint(step: int, tokens_seen: int) -> Path:
-            return save_checkpoint(cfg.output_dir, parallel=parallel, dist=dist, step=step, tokens_seen=tokens_seen,
-                                   config=cfg, model_args=args, tokenizer_file=tokenizer_file,
-                                   loader_state=loader.state_dict(), mlflow_run_id=tracker.run_id, seed=loop.seed,
-                                   keep=cfg.checkpoint.keep)
-
-        with tracker.failing_on_error():
-            outcome = run_loop(parallel, loop=loop, batches=iter(loader), val_batches=val_batches, dist=dist,
-                               accum_steps=accum, total_steps=total_steps, tracker=tracker,
-                               save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval, label="train")
-        return finish_job(outcome, output_dir=cfg.output_dir, parallel=parallel, dist=dist, tracker=tracker,
-                          started=started)
+        return run_job(cfg, parallel=parallel, loader=loader, val_batches=val_batches, model_args=args,
+                       tokenizer_file=shards / manifest["tokenizer"]["path"], tracker=tracker, dist=dist,
+                       accum_steps=accum, total_steps=total_steps, label="train", started=started)
     finally:
         shutdown_distributed(dist)
 
@@ -218,6 +208,30 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
     return LoopOutcome(steps=total_steps, tokens_seen=tokens_seen, first_train_loss=first_loss,
                        last_train_loss=last_loss, initial_val_loss=initial_val_loss, final_val_loss=val_loss,
                        train_seconds=train_seconds, checkpoint=checkpoint)
+
+
+def run_job(cfg: TrainJobConfig | FinetuneJobConfig, *, parallel: ParallelModel, loader: Any,
+            val_batches: Callable[[], Iterable[Batch]], model_args: ModelArgs, tokenizer_file: Path,
+            tracker: Tracker, dist: DistInfo, accum_steps: int, total_steps: int, label: str,
+            started: float) -> TrainResult:
+    """What pretraining and fine-tuning share once model and data are ready: loop, checkpoints, result.
+
+    ``loader`` is any loader with ``__iter__`` and ``state_dict()`` (TokenLoader, SFTLoader);
+    its state goes into every checkpoint so a resumed run continues on the next sample.
+    """
+
+    def checkpoint(step: int, tokens_seen: int) -> Path:
+        return save_checkpoint(cfg.output_dir, parallel=parallel, dist=dist, step=step, tokens_seen=tokens_seen,
+                               config=cfg, model_args=model_args, tokenizer_file=tokenizer_file,
+                               loader_state=loader.state_dict(), mlflow_run_id=tracker.run_id, seed=cfg.train.seed,
+                               keep=cfg.checkpoint.keep)
+
+    with tracker.failing_on_error():
+        outcome = run_loop(parallel, loop=cfg.train, batches=iter(loader), val_batches=val_batches, dist=dist,
+                           accum_steps=accum_steps, total_steps=total_steps, tracker=tracker,
+                           save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval, label=label)
+    return finish_job(outcome, output_dir=cfg.output_dir, parallel=parallel, dist=dist, tracker=tracker,
+                      started=started)
 
 
 def finish_job(outcome: LoopOutcome, *, output_dir: str | Path, parallel: ParallelModel, dist: DistInfo,
