@@ -1,0 +1,116 @@
+"""The whole lmpipe prep path vs raw resiliparse, in documents per second.
+
+Ours: ``data_prep.prep.run_prep`` (read + extract + quality + language + exact dedup +
+parquet write + stats/markers), one worker. Anchor: the bare library calls that do
+the real work of that path, with none of our bookkeeping: fastwarc's ArchiveIterator
+over response records, then ``detect_encoding`` + ``bytes_to_str`` +
+``extract_plain_text(main_content=True)`` + ``detect_fast`` on every HTML body.
+Extraction dominates both, so the ratio says how much our streaming, filters, dedup
+and writing cost on top of it (PLATFORM.md "Extraction speed": target >= 0.6x).
+
+Two inputs: the generated corpus's WARC (synthetic pages), and, when present, the
+real Common Crawl fixture WARCs copied to ~500 HTML pages. docs/s counts response
+records (the same count for both sides). Run: ``python bench/bench_prep.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import shutil
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from time import perf_counter
+
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+from resiliparse.parse.lang import detect_fast
+
+from data_prep.config import PrepConfig
+from data_prep.corpus import generate_corpus
+from data_prep.prep import run_prep
+
+TARGET = 0.6
+FIXTURES = "/work/shared/fixtures/warc/*.warc.gz"
+FIXTURE_PAGES = 500
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def anchor(paths: list[Path]) -> int:
+    """Raw resiliparse over the HTML responses; returns the response records seen."""
+    n = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            for record in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True,
+                                          auto_decode="all"):
+                n += 1
+                if (record.http_content_type or "").lower() not in HTML_TYPES:
+                    continue
+                body = record.reader.read()
+                html = bytes_to_str(body, detect_encoding(body, from_html_meta=True))
+                detect_fast(extract_plain_text(html, main_content=True))
+    return n
+
+
+def ours(paths: list[Path], out: Path) -> int:
+    """The whole prep path into a fresh ``out``; returns the response records read."""
+    shutil.rmtree(out, ignore_errors=True)
+    stats = run_prep(PrepConfig(input=[str(p) for p in paths], output=str(out)))
+    return stats["totals"]["input"]
+
+
+def median_seconds(fns: dict[str, Callable[[], int]], reps: int = 3) -> tuple[dict[str, float], dict[str, int]]:
+    """One warm-up call of each, then ``reps`` rounds, interleaved so drift hits both alike."""
+    counts = {name: fn() for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = perf_counter()
+            fn()
+            times[name].append(perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}, counts
+
+
+def compare(label: str, paths: list[Path], work: Path) -> tuple[str, int, float, float]:
+    seconds, counts = median_seconds({"ours": lambda: ours(paths, work / "prep_out"), "anchor": lambda: anchor(paths)})
+    if counts["ours"] != counts["anchor"]:
+        raise RuntimeError(f"{label}: ours read {counts['ours']} response records, anchor {counts['anchor']}")
+    n = counts["anchor"]
+    return label, n, n / seconds["ours"], n / seconds["anchor"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller synthetic corpus")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_prep_") as tmp:
+        work = Path(tmp)
+        corpus = generate_corpus(work / "corpus", seed=0, n_entities=300 if args.quick else 2500)
+        rows.append(compare("synthetic WARC", [corpus.warc], work))
+        fixtures = sorted(Path(p) for p in glob.glob(FIXTURES))
+        if fixtures:
+            html_pages = anchor(fixtures)  # all responses in the fixtures are HTML
+            copies = max(1, round(FIXTURE_PAGES / html_pages))
+            (work / "cc").mkdir()
+            paths = [Path(shutil.copy(p, work / "cc" / f"{i:03d}-{p.name}")) for i in range(copies) for p in fixtures]
+            rows.append(compare(f"CC fixtures x{copies}", paths, work))
+        else:
+            print(f"(no {FIXTURES}: real-page comparison skipped)")
+
+    print(f"\n{'prep path (1 worker)':<24} {'responses':>9} {'ours docs/s':>12} {'anchor docs/s':>14} "
+          f"{'ratio':>7} {'target':>7}")
+    for label, n, ours_rate, anchor_rate in rows:
+        ratio = ours_rate / anchor_rate
+        verdict = "ok" if ratio >= TARGET else "BELOW"
+        print(f"{label:<24} {n:>9,} {ours_rate:>12,.0f} {anchor_rate:>14,.0f} {ratio:>6.2f}x "
+              f"{'>=' + format(TARGET, '.1f') + 'x':>7} {verdict}")
+    print("anchor: fastwarc + resiliparse detect_encoding/bytes_to_str/extract_plain_text(main_content)/detect_fast;"
+          " median of 3 after a warm-up")
+
+
+if __name__ == "__main__":
+    main()
