@@ -27,7 +27,7 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 bench: setup
-	@for script in bench/*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done
+	@for script in bench/bench_*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache

@@ -18,23 +18,21 @@ from __future__ import annotations
 import argparse
 import glob
 import shutil
-import statistics
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from time import perf_counter
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 from resiliparse.parse.lang import detect_fast
+from timing import median_seconds
 
 from data_prep.config import PrepConfig
 from data_prep.corpus import generate_corpus
 from data_prep.prep import run_prep
 
 TARGET = 0.6
-FIXTURES = "/work/shared/fixtures/warc/*.warc.gz"
+FIXTURES = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "warc" / "*.warc.gz")
 FIXTURE_PAGES = 500
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
@@ -60,18 +58,6 @@ def ours(paths: list[Path], out: Path) -> int:
     shutil.rmtree(out, ignore_errors=True)
     stats = run_prep(PrepConfig(input=[str(p) for p in paths], output=str(out)))
     return stats["totals"]["input"]
-
-
-def median_seconds(fns: dict[str, Callable[[], int]], reps: int = 3) -> tuple[dict[str, float], dict[str, int]]:
-    """One warm-up call of each, then ``reps`` rounds, interleaved so drift hits both alike."""
-    counts = {name: fn() for name, fn in fns.items()}
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = perf_counter()
-            fn()
-            times[name].append(perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}, counts
 
 
 def compare(label: str, paths: list[Path], work: Path) -> tuple[str, int, float, float]:

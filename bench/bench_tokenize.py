@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from time import perf_counter
 
 import pyarrow.parquet as pq
+from timing import median_seconds
 from tokenizers import Tokenizer
 
 from data_prep.config import PrepConfig
@@ -50,18 +48,6 @@ def ours(docs_dir: Path, tokenizer_dir: Path, out: Path) -> int:
     manifest = tokenize(TokenizeConfig(input=[str(docs_dir)], tokenizer=str(tokenizer_dir), output=str(out),
                                        batch_size=BATCH))
     return sum(s["tokens"] - s["docs"] for s in manifest["shards"])
-
-
-def median_seconds(fns: dict[str, Callable[[], int]], reps: int = 3) -> tuple[dict[str, float], dict[str, int]]:
-    """One warm-up call of each, then ``reps`` rounds, interleaved so drift hits both alike."""
-    counts = {name: fn() for name, fn in fns.items()}
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = perf_counter()
-            fn()
-            times[name].append(perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}, counts
 
 
 def main() -> None:

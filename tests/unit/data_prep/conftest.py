@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -9,7 +10,8 @@ import pytest
 
 from data_prep.corpus import CorpusFiles, generate_corpus
 
-FIXTURES = Path("/work/shared/fixtures")
+# ../shared/fixtures beside the checkout (where CI puts it too); LMPIPE_FIXTURES points elsewhere.
+FIXTURES = Path(os.environ.get("LMPIPE_FIXTURES", Path(__file__).resolve().parents[4] / "shared" / "fixtures"))
 
 
 @pytest.fixture
