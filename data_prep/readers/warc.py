@@ -14,13 +14,13 @@ record types (warcinfo, request, metadata) are not documents and are not counted
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import BinaryIO, Generator, Iterator
+from typing import Any, BinaryIO, Callable, Generator, Iterator
 
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
 from data_prep.document import Document
+from data_prep.inputs import input_name, location_of, open_input
 from data_prep.stats import StageStats
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -28,16 +28,29 @@ GZIP_MAGIC = b"\x1f\x8b\x08"
 WARC_MAGIC = b"WARC/1."
 _SCAN_CHUNK = 1 << 20
 
+Convert = Callable[[WarcRecord, StageStats, str, str], "Document | None"]
+"""(record, stats, location, file name) -> the document (kept, counted by the caller), or None
+(dropped or an error, counted by the converter). An OSError while reading the body is damage."""
 
-def read_warc(path: Path, stats: StageStats) -> Iterator[Document]:
-    with open(path, "rb") as f:
+
+def read_warc(path: Any, stats: StageStats) -> Iterator[Document]:
+    yield from read_archive(path, stats, WarcRecordType.response, _html_response, parse_http=True)
+
+
+def read_archive(source: Any, stats: StageStats, record_type: WarcRecordType, convert: Convert, *,
+                 parse_http: bool) -> Iterator[Document]:
+    """The records of ``record_type`` in a WARC-format file (WARC, WET), through ``convert``, surviving damage."""
+    where, name = location_of(source), input_name(source)
+    with open_input(source) as f:
         marker = GZIP_MAGIC if f.read(3) == GZIP_MAGIC else WARC_MAGIC
-        offset = yield from _read_from(f, 0, path, marker, stats, in_damage=False)
+        args = (where, name, marker, stats, record_type, convert, parse_http)
+        offset = yield from _read_from(f, 0, *args, in_damage=False)
         while offset is not None:
-            offset = yield from _read_from(f, offset, path, marker, stats, in_damage=True)
+            offset = yield from _read_from(f, offset, *args, in_damage=True)
 
 
-def _read_from(f: BinaryIO, offset: int, path: Path, marker: bytes, stats: StageStats, *,
+def _read_from(f: BinaryIO, offset: int, path: str, name: str, marker: bytes, stats: StageStats,
+               record_type: WarcRecordType, convert: Convert, parse_http: bool, *,
                in_damage: bool) -> Generator[Document, None, int | None]:
     """Yield documents from ``offset`` on; on damage, return the next record boundary to try (None: end of file).
 
@@ -45,7 +58,7 @@ def _read_from(f: BinaryIO, offset: int, path: Path, marker: bytes, stats: Stage
     is the same spot, and the retries walk it boundary by boundary until records parse again.
     """
     f.seek(offset)
-    records = iter(ArchiveIterator(f, parse_http=True, auto_decode="all"))
+    records = iter(ArchiveIterator(f, parse_http=parse_http, auto_decode="all" if parse_http else "none"))
     last_start = None
     while True:
         try:
@@ -60,35 +73,41 @@ def _read_from(f: BinaryIO, offset: int, path: Path, marker: bytes, stats: Stage
                 stats.error("corrupt_stream", f"{path}:{where if where is not None else 'end'} ({exc})")
             return resume
         last_start = record.stream_pos
-        if record.record_type != WarcRecordType.response:
+        if record.record_type != record_type:
             continue
         stats.input += 1
         if "Content-Length" not in record.headers:
             stats.error("truncated_record", f"{path}:{record.stream_pos}")  # the header itself is cut
             continue
-        if (record.http_content_type or "").lower() not in HTML_TYPES:
-            stats.drop("not_html")
-            continue
         try:
-            body = record.reader.read()
+            doc = convert(record, stats, path, name)
         except OSError as exc:
             stats.error("corrupt_stream", f"{path}:{record.stream_pos} ({exc})")
             return _find(f, marker, record.stream_pos + 1)
-        if record.reader.tell() < record.content_length and not _was_decoded(record):
-            stats.error("truncated_record", f"{path}:{record.stream_pos}")
-            continue
-        stats.keep(len(body))
-        yield _document(record, body, path)
+        if doc is not None:
+            yield doc
 
 
-def _document(record: WarcRecord, body: bytes, path: Path) -> Document:
+def _html_response(record: WarcRecord, stats: StageStats, path: str, name: str) -> Document | None:
+    if (record.http_content_type or "").lower() not in HTML_TYPES:
+        stats.drop("not_html")
+        return None
+    body = record.reader.read()
+    if record.reader.tell() < record.content_length and not _was_decoded(record):
+        stats.error("truncated_record", f"{path}:{record.stream_pos}")
+        return None
+    stats.keep(len(body))
+    return _document(record, body, name)
+
+
+def _document(record: WarcRecord, body: bytes, name: str) -> Document:
     record_date = record.record_date
     return Document(
-        id=(record.record_id or f"{path.name}:{record.stream_pos}").strip("<>"),
+        id=(record.record_id or f"{name}:{record.stream_pos}").strip("<>"),
         text=_decode(body, record.http_charset),
         source="cc",
         url=record.headers.get("WARC-Target-URI", "").strip("<>"),  # wget writes <url>
-        metadata={"date": record_date.isoformat() if record_date else "", "warc_file": path.name,
+        metadata={"date": record_date.isoformat() if record_date else "", "warc_file": name,
                   "offset": record.stream_pos},
     )
 

@@ -15,10 +15,11 @@ import bz2
 import gzip
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from contextlib import contextmanager
 from typing import IO, Any, Iterator
 
 from data_prep.document import Document
+from data_prep.inputs import location_of, open_input
 from data_prep.stats import StageStats
 
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -29,8 +30,9 @@ _DISAMBIGUATION = re.compile(
     r"disambigua|пояснение|многозначность)\s*[|}]", re.IGNORECASE)
 
 
-def read_wikipedia(path: Path, stats: StageStats) -> Iterator[Document]:
-    with _open(path) as f:
+def read_wikipedia(source: Any, stats: StageStats) -> Iterator[Document]:
+    path = location_of(source)
+    with _open(source) as f:
         events = ET.iterparse(f, events=("start", "end"))
         try:
             _, root = next(events)
@@ -62,14 +64,20 @@ def read_wikipedia(path: Path, stats: StageStats) -> Iterator[Document]:
             stats.error("truncated_file", f"{path} ({exc})")
 
 
-def _open(path: Path) -> IO[bytes]:
-    with open(path, "rb") as f:
-        magic = f.read(3)
-    if magic == b"BZh":
-        return bz2.open(path, "rb")
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+@contextmanager
+def _open(source: Any) -> Iterator[IO[bytes]]:
+    """The dump's XML bytes: bz2 and gzip told apart by their magic, not the name."""
+    with open_input(source) as raw:
+        magic = raw.read(3)
+        raw.seek(0)
+        if magic == b"BZh":
+            with bz2.BZ2File(raw, "rb") as f:
+                yield f
+        elif magic[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                yield f
+        else:
+            yield raw
 
 
 def _local(tag: str) -> str:
