@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from pipeline.config import Config, require, require_choice
 
-INPUT_FORMATS = ("auto", "warc", "wiki")
+INPUT_FORMATS = ("auto", "warc", "wet", "wat", "wiki", "jsonl", "parquet", "hf")
 
 
 @dataclass
@@ -24,7 +24,8 @@ class LanguageFilterConfig(Config):
 
 @dataclass
 class QualityFilterConfig(Config):
-    """A minimal Gopher-style quality gate (the full set arrives with the data-prep issue)."""
+    """Gopher's quality rules (Rae et al. 2021, appendix A); defaults are the published thresholds
+    except ``min_words`` (Gopher: 50) and ``min_stop_words`` (off here, 2 in the English recipes)."""
 
     enabled: bool = True
     min_words: int = 20
@@ -33,6 +34,16 @@ class QualityFilterConfig(Config):
     max_mean_word_length: float = 10.0
     min_alpha_word_fraction: float = 0.8
     """Fraction of words that contain at least one alphabetic character."""
+    max_symbol_word_ratio: float = 0.1
+    """Most ``#`` per word, and most ellipses (``...`` or ``…``) per word, each counted on its own."""
+    max_bullet_line_fraction: float = 0.9
+    """Most of the non-empty lines that may start with a bullet point."""
+    max_ellipsis_line_fraction: float = 0.3
+    """Most of the non-empty lines that may end with an ellipsis."""
+    min_stop_words: int = 0
+    """Fewest distinct English stop words (the, be, to, of, and, that, have, with) a document must hold;
+    Gopher uses 2. Off by default because it drops every non-English page as junk before the
+    language stage sees it; the English recipes (configs/data/cc.yaml, ...) turn it on."""
 
     def check(self, prefix: str) -> None:
         require(0 <= self.min_words <= self.max_words, f"{prefix}min_words", "must be >= 0 and <= max_words")
@@ -41,7 +52,113 @@ class QualityFilterConfig(Config):
             f"{prefix}min_mean_word_length",
             "must be > 0 and <= max_mean_word_length",
         )
-        require(0.0 <= self.min_alpha_word_fraction <= 1.0, f"{prefix}min_alpha_word_fraction", "must be in [0, 1]")
+        for key in ("min_alpha_word_fraction", "max_bullet_line_fraction", "max_ellipsis_line_fraction"):
+            require(0.0 <= getattr(self, key) <= 1.0, f"{prefix}{key}", "must be in [0, 1]")
+        require(self.max_symbol_word_ratio >= 0.0, f"{prefix}max_symbol_word_ratio", "must be >= 0")
+        require(0 <= self.min_stop_words <= 8, f"{prefix}min_stop_words", "must be in [0, 8] (there are 8 stop words)")
+
+
+@dataclass
+class RepetitionFilterConfig(Config):
+    """Gopher's repetition rules (Rae et al. 2021, table A1); each fraction is the most a document may have.
+
+    Off by default: the demo corpus's short templated pages repeat a person's full name in
+    most sentences (a top 2-gram share of 0.2-0.25), which Gopher rightly calls repetitive;
+    the recipes in configs/data/ turn it on."""
+
+    enabled: bool = False
+    max_duplicate_line_fraction: float = 0.30
+    """Non-empty lines that repeat an earlier line, over all non-empty lines."""
+    max_duplicate_line_char_fraction: float = 0.20
+    """Characters in those repeated lines, over the characters of all lines."""
+    max_duplicate_paragraph_fraction: float = 0.30
+    """Paragraphs (split at blank lines) that repeat an earlier one, over all paragraphs."""
+    max_duplicate_paragraph_char_fraction: float = 0.20
+    top_ngram_fractions: list[float] = field(default_factory=lambda: [0.20, 0.18, 0.16])
+    """For n = 2, 3, 4: characters covered by the most frequent word n-gram, over all word characters."""
+    duplicate_ngram_fractions: list[float] = field(default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10])
+    """For n = 5..10: characters of the words covered by any n-gram seen twice or more (each word
+    counted once), over all word characters."""
+
+    def check(self, prefix: str) -> None:
+        for key in ("max_duplicate_line_fraction", "max_duplicate_line_char_fraction",
+                    "max_duplicate_paragraph_fraction", "max_duplicate_paragraph_char_fraction"):
+            require(0.0 <= getattr(self, key) <= 1.0, f"{prefix}{key}", "must be in [0, 1]")
+        require(len(self.top_ngram_fractions) == 3, f"{prefix}top_ngram_fractions", "give 3 fractions (n = 2, 3, 4)")
+        require(len(self.duplicate_ngram_fractions) == 6, f"{prefix}duplicate_ngram_fractions",
+                "give 6 fractions (n = 5..10)")
+        for key in ("top_ngram_fractions", "duplicate_ngram_fractions"):
+            require(all(0.0 <= f <= 1.0 for f in getattr(self, key)), f"{prefix}{key}", "each must be in [0, 1]")
+
+
+@dataclass
+class C4FilterConfig(Config):
+    """C4's line and page rules (Raffel et al. 2020, section 2.2); defaults are the published ones.
+
+    Off by default: it rewrites web text line by line, which the demo corpus does not need;
+    configs/data/cc.yaml turns it on."""
+
+    enabled: bool = False
+    sources: list[str] = field(default_factory=lambda: ["cc"])
+    """Document sources it applies to; others pass untouched (Wikipedia has headings without full stops)."""
+    min_words_per_line: int = 5
+    """Lines with fewer words are removed (C4: 5)."""
+    min_sentences: int = 3
+    """Pages with fewer sentences left after line removal are dropped (C4: 3)."""
+    max_word_length: int = 1000
+    """Lines with a longer word are removed."""
+    remove_javascript_lines: bool = True
+    remove_policy_lines: bool = True
+    """Lines about cookies, terms of use and privacy policies."""
+    drop_lorem_ipsum: bool = True
+    drop_curly_bracket: bool = True
+    """A ``{`` anywhere means code, and drops the page."""
+
+    def check(self, prefix: str) -> None:
+        require(self.min_words_per_line >= 0, f"{prefix}min_words_per_line", "must be >= 0")
+        require(self.min_sentences >= 0, f"{prefix}min_sentences", "must be >= 0")
+        require(self.max_word_length >= 1, f"{prefix}max_word_length", "must be >= 1")
+
+
+@dataclass
+class UrlFilterConfig(Config):
+    """Drops pages by their URL; every list is a file path, and with no list the stage is off."""
+
+    enabled: bool = True
+    sources: list[str] = field(default_factory=lambda: ["cc"])
+    """Document sources it applies to (a wiki page's ``url`` is its title)."""
+    domain_blocklists: list[str] = field(default_factory=list)
+    """Files of one domain per line (``#`` starts a comment); a listed domain blocks its subdomains too."""
+    adblock_lists: list[str] = field(default_factory=list)
+    """EasyList-style files (plain or .gz); only their ``||domain^`` rules are used."""
+    banned_words: str = ""
+    """A file of one word per line (``#`` lines are off); a URL with one as a token is dropped."""
+
+    @property
+    def has_lists(self) -> bool:
+        return bool(self.domain_blocklists or self.adblock_lists or self.banned_words)
+
+
+@dataclass
+class BadWordsFilterConfig(Config):
+    enabled: bool = False
+    path: str = ""
+    """A file of one word or phrase per line, lower case (``#`` lines are off)."""
+    max_fraction: float = 0.0
+    """Most of a document's words that may be on the list; 0 is C4's rule (any listed word drops the page)."""
+
+    def check(self, prefix: str) -> None:
+        require(bool(self.path) or not self.enabled, f"{prefix}path", "give the bad-words list file")
+        require(0.0 <= self.max_fraction <= 1.0, f"{prefix}max_fraction", "must be in [0, 1]")
+
+
+@dataclass
+class PiiConfig(Config):
+    """Redacts e-mail addresses and IPv4 addresses; never drops a document."""
+
+    enabled: bool = True
+    email_replacement: str = "<EMAIL>"
+    ip_replacement: str = "<IP>"
 
 
 @dataclass
@@ -55,7 +172,12 @@ class PrepConfig(Config):
     workers: int = 1
     docs_per_shard: int = 50_000
     language: LanguageFilterConfig = field(default_factory=LanguageFilterConfig)
+    url: UrlFilterConfig = field(default_factory=UrlFilterConfig)
+    c4: C4FilterConfig = field(default_factory=C4FilterConfig)
     quality: QualityFilterConfig = field(default_factory=QualityFilterConfig)
+    repetition: RepetitionFilterConfig = field(default_factory=RepetitionFilterConfig)
+    badwords: BadWordsFilterConfig = field(default_factory=BadWordsFilterConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
     exact_dedup: bool = True
 
     def check(self, prefix: str) -> None:

@@ -11,7 +11,7 @@ stats.json::
     {"totals": {"input": .., "kept": .., "dropped": {"read/not_html": ..}, "errors": {..},
                 "bytes_in": .., "bytes_out": .., "seconds": .., "docs_per_second": ..},
      "stages": {"read": {"input": .., "kept": .., "dropped": {..}, "errors": {kind: {"count", "examples"}},
-                         "bytes": .., "seconds": ..}, "extract": {..}, .., "write": {..}},
+                         "bytes": .., "seconds": .., "counts": {..}}, "extract": {..}, .., "write": {..}},
      "tasks": {"<task>": {"path": .., "format": .., "input": .., "kept": .., "seconds": ..}}}
 """
 
@@ -35,6 +35,8 @@ class StageStats:
     bytes: int = 0
     """UTF-8 bytes of the text this stage kept (raw payload for the reader)."""
     seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    """What a transforming stage changed inside the documents it kept, e.g. ``lines_removed``, ``emails``."""
 
     def keep(self, n_bytes: int) -> None:
         self.kept += 1
@@ -42,6 +44,9 @@ class StageStats:
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
 
     def error(self, kind: str, where: str) -> None:
         entry = self.errors.setdefault(kind, {"count": 0, "examples": []})
@@ -56,6 +61,8 @@ class StageStats:
         self.seconds += other.seconds
         for reason, count in other.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + count
+        for name, count in other.counts.items():
+            self.count(name, count)
         for kind, entry in other.errors.items():
             mine = self.errors.setdefault(kind, {"count": 0, "examples": []})
             mine["count"] += entry["count"]
@@ -63,13 +70,14 @@ class StageStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"input": self.input, "kept": self.kept, "dropped": dict(sorted(self.dropped.items())),
-                "errors": dict(sorted(self.errors.items())), "bytes": self.bytes, "seconds": round(self.seconds, 4)}
+                "errors": dict(sorted(self.errors.items())), "bytes": self.bytes, "seconds": round(self.seconds, 4),
+                "counts": dict(sorted(self.counts.items()))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageStats:
         return cls(data["input"], data["kept"], dict(data["dropped"]),
                    {kind: {"count": e["count"], "examples": list(e["examples"])} for kind, e in data["errors"].items()},
-                   data["bytes"], data["seconds"])
+                   data["bytes"], data["seconds"], dict(data.get("counts", {})))
 
 
 def timed(items: Iterable[T], stats: StageStats) -> Iterator[T]:

@@ -1,8 +1,10 @@
-"""A Gopher-style quality gate (Rae et al. 2021): cheap statistics over whitespace words.
+"""A Gopher-style quality gate (Rae et al. 2021): cheap statistics over whitespace words and lines.
 
 It catches what extraction leaves behind when a page has no prose: error pages and
 stubs (too few words), symbol soup and tables of numbers (few words with a letter),
-and machine strings such as base64 or hashes (mean word length out of range).
+machine strings such as base64 or hashes (mean word length out of range), hashtag
+and teaser spam (``#`` or ``...`` per word), link lists (bullet lines), truncated
+previews (lines ending in an ellipsis), and word salad without English function words.
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from data_prep.filters.base import BaseFilter
 
 _WORD_WITH_LETTER = re.compile(r"\S*[^\W\d_]\S*")
 """A whitespace-separated word that holds at least one letter of any script."""
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+"""Gopher's English stop words: prose has them, keyword stuffing and tables rarely do."""
+BULLETS = ("•", "‣", "●", "○", "◦", "▪", "▫", "■", "□", "–", "-", "*", "·")
+ELLIPSES = ("...", "…")
+_PUNCTUATION = "\"'“”‘’.,;:!?()[]"
 
 
 class QualityFilter(BaseFilter):
-    """Drops ``too_few_words``, ``too_many_words``, ``mean_word_length`` and ``too_few_alpha_words``."""
+    """Drops ``too_few_words``, ``too_many_words``, ``mean_word_length``, ``too_few_alpha_words``,
+    ``symbol_word_ratio``, ``bullet_lines``, ``ellipsis_lines`` and ``too_few_stop_words``."""
 
     name = "quality"
 
@@ -27,8 +35,8 @@ class QualityFilter(BaseFilter):
         self.cfg = cfg
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        cfg = self.cfg
-        words = doc.text.split()
+        cfg, text = self.cfg, doc.text
+        words = text.split()
         if len(words) < cfg.min_words:
             return False, "too_few_words"
         if len(words) > cfg.max_words:
@@ -36,6 +44,28 @@ class QualityFilter(BaseFilter):
         mean_length = sum(map(len, words)) / len(words)
         if not cfg.min_mean_word_length <= mean_length <= cfg.max_mean_word_length:
             return False, "mean_word_length"
-        if len(_WORD_WITH_LETTER.findall(doc.text)) / len(words) < cfg.min_alpha_word_fraction:
+        if len(_WORD_WITH_LETTER.findall(text)) / len(words) < cfg.min_alpha_word_fraction:
             return False, "too_few_alpha_words"
+        ellipses = text.count("...") + text.count("…")
+        if max(text.count("#"), ellipses) / len(words) > cfg.max_symbol_word_ratio:
+            return False, "symbol_word_ratio"
+        lines = [line for line in map(str.strip, text.splitlines()) if line]
+        if sum(line.startswith(BULLETS) for line in lines) / len(lines) > cfg.max_bullet_line_fraction:
+            return False, "bullet_lines"
+        if sum(line.endswith(ELLIPSES) for line in lines) / len(lines) > cfg.max_ellipsis_line_fraction:
+            return False, "ellipsis_lines"
+        if cfg.min_stop_words and not _has_stop_words(words, cfg.min_stop_words):
+            return False, "too_few_stop_words"
         return True
+
+
+def _has_stop_words(words: list[str], wanted: int) -> bool:
+    """Whether ``wanted`` distinct stop words occur; stops reading at the first ``wanted``."""
+    found: set[str] = set()
+    for word in words:
+        word = word.strip(_PUNCTUATION).lower()
+        if word in STOP_WORDS:
+            found.add(word)
+            if len(found) >= wanted:
+                return True
+    return False

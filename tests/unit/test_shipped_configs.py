@@ -15,6 +15,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHIPPED = {
     "demo.yaml": (DemoConfig, []),
     "data/prep.yaml": (PrepConfig, ["input=[x.warc.gz]", "output=o"]),
+    "data/cc.yaml": (PrepConfig, ["input=[x.warc.gz]", "output=o"]),
+    "data/wiki.yaml": (PrepConfig, ["input=[x.xml.bz2]", "output=o"]),
+    "data/mixed.yaml": (PrepConfig, ["input=[x.warc.gz,y.xml.bz2]", "output=o"]),
     "data/tokenizer.yaml": (TokenizerTrainConfig, ["input=d", "output=o"]),
     "data/tokenize.yaml": (TokenizeConfig, ["input=[d]", "tokenizer=t", "output=o"]),
     "train/tiny.yaml": (TrainJobConfig, ["data.shards=s"]),
