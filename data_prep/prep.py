@@ -1,9 +1,10 @@
-"""``lmpipe data prep``: WARC files and Wikipedia dumps -> ``docs/*.parquet`` + ``stats.json``.
+"""``lmpipe data prep``: web crawls, dumps and document files -> ``docs/*.parquet`` + ``stats.json``.
 
-One task per input file runs read -> extract -> quality -> language -> exact dedup
--> write, each document streaming through every stage, so memory does not grow
-with the file. Quality runs before language so junk is dropped as junk rather
-than as "no language".
+One task per input (a local file or a URL) runs read -> extract -> url -> c4 ->
+quality -> repetition -> language -> badwords -> pii -> exact dedup -> write, each
+document streaming through every enabled stage, so memory does not grow with the
+file. Pre-extracted formats (WET, JSONL, Parquet, HF datasets) skip extraction.
+Quality runs before language so junk is dropped as junk rather than as "no language".
 
 Resume (DESIGN §4): a finished task leaves ``completions/<task>.done``, written
 last and holding the task's stats. A rerun skips finished tasks, and redoes any
@@ -12,13 +13,12 @@ other from scratch after deleting what an interrupted run of it left in ``docs/`
 them; when every task is already done the rerun changes nothing.
 
 Exact dedup is per task for now: a page repeated in two input files is kept once
-per file. Deduplicating across tasks needs a pass over all of them, which the
-MinHash stage will bring.
+per file. Cross-task dedup is MinHash's job (``data_prep.dedup.minhash``: signatures
+per task -> cluster over all -> removal), not yet wired into this runner.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import multiprocessing
@@ -29,17 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
 from time import perf_counter
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from data_prep.config import PrepConfig
 from data_prep.dedup.exact import ExactDedupFilter
 from data_prep.document import Document
 from data_prep.extract.html import HtmlExtractor
 from data_prep.extract.wikitext import WikitextExtractor
+from data_prep.filters.badwords import BadWordsFilter
 from data_prep.filters.base import BaseFilter
+from data_prep.filters.c4 import C4Filter
 from data_prep.filters.language import LanguageFilter
+from data_prep.filters.pii import PiiRedactor
 from data_prep.filters.quality import QualityFilter
-from data_prep.readers import READERS, detect_format
+from data_prep.filters.repetition import RepetitionFilter
+from data_prep.filters.url import UrlFilter
+from data_prep.inputs import InputFile, expand_inputs
+from data_prep.readers import PRE_EXTRACTED, READERS
 from data_prep.stats import StageStats, merge_tasks, timed
 from data_prep.writers.parquet import ParquetWriter, task_outputs
 
@@ -51,7 +57,8 @@ REPORT_EVERY = 200
 @dataclass(frozen=True)
 class Task:
     name: str
-    path: Path
+    path: str
+    """A local absolute path or a URL."""
     format: str
 
 
@@ -84,40 +91,13 @@ def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any
 
 def plan_tasks(cfg: PrepConfig) -> list[Task]:
     tasks = []
-    for path in expand_inputs(cfg.input):
-        fmt = detect_format(path) if cfg.format == "auto" else cfg.format
+    for item in expand_inputs(cfg.input):
+        fmt = item.format if cfg.format == "auto" else cfg.format
         if fmt is None:
-            raise ValueError(f"cannot tell the format of {path} from its name; pass --format {'|'.join(READERS)}")
-        tasks.append(Task(_task_name(path), path, fmt))
+            raise ValueError(f"cannot tell the format of {item.location} from its name; "
+                             f"pass --format {'|'.join(READERS)}")
+        tasks.append(Task(_task_name(item), item.location, fmt))
     return tasks
-
-
-def expand_inputs(patterns: Iterable[str]) -> list[Path]:
-    """Paths, globs and directories -> the input files, sorted within each pattern, each once."""
-    files: dict[Path, None] = {}
-    for pattern in patterns:
-        if "://" in pattern:
-            raise ValueError(f"remote inputs are not supported yet: {pattern}")
-        if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
-            if not matches:
-                raise FileNotFoundError(f"no input file matches {pattern}")
-        elif Path(pattern).exists():
-            matches = [pattern]
-        else:
-            raise FileNotFoundError(f"input not found: {pattern}")
-        for match in map(Path, matches):
-            if match.is_dir():
-                found = sorted(p for p in match.iterdir() if p.is_file() and detect_format(p))
-            else:
-                found = [match]
-            if not found:
-                raise ValueError(f"no WARC files or wiki dumps in directory {match}")
-            for path in found:
-                if path.stat().st_size == 0:
-                    raise ValueError(f"input file is empty: {path}")
-                files[path.resolve()] = None
-    return list(files)
 
 
 def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -144,20 +124,34 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
 
 
 def build_steps(cfg: PrepConfig, fmt: str) -> list[BaseFilter]:
-    steps: list[BaseFilter] = [HtmlExtractor() if fmt == "warc" else WikitextExtractor()]
+    """The stages after the reader, in order; a disabled stage is absent. URL and C4 act only on
+    the sources their config names, so every task has the same stages and stats merge cleanly.
+    Raises FileNotFoundError, in one line, for a list file the config names and the disk lacks."""
+    extract = [] if fmt in PRE_EXTRACTED else [HtmlExtractor() if fmt == "warc" else WikitextExtractor()]
+    steps: list[BaseFilter] = extract
+    if cfg.url.enabled and cfg.url.has_lists:
+        steps.append(UrlFilter(cfg.url))
+    if cfg.c4.enabled:
+        steps.append(C4Filter(cfg.c4))
     if cfg.quality.enabled:
         steps.append(QualityFilter(cfg.quality))
+    if cfg.repetition.enabled:
+        steps.append(RepetitionFilter(cfg.repetition))
     if cfg.language.enabled:
         steps.append(LanguageFilter(cfg.language))
+    if cfg.badwords.enabled:
+        steps.append(BadWordsFilter(cfg.badwords))
+    if cfg.pii.enabled:
+        steps.append(PiiRedactor(cfg.pii))
     if cfg.exact_dedup:
         steps.append(ExactDedupFilter())
     return steps
 
 
-def _task_name(path: Path) -> str:
-    """The file name (readable in docs/ and completions/) plus a hash of its full path (unique)."""
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', path.name)}-{digest}"
+def _task_name(item: InputFile) -> str:
+    """The file name (readable in docs/ and completions/) plus a hash of its full path or URL (unique)."""
+    digest = hashlib.sha1(item.location.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', item.name)}-{digest}"
 
 
 def _marker(out: Path, task: Task) -> Path:

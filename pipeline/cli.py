@@ -54,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_verbs = data.add_subparsers(title="data verbs", metavar="VERB")
     prep = _verb(data_verbs, "prep", "WARC / Wikipedia dumps -> cleaned, filtered, deduplicated docs/*.parquet",
                  _run_prep)
-    prep.add_argument("--input", nargs="+", help="input files or globs (.warc[.gz], .xml[.bz2])")
+    prep.add_argument("--input", nargs="+",
+                      help="files, globs, directories, http(s)/s3 URLs or *.paths[.gz] listings "
+                           "(.warc[.gz], .warc.wet.gz, .xml[.bz2], .jsonl[.gz|.zst], .parquet, a saved HF dataset)")
     prep.add_argument("--output", help="output directory")
-    prep.add_argument("--format", help="auto (by file name), warc or wiki")
+    prep.add_argument("--format", help="auto (by file name), warc, wet, wat, wiki, jsonl, parquet or hf")
     prep.add_argument("--workers", type=int, help="processes, one input file each at a time")
 
     tok = _verb(data_verbs, "train-tokenizer", "train a byte-level BPE tokenizer on docs/*.parquet",
