@@ -2,7 +2,8 @@
 ``s3://`` URLs, and Common Crawl style ``*.paths[.gz]`` listings.
 
 ``expand_inputs`` turns the ``--input`` patterns into :class:`InputFile` s before any
-work starts (every error is one line naming the path). ``open_input`` opens one for
+work starts (every error is one line naming the path; a zero-byte file is not an error
+here: its task reports it as ``read/empty_file`` in stats.json). ``open_input`` opens one for
 reading: a local file as is; an HTTP(S) URL as a seekable stream that survives dropped
 connections by re-requesting from the byte it had reached (``Range: bytes=N-``) with
 bounded retries and backoff; an ``s3://`` URL through ``fsspec`` when ``s3fs`` is
@@ -126,8 +127,8 @@ def expand_inputs(patterns: Iterable[str], *, paths_prefix: str = CC_PREFIX) -> 
             else:
                 found = [match]
             for path in found:
-                if path.stat().st_size == 0:
-                    raise ValueError(f"input file is empty: {path}")
+                # A zero-byte file is planned like any other: its task counts one ``empty_file``
+                # error (data_prep.prep), so one bad file among many is reported, not fatal.
                 if _is_listing(path):
                     for entry in read_listing(path, paths_prefix):
                         add(entry)

@@ -44,7 +44,7 @@ from data_prep.filters.pii import PiiRedactor
 from data_prep.filters.quality import QualityFilter
 from data_prep.filters.repetition import RepetitionFilter
 from data_prep.filters.url import UrlFilter
-from data_prep.inputs import InputFile, expand_inputs
+from data_prep.inputs import InputFile, expand_inputs, is_remote
 from data_prep.readers import PRE_EXTRACTED, READERS
 from data_prep.stats import StageStats, merge_tasks, timed
 from data_prep.writers.parquet import ParquetWriter, task_outputs
@@ -67,7 +67,8 @@ def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any
 
     ``progress(n)`` is called with the number of documents read since its last call.
     Raises FileNotFoundError / ValueError, with one line naming the path, for inputs
-    that are missing, empty or of unknown format, before any work starts.
+    that are missing or of unknown format, before any work starts. A zero-byte input is
+    not fatal: its task counts one ``read/empty_file`` error.
     """
     start = perf_counter()
     tasks = plan_tasks(cfg)
@@ -108,7 +109,8 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
         leftover.unlink()
     start = perf_counter()
     read_stats = StageStats()
-    docs = timed(READERS[task.format](task.path, read_stats), read_stats)
+    reader = _read_empty if _is_empty(task.path) else READERS[task.format]
+    docs = timed(reader(task.path, read_stats), read_stats)
     if progress is not None:
         docs = _reporting(docs, read_stats, progress)
     steps = build_steps(cfg, task.format)
@@ -146,6 +148,17 @@ def build_steps(cfg: PrepConfig, fmt: str) -> list[BaseFilter]:
     if cfg.exact_dedup:
         steps.append(ExactDedupFilter())
     return steps
+
+
+def _is_empty(location: str) -> bool:
+    return not is_remote(location) and os.path.isfile(location) and os.path.getsize(location) == 0
+
+
+def _read_empty(location: str, stats: StageStats) -> Iterator[Document]:
+    """The reader of a zero-byte file: one input, one ``empty_file`` error, no documents."""
+    stats.input += 1
+    stats.error("empty_file", f"{location}:0")
+    yield from ()
 
 
 def _task_name(item: InputFile) -> str:

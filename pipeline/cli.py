@@ -131,7 +131,18 @@ def _run_prep(args: argparse.Namespace) -> int:
     with counting_progress("prep: documents read") as advance:
         stats = run_prep(cfg, progress=advance)
     _print_summary(Path(cfg.output))
+    _warn_errors(stats)
     return 0 if stats else 1
+
+
+def _warn_errors(stats: dict[str, Any]) -> None:
+    """One line on stderr when records could not be read: the run still succeeded (exit 0)."""
+    errors = {kind: n for kind, n in stats.get("totals", {}).get("errors", {}).items() if n}
+    if errors:
+        total = sum(errors.values())
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(errors.items(), key=lambda item: -item[1]))
+        print(f"lmpipe: warning: {total} record{'s' if total != 1 else ''} could not be read ({kinds}); "
+              "see stats.json", file=sys.stderr)
 
 
 def _run_train_tokenizer(args: argparse.Namespace) -> int:

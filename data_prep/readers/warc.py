@@ -8,8 +8,13 @@ damage is normal, so this reader counts each damaged spot as one ``errors`` entr
 member (Common Crawl writes one per record) or the next ``WARC/1.x`` line.
 
 Counted per response record: ``input``; ``dropped`` ``not_html`` (images,
-robots.txt, PDFs); ``errors`` ``corrupt_stream`` and ``truncated_record``. Other
-record types (warcinfo, request, metadata) are not documents and are not counted.
+robots.txt, PDFs), ``binary_content`` (a PDF or image labelled text/html) and
+``too_large`` (a payload over :data:`MAX_PAYLOAD_BYTES`, not read into memory);
+``errors`` ``corrupt_stream``, ``truncated_record`` and ``malformed_header`` (a
+missing or non-numeric Content-Length: the reader resyncs at the next record);
+``counts`` ``charset_fallback`` (a body that is not valid in its declared charset,
+decoded by sniffing instead). Other record types (warcinfo, request, metadata) are
+not documents and are not counted.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 GZIP_MAGIC = b"\x1f\x8b\x08"
 WARC_MAGIC = b"WARC/1."
 _SCAN_CHUNK = 1 << 20
+MAX_PAYLOAD_BYTES = 8 << 20
+"""HTML payloads above this (after HTTP decoding) are dropped as ``too_large``: Common Crawl cuts
+at 1 MiB, and a bigger page is rarely prose but can cost seconds and hundreds of MB downstream."""
+BINARY_MAGIC = (b"%PDF-", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"PK\x03\x04", b"\x1f\x8b", b"RIFF", b"\x00\x00\x01\x00")
 
 Convert = Callable[[WarcRecord, StageStats, str, str], "Document | None"]
 """(record, stats, location, file name) -> the document (kept, counted by the caller), or None
@@ -76,9 +85,14 @@ def _read_from(f: BinaryIO, offset: int, path: str, name: str, marker: bytes, st
         if record.record_type != record_type:
             continue
         stats.input += 1
-        if "Content-Length" not in record.headers:
-            stats.error("truncated_record", f"{path}:{record.stream_pos}")  # the header itself is cut
-            continue
+        length = record.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit():
+            # Cut at the end of the file (the header itself is cut), or a malformed header: either
+            # way the record's extent is unknown, so resync at the next boundary (counted once).
+            resume = _find(f, marker, record.stream_pos + 1)
+            kind = "truncated_record" if length is None and resume is None else "malformed_header"
+            stats.error(kind, f"{path}:{record.stream_pos}")
+            return resume
         try:
             doc = convert(record, stats, path, name)
         except OSError as exc:
@@ -89,27 +103,47 @@ def _read_from(f: BinaryIO, offset: int, path: str, name: str, marker: bytes, st
 
 
 def _html_response(record: WarcRecord, stats: StageStats, path: str, name: str) -> Document | None:
-    if (record.http_content_type or "").lower() not in HTML_TYPES:
+    content_type = (record.http_content_type or "").lower()
+    if content_type not in HTML_TYPES:
+        if not content_type and _is_cut(record):  # the file ends inside the HTTP headers
+            stats.error("truncated_record", f"{path}:{record.stream_pos}")
+            return None
         stats.drop("not_html")
         return None
-    body = record.reader.read()
+    if record.content_length > MAX_PAYLOAD_BYTES + (1 << 16):  # + room for the HTTP headers
+        stats.drop("too_large")
+        return None
+    body = record.reader.read(MAX_PAYLOAD_BYTES + 1)  # bounded: a compressed payload can inflate
+    if len(body) > MAX_PAYLOAD_BYTES:
+        stats.drop("too_large")
+        return None
     if record.reader.tell() < record.content_length and not _was_decoded(record):
         stats.error("truncated_record", f"{path}:{record.stream_pos}")
         return None
+    if body.lstrip()[:8].startswith(BINARY_MAGIC) or b"\x00" in body[:1024]:
+        stats.drop("binary_content")
+        return None
     stats.keep(len(body))
-    return _document(record, body, name)
+    return _document(record, body, name, stats)
 
 
-def _document(record: WarcRecord, body: bytes, name: str) -> Document:
+def _document(record: WarcRecord, body: bytes, name: str, stats: StageStats) -> Document:
     record_date = record.record_date
     return Document(
         id=(record.record_id or f"{name}:{record.stream_pos}").strip("<>"),
-        text=_decode(body, record.http_charset),
+        text=_decode(body, record.http_charset, stats),
         source="cc",
         url=record.headers.get("WARC-Target-URI", "").strip("<>"),  # wget writes <url>
         metadata={"date": record_date.isoformat() if record_date else "", "warc_file": name,
                   "offset": record.stream_pos},
     )
+
+
+def _is_cut(record: WarcRecord) -> bool:
+    """Whether the block ends before its Content-Length (read through in chunks, not kept)."""
+    while record.reader.read(_SCAN_CHUNK):
+        pass
+    return record.reader.tell() < record.content_length and not _was_decoded(record)
 
 
 def _was_decoded(record: WarcRecord) -> bool:
@@ -119,14 +153,19 @@ def _was_decoded(record: WarcRecord) -> bool:
                for name in ("Transfer-Encoding", "Content-Encoding"))
 
 
-def _decode(body: bytes, declared: str | None) -> str:
-    """Trust the HTTP header's charset when Python knows it; otherwise sniff (BOM, <meta>, content)."""
+def _decode(body: bytes, declared: str | None, stats: StageStats | None = None) -> str:
+    """Trust the HTTP header's charset when Python knows it and the body is valid in it; otherwise
+    sniff (BOM, <meta>, content). A body invalid in its declared charset (latin-1 bytes labelled
+    utf-8, stray bytes) is counted as ``charset_fallback``; undecodable bytes never raise."""
     if declared:
         try:
-            return bytes_to_str(body, declared)
+            return body.decode(declared).removeprefix("\ufeff")
         except LookupError:
             pass
-    return bytes_to_str(body, detect_encoding(body, from_html_meta=True))
+        except UnicodeDecodeError:
+            if stats is not None:
+                stats.count("charset_fallback")
+    return bytes_to_str(body, detect_encoding(body, from_html_meta=True), errors="replace")
 
 
 def _find(f: BinaryIO, marker: bytes, start: int) -> int | None:

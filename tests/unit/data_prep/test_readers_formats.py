@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -137,8 +136,9 @@ def test_parquet_defaults_for_missing_columns(tmp_path):
 
     path = tmp_path / "y.parquet"
     pq.write_table(pa.table({"text": ["a", None, "c"]}), path)
-    docs, stats = read_parquet(path, StageStats()), None
-    docs = list(docs)
+    stats = StageStats()
+    docs = list(read_parquet(path, stats))
+    assert (stats.input, stats.kept, stats.dropped) == (3, 2, {"empty_text": 1})
     assert [(d.id, d.source, d.url, d.metadata) for d in docs] == [("y.parquet:0", "parquet", "", {}),
                                                                   ("y.parquet:2", "parquet", "", {})]
 
