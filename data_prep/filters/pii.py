@@ -17,6 +17,8 @@ from data_prep.filters.base import BaseFilter
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\.?\w)")
+MAYBE_IPV4 = re.compile(r"\d\.\d{1,3}\.\d")
+"""Every dotted quad contains this; a plain scan for it is ~3x cheaper than IPV4's lookarounds."""
 
 
 class PiiRedactor(BaseFilter):
@@ -32,8 +34,9 @@ class PiiRedactor(BaseFilter):
             text, emails = EMAIL.subn(self.cfg.email_replacement, text)
             if emails:
                 self.stats.count("emails", emails)
-        text, ips = IPV4.subn(self.cfg.ip_replacement, text)
-        if ips:
-            self.stats.count("ips", ips)
+        if MAYBE_IPV4.search(text):
+            text, ips = IPV4.subn(self.cfg.ip_replacement, text)
+            if ips:
+                self.stats.count("ips", ips)
         doc.text = text
         return True
