@@ -35,10 +35,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from anchors import HTML_TYPES, resiliparse_anchor
 from fastwarc.warc import ArchiveIterator, WarcRecordType
-from resiliparse.extract.html2text import extract_plain_text
-from resiliparse.parse.encoding import bytes_to_str, detect_encoding
-from resiliparse.parse.lang import detect_fast
 from timing import median_seconds
 
 from data_prep.config import PrepConfig
@@ -47,7 +45,6 @@ from data_prep.prep import run_prep
 TARGET = 500.0
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "warc"
-HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 DATATROVE_TRAFILATURA_RECORDS = 200
 
 DATATROVE_CHILD = r'''
@@ -98,26 +95,6 @@ def html_records(path: Path) -> int:
                    for r in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True))
 
 
-def anchor(paths: list[Path], detect: bool, langs: set[str] | None = None) -> int:
-    """Raw resiliparse over the HTML responses (+ ``detect_fast``); returns the response records seen."""
-    n = 0
-    for path in paths:
-        with open(path, "rb") as f:
-            for record in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True,
-                                          auto_decode="all"):
-                n += 1
-                if (record.http_content_type or "").lower() not in HTML_TYPES:
-                    continue
-                body = record.reader.read()
-                text = extract_plain_text(bytes_to_str(body, detect_encoding(body, from_html_meta=True)),
-                                          main_content=True)
-                if detect:
-                    lang = detect_fast(text)[0]
-                    if langs is not None:
-                        langs.add(lang)
-    return n
-
-
 def ours(cfg: PrepConfig, out: Path) -> int:
     """The whole prep path into a fresh ``out``; returns the response records read."""
     shutil.rmtree(out, ignore_errors=True)
@@ -154,7 +131,7 @@ def main() -> None:
     per_copy = sum(html_records(p) for p in fixtures)
     copies = math.ceil((1000 if args.quick else 5000) / per_copy)
     langs: set[str] = set()
-    anchor(fixtures, detect=True, langs=langs)
+    resiliparse_anchor(fixtures, detect=True, langs=langs)
     langs.discard("unknown")
     rows: list[tuple[str, int, float | str]] = []
     notes: list[str] = []
@@ -166,8 +143,8 @@ def main() -> None:
                              [f"input=[{','.join(map(str, paths))}]", f"output={work / 'cc'}",
                               f"language.languages=[{','.join(sorted(langs))}]"])
         seconds, counts = median_seconds({
-            "resiliparse alone": lambda: anchor(paths, detect=False),
-            "resiliparse + detect_fast": lambda: anchor(paths, detect=True),
+            "resiliparse alone": lambda: resiliparse_anchor(paths, detect=False),
+            "resiliparse + detect_fast": lambda: resiliparse_anchor(paths, detect=True),
             "ours, default config": lambda: ours(default, work / "default"),
             "ours, cc.yaml recipe": lambda: ours(cc, work / "cc"),
         })

@@ -21,10 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fastwarc.warc import ArchiveIterator, WarcRecordType
-from resiliparse.extract.html2text import extract_plain_text
-from resiliparse.parse.encoding import bytes_to_str, detect_encoding
-from resiliparse.parse.lang import detect_fast
+from anchors import resiliparse_anchor
 from timing import median_seconds
 
 from data_prep.config import PrepConfig
@@ -34,23 +31,6 @@ from data_prep.prep import run_prep
 TARGET = 0.6
 FIXTURES = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "warc" / "*.warc.gz")
 FIXTURE_PAGES = 500
-HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-
-
-def anchor(paths: list[Path]) -> int:
-    """Raw resiliparse over the HTML responses; returns the response records seen."""
-    n = 0
-    for path in paths:
-        with open(path, "rb") as f:
-            for record in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True,
-                                          auto_decode="all"):
-                n += 1
-                if (record.http_content_type or "").lower() not in HTML_TYPES:
-                    continue
-                body = record.reader.read()
-                html = bytes_to_str(body, detect_encoding(body, from_html_meta=True))
-                detect_fast(extract_plain_text(html, main_content=True))
-    return n
 
 
 def ours(paths: list[Path], out: Path) -> int:
@@ -61,7 +41,7 @@ def ours(paths: list[Path], out: Path) -> int:
 
 
 def compare(label: str, paths: list[Path], work: Path) -> tuple[str, int, float, float]:
-    seconds, counts = median_seconds({"ours": lambda: ours(paths, work / "prep_out"), "anchor": lambda: anchor(paths)})
+    seconds, counts = median_seconds({"ours": lambda: ours(paths, work / "prep_out"), "anchor": lambda: resiliparse_anchor(paths)})
     if counts["ours"] != counts["anchor"]:
         raise RuntimeError(f"{label}: ours read {counts['ours']} response records, anchor {counts['anchor']}")
     n = counts["anchor"]
@@ -79,7 +59,7 @@ def main() -> None:
         rows.append(compare("synthetic WARC", [corpus.warc], work))
         fixtures = sorted(Path(p) for p in glob.glob(FIXTURES))
         if fixtures:
-            html_pages = anchor(fixtures)  # all responses in the fixtures are HTML
+            html_pages = resiliparse_anchor(fixtures)  # all responses in the fixtures are HTML
             copies = max(1, round(FIXTURE_PAGES / html_pages))
             (work / "cc").mkdir()
             paths = [Path(shutil.copy(p, work / "cc" / f"{i:03d}-{p.name}")) for i in range(copies) for p in fixtures]
