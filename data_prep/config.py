@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pipeline.config import Config, require, require_choice
 
 INPUT_FORMATS = ("auto", "warc", "wet", "wat", "wiki", "jsonl", "parquet", "hf")
+EXECUTORS = ("local", "slurm")  # data_prep.executor.EXECUTORS
 
 
 @dataclass
@@ -162,6 +163,35 @@ class PiiConfig(Config):
 
 
 @dataclass
+class SlurmExecutorConfig(Config):
+    """``executor: slurm``: one job array, one element per pending input file (``--array=0-K%P``).
+    Empty / 0 values are left out of the sbatch script, so the cluster's defaults apply."""
+
+    partition: str = ""
+    time: str = ""
+    """Per-element time limit in any sbatch form (``30``, ``2:00:00``, ``1-00:00:00``)."""
+    cpus_per_task: int = 0
+    mem: str = ""
+    """Per-element memory, e.g. ``8G``."""
+    max_parallel: int = 0
+    """Most elements running at once (the ``%P`` of ``--array``); 0 = no cap."""
+    job_name: str = "lmpipe-prep"
+    sbatch_args: list[str] = field(default_factory=list)
+    """Further sbatch options, one per item, e.g. ``["--qos=high", "--account=lm"]``."""
+    poll_seconds: float = 5.0
+    """Seconds between ``squeue`` polls while the array runs."""
+    timeout_minutes: float = 0.0
+    """Cancel the array and fail if it runs longer than this; 0 = wait as long as it takes."""
+
+    def check(self, prefix: str) -> None:
+        require(self.cpus_per_task >= 0, f"{prefix}cpus_per_task", "must be >= 0 (0 = the cluster's default)")
+        require(self.max_parallel >= 0, f"{prefix}max_parallel", "must be >= 0 (0 = no cap)")
+        require(bool(self.job_name.strip()), f"{prefix}job_name", "must not be empty")
+        require(self.poll_seconds > 0, f"{prefix}poll_seconds", "must be > 0")
+        require(self.timeout_minutes >= 0, f"{prefix}timeout_minutes", "must be >= 0 (0 = no limit)")
+
+
+@dataclass
 class PrepConfig(Config):
     input: list[str] = field(default_factory=list)
     """Paths or globs of WARC files and Wikipedia dumps."""
@@ -170,6 +200,10 @@ class PrepConfig(Config):
     format: str = "auto"
     """auto picks by file name: *.warc[.gz] -> warc, *.xml[.bz2] -> wiki."""
     workers: int = 1
+    """Processes, one input file each at a time (executor local)."""
+    executor: str = "local"
+    """local: this machine (``workers`` processes); slurm: a Slurm job array (see ``slurm``)."""
+    slurm: SlurmExecutorConfig = field(default_factory=SlurmExecutorConfig)
     docs_per_shard: int = 50_000
     language: LanguageFilterConfig = field(default_factory=LanguageFilterConfig)
     url: UrlFilterConfig = field(default_factory=UrlFilterConfig)
@@ -185,4 +219,5 @@ class PrepConfig(Config):
         require(bool(self.output), f"{prefix}output", "give an output directory (--output)")
         require_choice(self.format, f"{prefix}format", INPUT_FORMATS)
         require(self.workers >= 1, f"{prefix}workers", "must be >= 1")
+        require_choice(self.executor, f"{prefix}executor", EXECUTORS)
         require(self.docs_per_shard >= 1, f"{prefix}docs_per_shard", "must be >= 1")

@@ -12,6 +12,10 @@ other from scratch after deleting what an interrupted run of it left in ``docs/`
 ``stats.json`` is merged from the markers, so it covers all tasks whichever run did
 them; when every task is already done the rerun changes nothing.
 
+Tasks run on an executor (``data_prep.executor``, chosen by ``cfg.executor``): here, in
+``workers`` processes, or as one Slurm job array whose elements each run one task. Either
+way the markers are the record of what finished, and this process merges ``stats.json``.
+
 Exact dedup is per task for now: a page repeated in two input files is kept once
 per file. Cross-task dedup is MinHash's job (``data_prep.dedup.minhash``: signatures
 per task -> cluster over all -> removal), not yet wired into this runner.
@@ -21,13 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import re
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from queue import Empty
 from time import perf_counter
 from typing import Any, Callable, Iterator
 
@@ -79,15 +81,24 @@ def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any
         return json.loads(stats_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
-    if cfg.workers > 1 and len(pending) > 1:
-        _run_in_pool(pending, cfg, progress)
-    else:
-        for task in pending:
-            run_task(task, cfg, progress)
+    make_executor(cfg).run(pending, partial(_run_one, cfg), progress)
     results = {task.name: json.loads(_marker(out, task).read_text()) for task in tasks}
     stats = merge_tasks(results, wall_seconds=perf_counter() - start)
     _write_json(stats_path, stats)
     return stats
+
+
+def make_executor(cfg: PrepConfig) -> Any:
+    """The executor ``cfg.executor`` names: a local process pool, or a Slurm job array whose
+    files (plan.json, prep.sbatch, logs/) go to ``<output>/slurm/``."""
+    if cfg.executor == "slurm":
+        from data_prep.executor.slurm import SlurmExecutor
+
+        out = Path(cfg.output)
+        return SlurmExecutor(cfg.slurm, out / "slurm", cfg.to_dict(), lambda task: _marker(out, task).exists())
+    from data_prep.executor.local import LocalExecutor
+
+    return LocalExecutor(cfg.workers)
 
 
 def plan_tasks(cfg: PrepConfig) -> list[Task]:
@@ -167,8 +178,12 @@ def _task_name(item: InputFile) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]', '_', item.name)}-{digest}"
 
 
-def _marker(out: Path, task: Task) -> Path:
+def marker_path(out: Path, task: Task) -> Path:
+    """``<output>/completions/<task>.done``: written last by ``run_task``, holding the task's stats."""
     return out / "completions" / f"{task.name}.done"
+
+
+_marker = marker_path
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -190,42 +205,6 @@ def _reporting(docs: Iterator[Document], read_stats: StageStats, progress: Progr
         progress(read_stats.input - reported)
 
 
-# --- workers > 1: a process pool over input files ---------------------------------------
-
-_worker_queue: Any = None
-
-
-def _run_in_pool(pending: list[Task], cfg: PrepConfig, progress: Progress | None) -> None:
-    """Tasks run in spawned processes (fork is unsafe beside the progress bar's thread);
-    their progress comes back through a queue the parent drains while it waits."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue() if progress is not None else None
-    with ProcessPoolExecutor(max_workers=min(cfg.workers, len(pending)), mp_context=context,
-                             initializer=_init_worker, initargs=(queue,)) as pool:
-        futures = [pool.submit(_run_task_in_worker, task, cfg) for task in pending]
-        running = set(futures)
-        while running:
-            _, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(queue, progress)
-    _drain(queue, progress)
-    for future in futures:
-        future.result()  # re-raise the first failure, after the other tasks have finished
-
-
-def _init_worker(queue: Any) -> None:
-    global _worker_queue
-    _worker_queue = queue
-
-
-def _run_task_in_worker(task: Task, cfg: PrepConfig) -> None:
-    run_task(task, cfg, _worker_queue.put if _worker_queue is not None else None)
-
-
-def _drain(queue: Any, progress: Progress | None) -> None:
-    if queue is None or progress is None:
-        return
-    while True:
-        try:
-            progress(queue.get_nowait())
-        except Empty:
-            return
+def _run_one(cfg: PrepConfig, task: Task, progress: Progress | None) -> None:
+    """``run_task`` in the executors' ``fn(task, progress)`` shape (module level, so a pool can pickle it)."""
+    run_task(task, cfg, progress)

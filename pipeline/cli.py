@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--output", help="output directory")
     prep.add_argument("--format", help="auto (by file name), warc, wet, wat, wiki, jsonl, parquet or hf")
     prep.add_argument("--workers", type=int, help="processes, one input file each at a time")
+    prep.add_argument("--executor", help="local (default) or slurm: one Slurm job array element per input "
+                                         "file (slurm.partition=..., slurm.max_parallel=N, ...)")
 
     tok = _verb(data_verbs, "train-tokenizer", "train a byte-level BPE tokenizer on docs/*.parquet",
                 _run_train_tokenizer)
@@ -124,12 +126,18 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _run_prep(args: argparse.Namespace) -> int:
     from data_prep.config import PrepConfig
 
-    cfg = _load(PrepConfig, args, input=args.input, output=args.output, format=args.format, workers=args.workers)
+    cfg = _load(PrepConfig, args, input=args.input, output=args.output, format=args.format, workers=args.workers,
+                executor=args.executor)
+    from data_prep.executor import TaskFailed
     from data_prep.prep import run_prep
     from pipeline.progress import counting_progress
 
-    with counting_progress("prep: documents read") as advance:
-        stats = run_prep(cfg, progress=advance)
+    try:
+        with counting_progress("prep: documents read") as advance:
+            stats = run_prep(cfg, progress=advance)
+    except TaskFailed as exc:
+        print(f"lmpipe: error: {exc}", file=sys.stderr)
+        return 1
     _print_summary(Path(cfg.output))
     _warn_errors(stats)
     return 0 if stats else 1

@@ -1,0 +1,88 @@
+"""``data prep`` as a real Slurm job array (``executor: slurm``): the same docs and stats as a local run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from data_prep.config import PrepConfig
+from data_prep.corpus import generate_corpus
+from data_prep.executor import TaskFailed
+from data_prep.executor.slurm import SlurmExecutor
+from data_prep.prep import Task, marker_path, run_prep
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("inputs")
+    files = []
+    for seed in range(3):
+        corpus = generate_corpus(root / f"c{seed}", seed=seed, n_entities=40)
+        warc = root / f"web-{seed}.warc.gz"
+        corpus.warc.rename(warc)
+        files.append(str(warc))
+    files.append(str(corpus.wiki))
+    return files
+
+
+def config(inputs: list[str], output: Path, *overrides: str) -> PrepConfig:
+    return PrepConfig.load(None, list(overrides), values={"input": inputs, "output": str(output)})
+
+
+def docs(output: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((output / "docs").iterdir())}
+
+
+def without_timing(totals: dict) -> dict:
+    return {k: v for k, v in totals.items() if k not in ("seconds", "docs_per_second", "wall_seconds")}
+
+
+def test_job_array_writes_what_a_local_run_writes(local_slurm, inputs, tmp_path, monkeypatch):
+    local = run_prep(config(inputs, tmp_path / "local", "workers=2"))
+    cfg = config(inputs, tmp_path / "slurm", "executor=slurm", "slurm.max_parallel=2", "slurm.poll_seconds=0.5",
+                 "slurm.time=10", "slurm.timeout_minutes=5")
+    stats = run_prep(cfg)
+    slurm_dir = tmp_path / "slurm" / "slurm"
+    logs = "\n".join(p.read_text() for p in sorted((slurm_dir / "logs").glob("*.out")))
+    assert docs(tmp_path / "slurm") == docs(tmp_path / "local"), f"{logs}\n{local_slurm.logs()}"
+    assert len(docs(tmp_path / "local")) == 4
+    assert without_timing(stats["totals"]) == without_timing(local["totals"])
+    assert stats["totals"]["kept"] > 0
+    script = (slurm_dir / "prep.sbatch").read_text()
+    assert "#SBATCH --array=0-3%2" in script and "#SBATCH --time=10" in script
+    plan = json.loads((slurm_dir / "plan.json").read_text())
+    assert len(plan["tasks"]) == 4 and plan["config"]["output"] == str(tmp_path / "slurm")
+    job_ids = {p.name.rsplit("-", 1)[1].split("_")[0] for p in (slurm_dir / "logs").glob("lmpipe-prep-*_*.out")}
+    assert len(job_ids) == 1, job_ids
+    job = job_ids.pop()
+    for index in range(4):  # every array element ran and finished its task
+        assert "done:" in (slurm_dir / "logs" / f"lmpipe-prep-{job}_{index}.out").read_text(), logs
+
+    def no_submit(self):
+        raise AssertionError("a rerun with every task done must not submit")
+
+    monkeypatch.setattr(SlurmExecutor, "submit", no_submit)
+    assert run_prep(cfg) == stats
+    (tmp_path / "slurm" / "stats.json").unlink()  # stats are re-merged from the markers, still no job
+    again = run_prep(cfg)
+    assert without_timing(again["totals"]) == without_timing(stats["totals"])
+    assert docs(tmp_path / "slurm") == docs(tmp_path / "local")
+
+
+def test_failed_element_names_its_log_after_the_others_finish(local_slurm, inputs, tmp_path):
+    cfg = config(inputs[:1], tmp_path / "out", "executor=slurm", "slurm.poll_seconds=0.5", "slurm.time=10",
+                 "slurm.timeout_minutes=5")
+    out = Path(cfg.output)
+    tasks = [Task("good", inputs[0], "warc"), Task("missing", str(tmp_path / "gone.warc.gz"), "warc")]
+    executor = SlurmExecutor(cfg.slurm, out / "slurm", cfg.to_dict(), lambda task: marker_path(out, task).exists())
+    with pytest.raises(TaskFailed) as failure:
+        executor.run(tasks)
+    log = out / "slurm" / "logs" / f"lmpipe-prep-{executor.job_id}_1.out"
+    assert str(failure.value) == f"1 of 2 task(s) of Slurm job {executor.job_id} failed; see {log}"
+    assert "gone.warc.gz" in log.read_text()  # the traceback is in the element's log
+    assert marker_path(out, tasks[0]).exists()  # the other element finished its task

@@ -1,0 +1,163 @@
+"""Executors without a cluster: the rendered sbatch script, the local runner, and the Slurm
+executor's bookkeeping against stand-in ``sbatch`` / ``squeue`` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+
+import pytest
+
+from data_prep.config import PrepConfig, SlurmExecutorConfig
+from data_prep.executor import TaskFailed
+from data_prep.executor.local import LocalExecutor
+from data_prep.executor.slurm import SlurmExecutor, render_script
+from data_prep.prep import Task, make_executor
+from pipeline.cli import main
+from pipeline.config import ConfigError
+
+
+def sbatch_options(script: str) -> list[str]:
+    return [line.removeprefix("#SBATCH ") for line in script.splitlines() if line.startswith("#SBATCH ")]
+
+
+def test_script_has_array_range_cap_log_path_and_task_main(tmp_path):
+    cfg = SlurmExecutorConfig(max_parallel=2, job_name="prep-cc")
+    plan, logs = tmp_path / "slurm" / "plan.json", tmp_path / "slurm" / "logs"
+    script = render_script(cfg, 7, plan, logs, python="/venv/bin/python")
+    options = sbatch_options(script)
+    assert script.startswith("#!/bin/bash\n")
+    assert "--array=0-6%2" in options
+    assert "--job-name=prep-cc" in options
+    assert f"--output={logs}/%x-%A_%a.out" in options
+    assert not any(o.startswith(("--partition", "--time", "--mem", "--cpus-per-task")) for o in options)
+    body = script.splitlines()[-1]
+    assert body == f'exec /venv/bin/python -m data_prep.executor.task_main {plan} "${{SLURM_ARRAY_TASK_ID}}"'
+
+
+def test_script_without_cap_and_with_every_option():
+    cfg = SlurmExecutorConfig(partition="gpu", time="2:00:00", cpus_per_task=4, mem="8G",
+                              sbatch_args=["--qos=high", "--account=lm"])
+    options = sbatch_options(render_script(cfg, 1, "/o/plan.json", "/o/logs"))
+    assert options[:2] == ["--job-name=lmpipe-prep", "--array=0-0"]
+    assert options[3:] == ["--partition=gpu", "--time=2:00:00", "--cpus-per-task=4", "--mem=8G",
+                           "--qos=high", "--account=lm"]
+
+
+def test_script_values_are_shell_quoted():
+    cfg = SlurmExecutorConfig(partition="a b", job_name="x;rm -rf /", sbatch_args=["--comment=it's"])
+    script = render_script(cfg, 3, "/out dir/plan.json", "/out dir/logs", python="/my env/python")
+    options = sbatch_options(script)
+    assert f"--job-name={shlex.quote('x;rm -rf /')}" in options
+    assert f"--partition={shlex.quote('a b')}" in options
+    assert f"--output={shlex.quote('/out dir/logs/%x-%A_%a.out')}" in options
+    assert shlex.quote("--comment=it's") in options
+    assert shlex.split(script.splitlines()[-1]) == [
+        "exec", "/my env/python", "-m", "data_prep.executor.task_main", "/out dir/plan.json", "${SLURM_ARRAY_TASK_ID}"]
+
+
+def test_script_needs_a_task():
+    with pytest.raises(ValueError):
+        render_script(SlurmExecutorConfig(), 0, "/p.json", "/logs")
+
+
+def record(calls):
+    def fn(task, progress):
+        calls.append(task)
+        if progress is not None:
+            progress(len(task))
+    return fn
+
+
+def test_local_executor_runs_each_task_in_order_and_passes_progress():
+    calls, seen = [], []
+    LocalExecutor(workers=1).run(["a", "bb", "ccc"], record(calls), seen.append)
+    assert calls == ["a", "bb", "ccc"] and seen == [1, 2, 3]
+    LocalExecutor(workers=4).run(["x"], record(calls))  # one task: no pool
+    assert calls[-1] == "x"
+
+
+def test_local_executor_reraises_a_failure():
+    def fail(task, progress):
+        raise OSError(f"cannot read {task}")
+
+    with pytest.raises(OSError, match="cannot read a"):
+        LocalExecutor().run(["a"], fail)
+
+
+def test_config_executor_choice_and_slurm_checks():
+    base = ["input=[a.warc]", "output=o"]
+    assert PrepConfig.load(None, base).executor == "local"
+    cfg = PrepConfig.load(None, base + ["executor=slurm", "slurm.max_parallel=3", "slurm.partition=cpu"])
+    assert (cfg.executor, cfg.slurm.max_parallel, cfg.slurm.partition) == ("slurm", 3, "cpu")
+    assert PrepConfig.from_dict(cfg.to_dict()) == cfg  # what task_main rebuilds from plan.json
+    with pytest.raises(ConfigError, match="executor: got 'k8s'; valid choices: local, slurm"):
+        PrepConfig.load(None, base + ["executor=k8s"])
+    with pytest.raises(ConfigError, match="slurm.max_parallel"):
+        PrepConfig.load(None, base + ["slurm.max_parallel=-1"])
+    assert isinstance(make_executor(PrepConfig.load(None, base + ["workers=3"])), LocalExecutor)
+    assert isinstance(make_executor(cfg), SlurmExecutor)
+
+
+def test_cli_executor_flag_reaches_the_config(tmp_path, capsys):
+    warc = tmp_path / "a.warc.gz"
+    warc.write_bytes(b"")
+    code = main(["data", "prep", "--input", str(warc), "--output", str(tmp_path / "o"), "--executor", "k8s"])
+    assert code == 2
+    assert "executor: got 'k8s'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """``sbatch`` that records its script and answers job 42; ``squeue`` that reports an empty queue."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/sbatch.calls\necho "42;cluster"\n')
+    (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / "sbatch.calls"
+
+
+def test_slurm_executor_with_no_task_submits_nothing(tmp_path, fake_slurm):
+    SlurmExecutor(SlurmExecutorConfig(), tmp_path / "slurm", {}, lambda task: True).run([])
+    assert not fake_slurm.exists() and not (tmp_path / "slurm").exists()
+
+
+def test_slurm_executor_writes_plan_and_names_the_logs_of_failed_tasks(tmp_path, fake_slurm, capsys):
+    tasks = [Task(f"t{i}", f"/in/{i}.warc.gz", "warc") for i in range(3)]
+    cfg = SlurmExecutorConfig(max_parallel=2, poll_seconds=0.01)
+    executor = SlurmExecutor(cfg, tmp_path / "slurm", {"output": "o"}, lambda task: task.name != "t1")
+    with pytest.raises(TaskFailed) as failure:
+        executor.run(tasks)
+    log = tmp_path / "slurm" / "logs" / "lmpipe-prep-42_1.out"
+    assert str(failure.value) == f"1 of 3 task(s) of Slurm job 42 failed; see {log}"
+    assert "submitted Slurm job array 42" in capsys.readouterr().err
+    plan = json.loads((tmp_path / "slurm" / "plan.json").read_text())
+    assert plan == {"config": {"output": "o"},
+                    "tasks": [{"name": f"t{i}", "path": f"/in/{i}.warc.gz", "format": "warc"} for i in range(3)]}
+    assert "--array=0-2%2" in sbatch_options((tmp_path / "slurm" / "prep.sbatch").read_text())
+    assert fake_slurm.read_text().split() == ["--parsable", str(tmp_path / "slurm" / "prep.sbatch")]
+    assert (tmp_path / "slurm" / "logs").is_dir()  # Slurm does not create it
+
+
+def test_slurm_executor_reports_a_failed_sbatch(tmp_path, fake_slurm):
+    (fake_slurm.parent / "bin" / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition' >&2\nexit 1\n")
+    executor = SlurmExecutor(SlurmExecutorConfig(), tmp_path / "slurm", {}, lambda task: False)
+    with pytest.raises(TaskFailed, match="failed: sbatch: error: invalid partition"):
+        executor.run([Task("t", "/x", "warc")])
+
+
+def test_task_main_skips_a_done_task(tmp_path, capsys):
+    from data_prep.executor import task_main
+
+    cfg = PrepConfig.load(None, [], values={"input": [str(tmp_path / "a.warc.gz")], "output": str(tmp_path / "o")})
+    (tmp_path / "o" / "completions").mkdir(parents=True)
+    (tmp_path / "o" / "completions" / "t.done").write_text("{}")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"config": cfg.to_dict(), "tasks": [{"name": "t", "path": "/x", "format": "warc"}]}))
+    assert task_main.main([str(plan), "0"]) == 0
+    assert "already done; skipped" in capsys.readouterr().out
+    assert task_main.main([]) == 2
