@@ -445,3 +445,16 @@ def _write_sft(path: Path, rng: random.Random, world: list[Entity], expected: di
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 n += 1
     expected["sft_records"] = n
+
+
+def generate_split_corpus(out_dir: str | Path, *, web_files: int, n_entities: int = 60) -> list[Path]:
+    """``web_files`` WARCs (seeds 0..web_files-1) plus one wiki dump: an input set of several
+    tasks, for runs whose behaviour depends on how work splits across files (workers, executors)."""
+    out = Path(out_dir)
+    files = []
+    for seed in range(web_files):
+        corpus = generate_corpus(out / f"c{seed}", seed=seed, n_entities=n_entities)
+        warc = out / f"web-{seed}.warc.gz"
+        corpus.warc.rename(warc)
+        files.append(warc)
+    return [*files, corpus.wiki]

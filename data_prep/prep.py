@@ -140,8 +140,7 @@ def build_steps(cfg: PrepConfig, fmt: str) -> list[BaseFilter]:
     """The stages after the reader, in order; a disabled stage is absent. URL and C4 act only on
     the sources their config names, so every task has the same stages and stats merge cleanly.
     Raises FileNotFoundError, in one line, for a list file the config names and the disk lacks."""
-    extract = [] if fmt in PRE_EXTRACTED else [HtmlExtractor() if fmt == "warc" else WikitextExtractor()]
-    steps: list[BaseFilter] = extract
+    steps: list[BaseFilter] = [] if fmt in PRE_EXTRACTED else [HtmlExtractor() if fmt == "warc" else WikitextExtractor()]
     if cfg.url.enabled and cfg.url.has_lists:
         steps.append(UrlFilter(cfg.url))
     if cfg.c4.enabled:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.corpus import generate_corpus
+from data_prep.corpus import generate_split_corpus
 
 pytestmark = pytest.mark.slow
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
@@ -22,15 +22,7 @@ LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("inputs")
-    files = []
-    for seed in range(4):
-        corpus = generate_corpus(root / f"c{seed}", seed=seed, n_entities=60)
-        warc = root / f"web-{seed}.warc.gz"
-        corpus.warc.rename(warc)
-        files.append(warc)
-    files.append(corpus.wiki)
-    return files
+    return generate_split_corpus(tmp_path_factory.mktemp("inputs"), web_files=4, n_entities=60)
 
 
 def command(inputs: list[Path], output: Path, workers: int) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from data_prep.config import PrepConfig
-from data_prep.corpus import generate_corpus
+from data_prep.corpus import generate_split_corpus
 from data_prep.executor import TaskFailed
 from data_prep.executor.slurm import SlurmExecutor
 from data_prep.prep import Task, marker_path, run_prep
@@ -19,15 +19,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> list[str]:
-    root = tmp_path_factory.mktemp("inputs")
-    files = []
-    for seed in range(3):
-        corpus = generate_corpus(root / f"c{seed}", seed=seed, n_entities=40)
-        warc = root / f"web-{seed}.warc.gz"
-        corpus.warc.rename(warc)
-        files.append(str(warc))
-    files.append(str(corpus.wiki))
-    return files
+    return [str(path) for path in generate_split_corpus(tmp_path_factory.mktemp("inputs"), web_files=3,
+                                                          n_entities=40)]
 
 
 def config(inputs: list[str], output: Path, *overrides: str) -> PrepConfig:
