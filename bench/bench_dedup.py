@@ -4,8 +4,9 @@ Docs are 50-300 words drawn (Zipf-like) from a generated 20k-word vocabulary. So
 docs get a copy with words replaced at spaced positions so that the copy's word
 5-gram Jaccard similarity to its original is about 0.95, 0.85, 0.7 or 0.5 (the true
 value of each pair is measured on its shingle sets). Docs are shuffled and split into
-4 tasks. We time stage 1 (``compute_signatures`` over the tasks) and stage 2
-(``cluster``), then compare the found (keeper, removed) pairs with the planted pairs:
+4 tasks, each written as a filtered parquet shard the way ``data prep`` does. We time
+the MinHash part of the keys stage (``compute_keys`` with only MinHash on, over the tasks)
+and of the cluster stage (``plan_removals``), then compare the found (keeper, removed) pairs with the planted pairs:
 precision over all found pairs, recall per similarity bucket (the S-curve of 14
 bands x 8 rows: ~0.92 expected at J=0.8). Anchor, when the ``datatrove`` package is
 importable: its ``MinhashDedupSignature`` stage (same 5-grams, 14x8) over the same
@@ -23,13 +24,12 @@ from pathlib import Path
 import numpy as np
 from timing import median_seconds
 
-from data_prep.dedup.minhash import (
-    MinHashConfig,
-    cluster,
-    cluster_labels,
-    compute_signatures,
-)
+from data_prep.config import DedupConfig
+from data_prep.dedup.keys import compute_keys, keys_path
+from data_prep.dedup.minhash import near_duplicate_labels
+from data_prep.dedup.removal import plan_removals
 from data_prep.document import Document
+from data_prep.writers.parquet import ParquetWriter
 
 TARGETS = (0.95, 0.85, 0.7, 0.5)
 N_TASKS = 4
@@ -107,15 +107,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10k docs instead of 100k")
     args = parser.parse_args()
     n_docs, pairs = (10_000, 250) if args.quick else (100_000, 1_000)
-    cfg = MinHashConfig()
+    dedup = DedupConfig(exact=False, url=False)
+    cfg = dedup.minhash
     docs, planted = make_corpus(n_docs, pairs)
     tasks = {f"{t:05d}": list(chunk) for t, chunk in enumerate(np.array_split(np.array(docs, dtype=object), N_TASKS))}
     with tempfile.TemporaryDirectory(prefix="bench_dedup_") as tmp:
         work = Path(tmp)
+        shards = {task: ParquetWriter(work / "filtered", task, len(docs)).write(task_docs)
+                  for task, task_docs in tasks.items()}
+        sizes = [len(task_docs) for task_docs in tasks.values()]
 
         def signatures() -> int:
-            for task, task_docs in tasks.items():
-                compute_signatures(task_docs, cfg, work / "ours", task)
+            for task, paths in shards.items():
+                compute_keys(paths, dedup, work / "keys", task)
             return len(docs)
 
         anchor = datatrove_anchor(docs, work)
@@ -123,10 +127,13 @@ def main() -> None:
         if callable(anchor):
             fns["datatrove"] = anchor
         seconds, _ = median_seconds(fns, reps=1 if not args.quick else 3)
-        cluster_seconds, _ = median_seconds({"cluster": lambda: cluster(work / "ours", cfg)["docs"]},
-                                            reps=1 if not args.quick else 3)
-        summary = cluster(work / "ours", cfg)
-        _, _, labels = cluster_labels(work / "ours", cfg)
+        def cluster() -> dict:
+            return plan_removals(work, work / "keys", list(tasks), sizes, dedup)
+
+        cluster_seconds, _ = median_seconds({"cluster": lambda: cluster()["docs"]}, reps=1 if not args.quick else 3)
+        summary = cluster()
+        labels = near_duplicate_labels([np.load(keys_path(work / "keys", task, "bands")) for task in tasks],
+                                       cfg.num_bands)
     removed = np.flatnonzero(labels != np.arange(len(labels)))
     found = {(int(labels[g]), int(g)) for g in removed}
     true_positive = found & planted.keys()
@@ -142,7 +149,7 @@ def main() -> None:
               f"ours/anchor {seconds['datatrove'] / seconds['signatures']:.2f}x")
     else:
         print(f"anchor not compared: {anchor}")
-    print(f"\nclusters {summary['clusters']:,}, removed {summary['removed']:,}; found pairs {len(found):,}, "
+    print(f"\nclusters {summary['clusters']:,}, removed {summary['removed']['near_duplicate']:,}; found pairs {len(found):,}, "
           f"planted {len(planted):,}, precision {len(true_positive) / max(len(found), 1):.3f}")
     print(f"{'planted J':>10} {'mean true J':>12} {'pairs':>6} {'recall':>7} {'S-curve':>8}")
     for target in TARGETS:

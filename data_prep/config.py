@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass, field
 
 from pipeline.config import Config, require, require_choice
 
 INPUT_FORMATS = ("auto", "warc", "wet", "wat", "wiki", "jsonl", "parquet", "hf")
 EXECUTORS = ("local", "slurm")  # data_prep.executor.EXECUTORS
+HTML_EXTRACTORS = ("resiliparse", "trafilatura")
+
+
+def _installed(module: str) -> bool:
+    """Whether an optional dependency can be imported, without importing it (slow for trafilatura)."""
+    return importlib.util.find_spec(module) is not None
+
+
+@dataclass
+class ExtractConfig(Config):
+    html: str = "resiliparse"
+    """HTML -> main text: resiliparse (default, fast) or trafilatura (``pip install 'lmpipe[extras]'``)."""
+
+    def check(self, prefix: str) -> None:
+        require_choice(self.html, f"{prefix}html", HTML_EXTRACTORS)
+        require(self.html != "trafilatura" or _installed("trafilatura"), f"{prefix}html",
+                "trafilatura is not installed; pip install 'lmpipe[extras]'")
 
 
 @dataclass
@@ -17,9 +36,16 @@ class LanguageFilterConfig(Config):
     """Keep documents whose detected language is one of these (ISO 639-1)."""
     min_confidence: float = 0.5
     """Drop documents whose language score is below this (0..1)."""
+    fasttext_model: str = ""
+    """A local fastText language-ID model (e.g. ``lid.176.bin``/``.ftz``) to use instead of resiliparse's
+    detector; empty = resiliparse. Never downloaded: the file must be on disk."""
 
     def check(self, prefix: str) -> None:
         require(0.0 <= self.min_confidence <= 1.0, f"{prefix}min_confidence", "must be in [0, 1]")
+        require(not self.fasttext_model or os.path.isfile(self.fasttext_model), f"{prefix}fasttext_model",
+                f"no such file: {self.fasttext_model}")
+        require(not self.fasttext_model or _installed("fasttext"), f"{prefix}fasttext_model",
+                "fasttext is not installed; pip install 'lmpipe[extras]'")
         require(bool(self.languages) or not self.enabled, f"{prefix}languages", "must name at least one language")
 
 
@@ -163,8 +189,62 @@ class PiiConfig(Config):
 
 
 @dataclass
+class MinHashConfig(Config):
+    """MinHash-LSH near-dedup (``data_prep.dedup.minhash``); two documents become candidates when all
+    ``rows_per_band`` MinHashes of any one band agree."""
+
+    enabled: bool = True
+    ngram: int = 5
+    """Words per shingle."""
+    num_bands: int = 14
+    rows_per_band: int = 8
+    """MinHashes per band; ``num_bands * rows_per_band`` hash functions in all (112 by default)."""
+    seed: int = 1
+    """Seeds the hash functions: signatures from different seeds are not comparable."""
+
+    @property
+    def num_perm(self) -> int:
+        return self.num_bands * self.rows_per_band
+
+    @property
+    def threshold(self) -> float:
+        """Jaccard similarity where the S-curve is steepest, ``(1/b)**(1/r)``: 0.72 for 14x8."""
+        return (1.0 / self.num_bands) ** (1.0 / self.rows_per_band)
+
+    def probability(self, jaccard: float) -> float:
+        """Chance that two documents of this Jaccard similarity become candidates."""
+        return 1.0 - (1.0 - jaccard ** self.rows_per_band) ** self.num_bands
+
+    def check(self, prefix: str) -> None:
+        require(self.ngram >= 1, f"{prefix}ngram", "must be >= 1")
+        require(self.num_bands >= 1, f"{prefix}num_bands", "must be >= 1")
+        require(self.rows_per_band >= 1, f"{prefix}rows_per_band", "must be >= 1")
+        require(self.seed >= 0, f"{prefix}seed", "must be >= 0")
+
+
+@dataclass
+class DedupConfig(Config):
+    """Deduplication across every input of a run (not per file): each finished prep task leaves
+    per-document keys, one ``cluster`` task decides what goes, and a removal task per input writes
+    the final ``docs/``. The first copy in (task name, position) order is kept."""
+
+    exact: bool = True
+    """Drop documents whose normalised text (lower case, punctuation and spacing folded) was seen."""
+    url: bool = True
+    """Drop documents whose URL was seen (Common Crawl revisits pages); only for ``url_sources``."""
+    url_sources: list[str] = field(default_factory=lambda: ["cc"])
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    keep_intermediate: bool = False
+    """Keep ``filtered/`` (documents before dedup) after the run; by default it is deleted at the end."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.exact or self.url or self.minhash.enabled
+
+
+@dataclass
 class SlurmExecutorConfig(Config):
-    """``executor: slurm``: one job array, one element per pending input file (``--array=0-K%P``).
+    """``executor: slurm``: a job array per stage, one element per pending task (``--array=0-K%P``).
     Empty / 0 values are left out of the sbatch script, so the cluster's defaults apply."""
 
     partition: str = ""
@@ -175,7 +255,8 @@ class SlurmExecutorConfig(Config):
     """Per-element memory, e.g. ``8G``."""
     max_parallel: int = 0
     """Most elements running at once (the ``%P`` of ``--array``); 0 = no cap."""
-    job_name: str = "lmpipe-prep"
+    job_name: str = "lmpipe"
+    """Each stage's array is named ``<job_name>-<stage>`` (lmpipe-prep, lmpipe-cluster, lmpipe-dedup)."""
     sbatch_args: list[str] = field(default_factory=list)
     """Further sbatch options, one per item, e.g. ``["--qos=high", "--account=lm"]``."""
     poll_seconds: float = 5.0
@@ -205,6 +286,7 @@ class PrepConfig(Config):
     """local: this machine (``workers`` processes); slurm: a Slurm job array (see ``slurm``)."""
     slurm: SlurmExecutorConfig = field(default_factory=SlurmExecutorConfig)
     docs_per_shard: int = 50_000
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
     language: LanguageFilterConfig = field(default_factory=LanguageFilterConfig)
     url: UrlFilterConfig = field(default_factory=UrlFilterConfig)
     c4: C4FilterConfig = field(default_factory=C4FilterConfig)
@@ -212,7 +294,7 @@ class PrepConfig(Config):
     repetition: RepetitionFilterConfig = field(default_factory=RepetitionFilterConfig)
     badwords: BadWordsFilterConfig = field(default_factory=BadWordsFilterConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
-    exact_dedup: bool = True
+    dedup: DedupConfig = field(default_factory=DedupConfig)
 
     def check(self, prefix: str) -> None:
         require(bool(self.input), f"{prefix}input", "give at least one input path (--input)")

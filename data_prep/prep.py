@@ -1,32 +1,37 @@
 """``lmpipe data prep``: web crawls, dumps and document files -> ``docs/*.parquet`` + ``stats.json``.
 
-One task per input (a local file or a URL) runs read -> extract -> url -> c4 ->
-quality -> repetition -> language -> badwords -> pii -> exact dedup -> write, each
-document streaming through every enabled stage, so memory does not grow with the
-file. Pre-extracted formats (WET, JSONL, Parquet, HF datasets) skip extraction.
-Quality runs before language so junk is dropped as junk rather than as "no language".
+A run is up to three stages (DESIGN §4, §8), each a list of tasks on an executor:
 
-Resume (DESIGN §4): a finished task leaves ``completions/<task>.done``, written
-last and holding the task's stats. A rerun skips finished tasks, and redoes any
-other from scratch after deleting what an interrupted run of it left in ``docs/``.
-``stats.json`` is merged from the markers, so it covers all tasks whichever run did
-them; when every task is already done the rerun changes nothing.
+1. ``prep``, one task per input (a local file or a URL): read -> extract -> url -> c4 ->
+   quality -> repetition -> language -> badwords -> pii -> write, each document streaming
+   through every enabled stage, so memory does not grow with the file. Pre-extracted
+   formats (WET, JSONL, Parquet, HF datasets) skip extraction. Quality runs before language
+   so junk is dropped as junk rather than as "no language". With dedup on, the task writes
+   ``filtered/`` and then its dedup keys (``data_prep.dedup.keys``); with it off, ``docs/``.
+2. ``cluster``, one task over all inputs: decides which documents are exact, URL or near
+   duplicates of an earlier one (``data_prep.dedup.removal``).
+3. ``dedup``, one task per input: copies its filtered documents to ``docs/`` without the
+   removed ones. ``filtered/`` is deleted at the end unless ``dedup.keep_intermediate``.
 
-Tasks run on an executor (``data_prep.executor``, chosen by ``cfg.executor``): here, in
-``workers`` processes, or as one Slurm job array whose elements each run one task. Either
-way the markers are the record of what finished, and this process merges ``stats.json``.
-
-Exact dedup is per task for now: a page repeated in two input files is kept once
-per file. Cross-task dedup is MinHash's job (``data_prep.dedup.minhash``: signatures
-per task -> cluster over all -> removal), not yet wired into this runner.
+Resume: a finished task leaves ``completions/<stage>/<task>.done``, written last and
+holding its stats. A rerun skips finished tasks and redoes any other from scratch after
+deleting what an interrupted run of it left. If any ``prep`` task is redone, ``cluster``
+and every ``dedup`` task are redone too (the removal sets depend on all inputs).
+``stats.json`` is merged from the markers, so it covers all tasks whichever run did them;
+when every task is done the rerun changes nothing. One run at a time may write an output
+directory (a lock), and a rerun must use the same config, up to how it is executed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
+import shutil
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,8 +39,10 @@ from time import perf_counter
 from typing import Any, Callable, Iterator
 
 from data_prep.config import PrepConfig
-from data_prep.dedup.exact import ExactDedupFilter
+from data_prep.dedup.keys import compute_keys, enabled_kinds, keys_path
+from data_prep.dedup.removal import RemovalFilter, plan_removals
 from data_prep.document import Document
+from data_prep.executor import Stage
 from data_prep.extract.html import HtmlExtractor
 from data_prep.extract.wikitext import WikitextExtractor
 from data_prep.filters.badwords import BadWordsFilter
@@ -48,60 +55,94 @@ from data_prep.filters.repetition import RepetitionFilter
 from data_prep.filters.url import UrlFilter
 from data_prep.inputs import InputFile, expand_inputs, is_remote
 from data_prep.readers import PRE_EXTRACTED, READERS
+from data_prep.readers.parquet import read_parquet
 from data_prep.stats import StageStats, merge_tasks, timed
 from data_prep.writers.parquet import ParquetWriter, task_outputs
 
 Progress = Callable[[int], None]
 REPORT_EVERY = 200
 """Documents read between progress reports: often enough for a live bar, rare enough to cost nothing."""
+STAGES = ("prep", "cluster", "dedup")
+DOCS, FILTERED, DEDUP, COMPLETIONS = "docs", "filtered", "dedup", "completions"
+KEYS = f"{DEDUP}/keys"
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
     path: str
-    """A local absolute path or a URL."""
+    """A local absolute path or a URL ("" for the cluster task)."""
     format: str
 
 
+CLUSTER_TASK = Task("all", "", "")
+"""The one task of the ``cluster`` stage."""
+EXECUTION_KEYS = ("workers", "executor", "slurm.", "dedup.keep_intermediate")
+"""Config keys that say how a run executes, not what it outputs: a rerun may change them."""
+
+
 def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Run every unfinished task and return the merged stats (also written to ``stats.json``).
+    """Run every unfinished task of every stage and return the merged stats (also ``stats.json``).
 
     ``progress(n)`` is called with the number of documents read since its last call.
-    Raises FileNotFoundError / ValueError, with one line naming the path, for inputs
-    that are missing or of unknown format, before any work starts. A zero-byte input is
-    not fatal: its task counts one ``read/empty_file`` error.
+    Raises FileNotFoundError / ValueError, with one line naming the path, for inputs that are
+    missing or of unknown format, or an output written by a run with another config, before
+    any work starts. A zero-byte input is not fatal: its task counts one ``read/empty_file`` error.
     """
     start = perf_counter()
     tasks = plan_tasks(cfg)
     out = Path(cfg.output)
-    stats_path = out / "stats.json"
-    pending = [task for task in tasks if not _marker(out, task).exists()]
-    if not pending and stats_path.exists():
-        return json.loads(stats_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
-    make_executor(cfg).run(pending, partial(_run_one, cfg), progress)
-    results = {task.name: json.loads(_marker(out, task).read_text()) for task in tasks}
-    stats = merge_tasks(results, wall_seconds=perf_counter() - start)
-    _write_json(stats_path, stats)
+    with output_lock(out):
+        check_same_run(out, cfg)
+        stages = pending_stages(cfg, tasks)
+        stats_path = out / "stats.json"
+        if not stages and stats_path.exists():
+            return json.loads(stats_path.read_text())
+        cfg.save(out / "config.yaml")
+        make_executor(cfg).run_stages(stages, progress)
+        stats = merged_stats(cfg, tasks, wall_seconds=perf_counter() - start)
+        _write_json(stats_path, stats)
+        if cfg.dedup.enabled and not cfg.dedup.keep_intermediate:
+            shutil.rmtree(out / FILTERED, ignore_errors=True)
     return stats
 
 
+def pending_stages(cfg: PrepConfig, tasks: list[Task]) -> list[Stage]:
+    """The stages with tasks left to do, in order. Redoing a ``prep`` task redoes everything after
+    it; so does a missing ``cluster`` marker, and then ``prep`` tasks whose filtered output was
+    already cleaned up are redone as well."""
+    out = Path(cfg.output)
+    prep = [task for task in tasks if not is_done(cfg, "prep", task)]
+    stages = [Stage("prep", prep, partial(_run_stage_task, "prep", cfg))]
+    if not cfg.dedup.enabled:
+        return [stage for stage in stages if stage.tasks]
+    redo_cluster = bool(prep) or not is_done(cfg, "cluster", CLUSTER_TASK)
+    if redo_cluster:
+        for stage in ("cluster", "dedup"):
+            shutil.rmtree(out / COMPLETIONS / stage, ignore_errors=True)
+        stages[0].tasks = [task for task in tasks if task in prep or not _filtered_intact(cfg, task)]
+    stages.append(Stage("cluster", [CLUSTER_TASK] if redo_cluster else [], partial(_run_stage_task, "cluster", cfg)))
+    dedup = [task for task in tasks if redo_cluster or not is_done(cfg, "dedup", task)]
+    stages.append(Stage("dedup", dedup, partial(_run_stage_task, "dedup", cfg)))
+    return [stage for stage in stages if stage.tasks]
+
+
 def make_executor(cfg: PrepConfig) -> Any:
-    """The executor ``cfg.executor`` names: a local process pool, or a Slurm job array whose
-    files (plan.json, prep.sbatch, logs/) go to ``<output>/slurm/``."""
+    """The executor ``cfg.executor`` names: a local process pool, or Slurm job arrays whose
+    files (plans, sbatch scripts, logs/) go to ``<output>/slurm/``."""
     if cfg.executor == "slurm":
         from data_prep.executor.slurm import SlurmExecutor
 
-        out = Path(cfg.output)
-        return SlurmExecutor(cfg.slurm, out / "slurm", cfg.to_dict(), lambda task: _marker(out, task).exists())
+        return SlurmExecutor(cfg.slurm, Path(cfg.output) / "slurm", cfg.to_dict(), partial(is_done, cfg))
     from data_prep.executor.local import LocalExecutor
 
     return LocalExecutor(cfg.workers)
 
 
 def plan_tasks(cfg: PrepConfig) -> list[Task]:
+    """One task per input, sorted by name: the order dedup numbers documents in (so the first copy
+    kept is the same whatever the worker count or the order the inputs were given in)."""
     tasks = []
     for item in expand_inputs(cfg.input):
         fmt = item.format if cfg.format == "auto" else cfg.format
@@ -109,13 +150,24 @@ def plan_tasks(cfg: PrepConfig) -> list[Task]:
             raise ValueError(f"cannot tell the format of {item.location} from its name; "
                              f"pass --format {'|'.join(READERS)}")
         tasks.append(Task(_task_name(item), item.location, fmt))
-    return tasks
+    return sorted(tasks, key=lambda task: task.name)
+
+
+def run_stage_task(stage: str, cfg: PrepConfig, task: Task, progress: Progress | None = None) -> dict[str, Any]:
+    """Run one task of ``stage`` from scratch and mark it done; returns what its marker holds."""
+    if stage == "prep":
+        return run_task(task, cfg, progress)
+    if stage == "cluster":
+        return run_cluster(cfg)
+    if stage == "dedup":
+        return run_dedup_task(task, cfg)
+    raise ValueError(f"unknown data-prep stage {stage!r}; stages: {', '.join(STAGES)}")
 
 
 def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Process one input file from scratch and mark it done; returns its stats."""
+    """Stage ``prep`` for one input: read, extract, filter, write (and, with dedup on, compute keys)."""
     out = Path(cfg.output)
-    docs_dir = out / "docs"
+    docs_dir = out / (FILTERED if cfg.dedup.enabled else DOCS)
     for leftover in task_outputs(docs_dir, task.name):
         leftover.unlink()
     start = perf_counter()
@@ -129,18 +181,134 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
         docs = step.run(docs)
     writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard)
     shards = writer.write(docs)
-    stages = {"read": read_stats, **{step.name: step.stats for step in steps}, writer.name: writer.stats}
-    result = {"path": str(task.path), "format": task.format, "seconds": round(perf_counter() - start, 3),
-              "shards": [shard.name for shard in shards], "stages": {n: s.to_dict() for n, s in stages.items()}}
-    _write_json(_marker(out, task), result)
+    stages = {"read": read_stats, **{step.name: step.stats for step in steps}}
+    result: dict[str, Any] = {"path": str(task.path), "format": task.format, "shards": [shard.name for shard in shards]}
+    if cfg.dedup.enabled:
+        # The filtered copy is an intermediate: its write is not a stage of the final chain.
+        keys_start = perf_counter()
+        result["docs"] = compute_keys(shards, cfg.dedup, out / KEYS, task.name)
+        result["keys_seconds"] = round(perf_counter() - keys_start, 3)
+    else:
+        stages[writer.name] = writer.stats
+    result["seconds"] = round(perf_counter() - start, 3)
+    result["stages"] = {name: s.to_dict() for name, s in stages.items()}
+    _write_json(marker_path(out, "prep", task), result)
     return result
+
+
+def run_cluster(cfg: PrepConfig) -> dict[str, Any]:
+    """Stage ``cluster``: every task's keys -> ``dedup/remove/<task>.npy``."""
+    out = Path(cfg.output)
+    tasks = plan_tasks(cfg)
+    sizes = [json.loads(marker_path(out, "prep", task).read_text())["docs"] for task in tasks]
+    result = plan_removals(out / DEDUP, out / KEYS, [task.name for task in tasks], sizes, cfg.dedup)
+    _write_json(marker_path(out, "cluster", CLUSTER_TASK), result)
+    return result
+
+
+def run_dedup_task(task: Task, cfg: PrepConfig) -> dict[str, Any]:
+    """Stage ``dedup`` for one input: its filtered shards, in order, minus the removed -> ``docs/``."""
+    out = Path(cfg.output)
+    docs_dir = out / DOCS
+    for leftover in task_outputs(docs_dir, task.name):
+        leftover.unlink()
+    start = perf_counter()
+    shards = json.loads(marker_path(out, "prep", task).read_text())["shards"]
+    removal = RemovalFilter.for_task(out / DEDUP, task.name)
+    writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard)
+    written = writer.write(removal.run(_read_filtered([out / FILTERED / name for name in shards])))
+    result = {"seconds": round(perf_counter() - start, 3), "shards": [shard.name for shard in written],
+              "stages": {removal.name: removal.stats.to_dict(), writer.name: writer.stats.to_dict()}}
+    _write_json(marker_path(out, "dedup", task), result)
+    return result
+
+
+def merged_stats(cfg: PrepConfig, tasks: list[Task], wall_seconds: float) -> dict[str, Any]:
+    """stats.json from the markers: each task's prep stages followed by its dedup stages."""
+    out = Path(cfg.output)
+    results = {}
+    for task in tasks:
+        result = json.loads(marker_path(out, "prep", task).read_text())
+        if cfg.dedup.enabled:
+            dedup = json.loads(marker_path(out, "dedup", task).read_text())
+            result = {**result, "shards": dedup["shards"], "seconds": round(result["seconds"] + dedup["seconds"], 3),
+                      "stages": {**result["stages"], **dedup["stages"]}}
+        results[task.name] = result
+    stats = merge_tasks(results, wall_seconds=wall_seconds)
+    if cfg.dedup.enabled:
+        stats["cluster"] = json.loads(marker_path(out, "cluster", CLUSTER_TASK).read_text())
+    return stats
+
+
+def is_done(cfg: PrepConfig, stage: str, task: Task) -> bool:
+    return marker_path(Path(cfg.output), stage, task).exists()
+
+
+def marker_path(out: Path, stage: str, task: Task) -> Path:
+    """``<output>/completions/<stage>/<task>.done``: written last by a task, holding its stats."""
+    return out / COMPLETIONS / stage / f"{task.name}.done"
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<output>/.lock`` (flock) for the run: a second ``data prep`` on the
+    same output fails at once, in one line, instead of racing the first one's tasks."""
+    with open(out / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(f"{out} is being written by another lmpipe data prep ({holder}); "
+                             "wait for it or use another --output") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_same_run(out: Path, cfg: PrepConfig) -> None:
+    """Resuming into ``out`` is only exact with the config that started it; execution keys may differ."""
+    saved = out / "config.yaml"
+    if not saved.exists():
+        return
+    before = _output_keys(type(cfg).load(saved).flat())
+    now = _output_keys(cfg.flat())
+    changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else "")
+        raise ValueError(f"{out} holds a data prep run with another config (differs in {shown}); "
+                         "rerun with the same config to resume, or use another --output")
+
+
+def _output_keys(flat: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in flat.items()
+            if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in EXECUTION_KEYS)}
+
+
+def _filtered_intact(cfg: PrepConfig, task: Task) -> bool:
+    """The task's filtered shards and keys are still on disk (not cleaned up after an earlier run)."""
+    out = Path(cfg.output)
+    marker = json.loads(marker_path(out, "prep", task).read_text())
+    return (all((out / FILTERED / name).exists() for name in marker["shards"])
+            and all(keys_path(out / KEYS, task.name, kind).exists() for kind in enabled_kinds(cfg.dedup)))
+
+
+def _read_filtered(paths: list[Path]) -> Iterator[Document]:
+    stats = StageStats()
+    for path in paths:
+        yield from read_parquet(str(path), stats)
 
 
 def build_steps(cfg: PrepConfig, fmt: str) -> list[BaseFilter]:
     """The stages after the reader, in order; a disabled stage is absent. URL and C4 act only on
     the sources their config names, so every task has the same stages and stats merge cleanly.
     Raises FileNotFoundError, in one line, for a list file the config names and the disk lacks."""
-    steps: list[BaseFilter] = [] if fmt in PRE_EXTRACTED else [HtmlExtractor() if fmt == "warc" else WikitextExtractor()]
+    steps: list[BaseFilter] = [] if fmt in PRE_EXTRACTED else [HtmlExtractor(cfg.extract) if fmt == "warc" else WikitextExtractor()]
     if cfg.url.enabled and cfg.url.has_lists:
         steps.append(UrlFilter(cfg.url))
     if cfg.c4.enabled:
@@ -155,8 +323,6 @@ def build_steps(cfg: PrepConfig, fmt: str) -> list[BaseFilter]:
         steps.append(BadWordsFilter(cfg.badwords))
     if cfg.pii.enabled:
         steps.append(PiiRedactor(cfg.pii))
-    if cfg.exact_dedup:
-        steps.append(ExactDedupFilter())
     return steps
 
 
@@ -175,14 +341,6 @@ def _task_name(item: InputFile) -> str:
     """The file name (readable in docs/ and completions/) plus a hash of its full path or URL (unique)."""
     digest = hashlib.sha1(item.location.encode()).hexdigest()[:8]
     return f"{re.sub(r'[^A-Za-z0-9._-]', '_', item.name)}-{digest}"
-
-
-def marker_path(out: Path, task: Task) -> Path:
-    """``<output>/completions/<task>.done``: written last by ``run_task``, holding the task's stats."""
-    return out / "completions" / f"{task.name}.done"
-
-
-_marker = marker_path
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -204,6 +362,6 @@ def _reporting(docs: Iterator[Document], read_stats: StageStats, progress: Progr
         progress(read_stats.input - reported)
 
 
-def _run_one(cfg: PrepConfig, task: Task, progress: Progress | None) -> None:
-    """``run_task`` in the executors' ``fn(task, progress)`` shape (module level, so a pool can pickle it)."""
-    run_task(task, cfg, progress)
+def _run_stage_task(stage: str, cfg: PrepConfig, task: Task, progress: Progress | None) -> None:
+    """``run_stage_task`` in the executors' ``fn(task, progress)`` shape (module level: a pool pickles it)."""
+    run_stage_task(stage, cfg, task, progress)

@@ -1,13 +1,5 @@
-"""Deduplication stages: exact (normalized text hash) and MinHash-LSH near-dedup."""
+"""Deduplication across a whole run: per-task keys -> one cluster task -> per-task removal.
 
-from data_prep.dedup.exact import ExactDedupFilter, normalized_text_hash
-from data_prep.dedup.minhash import (
-    MinHashConfig,
-    MinHashDedupFilter,
-    cluster,
-    compute_signatures,
-    minhash_signatures,
-)
-
-__all__ = ["ExactDedupFilter", "MinHashConfig", "MinHashDedupFilter", "cluster", "compute_signatures",
-           "minhash_signatures", "normalized_text_hash"]
+``keys`` hashes each filtered document (folded text, URL, MinHash bands); ``removal`` decides
+over every task at once and drops what it decided; ``minhash`` is the near-duplicate algorithm.
+"""

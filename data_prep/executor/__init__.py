@@ -1,14 +1,18 @@
-"""Executors run a list of picklable tasks and know nothing of stages (DESIGN §8).
+"""Executors run stages of picklable tasks and know nothing of what a task does (DESIGN §8).
 
-``LocalExecutor`` runs them in this process or a spawned process pool; ``SlurmExecutor``
-runs them as one Slurm job array (``--array=0-K%P``), each element a
-``python -m data_prep.executor.task_main plan.json INDEX``. Either way a finished task
-leaves its completion marker, and the caller merges the stats from the markers.
+A run is a list of ``Stage``s, each depending on the one before (data prep: ``prep`` per
+input, then one ``cluster`` task, then ``dedup`` per input). ``LocalExecutor`` runs them
+one after another, each in this process or a spawned process pool; ``SlurmExecutor``
+submits each as a job array (``--array=0-K%P``) that starts only after the previous one
+succeeded (``--dependency=afterok``), each element a ``python -m <entry> plan.json INDEX``.
+Either way a finished task leaves its completion marker, and the caller merges the stats
+from the markers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 Progress = Callable[[int], None]
@@ -22,3 +26,13 @@ EXECUTORS = ("local", "slurm")
 
 class TaskFailed(RuntimeError):
     """One or more tasks failed; raised after every other task has finished. One-line message."""
+
+
+@dataclass
+class Stage:
+    """One step of a run: its name (``completions/<name>/``), the tasks still to do, and
+    ``fn(task, progress)`` that does one (picklable; the Slurm executor runs its entry instead)."""
+
+    name: str
+    tasks: list[Any] = field(default_factory=list)
+    fn: TaskFn | None = None

@@ -8,12 +8,18 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from queue import Empty
 from typing import Any
 
-from data_prep.executor import Progress, TaskFn
+from data_prep.executor import Progress, Stage, TaskFn
 
 
 class LocalExecutor:
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
+
+    def run_stages(self, stages: Sequence[Stage], progress: Progress | None = None) -> None:
+        """Each stage's tasks, stage after stage: a stage starts when the one before has finished."""
+        for stage in stages:
+            assert stage.fn is not None, f"stage {stage.name} has no function to run"
+            self.run(stage.tasks, stage.fn, progress)
 
     def run(self, tasks: Sequence[Any], fn: TaskFn, progress: Progress | None = None) -> None:
         """Call ``fn(task, progress)`` for every task; the first failure is re-raised after the others finish.

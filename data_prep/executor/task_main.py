@@ -1,8 +1,8 @@
 """One element of a ``data prep`` Slurm job array: ``python -m data_prep.executor.task_main PLAN INDEX``.
 
-Loads plan.json (written by SlurmExecutor), rebuilds the PrepConfig and runs task INDEX of its
-list, unless that task's completion marker already exists. Exit 0 on success; a failure prints
-its traceback to the element's log and exits 1.
+Loads plan.json (written by SlurmExecutor), rebuilds the PrepConfig and runs task INDEX of the
+plan's stage, unless that task's completion marker already exists. Exit 0 on success; a failure
+prints its traceback to the element's log and exits 1.
 """
 
 from __future__ import annotations
@@ -18,20 +18,20 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m data_prep.executor.task_main PLAN.json INDEX", file=sys.stderr)
         return 2
     from data_prep.config import PrepConfig
-    from data_prep.prep import Task, marker_path, run_task
+    from data_prep.prep import Task, is_done, run_stage_task
 
     plan = json.loads(Path(args[0]).read_text())
-    index = int(args[1])
+    index, stage = int(args[1]), plan["stage"]
     cfg = PrepConfig.from_dict(plan["config"])
     task = Task(**plan["tasks"][index])
-    if marker_path(Path(cfg.output), task).exists():
-        print(f"lmpipe: task {index} ({task.name}) is already done; skipped", flush=True)
+    if is_done(cfg, stage, task):
+        print(f"lmpipe: {stage} task {index} ({task.name}) is already done; skipped", flush=True)
         return 0
-    print(f"lmpipe: task {index}: {task.path} ({task.format})", flush=True)
-    result = run_task(task, cfg)
-    stages = list(result["stages"].values())
-    print(f"lmpipe: task {index} done: {stages[0]['input']} read, {stages[-1]['kept']} kept, "
-          f"{len(result['shards'])} shard(s), {result['seconds']} s", flush=True)
+    print(f"lmpipe: {stage} task {index}: {task.path or task.name} ({task.format or 'all inputs'})", flush=True)
+    result = run_stage_task(stage, cfg, task)
+    stages = list(result.get("stages", {}).values())
+    counts = f"{stages[0]['input']} in, {stages[-1]['kept']} kept, " if stages else ""
+    print(f"lmpipe: {stage} task {index} done: {counts}{result['seconds']} s", flush=True)
     return 0
 
 

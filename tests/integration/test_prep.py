@@ -23,9 +23,9 @@ def corpus(tmp_path_factory) -> CorpusFiles:
     return generate_corpus(tmp_path_factory.mktemp("corpus"), seed=5, n_entities=150)
 
 
-def prep(corpus: CorpusFiles, output: Path, **overrides) -> tuple[dict, list[int]]:
-    cfg = PrepConfig(input=[str(corpus.warc), str(corpus.wiki)], output=str(output), **overrides)
-    cfg.validate()
+def prep(corpus: CorpusFiles, output: Path, keep_intermediate: bool = False, **overrides) -> tuple[dict, list[int]]:
+    cfg = PrepConfig.from_dict({"input": [str(corpus.warc), str(corpus.wiki)], "output": str(output),
+                                "dedup": {"keep_intermediate": keep_intermediate}, **overrides})
     reports: list[int] = []
     return run_prep(cfg, progress=reports.append), reports
 
@@ -42,7 +42,9 @@ def read_docs(output: Path) -> pa.Table:
 
 
 def snapshot(output: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(output)): (p.read_bytes(), p.stat().st_mtime_ns) for p in output.rglob("*") if p.is_file()}
+    """Every output file's bytes and mtime (not the lock file, which names the last run's process)."""
+    return {str(p.relative_to(output)): (p.read_bytes(), p.stat().st_mtime_ns) for p in output.rglob("*")
+            if p.is_file() and p.name != ".lock"}
 
 
 def test_rows_have_the_contract_schema_and_match_the_stats(prepped, corpus):
@@ -101,19 +103,47 @@ def test_rerun_with_all_tasks_done_changes_nothing(prepped, corpus):
 
 
 def test_rerun_redoes_only_the_unfinished_task_from_scratch(corpus, tmp_path):
-    first, _ = prep(corpus, tmp_path)
+    first, _ = prep(corpus, tmp_path, keep_intermediate=True)
     docs_before = sorted(p.name for p in (tmp_path / "docs").iterdir())
     wiki_task = next(name for name, task in first["tasks"].items() if task["format"] == "wiki")
-    web_shard = next((tmp_path / "docs").glob("web.warc.gz-*.parquet"))
-    web_mtime = web_shard.stat().st_mtime_ns
+    web_filtered = next((tmp_path / "filtered").glob("web.warc.gz-*.parquet"))
+    web_mtime = web_filtered.stat().st_mtime_ns
     # An interrupted wiki task: no marker, a half-written shard left behind.
-    (tmp_path / "completions" / f"{wiki_task}.done").unlink()
-    (tmp_path / "docs" / f".{wiki_task}-00001.parquet.tmp").write_bytes(b"partial")
-    second, reports = prep(corpus, tmp_path)
-    assert sum(reports) == corpus.expected["wiki_pages"]
-    assert web_shard.stat().st_mtime_ns == web_mtime
+    (tmp_path / "completions" / "prep" / f"{wiki_task}.done").unlink()
+    (tmp_path / "filtered" / f".{wiki_task}-00001.parquet.tmp").write_bytes(b"partial")
+    second, reports = prep(corpus, tmp_path, keep_intermediate=True)
+    assert sum(reports) == corpus.expected["wiki_pages"]  # only the wiki input was read again
+    assert web_filtered.stat().st_mtime_ns == web_mtime
+    assert not (tmp_path / "filtered" / f".{wiki_task}-00001.parquet.tmp").exists()
     assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == docs_before
     assert strip_times(second) == strip_times(first)
+
+
+def test_redoing_a_task_after_cleanup_redoes_the_inputs_whose_filtered_docs_are_gone(corpus, tmp_path):
+    first, _ = prep(corpus, tmp_path)
+    assert not (tmp_path / "filtered").exists()  # deleted at the end by default
+    wiki_task = next(name for name, task in first["tasks"].items() if task["format"] == "wiki")
+    (tmp_path / "completions" / "prep" / f"{wiki_task}.done").unlink()
+    second, reports = prep(corpus, tmp_path)
+    assert sum(reports) == first["totals"]["input"]  # dedup needs every input's filtered docs again
+    assert strip_times(second) == strip_times(first)
+
+
+def test_a_rerun_with_another_config_is_refused_but_execution_keys_may_change(corpus, tmp_path):
+    first, _ = prep(corpus, tmp_path)
+    with pytest.raises(ValueError, match=r"another config \(differs in docs_per_shard, quality.min_words\)"):
+        prep(corpus, tmp_path, docs_per_shard=7, quality={"min_words": 3})
+    again, reports = prep(corpus, tmp_path, workers=2, keep_intermediate=True)
+    assert again == first and reports == []
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_the_lock(corpus, tmp_path):
+    from data_prep.prep import output_lock
+
+    with output_lock(tmp_path):
+        with pytest.raises(ValueError, match=f"{tmp_path} is being written by another lmpipe data prep \\(pid "):
+            prep(corpus, tmp_path)
+    prep(corpus, tmp_path)  # released: the run goes ahead
 
 
 def strip_times(stats: dict) -> dict:
@@ -125,6 +155,7 @@ def strip_times(stats: dict) -> dict:
         stage.pop("seconds")
     for task in copy["tasks"].values():
         task.pop("seconds")
+    copy.get("cluster", {}).pop("seconds", None)
     return copy
 
 
@@ -161,6 +192,8 @@ def test_globs_and_directories_expand_to_their_files(corpus, tmp_path):
     by_dir = run_prep(PrepConfig(input=[str(inputs)], output=str(tmp_path / "dir")))
     assert sorted(Path(t["path"]).name for t in by_glob["tasks"].values()) == ["a.warc.gz", "b.warc.gz"]
     assert strip_times(by_dir)["totals"] == strip_times(by_glob)["totals"]
-    # Dedup is per task (per input file) for now: the copy's pages are kept again.
+    # Dedup is across inputs: the copy adds nothing (every page of b is an exact duplicate of a's).
     first, second = by_glob["tasks"].values()
-    assert first["kept"] == second["kept"] > 0
+    assert first["kept"] > 0 and second["kept"] == 0
+    dedup = by_glob["stages"]["dedup"]
+    assert sum(by_glob["cluster"]["removed"].values()) == dedup["input"] - first["kept"] == sum(dedup["dropped"].values())

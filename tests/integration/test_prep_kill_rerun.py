@@ -1,5 +1,6 @@
-"""SIGKILL ``lmpipe data prep --workers 2`` at several moments, rerun to completion: the docs and the
-stats equal an uninterrupted run's (DESIGN §4 completion markers), and 1 worker writes what 2 do."""
+"""SIGKILL ``lmpipe data prep --workers 2`` at several moments (timed, and after the first task of each
+stage), rerun to completion: the docs and the stats equal an uninterrupted run's (DESIGN §4 completion
+markers), nothing is left in ``filtered/``, and 1 worker writes what 2 do."""
 
 from __future__ import annotations
 
@@ -72,20 +73,25 @@ def sleep(seconds: float):
     return lambda output: time.sleep(seconds)
 
 
-def first_marker(output: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any((output / "completions").glob("*.done")):
-        time.sleep(0.01)
+def first_marker(stage: str):
+    """Wait until a task of ``stage`` (prep, cluster, dedup) has finished."""
+    def wait(output: Path) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any((output / "completions" / stage).glob("*.done")):
+            time.sleep(0.005)
+    return wait
 
 
-@pytest.mark.parametrize("moment", [sleep(0.3), sleep(0.8), sleep(1.5), first_marker],
-                         ids=["0.3s", "0.8s", "1.5s", "first-marker"])
+@pytest.mark.parametrize("moment", [sleep(0.3), sleep(0.8), sleep(1.5), first_marker("prep"),
+                                    first_marker("cluster"), first_marker("dedup")],
+                         ids=["0.3s", "0.8s", "1.5s", "first-prep", "cluster-done", "first-dedup"])
 def test_killed_run_reruns_to_the_same_output(inputs, reference, tmp_path, moment):
     output = tmp_path / "out"
     kill_after(inputs, output, moment)
     run(inputs, output)
     assert docs(output) == docs(reference)  # parquet bytes are deterministic: compared byte for byte
     assert counts(output) == counts(reference)
+    assert not (output / "filtered").exists()
 
 
 def test_one_worker_writes_what_two_do(inputs, reference, tmp_path):

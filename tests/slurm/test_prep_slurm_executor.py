@@ -1,4 +1,5 @@
-"""``data prep`` as a real Slurm job array (``executor: slurm``): the same docs and stats as a local run."""
+"""``data prep`` as real Slurm job arrays (``executor: slurm``): prep -> cluster -> dedup chained by
+``afterok`` dependencies write the same docs and stats as a local run."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 
 from data_prep.config import PrepConfig
 from data_prep.corpus import generate_split_corpus
-from data_prep.executor import TaskFailed
+from data_prep.executor import Stage, TaskFailed
 from data_prep.executor.slurm import SlurmExecutor
-from data_prep.prep import Task, marker_path, run_prep
+from data_prep.prep import Task, is_done, run_prep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -45,16 +46,20 @@ def test_job_array_writes_what_a_local_run_writes(local_slurm, inputs, tmp_path,
     assert docs(tmp_path / "slurm") == docs(tmp_path / "local"), f"{logs}\n{local_slurm.logs()}"
     assert len(docs(tmp_path / "local")) == 4
     assert without_timing(stats["totals"]) == without_timing(local["totals"])
-    assert stats["totals"]["kept"] > 0
-    script = (slurm_dir / "prep.sbatch").read_text()
+    assert stats["totals"]["kept"] > 0 and stats["cluster"]["removed"] == local["cluster"]["removed"]
+    script = (slurm_dir / "prep" / "prep.sbatch").read_text()
     assert "#SBATCH --array=0-3%2" in script and "#SBATCH --time=10" in script
-    plan = json.loads((slurm_dir / "plan.json").read_text())
+    plan = json.loads((slurm_dir / "prep" / "plan.json").read_text())
     assert len(plan["tasks"]) == 4 and plan["config"]["output"] == str(tmp_path / "slurm")
-    job_ids = {p.name.rsplit("-", 1)[1].split("_")[0] for p in (slurm_dir / "logs").glob("lmpipe-prep-*_*.out")}
-    assert len(job_ids) == 1, job_ids
-    job = job_ids.pop()
-    for index in range(4):  # every array element ran and finished its task
-        assert "done:" in (slurm_dir / "logs" / f"lmpipe-prep-{job}_{index}.out").read_text(), logs
+    jobs = {}
+    for stage, elements in (("prep", 4), ("cluster", 1), ("dedup", 4)):
+        job_ids = {p.name.rsplit("-", 1)[1].split("_")[0] for p in (slurm_dir / "logs").glob(f"lmpipe-{stage}-*_*.out")}
+        assert len(job_ids) == 1, (stage, job_ids)
+        jobs[stage] = job_ids.pop()
+        for index in range(elements):  # every array element ran and finished its task
+            assert "done:" in (slurm_dir / "logs" / f"lmpipe-{stage}-{jobs[stage]}_{index}.out").read_text(), logs
+    assert f"#SBATCH --dependency=afterok:{jobs['prep']}" in (slurm_dir / "cluster" / "cluster.sbatch").read_text()
+    assert f"#SBATCH --dependency=afterok:{jobs['cluster']}" in (slurm_dir / "dedup" / "dedup.sbatch").read_text()
 
     def no_submit(self):
         raise AssertionError("a rerun with every task done must not submit")
@@ -67,15 +72,16 @@ def test_job_array_writes_what_a_local_run_writes(local_slurm, inputs, tmp_path,
     assert docs(tmp_path / "slurm") == docs(tmp_path / "local")
 
 
-def test_failed_element_names_its_log_after_the_others_finish(local_slurm, inputs, tmp_path):
+def test_failed_element_names_its_log_and_cancels_the_stages_after_it(local_slurm, inputs, tmp_path):
     cfg = config(inputs[:1], tmp_path / "out", "executor=slurm", "slurm.poll_seconds=0.5", "slurm.time=10",
                  "slurm.timeout_minutes=5")
     out = Path(cfg.output)
     tasks = [Task("good", inputs[0], "warc"), Task("missing", str(tmp_path / "gone.warc.gz"), "warc")]
-    executor = SlurmExecutor(cfg.slurm, out / "slurm", cfg.to_dict(), lambda task: marker_path(out, task).exists())
+    executor = SlurmExecutor(cfg.slurm, out / "slurm", cfg.to_dict(), lambda stage, task: is_done(cfg, stage, task))
     with pytest.raises(TaskFailed) as failure:
-        executor.run(tasks)
-    log = out / "slurm" / "logs" / f"lmpipe-prep-{executor.job_id}_1.out"
-    assert str(failure.value) == f"1 of 2 task(s) of Slurm job {executor.job_id} failed; see {log}"
+        executor.run_stages([Stage("prep", tasks), Stage("dedup", tasks)])
+    log = out / "slurm" / "logs" / f"lmpipe-prep-{executor.job_ids['prep']}_1.out"
+    assert str(failure.value) == f"1 of 2 prep task(s) of Slurm job {executor.job_ids['prep']} failed; see {log}"
     assert "gone.warc.gz" in log.read_text()  # the traceback is in the element's log
-    assert marker_path(out, tasks[0]).exists()  # the other element finished its task
+    assert is_done(cfg, "prep", tasks[0])  # the other element finished its task
+    assert not list((out / "slurm" / "logs").glob("lmpipe-dedup-*"))  # its dependency failed: it never ran

@@ -8,7 +8,6 @@ import random
 import pytest
 
 from data_prep.config import LanguageFilterConfig, QualityFilterConfig
-from data_prep.dedup import ExactDedupFilter
 from data_prep.document import Document
 from data_prep.filters import BaseFilter, LanguageFilter, QualityFilter
 from data_prep.filters.language import language_confidence
@@ -100,11 +99,3 @@ def test_language_confidence_maps_the_rank_linearly():
     assert language_confidence(600, "en") == 0.5
     assert language_confidence(1500, "en") == 0.0
     assert language_confidence(0, "unknown") == 0.0
-
-
-def test_exact_dedup_drops_repeats_up_to_case_spacing_and_punctuation():
-    step = ExactDedupFilter()
-    variant = "  varnholt IS a small market town in the north of the region -- " + ENGLISH.split(". ", 1)[1].upper()
-    reworded = ENGLISH.replace("small", "little")
-    assert run(step, ENGLISH, ENGLISH, variant, reworded) == [ENGLISH, reworded]
-    assert step.stats.dropped == {"duplicate": 2}

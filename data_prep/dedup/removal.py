@@ -1,0 +1,120 @@
+"""Deciding, over every task at once, which documents go; then dropping them task by task.
+
+``plan_removals`` (the one ``cluster`` task of a run) numbers all documents globally in
+(task name, position) order and marks as removed every document that is not the first
+of its group, by one reason each, in this precedence:
+
+- ``duplicate``: same folded-text hash as an earlier document;
+- ``duplicate_url``: same normalised URL as an earlier document (sources in ``url_sources``);
+- ``near_duplicate``: in a MinHash-LSH cluster whose keeper (lowest index) is another document.
+
+It writes ``<dedup_dir>/remove/<task>.npy`` for every task, an ``(k, 2)`` int64 array of
+(position in the task, reason code), sorted by position. ``RemovalFilter`` then streams the
+task's filtered documents, in the same order, and drops the listed ones.
+
+Memory: 16 bytes a document for exact keys, 8 for URL keys, and per band 16 (the column and
+its sort order); the keys are memory-mapped. ``minhash.py`` says how the band search splits
+further when one machine is not enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+
+from data_prep.config import DedupConfig
+from data_prep.dedup.keys import keys_path, save_atomic
+from data_prep.dedup.minhash import near_duplicate_labels
+from data_prep.document import Document
+from data_prep.filters.base import BaseFilter
+
+REASONS = ("duplicate", "duplicate_url", "near_duplicate")
+"""Reason codes 1, 2, 3 (0 = kept), in precedence order."""
+
+
+def removal_path(dedup_dir: Path, task: str) -> Path:
+    return Path(dedup_dir) / "remove" / f"{task}.npy"
+
+
+def _not_first(keys: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+    """True for each row whose key equals that of an earlier (eligible) row."""
+    n = len(keys)
+    repeated = np.zeros(n, bool)
+    rows = np.arange(n) if eligible is None else np.flatnonzero(eligible)
+    if len(rows) == 0:
+        return repeated
+    subset = np.ascontiguousarray(keys[rows])
+    flat = subset.view(np.dtype((np.void, subset.dtype.itemsize * (subset.shape[1] if subset.ndim == 2 else 1))))
+    _, first = np.unique(flat.reshape(-1), return_index=True)  # index of each key's first occurrence
+    repeated[rows] = True
+    repeated[rows[first]] = False
+    return repeated
+
+
+def plan_removals(dedup_dir: Path, keys_dir: Path, tasks: Sequence[str], sizes: Sequence[int],
+                  cfg: DedupConfig) -> dict[str, Any]:
+    """Write ``remove/<task>.npy`` for every task (``sizes``: its filtered document count); returns
+    ``{"docs", "removed": {reason: n}, "clusters", "seconds"}``."""
+    start = perf_counter()
+    n = int(sum(sizes))
+    reasons = np.zeros(n, np.uint8)
+
+    def load(kind: str) -> list[np.ndarray]:
+        arrays = [np.load(keys_path(keys_dir, task, kind), mmap_mode="r") for task in tasks]
+        for task, array, size in zip(tasks, arrays, sizes):
+            if array.shape[-1 if kind == "bands" else 0] != size:
+                raise ValueError(f"{keys_path(keys_dir, task, kind)}: keys for {array.shape} docs, task has {size}")
+        return arrays
+
+    clusters = 0
+    if cfg.minhash.enabled:
+        labels = near_duplicate_labels(load("bands"), cfg.minhash.num_bands)
+        near = labels != np.arange(n)
+        reasons[near] = 3
+        clusters = len(np.unique(labels[near]))
+    if cfg.url:
+        urls = np.concatenate(load("url")) if tasks else np.zeros(0, np.uint64)
+        reasons[_not_first(urls, urls != 0)] = 2
+    if cfg.exact:
+        texts = np.concatenate(load("text")) if tasks else np.zeros((0, 2), np.uint64)
+        reasons[_not_first(texts)] = 1
+    offsets = np.cumsum(sizes) - np.asarray(sizes, np.int64)
+    for task, offset, size in zip(tasks, offsets.tolist(), sizes):
+        codes = reasons[offset:offset + size]
+        positions = np.flatnonzero(codes)
+        save_atomic(removal_path(dedup_dir, task), np.stack([positions, codes[positions]], axis=1).astype(np.int64))
+    removed = {reason: int((reasons == code).sum()) for code, reason in enumerate(REASONS, start=1)}
+    return {"docs": n, "removed": removed, "clusters": clusters, "seconds": round(perf_counter() - start, 3)}
+
+
+class RemovalFilter(BaseFilter):
+    """Drops the documents at the listed positions of this task's stream, by their reason.
+
+    It counts the documents it sees, so it must get exactly the sequence the task's keys were
+    computed from (its filtered shards, in order)."""
+
+    name = "dedup"
+
+    def __init__(self, removals: np.ndarray) -> None:
+        super().__init__()
+        removals = np.asarray(removals, np.int64).reshape(-1, 2)
+        self._positions = removals[:, 0].tolist()
+        self._reasons = [REASONS[code - 1] for code in removals[:, 1].tolist()]
+        self._next = 0
+        self._index = 0
+
+    @classmethod
+    def for_task(cls, dedup_dir: Path, task: str) -> RemovalFilter:
+        return cls(np.load(removal_path(dedup_dir, task)))
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        index, self._index = self._index, self._index + 1
+        if self._next < len(self._positions) and self._positions[self._next] == index:
+            reason = self._reasons[self._next]
+            self._next += 1
+            return False, reason
+        return True
