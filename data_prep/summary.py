@@ -22,17 +22,37 @@ def summarize_dir(directory: Path) -> str:
 
 
 def summarize_prep(stats: dict[str, Any]) -> str:
+    """A table of the stages (documents in, kept, dropped, errors, MB kept, seconds, docs/s), the drop
+    reasons and error kinds with example locations, the dedup decision, and the totals."""
     totals = stats["totals"]
-    lines = [f"documents read {totals['input']:,}   kept {totals['kept']:,}   "
-             f"({_share(totals['kept'], totals['input'])})   {totals.get('docs_per_second', 0):,.0f} docs/s"]
-    for reason, count in sorted(totals["dropped"].items(), key=lambda item: -item[1]):
-        lines.append(f"  dropped {reason:<32} {count:>9,}")
-    for kind, count in sorted(totals["errors"].items()):
-        lines.append(f"  error   {kind:<32} {count:>9,}")
+    header = ("stage", "in", "kept", "dropped", "errors", "MB kept", "seconds", "docs/s")
+    rows = [header]
     for name, stage in stats["stages"].items():
-        for kind, entry in stage["errors"].items():
-            lines.append(f"  e.g. {name}/{kind}: {', '.join(entry['examples'][:2])}")
-    lines.append(f"text kept {totals['bytes_out'] / 1e6:,.1f} MB of {totals['bytes_in'] / 1e6:,.1f} MB read")
+        errors = sum(entry["count"] for entry in stage["errors"].values())
+        rows.append((name, f"{stage['input']:,}", f"{stage['kept']:,}", f"{sum(stage['dropped'].values()):,}",
+                     f"{errors:,}", f"{stage['bytes'] / 1e6:,.1f}", f"{stage['seconds']:,.2f}",
+                     _rate(stage["input"], stage["seconds"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width)
+                       in enumerate(zip(row, widths))) for row in rows]
+    if totals["dropped"]:
+        lines.append("dropped")
+        for reason, count in sorted(totals["dropped"].items(), key=lambda item: -item[1]):
+            lines.append(f"  {reason:<36} {count:>9,}")
+    if totals["errors"]:
+        lines.append("errors")
+        for name, stage in stats["stages"].items():
+            for kind, entry in stage["errors"].items():
+                lines.append(f"  {name + '/' + kind:<36} {entry['count']:>9,}   e.g. {'; '.join(entry['examples'][:2])}")
+    if "cluster" in stats:
+        cluster = stats["cluster"]
+        removed = ", ".join(f"{reason} {n:,}" for reason, n in cluster["removed"].items())
+        lines.append(f"dedup over {cluster['docs']:,} documents: {removed} ({cluster['clusters']:,} near-duplicate "
+                     f"clusters, {cluster['seconds']:.2f} s)")
+    wall = f", wall {totals['wall_seconds']:,.1f} s" if "wall_seconds" in totals else ""
+    lines.append(f"read {totals['input']:,}, kept {totals['kept']:,} ({_share(totals['kept'], totals['input'])}); "
+                 f"text kept {totals['bytes_out'] / 1e6:,.1f} MB of {totals['bytes_in'] / 1e6:,.1f} MB read; "
+                 f"{totals.get('docs_per_second', 0):,.0f} docs/s per core over {len(stats['tasks'])} task(s){wall}")
     return "\n".join(lines)
 
 
@@ -48,3 +68,7 @@ def summarize_manifest(manifest: dict[str, Any]) -> str:
 
 def _share(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}" if seconds > 0 else "-"

@@ -46,8 +46,9 @@ import pyarrow.compute as pc
 
 from data_prep.config import MinHashConfig
 
-BATCH_DOCS = 2_000
-"""Documents normalised and shingled together."""
+BATCH_DOCS = 512
+"""Documents normalised and shingled together: a batch of web pages (~1k words each) makes ~0.5M
+shingles, i.e. a few 4 MB index arrays; larger batches buy no speed and cost memory."""
 CHUNK_SHINGLES = 1 << 15
 """Shingles hashed at once: a (permutations, chunk) uint64 array, 29 MB for 112 permutations."""
 _FOLD = r"[^\p{L}\p{N}\p{M}]+"

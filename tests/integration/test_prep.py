@@ -197,3 +197,20 @@ def test_globs_and_directories_expand_to_their_files(corpus, tmp_path):
     assert first["kept"] > 0 and second["kept"] == 0
     dedup = by_glob["stages"]["dedup"]
     assert sum(by_glob["cluster"]["removed"].values()) == dedup["input"] - first["kept"] == sum(dedup["dropped"].values())
+
+
+def test_data_stats_prints_a_row_per_stage_and_the_dedup_decision(prepped, capsys):
+    from pipeline.cli import main
+
+    stats, _, output = prepped
+    assert main(["data", "stats", str(output)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["stage", "in", "kept", "dropped", "errors", "MB", "kept", "seconds", "docs/s"]
+    rows = {line.split()[0]: line.split() for line in lines[1:len(stats["stages"]) + 1]}
+    assert list(rows) == list(stats["stages"])
+    for name, stage in stats["stages"].items():
+        assert rows[name][1:4] == [f"{stage['input']:,}", f"{stage['kept']:,}", f"{sum(stage['dropped'].values()):,}"]
+    removed = stats["cluster"]["removed"]
+    assert any(line.startswith(f"dedup over {stats['cluster']['docs']:,} documents: duplicate {removed['duplicate']:,}")
+               for line in lines)
+    assert lines[-1].startswith(f"read {stats['totals']['input']:,}, kept {stats['totals']['kept']:,}")
