@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
@@ -77,6 +78,10 @@ class Config:
             value = getattr(self, field.name)
             if isinstance(value, Config):
                 value.validate(f"{prefix}{field.name}.")
+            elif isinstance(value, dict):  # a named collection of configs, e.g. data.sources.<name>
+                for name, item in value.items():
+                    if isinstance(item, Config):
+                        item.validate(f"{prefix}{field.name}.{name}.")
 
     def check(self, prefix: str) -> None:
         """Cross-field rules of one config node; override in subclasses."""
@@ -140,8 +145,13 @@ def _one_line(cls: type, exc: OmegaConfBaseException) -> str:
 
 
 def _field_names(cls: type, dotted: str) -> list[str]:
-    """Field names of the config node at ``dotted``, read off a default instance."""
-    node: Any = cls()
+    """Field names of the config node at ``dotted``, read off the dataclass types (so the
+    value type of a ``dict[str, SomeConfig]`` field is found for any key)."""
+    node: Any = cls
     for part in filter(None, dotted.split(".")):
-        node = getattr(node, part, None)
+        if typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+            continue
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        node = hints.get(part)
     return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []

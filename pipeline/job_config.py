@@ -59,14 +59,33 @@ class ModelConfig(Config):
 
 
 @dataclass
+class DataSourceConfig(Config):
+    """One source of a training mixture: the train-split shards of a tokenize output, or of one
+    ``source`` in it, drawn with probability ``weight / sum(weights)``."""
+
+    shards: str = ""
+    """A ``lmpipe data tokenize`` output directory; empty = ``data.shards``."""
+    source: str = ""
+    """Only the shards whose manifest ``source`` is this (e.g. ``cc``); empty = every shard of the split."""
+    weight: float = 1.0
+
+    def check(self, prefix: str) -> None:
+        require(self.weight > 0, f"{prefix}weight", "must be > 0")
+
+
+@dataclass
 class DataConfig(Config):
     shards: str = ""
     """Directory written by ``lmpipe data tokenize`` (manifest.json + shards/)."""
+    sources: dict[str, DataSourceConfig] = field(default_factory=dict)
+    """A mixture, by name, e.g. ``{cc: {source: cc, weight: 0.7}, wiki: {source: wiki, weight: 0.3}}``;
+    empty = one source, every train shard of ``shards``. Validation uses each source's val split."""
     train_split: str = "train"
     val_split: str = "val"
 
     def check(self, prefix: str) -> None:
-        require(bool(self.shards), f"{prefix}shards", "give the token shards directory")
+        require(bool(self.shards) or (bool(self.sources) and all(s.shards for s in self.sources.values())),
+                f"{prefix}shards", "give the token shards directory")
 
 
 @dataclass
