@@ -95,7 +95,8 @@ class LoopConfig(Config):
     seed: int = 1234
     max_steps: int = 200
     max_tokens: int = 0
-    """Stop once this many training tokens are seen (0: no token budget, only max_steps)."""
+    """A token budget: train on exactly this many tokens (a whole number of steps of
+    ``global_batch_size * seq_len`` tokens); when set, ``max_steps`` is not used. 0: no budget."""
     global_batch_size: int = 16
     """Sequences per optimizer step, over all ranks; gradient accumulation makes up the rest."""
     micro_batch_size: int = 8
@@ -186,6 +187,16 @@ class TrainJobConfig(Config):
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def check(self, prefix: str) -> None:
+        per_step = self.train.global_batch_size * self.model.seq_len
+        budget = self.train.max_tokens
+        if budget and self.train.global_batch_size > 0 and self.model.seq_len > 0:
+            lower = budget // per_step * per_step
+            nearest = " or ".join(str(n) for n in (lower, lower + per_step) if n > 0)
+            require(budget % per_step == 0, f"{prefix}train.max_tokens",
+                    f"{budget} is not a whole number of steps of global_batch_size x seq_len = {per_step} tokens; "
+                    f"nearest: {nearest}")
 
 
 @dataclass

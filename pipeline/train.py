@@ -114,10 +114,11 @@ def train(cfg: TrainJobConfig) -> TrainResult:
 
 
 def plan_steps(loop: LoopConfig, *, seq_len: int) -> int:
-    """Optimizer steps to run: ``max_steps``, or fewer when the token budget ``max_tokens`` runs out first."""
+    """Optimizer steps to run: exactly the token budget ``max_tokens`` when one is set (the config
+    check made it a whole number of steps), else ``max_steps``."""
     if not loop.max_tokens:
         return loop.max_steps
-    return min(loop.max_steps, math.ceil(loop.max_tokens / (loop.global_batch_size * seq_len)))
+    return loop.max_tokens // (loop.global_batch_size * seq_len)
 
 
 def run_tags(*, n_params: int, strategy: str, dist: DistInfo, **extra: str | None) -> dict[str, str | int]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipeline.checkpoint import read_meta, resolve_checkpoint
+from pipeline.config import ConfigError
 from pipeline.distributed import DistInfo
 from pipeline.job_config import LoopConfig, ModelConfig, TrainJobConfig
 from pipeline.model import ModelArgs, build_model
@@ -33,11 +34,11 @@ def test_pretraining_writes_result_config_and_checkpoint(pretrained: Path):
     assert (step_dir / "tokenizer.json").is_file() and (step_dir / "config.yaml").is_file()
 
 
-def test_token_budget_stops_early_and_checkpoints_keep_the_newest(train_config):
-    # 8 sequences x 64 tokens = 512 tokens per step: a 2,600-token budget is 6 steps.
-    cfg = train_config("train.max_steps=100", "train.max_tokens=2600", "checkpoint.interval=2", "checkpoint.keep=2")
+def test_token_budget_is_exact_and_checkpoints_keep_the_newest(train_config):
+    # 8 sequences x 64 tokens = 512 tokens per step: a 3,072-token budget is exactly 6 steps.
+    cfg = train_config("train.max_steps=100", "train.max_tokens=3072", "checkpoint.interval=2", "checkpoint.keep=2")
     result = train(cfg)
-    assert result.steps == 6 and result.tokens_seen == 6 * 512
+    assert result.steps == 6 and result.tokens_seen == 3072
     checkpoints = Path(cfg.output_dir) / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step_4", "step_6"]
     assert (checkpoints / "latest").read_text().strip() == "step_6"
@@ -61,6 +62,12 @@ def test_accumulated_micro_batches_equal_one_big_batch():
     assert split[0] == pytest.approx(whole[0], abs=1e-6) and split[1] == pytest.approx(whole[1], rel=1e-5)
     for a, b in zip(split[2], whole[2]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # Adam amplifies float noise of tiny grads
+
+
+def test_a_budget_that_is_not_whole_steps_is_refused_with_the_nearest_ones(train_config):
+    with pytest.raises(ConfigError, match="train.max_tokens: 2600 is not a whole number of steps of "
+                                          "global_batch_size x seq_len = 512 tokens; nearest: 2560 or 3072"):
+        train_config("train.max_tokens=2600")
 
 
 def test_user_errors_name_the_path(train_config, tmp_path):
