@@ -80,6 +80,12 @@ class StageStats:
                    data["bytes"], data["seconds"], dict(data.get("counts", {})))
 
 
+def utf8_length(text: str) -> int:
+    """``len(text.encode())`` without the copy for ASCII text (most of it); a lone surrogate (from
+    JSON escapes) counts as its 3 bytes instead of raising."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def timed(items: Iterable[T], stats: StageStats) -> Iterator[T]:
     """Charge the time spent producing each item to ``stats`` (for the reader, the one stage
     that is a source: later stages time their own per-document work)."""
@@ -95,12 +101,35 @@ def timed(items: Iterable[T], stats: StageStats) -> Iterator[T]:
         yield item
 
 
+def _stage_order(sequences: list[list[str]]) -> list[str]:
+    """Every stage name, each after the stages that precede it in any task (tasks share one chain,
+    some skip stages of it)."""
+    order: list[str] = []
+    for names in sequences:
+        for i, name in enumerate(names):
+            if name not in order:
+                before = [n for n in names[:i] if n in order]
+                order.insert(order.index(before[-1]) + 1 if before else 0, name)
+    return order
+
+
+def _passed_through(previous: StageStats | None) -> StageStats:
+    kept = previous.kept if previous is not None else 0
+    return StageStats(input=kept, kept=kept, bytes=previous.bytes if previous is not None else 0)
+
+
 def merge_tasks(tasks: dict[str, dict[str, Any]], wall_seconds: float | None = None) -> dict[str, Any]:
     """Per-task results (each ``{"path", "format", "seconds", "stages"}``) -> the stats.json dict."""
-    stages: dict[str, StageStats] = {}
+    order = _stage_order([list(result["stages"]) for result in tasks.values()])
+    stages: dict[str, StageStats] = {name: StageStats() for name in order}
     for result in tasks.values():
-        for name, data in result["stages"].items():
-            stages.setdefault(name, StageStats()).merge(StageStats.from_dict(data))
+        previous: StageStats | None = None
+        for name in order:
+            data = result["stages"].get(name)
+            # A stage a task does not have (extraction, for a WET or JSONL input) passed everything on.
+            stage = StageStats.from_dict(data) if data is not None else _passed_through(previous)
+            stages[name].merge(stage)
+            previous = stage
     ordered = list(stages.values()) or [StageStats()]
     first, last = ordered[0], ordered[-1]
     seconds = sum(result["seconds"] for result in tasks.values())

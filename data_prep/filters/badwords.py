@@ -29,7 +29,7 @@ class BadWordsFilter(BaseFilter):
         words = _WORD.findall(doc.text.lower())
         if not words:
             return True
-        bad = sum(word in self.words for word in words)
+        bad = sum(map(self.words.__contains__, words))
         if self.phrases:
             joined = f" {' '.join(words)} "
             bad += sum(joined.count(f" {phrase} ") * (phrase.count(" ") + 1) for phrase in self.phrases)

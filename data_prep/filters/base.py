@@ -13,7 +13,7 @@ from time import perf_counter
 from typing import ClassVar, Iterable, Iterator
 
 from data_prep.document import Document
-from data_prep.stats import StageStats
+from data_prep.stats import StageStats, utf8_length
 
 
 class BaseFilter:
@@ -44,7 +44,7 @@ class BaseFilter:
                 stats.seconds += perf_counter() - start
             keep, reason = verdict if isinstance(verdict, tuple) else (verdict, "filtered")
             if keep:
-                stats.keep(len(doc.text.encode()))
+                stats.keep(utf8_length(doc.text))
                 yield doc
             else:
                 stats.drop(reason)

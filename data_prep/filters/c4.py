@@ -9,6 +9,8 @@ lines are counted in the stage's ``counts`` as ``lines_removed/<why>``.
 from __future__ import annotations
 
 import re
+from itertools import compress, filterfalse, islice
+from operator import methodcaller
 
 from data_prep.config import C4FilterConfig
 from data_prep.document import Document
@@ -17,6 +19,8 @@ from data_prep.filters.base import BaseFilter
 END_MARKS = (".", "?", "!", '"')
 ELLIPSIS = "..."
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+_ENDS_WITH_MARK = methodcaller("endswith", END_MARKS)
+_ENDS_WITH_ELLIPSIS = methodcaller("endswith", ELLIPSIS)
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
 
 
@@ -34,39 +38,44 @@ class C4Filter(BaseFilter):
         if doc.source not in self.sources:
             return True
         cfg = self.cfg
-        lowered = doc.text.lower()
-        if cfg.drop_lorem_ipsum and "lorem ipsum" in lowered:
+        if cfg.drop_lorem_ipsum and "lorem ipsum" in doc.text.lower():
             return False, "lorem_ipsum"
         if cfg.drop_curly_bracket and "{" in doc.text:
             return False, "curly_bracket"
+        lines = list(filter(None, map(str.strip, doc.text.splitlines())))
+        # Most lines (menus, labels) lack an end mark: set them aside in C before the per-line checks.
+        ended = list(filterfalse(_ENDS_WITH_ELLIPSIS, compress(lines, map(_ENDS_WITH_MARK, lines))))
+        if len(ended) < len(lines):
+            self.stats.count("lines_removed/no_terminal_punctuation", len(lines) - len(ended))
         kept = []
-        for line in doc.text.splitlines():
-            line = line.strip()
-            if not line:
-                continue
+        for line in ended:
             why = self._line_fault(line)
             if why:
                 self.stats.count(f"lines_removed/{why}")
             else:
                 kept.append(line)
         doc.text = "\n".join(kept)
-        if len(_SENTENCE_END.findall(doc.text)) < cfg.min_sentences:
+        if not _has_sentences(doc.text, cfg.min_sentences):
             return False, "too_few_sentences"
         return True
 
     def _line_fault(self, line: str) -> str:
-        """Why C4 removes this line, or "" to keep it."""
+        """Why C4 removes this line that ends a sentence, or "" to keep it."""
         cfg = self.cfg
-        if not line.endswith(END_MARKS) or line.endswith(ELLIPSIS):
-            return "no_terminal_punctuation"
-        words = line.split()
-        if len(words) < cfg.min_words_per_line:
+        # Splitting only as far as the minimum says whether it is reached; the full split is only
+        # needed for a line long enough to hold a too-long word.
+        if len(line.split(maxsplit=cfg.min_words_per_line - 1)) < cfg.min_words_per_line:
             return "too_few_words"
-        if max(map(len, words)) > cfg.max_word_length:
+        if len(line) > cfg.max_word_length and max(map(len, line.split())) > cfg.max_word_length:
             return "long_word"
         lowered = line.lower()
         if cfg.remove_javascript_lines and "javascript" in lowered:
             return "javascript"
-        if cfg.remove_policy_lines and any(phrase in lowered for phrase in POLICY_PHRASES):
+        if cfg.remove_policy_lines and any(map(lowered.__contains__, POLICY_PHRASES)):
             return "policy"
         return ""
+
+
+def _has_sentences(text: str, wanted: int) -> bool:
+    """Whether ``text`` has at least ``wanted`` sentence ends; stops reading at the ``wanted``-th."""
+    return wanted <= 0 or next(islice(_SENTENCE_END.finditer(text), wanted - 1, None), None) is not None

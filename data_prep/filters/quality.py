@@ -10,17 +10,21 @@ previews (lines ending in an ellipsis), and word salad without English function 
 from __future__ import annotations
 
 import re
+from itertools import filterfalse
+from operator import methodcaller
 
 from data_prep.config import QualityFilterConfig
 from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
 
-_WORD_WITH_LETTER = re.compile(r"\S*[^\W\d_]\S*")
-"""A whitespace-separated word that holds at least one letter of any script."""
+_LETTER = re.compile(r"[^\W\d_]")
+"""A letter of any script (a word character that is neither a digit nor ``_``)."""
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 """Gopher's English stop words: prose has them, keyword stuffing and tables rarely do."""
 BULLETS = ("•", "‣", "●", "○", "◦", "▪", "▫", "■", "□", "–", "-", "*", "·")
 ELLIPSES = ("...", "…")
+_STARTS_WITH_BULLET = methodcaller("startswith", BULLETS)
+_ENDS_WITH_ELLIPSIS = methodcaller("endswith", ELLIPSES)
 _PUNCTUATION = "\"'“”‘’.,;:!?()[]"
 
 
@@ -41,22 +45,32 @@ class QualityFilter(BaseFilter):
             return False, "too_few_words"
         if len(words) > cfg.max_words:
             return False, "too_many_words"
-        mean_length = sum(map(len, words)) / len(words)
+        mean_length = len("".join(words)) / len(words)
         if not cfg.min_mean_word_length <= mean_length <= cfg.max_mean_word_length:
             return False, "mean_word_length"
-        if len(_WORD_WITH_LETTER.findall(text)) / len(words) < cfg.min_alpha_word_fraction:
+        if _too_few_with_letter(words, cfg.min_alpha_word_fraction):
             return False, "too_few_alpha_words"
         ellipses = text.count("...") + text.count("…")
         if max(text.count("#"), ellipses) / len(words) > cfg.max_symbol_word_ratio:
             return False, "symbol_word_ratio"
-        lines = [line for line in map(str.strip, text.splitlines()) if line]
-        if sum(line.startswith(BULLETS) for line in lines) / len(lines) > cfg.max_bullet_line_fraction:
+        lines = list(filter(None, map(str.strip, text.splitlines())))
+        if sum(map(_STARTS_WITH_BULLET, lines)) / len(lines) > cfg.max_bullet_line_fraction:
             return False, "bullet_lines"
-        if sum(line.endswith(ELLIPSES) for line in lines) / len(lines) > cfg.max_ellipsis_line_fraction:
+        if sum(map(_ENDS_WITH_ELLIPSIS, lines)) / len(lines) > cfg.max_ellipsis_line_fraction:
             return False, "ellipsis_lines"
         if cfg.min_stop_words and not _has_stop_words(words, cfg.min_stop_words):
             return False, "too_few_stop_words"
         return True
+
+
+def _too_few_with_letter(words: list[str], min_fraction: float) -> bool:
+    """Whether the share of words holding a letter is below ``min_fraction``. The all-letter words
+    are counted in C; the rest are only searched when those alone do not reach the share."""
+    rest = list(filterfalse(str.isalpha, words))
+    all_letters = len(words) - len(rest)
+    if all_letters / len(words) >= min_fraction:
+        return False
+    return (all_letters + sum(map(bool, map(_LETTER.search, rest)))) / len(words) < min_fraction
 
 
 def _has_stop_words(words: list[str], wanted: int) -> bool:

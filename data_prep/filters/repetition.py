@@ -2,15 +2,19 @@
 
 Repeated lines and paragraphs catch menus and templated listings; a dominant 2-4-gram
 catches keyword stuffing; a large share of text inside repeated 5-10-grams catches
-copy-paste loops. Everything is linear in the document: one Counter per n-gram size,
-built from C-level ``zip`` tuples, and the coverage pass only runs when an n-gram repeats.
+copy-paste loops. Everything is linear in the document, and only the 2-grams are counted
+everywhere: an n-gram can only repeat where the (n-1)-gram it starts with repeats, so each
+larger size counts just the starts where the smaller one repeated (usually a small share),
+and the sizes stop as soon as nothing repeats.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import Counter
-from itertools import compress
+from itertools import compress, repeat
+from operator import add, gt
 
 from data_prep.config import RepetitionFilterConfig
 from data_prep.document import Document
@@ -34,13 +38,13 @@ class RepetitionFilter(BaseFilter):
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         cfg, text = self.cfg, doc.text
-        paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
+        paragraphs = list(filter(None, map(str.strip, _PARAGRAPH_BREAK.split(text))))
         share, char_share = duplicate_shares(paragraphs)
         if share > cfg.max_duplicate_paragraph_fraction:
             return False, "duplicate_paragraphs"
         if char_share > cfg.max_duplicate_paragraph_char_fraction:
             return False, "duplicate_paragraph_chars"
-        lines = [line for line in map(str.strip, text.splitlines()) if line]
+        lines = list(filter(None, map(str.strip, text.splitlines())))
         share, char_share = duplicate_shares(lines)
         if share > cfg.max_duplicate_line_fraction:
             return False, "duplicate_lines"
@@ -51,11 +55,14 @@ class RepetitionFilter(BaseFilter):
         total = sum(lengths)
         if not total:
             return True
+        starts = None  # the smallest size is counted everywhere
         for n, limit in zip(TOP_NGRAM_SIZES, cfg.top_ngram_fractions):
-            if top_ngram_chars(words, n) / total > limit:
+            counts, starts = repeated_ngrams(words, n, starts)
+            if most_common_chars(counts) / total > limit:
                 return False, f"top_{n}_gram"
         for n, limit in zip(DUPLICATE_NGRAM_SIZES, cfg.duplicate_ngram_fractions):
-            covered = duplicate_ngram_chars(words, lengths, n)
+            _, starts = repeated_ngrams(words, n, starts)
+            covered = covered_chars(lengths, starts, n)
             if covered / total > limit:
                 return False, f"duplicate_{n}_grams"
             if not covered:  # no repeated n-gram means no repeated longer one either
@@ -79,28 +86,51 @@ def duplicate_shares(items: list[str]) -> tuple[float, float]:
     return repeats / len(items), repeated_chars / total_chars
 
 
-def _ngrams(words: list[str], n: int) -> zip:
-    return zip(*(words[i:] for i in range(n)))
+def repeated_ngrams(words: list[str], n: int, candidates: list[int] | None = None) -> tuple[Counter, list[int]]:
+    """Counts of the n-grams starting at ``candidates`` (None: everywhere), and the starts of those
+    that occur more than once.
+
+    ``candidates`` (ascending) must hold every start of a repeated n-gram, e.g. the starts of a
+    shorter size's repeated n-grams, as every repeat of an n-gram repeats its prefix. The counts
+    of the n-grams found there are then exact, and their insertion order is their order of
+    first occurrence in the document."""
+    if candidates is None:
+        starts: range | list[int] = range(max(len(words) - n + 1, 0))
+        grams = list(zip(*(words[k:] for k in range(n))))
+    else:
+        starts = candidates[:bisect_right(candidates, len(words) - n)]
+        grams = list(zip(*[map(words.__getitem__, map(add, starts, repeat(k))) for k in range(n)]))
+    counts = Counter(grams)
+    if len(counts) == len(grams):
+        return counts, []
+    return counts, list(compress(starts, map(gt, map(counts.__getitem__, grams), repeat(1))))
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
     """Characters in all occurrences of the most frequent n-gram, if it occurs more than once."""
-    counts = Counter(_ngrams(words, n))
+    return most_common_chars(repeated_ngrams(words, n)[0])
+
+
+def duplicate_ngram_chars(words: list[str], lengths: list[int], n: int) -> int:
+    """Characters of the words inside any n-gram that occurs more than once; overlaps count once."""
+    return covered_chars(lengths, repeated_ngrams(words, n)[1], n)
+
+
+def most_common_chars(counts: Counter) -> int:
+    """Characters in all occurrences of the most frequent (first seen on a tie) counted n-gram, if it
+    occurs more than once."""
     if not counts:
         return 0
     gram, count = counts.most_common(1)[0]
     return sum(map(len, gram)) * count if count > 1 else 0
 
 
-def duplicate_ngram_chars(words: list[str], lengths: list[int], n: int) -> int:
-    """Characters of the words inside any n-gram that occurs more than once; overlaps count once."""
-    grams = list(_ngrams(words, n))
-    counts = Counter(grams)
-    if len(counts) == len(grams):
+def covered_chars(lengths: list[int], starts: list[int], n: int) -> int:
+    """Characters of the words inside the n-grams at ``starts``; overlaps count once."""
+    if not starts:
         return 0
-    covered = bytearray(len(words))
+    covered = bytearray(len(lengths))
     run = b"\x01" * n
-    for start, gram in enumerate(grams):
-        if counts[gram] > 1:
-            covered[start:start + n] = run
+    for start in starts:
+        covered[start:start + n] = run
     return sum(compress(lengths, covered))
