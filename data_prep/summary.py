@@ -57,9 +57,14 @@ def summarize_prep(stats: dict[str, Any]) -> str:
 
 
 def summarize_manifest(manifest: dict[str, Any]) -> str:
+    """Tokenizer (vocab, dtype, EOS, hash), shard/doc/token totals with the run-wide counts, and the
+    split and source breakdown. Counts and token names are optional: older manifests lack them."""
     tokenizer, totals = manifest["tokenizer"], manifest["totals"]
-    lines = [f"tokenizer vocab {tokenizer['vocab_size']:,} ({manifest['dtype']})  sha256 {tokenizer['sha256'][:12]}",
-             f"{len(manifest['shards'])} shards, {totals['docs']:,} docs, {totals['tokens']:,} tokens"]
+    eos = f"  eos {tokenizer['eos_token']} ({tokenizer['eos_id']})" if tokenizer.get("eos_token") else ""
+    files = f" from {totals['input_files']:,} docs files" if "input_files" in totals else ""
+    skipped = f"; {totals['skipped_empty']:,} empty docs skipped" if "skipped_empty" in totals else ""
+    lines = [f"tokenizer vocab {tokenizer['vocab_size']:,} ({manifest['dtype']}){eos}  sha256 {tokenizer['sha256'][:12]}",
+             f"{len(manifest['shards'])} shards, {totals['docs']:,} docs, {totals['tokens']:,} tokens{files}{skipped}"]
     for group in ("by_split", "by_source"):
         for name, counts in sorted(totals[group].items()):
             lines.append(f"  {name:<8} {counts['docs']:>9,} docs {counts['tokens']:>12,} tokens")

@@ -67,13 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
                 _run_train_tokenizer)
     tok.add_argument("--input", help="docs directory written by `data prep`")
     tok.add_argument("--vocab-size", type=int, help="vocabulary size (default 8192)")
-    tok.add_argument("--output", help="directory for tokenizer.json")
+    tok.add_argument("--output", help="directory for tokenizer.json (+ tokenizer_config.json for transformers)")
 
     tokenize = _verb(data_verbs, "tokenize", "docs/*.parquet -> Arrow token shards + manifest.json", _run_tokenize)
     tokenize.add_argument("--input", nargs="+", help="docs directories written by `data prep`")
-    tokenize.add_argument("--tokenizer", help="directory holding tokenizer.json")
+    tokenize.add_argument("--tokenizer", help="directory holding tokenizer.json, or any tokenizer.json "
+                                              "(GPT-2, Llama, ...: its EOS is found, or set eos_token=...)")
     tokenize.add_argument("--output", help="shards directory")
     tokenize.add_argument("--workers", type=int, help="processes, one docs file each at a time")
+    tokenize.add_argument("--shard-size-mb", type=float, help="close a shard at this many MiB (default 256)")
+    tokenize.add_argument("--executor", help="local (default) or slurm: one Slurm job array element per docs "
+                                             "file (slurm.partition=..., slurm.max_parallel=N, ...)")
 
     stats = data_verbs.add_parser("stats", help="summarise a prep output (stats.json) or shards dir (manifest.json)")
     stats.add_argument("dir", help="a `data prep` output or a `data tokenize` output")
@@ -166,13 +170,19 @@ def _run_train_tokenizer(args: argparse.Namespace) -> int:
 def _run_tokenize(args: argparse.Namespace) -> int:
     from data_prep.tokenizer.config import TokenizeConfig
 
+    shard_size_bytes = None if args.shard_size_mb is None else int(args.shard_size_mb * 2**20)
     cfg = _load(TokenizeConfig, args, input=args.input, tokenizer=args.tokenizer, output=args.output,
-                workers=args.workers)
+                workers=args.workers, shard_size_bytes=shard_size_bytes, executor=args.executor)
+    from data_prep.executor import TaskFailed
     from data_prep.tokenizer.tokenize import tokenize
     from pipeline.progress import counting_progress
 
-    with counting_progress("tokenize: documents") as advance:
-        tokenize(cfg, progress=advance)
+    try:
+        with counting_progress("tokenize: documents") as advance:
+            tokenize(cfg, progress=advance)
+    except TaskFailed as exc:
+        print(f"lmpipe: error: {exc}", file=sys.stderr)
+        return 1
     _print_summary(Path(cfg.output))
     return 0
 

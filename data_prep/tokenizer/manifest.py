@@ -1,8 +1,9 @@
 """manifest.json: what a tokenized directory holds, written last so its presence means "complete".
 
-It names the tokenizer (path, sha256, vocab size, special ids), the token dtype, every
-shard (path relative to the manifest, split, source, docs, tokens, sha256), the totals,
-the mixture weights (null until a mixture is applied) and the command/config that made it.
+It names the tokenizer (path, sha256, vocab size, special ids and names), the token dtype, every
+shard (path relative to the manifest, split, source, docs, tokens, sha256), the totals (with
+counts no shard holds, such as the empty documents skipped), the mixture weights (null until
+a mixture is applied) and the command/config that made it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ SHARD_KEYS = ("path", "split", "source", "docs", "tokens", "sha256")
 TOKENIZER_KEYS = ("path", "sha256", "vocab_size", "eos_id")
 
 
-def build_manifest(*, tokenizer: dict, dtype: str, shards: list[dict], config: dict, command: str) -> dict:
+def build_manifest(*, tokenizer: dict, dtype: str, shards: list[dict], config: dict, command: str,
+                   counts: dict[str, int] | None = None) -> dict:
+    """``counts`` are run-wide counts that no shard holds (e.g. ``skipped_empty`` documents); they join the totals."""
     shards = sorted(shards, key=lambda shard: shard["path"])
     by_split = {split: _count([s for s in shards if s["split"] == split]) for split in SPLITS}
     by_source = {source: _count([s for s in shards if s["source"] == source])
@@ -30,7 +33,7 @@ def build_manifest(*, tokenizer: dict, dtype: str, shards: list[dict], config: d
         "tokenizer": tokenizer,
         "dtype": dtype,
         "shards": shards,
-        "totals": {**_count(shards), "by_split": by_split, "by_source": by_source},
+        "totals": {**_count(shards), **(counts or {}), "by_split": by_split, "by_source": by_source},
         "mixture": None,
         "command": command,
         "config": config,

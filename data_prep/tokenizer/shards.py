@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,18 @@ def shard_schema(dtype: np.dtype) -> pa.Schema:
     return pa.schema([(COLUMN, pa.list_(pa.from_numpy_dtype(dtype)))])
 
 
+SHARD_FILE = re.compile(r"\.?(?:train|val)-[A-Za-z0-9_]+-(?P<task>\d{5,})-\d{5,}\.arrow(?:\.tmp)?")
+"""A shard or its temp file; sources cannot hold '-', so the task number is unambiguous."""
+
+
 def shard_name(split: str, source: str, task: int, index: int) -> str:
     return f"{split}-{source}-{task:05d}-{index:05d}.arrow"
+
+
+def shard_task(name: str) -> int | None:
+    """The task that wrote the shard (or temp file) ``name``; None for any other file."""
+    match = SHARD_FILE.fullmatch(name)
+    return int(match["task"]) if match else None
 
 
 def file_sha256(path: str | Path) -> str:

@@ -1,16 +1,18 @@
 """Tokenize docs directories into train/val token shards plus manifest.json.
 
 One task per input parquet file (numbered in sorted order over all inputs), so the
-output does not depend on the number of workers. A task writes
+output does not depend on the number of workers or the executor. Tasks run as one
+``tokenize`` stage on the data-prep executors: a local process pool or a Slurm job array
+(whose elements run ``data_prep.tokenizer.task_main``). A task writes
 ``shards/<split>-<source>-<task>-<n>.arrow`` and, last, ``completions/<task>.done``
-holding its shard entries; a rerun skips tasks whose marker matches the current
-settings and redoes the others from scratch. The manifest is assembled from the
+holding its shard entries and counts; a rerun skips tasks whose marker matches the
+current settings and redoes the others from scratch. The manifest is assembled from the
 markers at the end.
 
 Documents get EOS appended (no BOS) and go to val when a hash of their id falls
-below ``val_fraction``, which is stable across reruns, workers and input order.
-Special-token strings inside a document's text are encoded as plain text, so a
-document cannot inject an EOS.
+below ``val_fraction``, which is stable across reruns, workers and input order. Empty
+documents make no row; they are counted (``skipped_empty``). Special-token strings
+inside a document's text are encoded as plain text, so a document cannot inject an EOS.
 """
 
 from __future__ import annotations
@@ -24,41 +26,58 @@ import re
 import shlex
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
-from data_prep.tokenizer.config import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, TokenizeConfig
+from data_prep.executor import Progress, Stage, TaskFn
+from data_prep.tokenizer.config import TokenizeConfig
 from data_prep.tokenizer.manifest import MANIFEST_FILE, build_manifest, write_manifest
-from data_prep.tokenizer.shards import SHARDS_SUBDIR, ShardWriter, file_sha256, token_dtype
-from data_prep.tokenizer.train import TOKENIZER_FILE, find_doc_files
+from data_prep.tokenizer.shards import (
+    SHARDS_SUBDIR,
+    ShardWriter,
+    file_sha256,
+    shard_task,
+    token_dtype,
+)
+from data_prep.tokenizer.special import HF_CONFIG_FILE, find_special_tokens
+from data_prep.tokenizer.train import (
+    SPECIAL_TOKENS_MAP_FILE,
+    TOKENIZER_FILE,
+    find_doc_files,
+)
 
+STAGE = "tokenize"
+TASK_MAIN = "data_prep.tokenizer.task_main"
 COMPLETIONS_SUBDIR = "completions"
 DOC_COLUMNS = ("id", "text", "source")
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_]+")  # '-' separates the parts of a shard name
+COUNTS = ("skipped_empty",)
+"""Per-task counts of a done marker that the manifest totals add up."""
 
 
 @dataclasses.dataclass(frozen=True)
 class TokenizeTask:
-    """Everything one worker needs; ``settings`` are what a done marker must match to be reused."""
+    """Everything one worker needs (it is what a Slurm plan lists); ``settings`` are what a
+    done marker must match to be reused."""
 
     index: int
     input: str
     output: str
     tokenizer: str
     tokenizer_sha256: str
+    eos_id: int
     val_fraction: float
     shard_size_bytes: int
     batch_size: int
 
     @property
     def settings(self) -> dict:
-        return {"input": self.input, "tokenizer_sha256": self.tokenizer_sha256,
+        return {"input": self.input, "tokenizer_sha256": self.tokenizer_sha256, "eos_id": self.eos_id,
                 "val_fraction": self.val_fraction, "shard_size_bytes": self.shard_size_bytes}
 
     @property
@@ -81,73 +100,64 @@ def resolve_tokenizer(path: str | Path) -> Path:
     return file
 
 
-def tokenize(cfg: TokenizeConfig, progress: Callable[[int], None] | None = None) -> dict:
+def tokenize(cfg: TokenizeConfig, progress: Progress | None = None) -> dict:
     """Tokenize ``cfg.input`` into ``cfg.output``; returns the manifest it wrote.
 
-    ``progress`` is called with the number of documents each finished batch (workers=1)
-    or task (workers>1) added. Workers are spawned processes, so a script that calls
-    this with workers>1 needs the ``if __name__ == "__main__":`` guard.
+    ``progress`` is called with the number of documents each encoded batch added (executor
+    local). Local workers are spawned processes, so a script that calls this with workers>1
+    needs the ``if __name__ == "__main__":`` guard.
     """
     files = sorted({path.resolve() for docs_dir in cfg.input for path in find_doc_files(docs_dir)})
     output = Path(cfg.output)
     for subdir in (SHARDS_SUBDIR, COMPLETIONS_SUBDIR):
         (output / subdir).mkdir(parents=True, exist_ok=True)
     (output / MANIFEST_FILE).unlink(missing_ok=True)  # present only while it describes the shards
-    tokenizer_file = _copy_tokenizer(resolve_tokenizer(cfg.tokenizer), output)
-    tokenizer = _load_tokenizer(tokenizer_file)
+    source = resolve_tokenizer(cfg.tokenizer)
+    tokenizer = load_tokenizer(source)
+    special = find_special_tokens(tokenizer, source, eos=cfg.eos_token, bos=cfg.bos_token)
+    tokenizer_file = _copy_tokenizer(source, output)
     tokenizer_sha256 = file_sha256(tokenizer_file)
 
     tasks = [TokenizeTask(index=i, input=str(path), output=str(output), tokenizer=str(tokenizer_file),
-                          tokenizer_sha256=tokenizer_sha256, val_fraction=cfg.val_fraction,
+                          tokenizer_sha256=tokenizer_sha256, eos_id=special.eos_id, val_fraction=cfg.val_fraction,
                           shard_size_bytes=cfg.shard_size_bytes, batch_size=cfg.batch_size)
              for i, path in enumerate(files)]
-    todo = [task for task in tasks if _done_entries(task) is None]
-    if cfg.workers == 1 or len(todo) <= 1:
-        for task in todo:
-            run_task(task, progress)
-    else:
-        workers = min(cfg.workers, len(todo))
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                 initializer=_limit_threads, initargs=(threads,)) as pool:
-            for future in as_completed([pool.submit(run_task, task) for task in todo]):
-                docs = future.result()
-                if progress is not None:
-                    progress(docs)
+    todo = [task for task in tasks if not is_done(task)]
+    _make_executor(cfg).run_stages([Stage(STAGE, todo, _task_fn(cfg.workers, len(todo)))], progress)
 
-    shards = []
+    markers = []
     for task in tasks:
-        entries = _done_entries(task)
-        if entries is None:
+        marker = _done_marker(task)
+        if marker is None:
             raise RuntimeError(f"tokenize task {task.index} ({task.input}) left no valid {task.marker}")
-        shards += entries
+        markers.append(marker)
+    shards = [entry for marker in markers for entry in marker["shards"]]
     _remove_stale_shards(output, {shard["path"] for shard in shards})
     manifest = build_manifest(
-        tokenizer={
-            "path": tokenizer_file.name,
-            "sha256": tokenizer_sha256,
-            "vocab_size": tokenizer.get_vocab_size(),
-            "eos_id": tokenizer.token_to_id(EOS_TOKEN),
-            "bos_id": tokenizer.token_to_id(BOS_TOKEN),
-            "pad_id": tokenizer.token_to_id(PAD_TOKEN),
-        },
+        tokenizer={"path": tokenizer_file.name, "sha256": tokenizer_sha256,
+                   "vocab_size": tokenizer.get_vocab_size(), **special.manifest_entry()},
         dtype=str(token_dtype(tokenizer.get_vocab_size())),
         shards=shards,
         config=cfg.to_dict(),
         command=shlex.join(sys.argv),
+        counts={"input_files": len(tasks), **{key: sum(m.get(key, 0) for m in markers) for key in COUNTS}},
     )
     cfg.save(output / "config.yaml")
     write_manifest(output, manifest)
     return manifest
 
 
-def run_task(task: TokenizeTask, progress: Callable[[int], None] | None = None) -> int:
+def is_done(task: TokenizeTask) -> bool:
+    return _done_marker(task) is not None
+
+
+def run_task(task: TokenizeTask, progress: Progress | None = None) -> int:
     """Tokenize one parquet file; returns the number of documents written."""
     task.marker.unlink(missing_ok=True)
-    for leftover in (Path(task.output) / SHARDS_SUBDIR).glob(f"*-{task.index:05d}-*"):
-        leftover.unlink()  # an unfinished earlier attempt; redo from scratch
-    tokenizer = _load_tokenizer(task.tokenizer)
-    eos_id = tokenizer.token_to_id(EOS_TOKEN)
+    for leftover in (Path(task.output) / SHARDS_SUBDIR).iterdir():
+        if shard_task(leftover.name) == task.index:
+            leftover.unlink()  # an unfinished earlier attempt; redo from scratch
+    tokenizer = load_tokenizer(task.tokenizer)
     dtype = token_dtype(tokenizer.get_vocab_size())
     writers: dict[tuple[str, str], ShardWriter] = {}
     docs = skipped_empty = 0
@@ -156,15 +166,20 @@ def run_task(task: TokenizeTask, progress: Callable[[int], None] | None = None) 
     if missing:
         raise ValueError(f"{task.input}: missing column(s) {', '.join(sorted(missing))}")
     for batch in parquet.iter_batches(batch_size=task.batch_size, columns=list(DOC_COLUMNS)):
-        texts, keys = _texts_and_keys(batch, task)
+        groups = _texts_by_key(batch, task)
+        texts = [text for group in groups.values() for text in group]
         skipped_empty += batch.num_rows - len(texts)
         encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-        for key in dict.fromkeys(keys):
+        tokens, lengths = flat_with_eos([encoding.ids for encoding in encodings], task.eos_id, dtype)
+        token_offsets = np.concatenate(([0], np.cumsum(lengths)))
+        doc_start = 0
+        for key, group in groups.items():
+            doc_end = doc_start + len(group)
             if key not in writers:
                 writers[key] = ShardWriter(task.output, split=key[0], source=key[1], task=task.index,
                                            dtype=dtype, shard_size_bytes=task.shard_size_bytes)
-            token_lists = [encoding.ids for encoding, k in zip(encodings, keys) if k == key]
-            writers[key].add(*_flat_with_eos(token_lists, eos_id, dtype))
+            writers[key].add(tokens[token_offsets[doc_start]:token_offsets[doc_end]], lengths[doc_start:doc_end])
+            doc_start = doc_end
         docs += len(texts)
         if progress is not None:
             progress(len(texts))
@@ -176,40 +191,80 @@ def run_task(task: TokenizeTask, progress: Callable[[int], None] | None = None) 
     return docs
 
 
-def _texts_and_keys(batch, task: TokenizeTask) -> tuple[list[str], list[tuple[str, str]]]:
-    """The non-empty texts of a record batch, each with its (split, source)."""
-    texts, keys = [], []
-    ids, all_texts, sources = (batch.column(name).to_pylist() for name in DOC_COLUMNS)
-    for doc_id, text, source in zip(ids, all_texts, sources):
+def flat_with_eos(token_lists: list[list[int]], eos_id: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(concatenated tokens with EOS after each document, per-document lengths with the EOS).
+
+    One pass over the ids into a typed array, then one vectorised insert: no per-document
+    Python lists are built (this runs on every token of the corpus)."""
+    lengths = np.fromiter(map(len, token_lists), np.int64, len(token_lists))
+    values = np.fromiter(itertools.chain.from_iterable(token_lists), dtype, int(lengths.sum()))
+    return np.insert(values, np.cumsum(lengths), np.asarray(eos_id, dtype)), lengths + 1
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A tokenizer.json that encodes special-token strings in text as plain text."""
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a malformed file
+        raise ValueError(f"{path}: not a tokenizers tokenizer.json ({str(exc).splitlines()[0]})") from None
+    tokenizer.encode_special_tokens = True
+    return tokenizer
+
+
+def _texts_by_key(batch: Any, task: TokenizeTask) -> dict[tuple[str, str], list[str]]:
+    """The non-empty texts of a record batch grouped by (split, source), each group in file order.
+
+    Encoding them group after group lets one flat token array be cut into per-writer slices."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    ids, texts, sources = (batch.column(name).to_pylist() for name in DOC_COLUMNS)
+    valid = {source for source in set(sources) if source and SOURCE_PATTERN.fullmatch(source)}
+    for doc_id, text, source in zip(ids, texts, sources):
         if not text:
             continue
-        if not SOURCE_PATTERN.fullmatch(source or ""):
+        if source not in valid:
             raise ValueError(f"{task.input}: document {doc_id!r} has source {source!r}; "
                              f"sources must match {SOURCE_PATTERN.pattern}")
-        texts.append(text)
-        keys.append((split_of(doc_id, task.val_fraction), source))
-    return texts, keys
+        groups.setdefault((split_of(doc_id, task.val_fraction), source), []).append(text)
+    return groups
 
 
-def _flat_with_eos(token_lists: list[list[int]], eos_id: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """(concatenated tokens with EOS after each document, per-document lengths)."""
-    lengths = np.fromiter((len(ids) + 1 for ids in token_lists), np.int64, len(token_lists))
-    tokens = np.fromiter(itertools.chain.from_iterable(ids + [eos_id] for ids in token_lists), dtype, int(lengths.sum()))
-    return tokens, lengths
+def _make_executor(cfg: TokenizeConfig) -> Any:
+    """A local process pool, or Slurm job arrays whose elements run ``TASK_MAIN``."""
+    if cfg.executor == "slurm":
+        from data_prep.executor.slurm import SlurmExecutor
+
+        return SlurmExecutor(cfg.slurm, Path(cfg.output) / "slurm", cfg.to_dict(),
+                             lambda _stage, task: is_done(task), entry=TASK_MAIN)
+    from data_prep.executor.local import LocalExecutor
+
+    return LocalExecutor(cfg.workers)
 
 
-def _done_entries(task: TokenizeTask) -> list[dict] | None:
-    """The shard entries of a finished task, or None when it must (re)run."""
+def _task_fn(workers: int, n_tasks: int) -> TaskFn:
+    """``run_task``, or in a pool of several processes ``run_task`` with each worker's share
+    of the cores for the tokenizer's Rust thread pool (so N workers do not start N x cores threads)."""
+    workers = min(workers, n_tasks)
+    if workers <= 1:
+        return run_task
+    return partial(_run_task_with_threads, max(1, (os.cpu_count() or 1) // workers))
+
+
+def _run_task_with_threads(threads: int, task: TokenizeTask, progress: Progress | None) -> int:
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when this process first encodes
+    return run_task(task, progress)
+
+
+def _done_marker(task: TokenizeTask) -> dict | None:
+    """The marker of a finished task, or None when it must (re)run."""
     try:
         marker = json.loads(task.marker.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     if any(marker.get(key) != value for key, value in task.settings.items()):
         return None
-    entries = marker.get("shards", [])
-    if not all((Path(task.output) / entry["path"]).is_file() for entry in entries):
+    if not all((Path(task.output) / entry["path"]).is_file() for entry in marker.get("shards", [])):
         return None
-    return entries
+    return marker
 
 
 def _remove_stale_shards(output: Path, keep: set[str]) -> None:
@@ -219,24 +274,18 @@ def _remove_stale_shards(output: Path, keep: set[str]) -> None:
             path.unlink()
 
 
-def _load_tokenizer(path: str | Path) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.encode_special_tokens = True
-    if tokenizer.token_to_id(EOS_TOKEN) is None:
-        raise ValueError(f"{path}: tokenizer has no {EOS_TOKEN} token")
-    return tokenizer
-
-
 def _copy_tokenizer(source: Path, output: Path) -> Path:
-    """A copy of tokenizer.json next to the shards, so the directory is self-contained."""
-    target = output / TOKENIZER_FILE
-    if source.resolve() != target.resolve():
-        tmp = target.with_name(f".{TOKENIZER_FILE}.tmp")
-        shutil.copyfile(source, tmp)
+    """A copy of tokenizer.json, and of the transformers files beside it, next to the shards,
+    so the directory is self-contained (and says which token is EOS)."""
+    for name in (TOKENIZER_FILE, HF_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE):
+        origin = source if name == TOKENIZER_FILE else source.with_name(name)
+        target = output / name
+        if origin.resolve() == target.resolve():
+            continue
+        if not origin.is_file():
+            target.unlink(missing_ok=True)
+            continue
+        tmp = target.with_name(f".{name}.tmp")
+        shutil.copyfile(origin, tmp)
         os.replace(tmp, target)
-    return target
-
-
-def _limit_threads(threads: int) -> None:
-    """Each worker process gets its share of the cores for the tokenizer's thread pool."""
-    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    return output / TOKENIZER_FILE

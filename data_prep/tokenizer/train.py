@@ -4,12 +4,17 @@ The trainer reads text straight from ``docs/*.parquet`` in Arrow row batches, so
 one batch of strings is in Python at a time, and it stops after ``max_bytes`` of UTF-8.
 Byte-level BPE has the 256 byte symbols in its alphabet, so every string encodes and
 decodes back exactly; special tokens take the first ids (bos 0, eos 1, pad 2 by default).
+Beside tokenizer.json go tokenizer_config.json and special_tokens_map.json, the files through
+which ``transformers`` (``AutoTokenizer.from_pretrained(dir)``) learns which token is bos/eos/pad
+and which are the chat markers; tokenizer.json alone does not say.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow.compute as pc
@@ -17,8 +22,10 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from data_prep.tokenizer.config import TokenizerTrainConfig
+from data_prep.tokenizer.special import HF_CONFIG_FILE
 
 TOKENIZER_FILE = "tokenizer.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 READ_BATCH_ROWS = 1024
 
 
@@ -57,7 +64,7 @@ def new_byte_level_bpe() -> Tokenizer:
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
-    """Train on ``cfg.input``; write ``tokenizer.json`` and ``config.yaml`` to ``cfg.output``.
+    """Train on ``cfg.input``; write tokenizer.json, the transformers side files and config.yaml to ``cfg.output``.
 
     Returns the path of tokenizer.json.
     """
@@ -88,5 +95,17 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     tokenizer.save(str(tmp))
     tmp.replace(path)
+    write_transformers_files(output, cfg)
     cfg.save(output / "config.yaml")
     return path
+
+
+def write_transformers_files(output: Path, cfg: TokenizerTrainConfig) -> None:
+    """tokenizer_config.json and special_tokens_map.json, as ``save_pretrained`` writes them
+    (without importing transformers, which is not a runtime dependency)."""
+    special = {**cfg.roles, "additional_special_tokens": cfg.chat_tokens}
+    hf_config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **special}
+    for name, data in ((SPECIAL_TOKENS_MAP_FILE, special), (HF_CONFIG_FILE, hf_config)):
+        tmp = output / f".{name}.tmp"
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, output / name)

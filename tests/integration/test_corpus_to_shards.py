@@ -1,9 +1,10 @@
-"""Corpus -> docs -> shards: every document the prep stage kept comes back exactly from its shard row."""
+"""Demo corpus -> docs -> shards: every document the prep stage kept comes back exactly from its
+shard row, read with ``datasets.Dataset.from_file``."""
 
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
+from datasets import Dataset, List, Value
 from tokenizers import Tokenizer
 
 from data_prep.config import PrepConfig
@@ -30,10 +31,10 @@ def test_shard_rows_decode_to_the_cleaned_text(tmp_path: Path):
     tokenizer = Tokenizer.from_file(str(tmp_path / "shards" / "tokenizer.json"))
     eos = manifest["tokenizer"]["eos_id"]
     rows: dict[tuple[str, str], list[list[int]]] = {}
-    for shard in manifest["shards"]:
-        with pa.memory_map(str(tmp_path / "shards" / shard["path"])) as source:
-            ids = pa.ipc.open_stream(source).read_all().column("input_ids").to_pylist()
-        rows.setdefault((shard["split"], shard["source"]), []).extend(ids)
+    for shard in manifest["shards"]:  # through datasets, unchanged, as a user would open them
+        dataset = Dataset.from_file(str(tmp_path / "shards" / shard["path"]))
+        assert dataset.features["input_ids"] == List(Value("uint16"))
+        rows.setdefault((shard["split"], shard["source"]), []).extend(dataset["input_ids"])
 
     # Within one split and source, shard rows keep the order of the docs files.
     expected: dict[tuple[str, str], list[str]] = {}

@@ -1,12 +1,14 @@
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from tokenizers import Tokenizer
 
+from data_prep.summary import summarize_manifest
 from data_prep.tokenizer.config import TokenizeConfig
 from data_prep.tokenizer.shards import file_sha256
-from data_prep.tokenizer.tokenize import split_of, tokenize
+from data_prep.tokenizer.tokenize import flat_with_eos, split_of, tokenize
 
 
 def config(docs_dir, tokenizer_file, output, **overrides) -> TokenizeConfig:
@@ -36,7 +38,9 @@ def test_layout_manifest_and_progress(tmp_path, docs_dir, tokenizer_file):
     assert sorted(p.name for p in (tmp_path / "completions").iterdir()) == ["00000.done", "00001.done", "00002.done"]
     assert sum(seen) == manifest["totals"]["docs"] == 180 and max(seen) <= 16
     assert manifest["tokenizer"] == {"path": "tokenizer.json", "sha256": file_sha256(tokenizer_file),
-                                     "vocab_size": 400, "eos_id": 1, "bos_id": 0, "pad_id": 2}
+                                     "vocab_size": 400, "eos_id": 1, "bos_id": 0, "pad_id": 2,
+                                     "eos_token": "<|eos|>", "bos_token": "<|bos|>", "pad_token": "<|pad|>"}
+    assert manifest["totals"]["input_files"] == 3 and manifest["totals"]["skipped_empty"] == 0
     assert manifest["dtype"] == "uint16"
     assert {(s["split"], s["source"]) for s in manifest["shards"]} == {
         ("train", "cc"), ("train", "wiki"), ("val", "cc"), ("val", "wiki")}
@@ -87,6 +91,41 @@ def test_special_token_text_stays_text_and_empty_docs_are_skipped(tmp_path, toke
     assert Tokenizer.from_file(str(tokenizer_file)).decode(row[:-1]) == text
     marker = json.loads((tmp_path / "out" / "completions" / "00000.done").read_text())
     assert marker["docs"] == 1 and marker["skipped_empty"] == 1
+    assert manifest["totals"]["docs"] == 1 and manifest["totals"]["skipped_empty"] == 1
+    assert "1 empty docs skipped" in summarize_manifest(manifest)
+
+
+def test_rerun_removes_only_its_own_leftovers_when_sources_look_like_task_numbers(tmp_path, tokenizer_file,
+                                                                                    write_docs):
+    # Task 0's source is "00001", so its shard train-00001-00000-00000.arrow contains "-00001-".
+    write_docs(tmp_path / "prep" / "docs" / "a.parquet", [{"id": "a", "text": "first file", "source": "00001"}])
+    write_docs(tmp_path / "prep" / "docs" / "b.parquet", [{"id": "b", "text": "second file", "source": "cc"}])
+    cfg = config(tmp_path / "prep", tokenizer_file, tmp_path / "out", val_fraction=0.0)
+    first = tokenize(cfg)
+    shards = tmp_path / "out" / "shards"
+    assert (shards / "train-00001-00000-00000.arrow").is_file()
+    (tmp_path / "out" / "completions" / "00001.done").unlink()
+    (shards / ".train-cc-00001-00003.arrow.tmp").write_bytes(b"partial")
+    assert tokenize(cfg)["shards"] == first["shards"]
+    assert sorted(p.name for p in shards.iterdir()) == ["train-00001-00000-00000.arrow", "train-cc-00001-00000.arrow"]
+
+
+def test_flat_with_eos_appends_eos_after_every_document():
+    tokens, lengths = flat_with_eos([[5, 6], [], [7]], 1, np.dtype(np.uint16))
+    assert tokens.dtype == np.uint16 and tokens.tolist() == [5, 6, 1, 1, 7, 1]
+    assert lengths.tolist() == [3, 1, 2]
+    tokens, lengths = flat_with_eos([[70000]], 65536, np.dtype(np.uint32))
+    assert tokens.tolist() == [70000, 65536] and tokens.dtype == np.uint32
+    tokens, lengths = flat_with_eos([], 1, np.dtype(np.uint16))
+    assert tokens.size == 0 and lengths.size == 0
+
+
+def test_worker_counts_give_identical_shards_and_progress(tmp_path, docs_dir, tokenizer_file):
+    seen = []
+    one = tokenize(config(docs_dir, tokenizer_file, tmp_path / "one", shard_size_bytes=500))
+    two = tokenize(config(docs_dir, tokenizer_file, tmp_path / "two", shard_size_bytes=500, workers=2), seen.append)
+    assert one["shards"] == two["shards"] and len(one["shards"]) > 8
+    assert sum(seen) == 180  # the pool reports progress per batch back to this process
 
 
 def test_bad_source_is_an_error_naming_the_file(tmp_path, tokenizer_file, write_docs):

@@ -1,6 +1,8 @@
+import json
+
 import pytest
 from tokenizers import Tokenizer
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from data_prep.tokenizer.config import SPECIAL_TOKENS, TokenizerTrainConfig
 from data_prep.tokenizer.train import find_doc_files, iter_texts, train_tokenizer
@@ -24,6 +26,29 @@ def test_loads_in_transformers_with_the_same_ids(tokenizer_file):
     assert hf(text)["input_ids"] == ids
     assert hf.decode(ids) == text == tokenizer.decode(ids)
     assert text.startswith("The") and tokenizer.id_to_token(ids[0]) != "ĠThe"  # no prefix space added
+
+
+@pytest.mark.parametrize("load", [AutoTokenizer.from_pretrained, PreTrainedTokenizerFast.from_pretrained])
+def test_transformers_loads_the_directory_with_its_special_tokens(tokenizer_file, load):
+    hf = load(str(tokenizer_file.parent))
+    assert (hf.bos_token, hf.eos_token, hf.pad_token) == ("<|bos|>", "<|eos|>", "<|pad|>")
+    assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (0, 1, 2)
+    assert hf.convert_tokens_to_ids(["<|user|>", "<|assistant|>"]) == [3, 4]
+    assert sorted(hf.all_special_tokens) == sorted(SPECIAL_TOKENS)  # the chat markers are special too
+    text = "The river  visited\n東京 🙂"
+    assert hf.decode(hf(text)["input_ids"]) == text
+
+
+def test_roles_are_configurable_and_checked(tmp_path, docs_dir):
+    train_tokenizer(TokenizerTrainConfig(input=str(docs_dir), output=str(tmp_path), vocab_size=300,
+                                         special_tokens=["<|endoftext|>", "<|user|>"], eos_token="<|endoftext|>",
+                                         bos_token="", pad_token=""))
+    assert json.loads((tmp_path / "special_tokens_map.json").read_text()) == {
+        "eos_token": "<|endoftext|>", "additional_special_tokens": ["<|user|>"]}
+    hf = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert hf.eos_token_id == 0 and hf.bos_token is None
+    with pytest.raises(ValueError, match="pad_token: '<pad>' is not one of special_tokens"):
+        TokenizerTrainConfig.load(values={"input": "d", "output": "o", "pad_token": "<pad>"})
 
 
 def test_iter_texts_stops_after_max_bytes(docs_dir):
