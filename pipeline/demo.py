@@ -29,7 +29,7 @@ from pipeline.job_config import (
 
 def _demo_pretrain() -> LoopConfig:
     return LoopConfig(max_steps=250, global_batch_size=32, micro_batch_size=8, lr=3e-3, warmup_steps=15,
-                      log_interval=10, eval_interval=50, eval_batches=10)
+                      log_interval=10, eval_interval=50)
 
 
 def _demo_finetune() -> LoopConfig:

@@ -82,10 +82,19 @@ class DataConfig(Config):
     empty = one source, every train shard of ``shards``. Validation uses each source's val split."""
     train_split: str = "train"
     val_split: str = "val"
+    val_windows: int = 128
+    """Validation windows per source, evenly spaced over its val split: the same windows for every run
+    (any world size or batch), so val losses compare across runs and sweeps."""
+    prefetch: int = 2
+    """Batches built ahead in a background thread (0: none)."""
+    verify_sha256: bool = True
+    """Hash every shard against the manifest before training (about 1 s per GB); off for huge corpora."""
 
     def check(self, prefix: str) -> None:
         require(bool(self.shards) or (bool(self.sources) and all(s.shards for s in self.sources.values())),
                 f"{prefix}shards", "give the token shards directory")
+        require(self.val_windows > 0, f"{prefix}val_windows", "must be > 0")
+        require(self.prefetch >= 0, f"{prefix}prefetch", "must be >= 0 (0: no prefetch)")
 
 
 @dataclass
@@ -115,6 +124,7 @@ class LoopConfig(Config):
     eval_interval: int = 100
     """Validate every this many steps and at the end (0: only at the end)."""
     eval_batches: int = 20
+    """Fine-tuning: validation batches per evaluation (pretraining validates on ``data.val_windows``)."""
 
     def check(self, prefix: str) -> None:
         require(self.max_steps > 0, f"{prefix}max_steps", "must be > 0")

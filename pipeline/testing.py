@@ -105,3 +105,44 @@ def make_tiny_corpus(root: str | Path, *, docs: int = 400, sft_records: int = 30
                                  {"prompt": f"What is {town} known for?", "response": f"Its {trade}."}])
             f.write(json.dumps(record) + "\n")
     return root / "shards", sft
+
+
+def write_random_shards(root: str | Path, docs_by_split: dict[str, list[int]], *, vocab_size: int = 300,
+                        sources: tuple[str, ...] = ("cc", "wiki"), shard_size_bytes: int = 200,
+                        seed: int = 0) -> dict[tuple[str, str], Any]:
+    """Shards of random token ids through the real ShardWriter, plus manifest.json and a stand-in
+    tokenizer.json; no tokenizer training, so any size is quick.
+
+    Each split's documents (given by length) are dealt to ``sources`` in consecutive runs, so a
+    source's shard series is a slice of its split. Returns ``{(split, source): (tokens, lengths)}``
+    with the flat uint16/uint32 stream and the document lengths of each.
+    """
+    import numpy as np
+
+    from data_prep.tokenizer.manifest import build_manifest, write_manifest
+    from data_prep.tokenizer.shards import (
+        SHARDS_SUBDIR,
+        ShardWriter,
+        file_sha256,
+        token_dtype,
+    )
+
+    root, rng = Path(root), np.random.default_rng(seed)
+    dtype = token_dtype(vocab_size)
+    (root / SHARDS_SUBDIR).mkdir(parents=True, exist_ok=True)
+    tokenizer_file = root / "tokenizer.json"
+    tokenizer_file.write_text('{"stand-in": true}\n')
+    streams, entries = {}, []
+    for split, lengths in docs_by_split.items():
+        for source, docs in zip(sources, np.array_split(np.asarray(lengths, dtype=np.int64), len(sources))):
+            tokens = rng.integers(0, vocab_size, int(docs.sum())).astype(dtype)
+            writer = ShardWriter(root, split=split, source=source, task=0, dtype=dtype,
+                                 shard_size_bytes=shard_size_bytes)
+            writer.add(tokens, docs)
+            entries += writer.close()
+            streams[(split, source)] = (tokens, docs)
+    tokenizer = {"path": tokenizer_file.name, "sha256": file_sha256(tokenizer_file), "vocab_size": vocab_size,
+                 "eos_id": 1, "bos_id": 0, "pad_id": 2}
+    write_manifest(root, build_manifest(tokenizer=tokenizer, dtype=str(dtype), shards=entries, config={},
+                                        command="write_random_shards"))
+    return streams

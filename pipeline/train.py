@@ -16,23 +16,27 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from data_prep.tokenizer.manifest import MANIFEST_FILE
 from pipeline.checkpoint import save_checkpoint
-from pipeline.data import TokenLoader, eval_batches, load_manifest
-from pipeline.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed
+from pipeline.data import TokenLoader, ValBatch, ValidationSet, load_manifest, verify_shards
+from pipeline.distributed import DistInfo, all_reduce_sum, broadcast_object, init_distributed, shutdown_distributed
 from pipeline.job_config import FinetuneJobConfig, LoopConfig, TrainJobConfig
+from pipeline.mixture import sources_from_config, validation_sources
 from pipeline.model import IGNORE_INDEX, ModelArgs, build_model
 from pipeline.parallel import ParallelModel, parallelize
 from pipeline.tracking import Tracker, file_sha256, git_commit, scaling_tags
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 RESULT_FILE = "result.json"
+ALL_SOURCES = "all"
+"""The source of validation batches that carry none (fine-tuning's)."""
 
 
 @dataclass
@@ -56,6 +60,8 @@ class TrainResult:
     seconds: float
     checkpoint: str
     mlflow_run_id: str | None
+    data: dict[str, dict] | None = None
+    """Pretraining: per source, samples and tokens drawn, its weight, epochs and repeats (the mixture record)."""
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -73,29 +79,33 @@ class LoopOutcome:
     final_val_loss: float | None
     train_seconds: float
     checkpoint: Path
+    data: dict[str, dict] | None = None
 
 
 def train(cfg: TrainJobConfig) -> TrainResult:
-    """Pretrain ``cfg.model`` on ``cfg.data.shards``; call it in every rank."""
+    """Pretrain ``cfg.model`` on ``cfg.data`` (one shards directory or a weighted mixture); call it in every rank."""
     started = time.perf_counter()
     dist = init_distributed(cfg.parallel.backend)
     try:
-        shards = Path(cfg.data.shards)
-        manifest = load_manifest(shards)
-        args = ModelArgs.from_config(cfg.model, vocab_size=cfg.model.vocab_size or manifest["tokenizer"]["vocab_size"])
-        if args.vocab_size < manifest["tokenizer"]["vocab_size"]:
+        specs = sources_from_config(cfg.data)
+        directories = list(dict.fromkeys(Path(spec.shards) for spec in specs))
+        tokenizer = _shared_tokenizer(directories)
+        args = ModelArgs.from_config(cfg.model, vocab_size=cfg.model.vocab_size or tokenizer["vocab_size"])
+        if args.vocab_size < tokenizer["vocab_size"]:
             raise ValueError(f"model.vocab_size {args.vocab_size} is smaller than the vocabulary of "
-                             f"{shards / manifest['tokenizer']['path']} ({manifest['tokenizer']['vocab_size']})")
+                             f"{tokenizer['file']} ({tokenizer['vocab_size']})")
+        _verify_on_main(directories, vocab_size=args.vocab_size, check_sha=cfg.data.verify_sha256, dist=dist)
         loop = cfg.train
         accum = loop.grad_accum_steps(dist.world_size)
         total_steps = plan_steps(loop, seq_len=args.seq_len)
-        loader = TokenLoader(shards, split=cfg.data.train_split, seq_len=args.seq_len, batch_size=loop.micro_batch_size,
-                             rank=dist.rank, world_size=dist.world_size, seed=loop.seed)
+        loader = TokenLoader(sources=specs, split=cfg.data.train_split, seq_len=args.seq_len,
+                             batch_size=loop.micro_batch_size, rank=dist.rank, world_size=dist.world_size,
+                             seed=loop.seed, prefetch=cfg.data.prefetch)
+        val_set = ValidationSet(validation_sources(cfg.data), split=cfg.data.val_split, seq_len=args.seq_len,
+                                windows_per_source=cfg.data.val_windows)
 
-        def val_batches() -> Iterable[Batch]:
-            return eval_batches(shards, split=cfg.data.val_split, seq_len=args.seq_len,
-                                batch_size=loop.micro_batch_size, rank=dist.rank, world_size=dist.world_size,
-                                max_batches=loop.eval_batches)
+        def val_batches() -> Iterable[ValBatch]:
+            return val_set.batches(batch_size=loop.micro_batch_size, rank=dist.rank, world_size=dist.world_size)
 
         torch.manual_seed(loop.seed)
         parallel = parallelize(build_model(args), strategy=cfg.parallel.strategy, dist=dist, loop=loop,
@@ -103,14 +113,46 @@ def train(cfg: TrainJobConfig) -> TrainResult:
         n_params = parallel.model.num_params()
         if dist.is_main:
             cfg.save(Path(cfg.output_dir) / "config.yaml")
+        manifest_shas = ",".join(file_sha256(directory / MANIFEST_FILE) for directory in directories)
         tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=cfg.flat(), active=dist.is_main,
                                 tags=run_tags(n_params=n_params, strategy=cfg.parallel.strategy, dist=dist,
-                                              manifest_sha256=file_sha256(shards / "manifest.json")))
+                                              manifest_sha256=manifest_shas))
         return run_job(cfg, parallel=parallel, loader=loader, val_batches=val_batches, model_args=args,
-                       tokenizer_file=shards / manifest["tokenizer"]["path"], tracker=tracker, dist=dist,
-                       accum_steps=accum, total_steps=total_steps, label="train", started=started)
+                       tokenizer_file=tokenizer["file"], tracker=tracker, dist=dist, accum_steps=accum,
+                       total_steps=total_steps, label="train", started=started, data_report=loader.mixture_report,
+                       val_sources=list(val_set.windows))
     finally:
         shutdown_distributed(dist)
+
+
+def _shared_tokenizer(directories: list[Path]) -> dict[str, Any]:
+    """The tokenizer every shards directory was made with: ``{"file", "vocab_size", "sha256"}``.
+    Directories tokenized differently cannot be mixed (the same id would mean different text)."""
+    found: dict[str, Any] | None = None
+    for directory in directories:
+        entry = load_manifest(directory)["tokenizer"]
+        tokenizer = {"file": directory / entry["path"], "vocab_size": entry["vocab_size"], "sha256": entry["sha256"]}
+        if found is not None and tokenizer["sha256"] != found["sha256"]:
+            raise ValueError(f"{directory / MANIFEST_FILE} was tokenized with another tokenizer than "
+                             f"{found['file']}; a mixture needs one tokenizer")
+        found = found or tokenizer
+    assert found is not None, "sources_from_config returns at least one source"
+    return found
+
+
+def _verify_on_main(directories: list[Path], *, vocab_size: int, check_sha: bool, dist: DistInfo) -> None:
+    """Rank 0 checks the shards (``data.verify_shards``) before the first step; a problem stops every
+    rank with rank 0's one-line message, instead of rank 0 failing while the others wait in a collective."""
+    problem = ""
+    if dist.is_main:
+        try:
+            for directory in directories:
+                verify_shards(directory, tokenizer_path=None, vocab_size=vocab_size, check_sha=check_sha)
+        except (ValueError, FileNotFoundError) as exc:
+            problem = str(exc)
+    problem = broadcast_object(problem)
+    if problem:
+        raise ValueError(problem)
 
 
 def plan_steps(loop: LoopConfig, *, seq_len: int) -> int:
@@ -150,29 +192,47 @@ def train_step(parallel: ParallelModel, micro_batches: list[Batch], *, dist: Dis
 
 
 @torch.no_grad()
-def validate(parallel: ParallelModel, batches: Iterable[Batch], *, dist: DistInfo) -> float | None:
-    """Mean loss per target token over every rank's batches; None when there are none."""
-    loss_sum, targets_seen = 0.0, 0
-    for inputs, targets in batches:
+def validate(parallel: ParallelModel, batches: Iterable[ValBatch | Batch], *, dist: DistInfo,
+             sources: Sequence[str] = (ALL_SOURCES,)) -> tuple[float | None, dict[str, float]]:
+    """Mean loss per target token over every rank's batches, overall and per source; (None, {}) when
+    there are none. Batches are ``ValBatch``es tagged with one of ``sources``, or plain (inputs,
+    targets), which count as ``all``. ``sources`` is the same list on every rank, so the all-reduce
+    matches even when a rank has no batch of some source."""
+    index = {name: i for i, name in enumerate(sources)}
+    sums = [0.0] * (2 * len(sources))
+    for batch in batches:
+        source, inputs, targets = batch if isinstance(batch, ValBatch) else (ALL_SOURCES, *batch)
         inputs, targets = inputs.to(dist.device), targets.to(dist.device)
-        loss_sum += float(parallel.eval_loss(inputs, targets))
-        targets_seen += int((targets != IGNORE_INDEX).sum())
-    total_loss, total_targets = all_reduce_sum([loss_sum, targets_seen], device=dist.device).tolist()
-    return total_loss / total_targets if total_targets else None
+        i = index[source]
+        sums[2 * i] += float(parallel.eval_loss(inputs, targets))
+        sums[2 * i + 1] += int((targets != IGNORE_INDEX).sum())
+    totals = all_reduce_sum(sums, device=dist.device).tolist()
+    by_source = {name: totals[2 * i] / totals[2 * i + 1] for name, i in index.items() if totals[2 * i + 1]}
+    loss_sum, count = sum(totals[0::2]), sum(totals[1::2])
+    return (loss_sum / count if count else None), by_source
 
 
 def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Batch],
              val_batches: Callable[[], Iterable[Batch]], dist: DistInfo, accum_steps: int, total_steps: int,
              tracker: Tracker, save_checkpoint: Callable[[int, int], Path], checkpoint_interval: int,
-             label: str) -> LoopOutcome:
-    """Validate, then ``total_steps`` optimizer steps with periodic logs, validation and checkpoints."""
+             label: str, data_report: Callable[[], dict[str, dict]] | None = None,
+             val_sources: Sequence[str] = (ALL_SOURCES,)) -> LoopOutcome:
+    """Validate, then ``total_steps`` optimizer steps with periodic logs, validation and checkpoints.
+    ``data_report()`` (the loader's per-source draw) adds ``data/epochs/<source>`` to each log."""
     say = print if dist.is_main else (lambda *_, **__: None)
 
     def run_validation(step: int) -> float | None:
-        loss = validate(parallel, val_batches(), dist=dist)
+        loss, by_source = validate(parallel, val_batches(), dist=dist, sources=val_sources)
         if loss is not None:
-            tracker.log_metrics({"val/loss": loss, "val/ppl": math.exp(loss)}, step=step)
-            say(f"{label} step {step:>5}/{total_steps}  val loss {loss:.4f}  ppl {math.exp(loss):,.2f}", flush=True)
+            metrics = {"val/loss": loss, "val/ppl": math.exp(loss)}
+            if len(by_source) > 1:
+                for source, source_loss in by_source.items():
+                    metrics.update({f"val/loss/{source}": source_loss, f"val/ppl/{source}": math.exp(source_loss)})
+            tracker.log_metrics(metrics, step=step)
+            per_source = "".join(f"  {source} {value:.4f}" for source, value in by_source.items()) \
+                if len(by_source) > 1 else ""
+            say(f"{label} step {step:>5}/{total_steps}  val loss {loss:.4f}  ppl {math.exp(loss):,.2f}{per_source}",
+                flush=True)
         return loss
 
     initial_val_loss = run_validation(0)
@@ -194,8 +254,11 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
             first_loss = last_loss
         if step == 1 or step % loop.log_interval == 0 or step == total_steps:
             loss, tokens_per_s = sum(window_losses) / len(window_losses), window_tokens / window_seconds
-            tracker.log_metrics({"train/loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_seen": tokens_seen,
-                                 "tokens_per_s": tokens_per_s}, step=step)
+            metrics = {"train/loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_seen": tokens_seen,
+                       "tokens_per_s": tokens_per_s}
+            if data_report is not None:
+                metrics.update({f"data/epochs/{source}": entry["epochs"] for source, entry in data_report().items()})
+            tracker.log_metrics(metrics, step=step)
             say(f"{label} step {step:>5}/{total_steps}  loss {loss:.4f}  lr {lr:.2e}  grad {grad_norm:.3f}  "
                 f"tokens {tokens_seen:,}  {tokens_per_s:,.0f} tok/s", flush=True)
             window_tokens, window_seconds, window_losses = 0, 0.0, []
@@ -206,15 +269,21 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
     val_loss = run_validation(total_steps)
     checkpoint = save_checkpoint(total_steps, tokens_seen)
     say(f"{label} saved {checkpoint}", flush=True)
+    data = data_report() if data_report is not None else None
+    if data is not None:
+        repeated = {source: entry["repeats"] for source, entry in data.items() if entry["repeats"]}
+        if repeated:
+            say(f"{label} data repeated: " + ", ".join(f"{s} {n}x" for s, n in repeated.items()), flush=True)
     return LoopOutcome(steps=total_steps, tokens_seen=tokens_seen, first_train_loss=first_loss,
                        last_train_loss=last_loss, initial_val_loss=initial_val_loss, final_val_loss=val_loss,
-                       train_seconds=train_seconds, checkpoint=checkpoint)
+                       train_seconds=train_seconds, checkpoint=checkpoint, data=data)
 
 
 def run_job(cfg: TrainJobConfig | FinetuneJobConfig, *, parallel: ParallelModel, loader: Any,
             val_batches: Callable[[], Iterable[Batch]], model_args: ModelArgs, tokenizer_file: Path,
             tracker: Tracker, dist: DistInfo, accum_steps: int, total_steps: int, label: str,
-            started: float) -> TrainResult:
+            started: float, data_report: Callable[[], dict[str, dict]] | None = None,
+            val_sources: Sequence[str] = (ALL_SOURCES,)) -> TrainResult:
     """What pretraining and fine-tuning share once model and data are ready: loop, checkpoints, result.
 
     ``loader`` is any loader with ``__iter__`` and ``state_dict()`` (TokenLoader, SFTLoader);
@@ -230,7 +299,8 @@ def run_job(cfg: TrainJobConfig | FinetuneJobConfig, *, parallel: ParallelModel,
     with tracker.failing_on_error():
         outcome = run_loop(parallel, loop=cfg.train, batches=iter(loader), val_batches=val_batches, dist=dist,
                            accum_steps=accum_steps, total_steps=total_steps, tracker=tracker,
-                           save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval, label=label)
+                           save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval, label=label,
+                           data_report=data_report, val_sources=val_sources)
     return finish_job(outcome, output_dir=cfg.output_dir, parallel=parallel, dist=dist, tracker=tracker,
                       started=started)
 
@@ -249,7 +319,8 @@ def finish_job(outcome: LoopOutcome, *, output_dir: str | Path, parallel: Parall
         n_params=n_params, n_params_total=parallel.model.num_params(non_embedding=False),
         world_size=dist.world_size, strategy=parallel.strategy,
         tokens_per_s=outcome.tokens_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
-        seconds=time.perf_counter() - started, checkpoint=str(outcome.checkpoint), mlflow_run_id=tracker.run_id)
+        seconds=time.perf_counter() - started, checkpoint=str(outcome.checkpoint), mlflow_run_id=tracker.run_id,
+        data=outcome.data)
     if dist.is_main:
         result.save(Path(output_dir) / RESULT_FILE)
     return result

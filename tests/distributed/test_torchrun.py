@@ -26,7 +26,8 @@ verb, shards, sft, out, uri = sys.argv[1:]
 loop = ["train.global_batch_size=8", "train.micro_batch_size=2", "train.warmup_steps=2", "train.log_interval=4",
         "train.eval_batches=2", f"tracking.uri={uri}"]
 if verb == "train":
-    train(TrainJobConfig.load(None, [f"data.shards={shards}", f"output_dir={out}/pretrain", "model.seq_len=64",
+    train(TrainJobConfig.load(None, [f"data.shards={shards}", "data.val_windows=8", f"output_dir={out}/pretrain",
+                                     "model.seq_len=64",
                                      "train.max_steps=12", "train.eval_interval=6", "checkpoint.interval=6", *loop]))
 else:
     finetune(FinetuneJobConfig.load(None, [f"init_from={out}/pretrain", f"output_dir={out}/sft", f"data.path={sft}",
@@ -61,7 +62,8 @@ def test_torchrun_pretrain_and_finetune(tiny_corpus, tmp_path):
     assert sorted(p.name for p in (tmp_path / "pretrain" / "checkpoints").iterdir()) == ["latest", "step_12", "step_6"]
     assert {p.name for p in Path(pretrain["checkpoint"]).glob("*.distcp")} == {"__0_0.distcp", "__1_0.distcp"}
 
-    # The 2-rank checkpoint loads into one process: each rank validated 2 batches of 2: windows 0..7 in all.
+    # The 2-rank checkpoint loads into one process, and validation is 8 fixed windows per source whatever
+    # the world size: 2 batches of 4 in one process are the windows the 2 ranks shared.
     single = evaluate(EvalJobConfig(checkpoint=str(tmp_path / "pretrain"), shards=str(tiny_corpus[0]),
                                     batch_size=4, max_batches=2))
     assert single["loss"] == pytest.approx(pretrain["final_val_loss"], rel=1e-5)

@@ -10,7 +10,7 @@ from pipeline.job_config import TrainJobConfig
 from pipeline.testing import make_tiny_corpus
 
 TINY = ["model.size=tiny", "model.seq_len=64", "train.global_batch_size=8", "train.micro_batch_size=4",
-        "train.warmup_steps=2", "train.log_interval=5", "train.eval_interval=0", "train.eval_batches=2",
+        "train.warmup_steps=2", "train.log_interval=5", "train.eval_interval=0", "data.val_windows=8",
         "tracking.enabled=false"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,39 @@ def test_user_errors_name_the_path(train_config, tmp_path):
         train(train_config(f"data.shards={missing}"))
     with pytest.raises(ValueError, match="global_batch_size"):
         train(train_config("train.global_batch_size=6"))
+
+
+def test_a_mixture_draws_by_weight_and_records_what_each_source_gave(train_config):
+    # 6 steps x 8 sequences = 48 samples at 3:1 (exactly 3:1 over each block of 4,096 samples, in a
+    # seeded order inside it, so about 36 and 12 here).
+    cfg = train_config("train.max_steps=6", "data.sources.web.weight=3", "data.sources.wiki.source=wiki",
+                       "data.sources.wiki.weight=1")
+    result = train(cfg)
+    data = json.loads((Path(cfg.output_dir) / "result.json").read_text())["data"]
+    samples = {name: entry["samples"] for name, entry in data.items()}
+    assert sum(samples.values()) == 48 and 2 * samples["wiki"] < samples["web"] < 5 * samples["wiki"]
+    assert sum(entry["tokens"] for entry in data.values()) == result.tokens_seen == 48 * 64
+    assert all(entry["repeats"] == 0 for entry in data.values())
+
+
+def test_shards_of_two_tokenizers_cannot_be_mixed(train_config, tiny_corpus, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_corpus[0], other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["tokenizer"]["sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    cfg = train_config("train.max_steps=1", "data.sources.a.weight=1", f"data.sources.b.shards={other}")
+    with pytest.raises(ValueError, match=f"{other / 'manifest.json'} was tokenized with another tokenizer"):
+        train(cfg)
+
+
+def test_corrupt_shards_stop_training_before_the_first_step(train_config, tiny_corpus, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_corpus[0], broken)
+    shard = sorted(broken.rglob("*.arrow"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-20] ^= 0xFF  # one flipped byte inside the last batch: still a readable stream, another sha256
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=shard.name):
+        train(train_config(f"data.shards={broken}", "train.max_steps=1"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
