@@ -21,6 +21,7 @@ SHIPPED = {
     "data/tokenizer.yaml": (TokenizerTrainConfig, ["input=d", "output=o"]),
     "data/tokenize.yaml": (TokenizeConfig, ["input=[d]", "tokenizer=t", "output=o"]),
     "train/tiny.yaml": (TrainJobConfig, ["data.shards=s"]),
+    "train/mixture.yaml": (TrainJobConfig, []),
     "finetune/tiny.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
 }
 
