@@ -48,7 +48,7 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
                                     world_size=dist.world_size, max_batches=loop.eval_batches)
 
         torch.manual_seed(loop.seed)
-        parallel = parallelize(build_model(args), strategy=cfg.parallel.strategy, dist=dist, loop=loop,
+        parallel = parallelize(build_model(args), strategy=cfg.parallel, dist=dist, loop=loop,
                                total_steps=total_steps)
         parallel.load(init_dir, model_only=True)
         if dist.is_main:

@@ -22,6 +22,8 @@ SHIPPED = {
     "data/tokenize.yaml": (TokenizeConfig, ["input=[d]", "tokenizer=t", "output=o"]),
     "train/tiny.yaml": (TrainJobConfig, ["data.shards=s"]),
     "train/mixture.yaml": (TrainJobConfig, []),
+    "train/fsdp.yaml": (TrainJobConfig, ["data.shards=s"]),
+    "train/zero3.yaml": (TrainJobConfig, ["data.shards=s"]),
     "finetune/tiny.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
 }
 

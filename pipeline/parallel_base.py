@@ -1,0 +1,155 @@
+"""The interface every parallel strategy implements, and what they share: initial weights and DCP checkpoints.
+
+Kept apart from ``parallel.py`` (the registry) so that the strategy modules
+(``parallel_fsdp``, ``parallel_deepspeed``) can subclass ``ParallelModel`` without an
+import cycle.
+
+Initial weights: every strategy materialises the whole model on the CPU and runs
+``init_weights()`` there, from the global RNG that the caller seeded, before placing,
+wrapping or sharding it. So the same seed gives the same starting weights under ddp,
+fsdp and zero1-3, on any world size and device (a GPU's generator draws other numbers
+than the CPU's, and a sharded init would draw per shard). The price is one full fp32
+copy of the model in host memory per rank for the moment of set-up, which is fine for
+every size of the ladder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
+from torch.distributed.tensor import DTensor
+
+from pipeline.distributed import DistInfo
+from pipeline.job_config import LoopConfig, ParallelConfig
+from pipeline.model import Transformer, build_model
+
+
+class ParallelModel(ABC):
+    """A model, its optimizer and LR schedule, trained by one strategy over ``dist.world_size`` ranks."""
+
+    strategy: ClassVar[str]
+    model: Transformer
+    """The model itself (unwrapped): for parameter counts, evaluation and inference."""
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def __init__(self, *, dist: DistInfo, loop: LoopConfig, options: ParallelConfig):
+        self.dist = dist
+        self.options = options
+        self.grad_clip = loop.grad_clip
+        self.autocast_dtype = torch.bfloat16 if loop.precision == "bf16" else None
+
+    @abstractmethod
+    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward: (logits, loss)."""
+
+    @abstractmethod
+    def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:
+        """Context for one micro-step's forward and backward; ``sync=False`` defers gradient sync."""
+
+    @torch.no_grad()
+    def eval_loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Summed loss over ``targets``, no gradients (every rank must call it equally often: FSDP gathers)."""
+        with self.autocast():
+            return self.model(tokens, targets, reduction="sum")[1]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next ``step()`` applies."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self) -> float:
+        """Clip, update, advance the schedule, clear gradients; returns the pre-clip gradient norm."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if isinstance(grad_norm, DTensor):  # FSDP2: each rank holds the norm of its shards only
+            grad_norm = grad_norm.full_tensor()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(grad_norm)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.autocast_dtype)
+
+    # Checkpoints: torch.distributed.checkpoint (DCP), one file per rank plus .metadata.
+    # The keys are the plain model's, so any world size, or one process, can load them.
+
+    def state_dict(self) -> dict[str, Any]:
+        model_state, optim_state = get_state_dict(self.model, self.optimizer)
+        return {"model": model_state, "optim": optim_state, "scheduler": self.scheduler.state_dict()}
+
+    def save(self, directory: str | Path) -> None:
+        """Every rank writes its part of model, optimizer and schedule state into ``directory``."""
+        with quiet_without_process_group():
+            dcp.save(self.state_dict(), checkpoint_id=str(directory))
+
+    def load(self, directory: str | Path, *, model_only: bool = False) -> None:
+        """Restore what ``save`` wrote; ``model_only`` takes just the weights (fine-tuning from a checkpoint)."""
+        if model_only:
+            state = {"model": get_model_state_dict(self.model)}
+            with quiet_without_process_group():
+                dcp.load(state, checkpoint_id=str(directory))
+            set_model_state_dict(self.model, state["model"])
+            return
+        state = self.state_dict()
+        with quiet_without_process_group():
+            dcp.load(state, checkpoint_id=str(directory))
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def init_on_cpu(model: Transformer) -> Transformer:
+    """Materialise a meta-built model on the CPU and draw its initial weights (see the module docstring)."""
+    model.to_empty(device="cpu")
+    model.init_weights()
+    return model
+
+
+def load_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
+    """Weights from a DCP checkpoint into a plain model in this process (no process group needed).
+
+    Every strategy's checkpoint has them: ZeRO's ``save`` adds a consolidated DCP copy of the weights.
+    """
+    state = {"model": model.state_dict()}
+    with quiet_without_process_group():
+        dcp.load(state, checkpoint_id=str(directory), no_dist=True)
+    model.load_state_dict(state["model"])
+
+
+def read_model_weights(model: Transformer, directory: str | Path) -> dict[str, torch.Tensor]:
+    """The full weights of a DCP checkpoint on the CPU, by parameter name, for a model shaped like ``model``."""
+    plain = build_model(model.args)
+    plain.to_empty(device="cpu")
+    plain.tie_weights()  # to_empty made the head a tensor of its own
+    load_model_weights(plain, directory)
+    return dict(plain.named_parameters())
+
+
+@contextlib.contextmanager
+def quiet_without_process_group() -> Iterator[None]:
+    """DCP warns that it 'assumes a single process' when there is no group (or ``no_dist``); that is our intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield

@@ -1,0 +1,182 @@
+"""DeepSpeed ZeRO stages 1-3: the engine from a ds_config generated from our config.
+
+What is ours and what is DeepSpeed's:
+
+- Optimizer and schedule are ours (``optim.build_optimizer`` / ``build_scheduler``) and handed
+  to ``deepspeed.initialize``: the same AdamW groups and LR curve as ddp/fsdp, and no JIT build
+  of DeepSpeed's fused Adam. The engine steps the schedule with the optimizer.
+- Gradient scaling: ``train_step`` already divides each micro-batch's loss so that averaging over
+  ranks gives the global-batch gradient, so ``backward`` passes ``scale_wrt_gas=False`` (the
+  engine would divide by gradient_accumulation_steps once more). With
+  ``managed_gradient_accumulation: false`` the engine only accumulates in ``backward`` and
+  reduces in ``step()``, which the loop calls once per optimizer step: the same contract as
+  ddp's ``no_sync``, so ``accumulate`` needs no context of its own.
+- Clipping is the engine's (``gradient_clipping`` = ``train.grad_clip``), the same rule as
+  ``clip_grad_norm_``; ``step()`` returns the engine's pre-clip global norm.
+
+Checkpoints: DeepSpeed's own format (``latest``, ``zero/`` with one model and one optimizer file
+per rank, ``zero_to_fp32.py``), resumable on the same world size; plus, written by rank 0 from
+the fp32 master weights (``zero_to_fp32``), a DCP copy of the weights under the plain model's
+keys (``.metadata`` + ``__0_0.distcp``) so ``load_model_weights`` (inference, export) and
+``model_only`` loads read every strategy's checkpoints alike, at any world size.
+
+Not JIT-compiled: the shm all-reduce op (only used for inference) is switched off and the
+optimizer is torch's, so a cold machine builds nothing (docs: PLATFORM.md section 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+
+import torch
+import torch.distributed.checkpoint as dcp
+
+from pipeline.distributed import DistInfo, barrier
+from pipeline.job_config import LoopConfig, ParallelConfig
+from pipeline.model import Transformer
+from pipeline.optim import build_optimizer, build_scheduler
+from pipeline.parallel_base import (
+    ParallelModel,
+    init_on_cpu,
+    quiet_without_process_group,
+    read_model_weights,
+)
+
+TAG = "zero"
+"""Sub-directory of a checkpoint with DeepSpeed's files; the step directory around it is already unique."""
+
+
+def ds_config(loop: LoopConfig, options: ParallelConfig, *, stage: int, world_size: int, on_cuda: bool
+              ) -> dict[str, Any]:
+    """The engine's configuration, from ours (see the module docstring for why each switch is set)."""
+    zero: dict[str, Any] = {"stage": stage}
+    if options.zero_offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_cuda}
+    if options.zero_offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": on_cuda}
+    bf16 = loop.precision == "bf16"
+    return {
+        "train_batch_size": loop.global_batch_size,
+        "train_micro_batch_size_per_gpu": loop.micro_batch_size,
+        "gradient_accumulation_steps": loop.grad_accum_steps(world_size),
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": loop.grad_clip,
+        "bf16": {"enabled": bf16},
+        # bf16 compute, but gradients reduced in fp32, as fsdp's MixedPrecisionPolicy does.
+        **({"communication_data_type": "fp32"} if bf16 else {}),
+        "zero_optimization": zero,
+        # Our torch AdamW under ZeRO-Offload: slower than DeepSpeedCPUAdam, but nothing to compile.
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 2**31 - 1,
+    }
+
+
+def import_deepspeed(device_type: str) -> ModuleType:
+    """deepspeed, imported on first use (it takes seconds), for ``device_type``, with nothing to JIT-compile."""
+    os.environ.setdefault("DS_ACCELERATOR", device_type)  # read at import; also silences the auto-detect warning
+    import deepspeed
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    # DeepSpeed's ZeRO code calls these collectives by their old names on every gather: harmless, and loud.
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` "
+                            "is deprecated", category=FutureWarning)
+    return deepspeed
+
+
+def saved_world_size(directory: str | Path) -> int:
+    """How many ranks wrote a ZeRO checkpoint (one optimizer-state file each); 0: none there."""
+    return len(list((Path(directory) / TAG).glob("*_optim_states.pt")))
+
+
+class DeepSpeedModel(ParallelModel):
+    """A ZeRO stage over the ranks (the subclasses name the stage)."""
+
+    stage: ClassVar[int]
+
+    def __init__(self, model: Transformer, *, dist: DistInfo, loop: LoopConfig, total_steps: int,
+                 options: ParallelConfig):
+        super().__init__(dist=dist, loop=loop, options=options)
+        if not dist.is_distributed:
+            raise ValueError(f"parallel.strategy {self.strategy} needs more than one process "
+                             "(launch with torchrun); use ddp for one")
+        self.autocast_dtype = None  # the engine casts the model itself when bf16 is on
+        self.deepspeed = import_deepspeed(dist.device.type)
+        config = ds_config(loop, options, stage=self.stage, world_size=dist.world_size,
+                           on_cuda=dist.device.type == "cuda")
+        self.model = init_on_cpu(model).to(dist.device)  # same initial weights as every strategy (parallel_base)
+        self.optimizer = build_optimizer(model, loop)
+        self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
+        self.engine, *_ = self.deepspeed.initialize(model=model, optimizer=self.optimizer,
+                                                    lr_scheduler=self.scheduler, config=config)
+
+    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.engine(tokens, targets, reduction=reduction)
+
+    def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # the engine reduces in step() (managed_gradient_accumulation off)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> float:
+        self.engine.step()
+        return float(self.engine.get_global_grad_norm())
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError("ZeRO state is saved in DeepSpeed's format: use save()")
+
+    def save(self, directory: str | Path) -> None:
+        """DeepSpeed's checkpoint, then rank 0 adds the consolidated fp32 weights as DCP (module docstring)."""
+        self.engine.save_checkpoint(str(directory), tag=TAG)
+        barrier()
+        if self.dist.is_main:
+            from deepspeed.utils.zero_to_fp32 import (
+                get_fp32_state_dict_from_zero_checkpoint,
+            )
+
+            # It reports every file and tensor it reads (print and tqdm): keep that out of the training log.
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                weights = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=TAG)
+            with quiet_without_process_group():
+                dcp.save({"model": weights}, checkpoint_id=str(directory), no_dist=True)
+        barrier()
+
+    def load(self, directory: str | Path, *, model_only: bool = False) -> None:
+        """DeepSpeed's checkpoint (same world size); ``model_only``: the DCP weights of any strategy's checkpoint."""
+        if not model_only:
+            saved_by = saved_world_size(directory)
+            if not saved_by:
+                raise FileNotFoundError(f"{directory} has no ZeRO state ({TAG}/); a checkpoint of another "
+                                        "strategy can only give the weights (model_only)")
+            if saved_by != self.dist.world_size:
+                raise ValueError(f"{directory} holds ZeRO state of {saved_by} ranks; resume it on {saved_by} "
+                                 f"(this run has {self.dist.world_size}), or load its weights only")
+            self.engine.load_checkpoint(str(directory), tag=TAG)
+            return
+        weights = read_model_weights(self.model, directory)
+        for name, param in self.model.named_parameters():
+            # The optimizer's fp32 master copy (a partition of it on this rank) ...
+            self.deepspeed.utils.safe_set_full_fp32_param(param, weights[name].to(self.dist.device))
+            # ... and the weights the forward pass uses (under zero3 gathered, set, and partitioned again).
+            with self.deepspeed.zero.GatheredParameters([param], modifier_rank=0, enabled=self.stage == 3):
+                param.data.copy_(weights[name])
+
+
+class ZeRO1Model(DeepSpeedModel):
+    strategy, stage = "zero1", 1
+
+
+class ZeRO2Model(DeepSpeedModel):
+    strategy, stage = "zero2", 2
+
+
+class ZeRO3Model(DeepSpeedModel):
+    strategy, stage = "zero3", 3
