@@ -38,8 +38,10 @@ STEP_DIR = re.compile(r"step_(\d+)")
 
 def save_checkpoint(output_dir: str | Path, *, parallel: ParallelModel, dist: DistInfo, step: int,
                     tokens_seen: int, config: Config, model_args: ModelArgs, tokenizer_file: str | Path,
-                    loader_state: dict[str, Any], mlflow_run_id: str | None, seed: int, keep: int) -> Path:
-    """Write ``checkpoints/step_<step>/`` (collective: every rank must call it); returns its path."""
+                    loader_state: dict[str, Any], mlflow_run_id: str | None, seed: int, keep: int,
+                    progress: dict[str, Any] | None = None) -> Path:
+    """Write ``checkpoints/step_<step>/`` (collective: every rank must call it); returns its path.
+    ``progress``: what a resumed run needs to report as an uninterrupted one would (first losses)."""
     root = Path(output_dir) / CHECKPOINTS_DIR
     final, staging = root / f"step_{step}", root / f"step_{step}.tmp"
     if dist.is_main:
@@ -57,6 +59,7 @@ def save_checkpoint(output_dir: str | Path, *, parallel: ParallelModel, dist: Di
             "world_size": dist.world_size,
             "loader": loader_state,
             "mlflow_run_id": mlflow_run_id,
+            "progress": progress or {},
             # Training draws no random numbers after init (no dropout; the loaders seed their own
             # permutations), so the seed and the generator's position say all there is.
             "rng": {"seed": seed, "torch_initial_seed": torch.initial_seed()},
@@ -88,6 +91,18 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     raise FileNotFoundError(f"no checkpoint in {path} (expected a step_N/ dir with {META_FILE}, "
                             f"or a training output dir with {CHECKPOINTS_DIR}/{LATEST_FILE})")
+
+
+def newest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete ``step_N/`` of a training output (one with its meta.json; a ``.tmp``
+    staging directory left by a killed save is not one), or None. ``latest`` is not trusted:
+    a kill between the rename and its update leaves it one step behind."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return None
+    steps = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := STEP_DIR.fullmatch(p.name)) and (p / META_FILE).is_file()]
+    return max(steps)[1] if steps else None
 
 
 def read_meta(step_dir: str | Path) -> dict[str, Any]:

@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("dir", help="a `data prep` output or a `data tokenize` output")
     stats.set_defaults(run=_run_stats)
 
-    _verb(verbs, "train", "pretrain a ladder model on token shards (run it under torchrun for DDP)", _run_train)
+    train = _verb(verbs, "train", "pretrain a ladder model on token shards (run it under torchrun for DDP)",
+                  _run_train)
+    train.add_argument("--resume", help="auto (default: the newest checkpoint in output_dir, if any), never, "
+                                        "or a step_N directory; SIGTERM/SIGUSR2 checkpoint and exit 75 to requeue")
 
     finetune = _verb(verbs, "finetune", "supervised fine-tuning from a pretrained checkpoint", _run_finetune)
     finetune.add_argument("--init-from", help="pretrained checkpoint (step dir or training output dir)")
@@ -201,10 +204,15 @@ def _print_summary(directory: Path) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from pipeline.job_config import TrainJobConfig
 
-    cfg = _load(TrainJobConfig, args)
+    cfg = _load(TrainJobConfig, args, **{"checkpoint.resume": args.resume})
+    from pipeline.preemption import EXIT_PREEMPTED, Preempted
     from pipeline.train import train
 
-    train(cfg)
+    try:
+        train(cfg)
+    except Preempted as exc:
+        print(f"lmpipe: {exc}", file=sys.stderr)
+        return EXIT_PREEMPTED
     return 0
 
 

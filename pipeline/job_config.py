@@ -14,7 +14,7 @@ from typing import Optional
 from pipeline.config import Config, require, require_choice
 from pipeline.ladder import SIZES, ModelShape
 
-STRATEGIES = ("ddp",)
+STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine",)
 
@@ -150,14 +150,36 @@ class LoopConfig(Config):
 
 @dataclass
 class ParallelConfig(Config):
+    """The strategy and its options; an option is for one strategy (or family) only, and setting it
+    for another is an error rather than silently ignored. Mixed precision is not set here: it
+    follows ``train.precision`` (bf16: bf16 compute, fp32 master weights and gradient reduction)."""
+
     strategy: str = "ddp"
-    """How ranks share the work; one process without torchrun is plain single-device training."""
+    """ddp: replicated weights. fsdp: FSDP2, every block sharded. zero1/zero2/zero3: DeepSpeed ZeRO
+    (optimizer state / + gradients / + parameters partitioned). One process without torchrun is
+    plain single-device training, and only ddp runs there."""
     backend: str = "auto"
     """auto: nccl on CUDA, gloo on CPU."""
+    fsdp_reshard_after_forward: bool = True
+    """fsdp: free each block's gathered weights after its forward and gather again for backward
+    (least memory); False keeps them until backward (one gather fewer per step)."""
+    fsdp_cpu_offload: bool = False
+    """fsdp: keep the sharded weights, gradients and optimizer step in host memory."""
+    zero_offload_optimizer: bool = False
+    """zero1-3: optimizer state and step on the CPU (ZeRO-Offload)."""
+    zero_offload_params: bool = False
+    """zero3: parameters in host memory too (ZeRO-Infinity on CPU)."""
 
     def check(self, prefix: str) -> None:
         require_choice(self.strategy, f"{prefix}strategy", STRATEGIES)
         require_choice(self.backend, f"{prefix}backend", ("auto", "gloo", "nccl"))
+        defaults = ParallelConfig()
+        for key, strategies, label in (("fsdp_reshard_after_forward", ("fsdp",), "fsdp"),
+                                       ("fsdp_cpu_offload", ("fsdp",), "fsdp"),
+                                       ("zero_offload_optimizer", ("zero1", "zero2", "zero3"), "zero1/zero2/zero3"),
+                                       ("zero_offload_params", ("zero3",), "zero3")):
+            require(getattr(self, key) == getattr(defaults, key) or self.strategy in strategies, f"{prefix}{key}",
+                    f"only for strategy {label} (strategy is {self.strategy})")
 
 
 @dataclass
@@ -166,10 +188,14 @@ class CheckpointConfig(Config):
     """Save every this many steps (0: only at the end). The final step is always saved."""
     keep: int = 2
     """Keep the newest this many step_N/ directories."""
+    resume: str = "auto"
+    """auto: continue from the newest complete checkpoint in output_dir when there is one (what a
+    requeued job needs); never: refuse an output_dir that has checkpoints; or a step_N directory."""
 
     def check(self, prefix: str) -> None:
         require(self.interval >= 0, f"{prefix}interval", "must be >= 0")
         require(self.keep >= 1, f"{prefix}keep", "must be >= 1")
+        require(bool(self.resume), f"{prefix}resume", "auto, never, or a checkpoint step directory")
 
 
 @dataclass

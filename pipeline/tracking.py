@@ -48,6 +48,8 @@ class Tracker:
             items = [Param(key, value[:6000]) for key, value in params.items()]
             for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
                 client.log_batch(run_id, params=items[start:start + 100])
+        else:  # a resumed job: the same run goes on
+            client.update_run(run_id, status="RUNNING")
         tracker = cls(client, run_id)
         tracker.set_tags(tags)
         return tracker
@@ -69,10 +71,13 @@ class Tracker:
         self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
     @contextlib.contextmanager
-    def failing_on_error(self) -> Iterator[None]:
-        """Mark the run FAILED (KILLED on Ctrl-C) if the block raises, so the UI does not show it running."""
+    def failing_on_error(self, keep_open: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+        """Mark the run FAILED (KILLED on Ctrl-C) if the block raises, so the UI does not show it running;
+        ``keep_open`` exceptions leave it running (a preempted job that a requeue continues)."""
         try:
             yield
+        except keep_open:
+            raise
         except BaseException as exc:
             with contextlib.suppress(Exception):  # the training error is the one to report, not MLflow's
                 self.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

@@ -24,13 +24,14 @@ from typing import Any
 import torch
 
 from data_prep.tokenizer.manifest import MANIFEST_FILE
-from pipeline.checkpoint import save_checkpoint
+from pipeline.checkpoint import newest_checkpoint, read_meta, resolve_checkpoint, save_checkpoint
 from pipeline.data import TokenLoader, ValBatch, ValidationSet, load_manifest, verify_shards
 from pipeline.distributed import DistInfo, all_reduce_sum, broadcast_object, init_distributed, shutdown_distributed
 from pipeline.job_config import FinetuneJobConfig, LoopConfig, TrainJobConfig
 from pipeline.mixture import sources_from_config, validation_sources
 from pipeline.model import IGNORE_INDEX, ModelArgs, build_model
 from pipeline.parallel import ParallelModel, parallelize
+from pipeline.preemption import Preempted, PreemptionWatch
 from pipeline.tracking import Tracker, file_sha256, git_commit, scaling_tags
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -107,22 +108,67 @@ def train(cfg: TrainJobConfig) -> TrainResult:
         def val_batches() -> Iterable[ValBatch]:
             return val_set.batches(batch_size=loop.micro_batch_size, rank=dist.rank, world_size=dist.world_size)
 
+        resume_dir = resume_checkpoint(cfg.output_dir, cfg.checkpoint.resume)
+        resume = read_meta(resume_dir) if resume_dir is not None else None
+        if resume is not None:
+            check_resumable(resume, resume_dir, model_args=args, strategy=cfg.parallel.strategy,
+                            total_steps=total_steps)
         torch.manual_seed(loop.seed)
-        parallel = parallelize(build_model(args), strategy=cfg.parallel.strategy, dist=dist, loop=loop,
+        parallel = parallelize(build_model(args), strategy=cfg.parallel, dist=dist, loop=loop,
                                total_steps=total_steps)
+        if resume is not None:
+            parallel.load(resume_dir)
+            loader.load_state_dict(resume["loader"])
+            if dist.is_main:
+                print(f"train resuming from {resume_dir} (step {resume['step']}, "
+                      f"{resume['tokens_seen']:,} tokens seen)", flush=True)
         n_params = parallel.model.num_params()
         if dist.is_main:
             cfg.save(Path(cfg.output_dir) / "config.yaml")
         manifest_shas = ",".join(file_sha256(directory / MANIFEST_FILE) for directory in directories)
         tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=cfg.flat(), active=dist.is_main,
                                 tags=run_tags(n_params=n_params, strategy=cfg.parallel.strategy, dist=dist,
-                                              manifest_sha256=manifest_shas))
+                                              manifest_sha256=manifest_shas),
+                                run_id=resume["mlflow_run_id"] if resume is not None else None)
         return run_job(cfg, parallel=parallel, loader=loader, val_batches=val_batches, model_args=args,
                        tokenizer_file=tokenizer["file"], tracker=tracker, dist=dist, accum_steps=accum,
                        total_steps=total_steps, label="train", started=started, data_report=loader.mixture_report,
-                       val_sources=list(val_set.windows))
+                       val_sources=list(val_set.windows), resume=resume)
     finally:
         shutdown_distributed(dist)
+
+
+def resume_checkpoint(output_dir: str | Path, resume: str) -> Path | None:
+    """The step directory a job continues from: ``checkpoint.resume`` is ``auto`` (the newest complete
+    one in ``output_dir``, or none), ``never`` (none; an output_dir with checkpoints is refused, so
+    a fresh run never interleaves its checkpoints with an old one's), or a step directory."""
+    if resume == "auto":
+        return newest_checkpoint(output_dir)
+    if resume == "never":
+        found = newest_checkpoint(output_dir)
+        if found is not None:
+            raise ValueError(f"{output_dir} already has checkpoints ({found.name}); use checkpoint.resume=auto "
+                             "to continue that run, or another output_dir")
+        return None
+    return resolve_checkpoint(resume)
+
+
+def check_resumable(meta: dict[str, Any], step_dir: Path, *, model_args: ModelArgs, strategy: str,
+                    total_steps: int) -> None:
+    """A checkpoint of another model shape, a step past the planned end, or another checkpoint format
+    (DeepSpeed's vs DCP) cannot be continued: one line, before the model is built."""
+    saved = ModelArgs(**meta["model"])
+    if saved != model_args:
+        diff = ", ".join(f"{field.name} {getattr(saved, field.name)} vs {getattr(model_args, field.name)}"
+                         for field in dataclasses.fields(ModelArgs)
+                         if getattr(saved, field.name) != getattr(model_args, field.name))
+        raise ValueError(f"checkpoint {step_dir} is of another model ({diff}); use another output_dir "
+                         "or checkpoint.resume=never")
+    if meta["step"] > total_steps:
+        raise ValueError(f"checkpoint {step_dir} is at step {meta['step']}, past this run's {total_steps} steps")
+    if (meta["strategy"].startswith("zero")) != strategy.startswith("zero"):
+        raise ValueError(f"checkpoint {step_dir} was written by strategy {meta['strategy']}, whose format "
+                         f"parallel.strategy={strategy} cannot read")
 
 
 def _shared_tokenizer(directories: list[Path]) -> dict[str, Any]:
@@ -214,11 +260,16 @@ def validate(parallel: ParallelModel, batches: Iterable[ValBatch | Batch], *, di
 
 def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Batch],
              val_batches: Callable[[], Iterable[Batch]], dist: DistInfo, accum_steps: int, total_steps: int,
-             tracker: Tracker, save_checkpoint: Callable[[int, int], Path], checkpoint_interval: int,
+             tracker: Tracker, save_checkpoint: Callable[[int, int, dict[str, Any]], Path], checkpoint_interval: int,
              label: str, data_report: Callable[[], dict[str, dict]] | None = None,
-             val_sources: Sequence[str] = (ALL_SOURCES,)) -> LoopOutcome:
+             val_sources: Sequence[str] = (ALL_SOURCES,), resume: dict[str, Any] | None = None,
+             preemption: PreemptionWatch | None = None) -> LoopOutcome:
     """Validate, then ``total_steps`` optimizer steps with periodic logs, validation and checkpoints.
-    ``data_report()`` (the loader's per-source draw) adds ``data/epochs/<source>`` to each log."""
+
+    ``data_report()`` (the loader's per-source draw) adds ``data/epochs/<source>`` to each log.
+    ``resume`` (a checkpoint's meta) continues after its step, reporting as the uninterrupted run
+    would. When ``preemption`` saw a signal, the step in progress finishes, a checkpoint is written
+    and ``Preempted`` is raised."""
     say = print if dist.is_main else (lambda *_, **__: None)
 
     def run_validation(step: int) -> float | None:
@@ -235,11 +286,20 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
                 flush=True)
         return loss
 
-    initial_val_loss = run_validation(0)
-    tokens_seen, train_seconds = 0, 0.0
-    first_loss = last_loss = math.nan
+    if resume is None:
+        start_step, tokens_seen = 0, 0
+        initial_val_loss, first_loss = run_validation(0), math.nan
+    else:
+        start_step, tokens_seen = resume["step"], resume["tokens_seen"]
+        initial_val_loss = resume["progress"].get("initial_val_loss")
+        first_loss = resume["progress"].get("first_train_loss", math.nan)
+    last_loss, train_seconds = math.nan, 0.0
     window_tokens, window_seconds, window_losses = 0, 0.0, []
-    for step in range(1, total_steps + 1):
+
+    def checkpoint(step: int) -> Path:
+        return save_checkpoint(step, tokens_seen, {"initial_val_loss": initial_val_loss, "first_train_loss": first_loss})
+
+    for step in range(start_step + 1, total_steps + 1):
         tick = time.perf_counter()
         lr = parallel.lr
         micro_batches = [next(batches) for _ in range(accum_steps)]
@@ -264,11 +324,13 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
             window_tokens, window_seconds, window_losses = 0, 0.0, []
         if loop.eval_interval and step % loop.eval_interval == 0 and step != total_steps:
             run_validation(step)
-        if checkpoint_interval and step % checkpoint_interval == 0 and step != total_steps:
-            save_checkpoint(step, tokens_seen)
+        saved = checkpoint(step) if checkpoint_interval and step % checkpoint_interval == 0 \
+            and step != total_steps else None
+        if preemption is not None and step != total_steps and preemption.requested(dist):
+            raise Preempted(step, str(saved or checkpoint(step)), preemption.signal_name)
     val_loss = run_validation(total_steps)
-    checkpoint = save_checkpoint(total_steps, tokens_seen)
-    say(f"{label} saved {checkpoint}", flush=True)
+    final = checkpoint(total_steps)
+    say(f"{label} saved {final}", flush=True)
     data = data_report() if data_report is not None else None
     if data is not None:
         repeated = {source: entry["repeats"] for source, entry in data.items() if entry["repeats"]}
@@ -276,31 +338,33 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
             say(f"{label} data repeated: " + ", ".join(f"{s} {n}x" for s, n in repeated.items()), flush=True)
     return LoopOutcome(steps=total_steps, tokens_seen=tokens_seen, first_train_loss=first_loss,
                        last_train_loss=last_loss, initial_val_loss=initial_val_loss, final_val_loss=val_loss,
-                       train_seconds=train_seconds, checkpoint=checkpoint, data=data)
+                       train_seconds=train_seconds, checkpoint=final, data=data)
 
 
 def run_job(cfg: TrainJobConfig | FinetuneJobConfig, *, parallel: ParallelModel, loader: Any,
             val_batches: Callable[[], Iterable[Batch]], model_args: ModelArgs, tokenizer_file: Path,
             tracker: Tracker, dist: DistInfo, accum_steps: int, total_steps: int, label: str,
             started: float, data_report: Callable[[], dict[str, dict]] | None = None,
-            val_sources: Sequence[str] = (ALL_SOURCES,)) -> TrainResult:
+            val_sources: Sequence[str] = (ALL_SOURCES,), resume: dict[str, Any] | None = None) -> TrainResult:
     """What pretraining and fine-tuning share once model and data are ready: loop, checkpoints, result.
 
     ``loader`` is any loader with ``__iter__`` and ``state_dict()`` (TokenLoader, SFTLoader);
     its state goes into every checkpoint so a resumed run continues on the next sample.
+    SIGTERM/SIGUSR2 end the job after a checkpoint, raising ``Preempted`` (the MLflow run stays
+    open for the resumed job to continue).
     """
 
-    def checkpoint(step: int, tokens_seen: int) -> Path:
+    def checkpoint(step: int, tokens_seen: int, progress: dict[str, Any]) -> Path:
         return save_checkpoint(cfg.output_dir, parallel=parallel, dist=dist, step=step, tokens_seen=tokens_seen,
                                config=cfg, model_args=model_args, tokenizer_file=tokenizer_file,
                                loader_state=loader.state_dict(), mlflow_run_id=tracker.run_id, seed=cfg.train.seed,
-                               keep=cfg.checkpoint.keep)
+                               keep=cfg.checkpoint.keep, progress=progress)
 
-    with tracker.failing_on_error():
+    with tracker.failing_on_error(keep_open=(Preempted,)), PreemptionWatch() as preemption:
         outcome = run_loop(parallel, loop=cfg.train, batches=iter(loader), val_batches=val_batches, dist=dist,
                            accum_steps=accum_steps, total_steps=total_steps, tracker=tracker,
                            save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval, label=label,
-                           data_report=data_report, val_sources=val_sources)
+                           data_report=data_report, val_sources=val_sources, resume=resume, preemption=preemption)
     return finish_job(outcome, output_dir=cfg.output_dir, parallel=parallel, dist=dist, tracker=tracker,
                       started=started)
 

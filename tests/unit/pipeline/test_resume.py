@@ -1,0 +1,83 @@
+"""Resume: a job stopped by SIGTERM checkpoints, exits for a requeue, and its rerun finishes exactly
+as the uninterrupted job (same losses, same samples, same result)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.checkpoint import newest_checkpoint, read_meta
+from pipeline.preemption import Preempted
+from pipeline.train import train
+
+STEPS = ["train.max_steps=8", "train.log_interval=1", "checkpoint.interval=3", "checkpoint.keep=5"]
+
+
+def step_losses(output: str) -> dict[int, str]:
+    """``{step: "loss 1.2345"}`` from the per-step log lines rank 0 prints."""
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r"train step\s+(\d+)/\d+\s+(loss \S+)", output)}
+
+
+def result(output_dir: str) -> dict:
+    data = json.loads((Path(output_dir) / "result.json").read_text())
+    return {k: v for k, v in data.items() if k not in ("tokens_per_s", "seconds", "checkpoint")}
+
+
+def signal_after_first_checkpoint(output_dir: str) -> threading.Thread:
+    """SIGTERM this process once step_3 exists, as Slurm would before a time limit."""
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and newest_checkpoint(output_dir) is None:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGTERM)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_checkpoints_and_the_rerun_ends_as_the_uninterrupted_job(train_config, tmp_path, capsys):
+    whole = train_config(*STEPS, f"output_dir={tmp_path / 'whole'}")
+    train(whole)
+    whole_losses = step_losses(capsys.readouterr().out)
+
+    cfg = train_config(*STEPS, f"output_dir={tmp_path / 'stopped'}")
+    watcher = signal_after_first_checkpoint(cfg.output_dir)
+    with pytest.raises(Preempted) as stop:
+        train(cfg)
+    watcher.join()
+    stopped_at = stop.value.step
+    assert 3 <= stopped_at < 8
+    saved = read_meta(newest_checkpoint(cfg.output_dir))
+    assert saved["step"] == stopped_at and saved["loader"]["sample_index"] == stopped_at * 8
+    first = capsys.readouterr().out
+
+    train(cfg)  # checkpoint.resume=auto (the default)
+    second = capsys.readouterr().out
+    assert f"resuming from {Path(cfg.output_dir) / 'checkpoints' / f'step_{stopped_at}'}" in second
+    resumed = step_losses(second)
+    assert sorted(resumed) == list(range(stopped_at + 1, 9))  # no step done twice, none skipped
+    assert {**step_losses(first), **resumed} == whole_losses
+    assert result(cfg.output_dir) == result(whole.output_dir)
+
+
+def test_resume_never_refuses_an_output_with_checkpoints_and_a_model_change_is_refused(train_config, tmp_path):
+    cfg = train_config("train.max_steps=2", f"output_dir={tmp_path / 'run'}")
+    train(cfg)
+    with pytest.raises(ValueError, match="already has checkpoints \\(step_2\\); use checkpoint.resume=auto"):
+        train(train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", "checkpoint.resume=never"))
+    with pytest.raises(ValueError, match="is of another model \\(d_model 128 vs 96"):
+        train(train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", "model.d_model=96"))
+
+
+def test_a_finished_run_resumed_with_more_steps_continues(train_config, tmp_path):
+    train(train_config("train.max_steps=2", f"output_dir={tmp_path / 'run'}", "train.warmup_steps=0"))
+    result_more = train(train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", "train.warmup_steps=0"))
+    assert result_more.steps == 4 and result_more.tokens_seen == 4 * 8 * 64
+    assert read_meta(newest_checkpoint(tmp_path / "run"))["loader"]["sample_index"] == 4 * 8
