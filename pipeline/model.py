@@ -15,12 +15,15 @@ are chosen so that an export to ``LlamaForCausalLM`` is a renaming, no permutati
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from pipeline.job_config import ModelConfig
 from pipeline.ladder import ffn_hidden_size
@@ -206,6 +209,21 @@ class Transformer(nn.Module):
                 if finished.all():
                     break
         return tokens
+
+
+def checkpoint_blocks(model: Transformer) -> None:
+    """Recompute each block's activations in backward instead of keeping them (non-reentrant
+    ``torch.utils.checkpoint``): a block then holds only its input until backward. Each block's
+    ``forward`` is replaced in place, so parameter names (checkpoints, export) and the module tree
+    that a parallel strategy wraps or shards per block stay the plain model's."""
+    for block in model.layers:
+        block.forward = functools.partial(_checkpointed, block.forward)
+
+
+def _checkpointed(forward: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+    # A frame of its own, not a partial of ``checkpoint``: torch.compile traces this one (and turns the
+    # checkpoint into its higher-order op), whereas a bare ``checkpoint`` call would be skipped as eager.
+    return checkpoint(forward, *args, use_reentrant=False)
 
 
 def build_model(args: ModelArgs, *, device: torch.device | str = "meta") -> Transformer:

@@ -1,8 +1,9 @@
-"""AdamW with weight decay on matrices only, and the warmup + cosine learning-rate schedule."""
+"""AdamW with weight decay on matrices only, and the learning-rate schedules (warmup + cosine, or WSD)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from functools import partial
 
 import torch
@@ -21,18 +22,29 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def use_fused(params: Iterable[torch.Tensor]) -> bool:
+    """The fused AdamW kernel (one launch for all tensors) when the parameters live on CUDA; on the
+    CPU (including FSDP's CPU offload, whose shards are host tensors) torch's default path."""
+    return all(p.device.type == "cuda" for p in params)
+
+
 def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
-    """AdamW over ``model``'s parameters; the fused kernel on CUDA."""
-    on_cuda = next(model.parameters()).device.type == "cuda"
+    """AdamW over ``model``'s parameters; the fused kernel on CUDA (``use_fused``)."""
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=on_cuda or None)
+                             fused=use_fused(model.parameters()) or None)
 
 
-def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float, schedule: str = "cosine",
+              decay_fraction: float = 0.2) -> float:
     """Multiplier of the peak lr at optimizer step ``step`` (0-based): linear warmup to 1 over
-    ``warmup_steps``, then a cosine from 1 down to ``min_lr_ratio`` at ``total_steps``."""
+    ``warmup_steps``, then down to ``min_lr_ratio`` at ``total_steps``: by a cosine, or (``wsd``)
+    constant until the last ``decay_fraction`` of the steps and linear over those."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "wsd":
+        decay_steps = max(1, round(decay_fraction * total_steps))
+        progress = min(1.0, max(0.0, (step - (total_steps - decay_steps)) / decay_steps))
+        return 1.0 - (1.0 - min_lr_ratio) * progress
     decay_steps = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -40,4 +52,5 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: f
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, *, total_steps: int) -> LambdaLR:
     return LambdaLR(optimizer, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
-                                       min_lr_ratio=cfg.min_lr_ratio))
+                                       min_lr_ratio=cfg.min_lr_ratio, schedule=cfg.schedule,
+                                       decay_fraction=cfg.decay_fraction))

@@ -25,7 +25,12 @@ from pipeline.distributed import DistInfo
 from pipeline.job_config import LoopConfig, ParallelConfig
 from pipeline.model import Transformer
 from pipeline.optim import build_optimizer, build_scheduler
-from pipeline.parallel_base import ParallelModel, init_on_cpu, load_model_weights
+from pipeline.parallel_base import (
+    ParallelModel,
+    init_on_cpu,
+    load_model_weights,
+    prepare_blocks,
+)
 from pipeline.parallel_deepspeed import ZeRO1Model, ZeRO2Model, ZeRO3Model
 from pipeline.parallel_fsdp import FSDPModel
 
@@ -46,7 +51,7 @@ class DDPModel(ParallelModel):
     def __init__(self, model: Transformer, *, dist: DistInfo, loop: LoopConfig, total_steps: int,
                  options: ParallelConfig):
         super().__init__(dist=dist, loop=loop, options=options)
-        self.model = init_on_cpu(model).to(dist.device)
+        self.model = prepare_blocks(init_on_cpu(model).to(dist.device), loop)
         self.module = (DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None,
                                                **_NO_BUFFER_SYNC)
                        if dist.is_distributed else model)

@@ -34,7 +34,7 @@ from torch.distributed.tensor import DTensor
 
 from pipeline.distributed import DistInfo
 from pipeline.job_config import LoopConfig, ParallelConfig
-from pipeline.model import Transformer, build_model
+from pipeline.model import Transformer, build_model, checkpoint_blocks
 
 
 class ParallelModel(ABC):
@@ -70,17 +70,26 @@ class ParallelModel(ABC):
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
+    def skip_step(self) -> None:
+        """Drop this step's gradients: no update of weights, optimizer state or schedule (a non-finite
+        loss or gradient norm; ``train.train_step``)."""
+        self.optimizer.zero_grad(set_to_none=True)
+
     @property
     def lr(self) -> float:
         """The learning rate the next ``step()`` applies."""
         return self.optimizer.param_groups[0]["lr"]
 
     def step(self) -> float:
-        """Clip, update, advance the schedule, clear gradients; returns the pre-clip gradient norm."""
+        """Clip, update, advance the schedule, clear gradients; returns the pre-clip gradient norm.
+        A non-finite norm updates nothing (``skip_step``): clipping by it would write NaN into every weight."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if isinstance(grad_norm, DTensor):  # FSDP2: each rank holds the norm of its shards only
             grad_norm = grad_norm.full_tensor()
+        if not torch.isfinite(grad_norm):
+            self.skip_step()
+            return float(grad_norm)
         if self.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, grad_norm)
         self.optimizer.step()
@@ -124,6 +133,18 @@ def init_on_cpu(model: Transformer) -> Transformer:
     """Materialise a meta-built model on the CPU and draw its initial weights (see the module docstring)."""
     model.to_empty(device="cpu")
     model.init_weights()
+    return model
+
+
+def prepare_blocks(model: Transformer, loop: LoopConfig) -> Transformer:
+    """The per-block options, applied to the plain model before a strategy wraps or shards it (TorchTitan's
+    order: activation checkpointing, then compile, then wrapping), so parameter names stay the plain model's.
+    ``Module.compile`` compiles each block in place; the model around it (embeddings, head) stays eager."""
+    if loop.activation_checkpointing:
+        checkpoint_blocks(model)
+    if loop.compile:
+        for block in model.layers:
+            block.compile()
     return model
 
 

@@ -13,6 +13,11 @@ What is ours and what is DeepSpeed's:
   ddp's ``no_sync``, so ``accumulate`` needs no context of its own.
 - Clipping is the engine's (``gradient_clipping`` = ``train.grad_clip``), the same rule as
   ``clip_grad_norm_``; ``step()`` returns the engine's pre-clip global norm.
+- Non-finite gradients: the ZeRO optimizers check the global norm in ``step()`` and, when it is
+  inf/NaN, drop the gradients without updating weights, optimizer state or schedule (their
+  overflow path; ``engine.skipped_steps`` counts it). ``skip_step`` goes through that same path
+  (see there), since the engine's accumulation state (partitioned gradient buffers, micro-step
+  and sample counters) is only reset correctly by a ``step()``.
 
 Checkpoints: DeepSpeed's own format (``latest``, ``zero/`` with one model and one optimizer file
 per rank, ``zero_to_fp32.py``), resumable on the same world size; plus, written by rank 0 from
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -106,6 +112,9 @@ class DeepSpeedModel(ParallelModel):
         if not dist.is_distributed:
             raise ValueError(f"parallel.strategy {self.strategy} needs more than one process "
                              "(launch with torchrun); use ddp for one")
+        if loop.compile or loop.activation_checkpointing:
+            raise ValueError(f"train.compile and train.activation_checkpointing are for ddp and fsdp, not "
+                             f"{self.strategy} (ZeRO's parameter hooks are untested under them)")
         self.autocast_dtype = None  # the engine casts the model itself when bf16 is on
         self.deepspeed = import_deepspeed(dist.device.type)
         config = ds_config(loop, options, stage=self.stage, world_size=dist.world_size,
@@ -128,7 +137,20 @@ class DeepSpeedModel(ParallelModel):
 
     def step(self) -> float:
         self.engine.step()
+        if not self.engine.was_step_applied():
+            return math.inf  # the optimizer's overflow path dropped non-finite gradients (module docstring)
         return float(self.engine.get_global_grad_norm())
+
+    def skip_step(self) -> None:
+        """One extra micro-step whose loss is NaN, then ``step()``: every gradient is then NaN, so the
+        ZeRO optimizer takes its own overflow path, which clears its partitioned buffers and counters
+        consistently (``engine.zero_grad()`` would only clear ``param.grad``, leaving ZeRO-2/3's
+        reduced partitions to leak into the next step)."""
+        token = torch.zeros((1, 1), dtype=torch.long, device=self.dist.device)
+        _, loss = self.engine(token, token, reduction="sum")
+        self.engine.backward(loss * math.nan, scale_wrt_gas=False)
+        if math.isfinite(self.step()):
+            raise RuntimeError("DeepSpeed applied an update from NaN gradients; its overflow check is off")
 
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError("ZeRO state is saved in DeepSpeed's format: use save()")

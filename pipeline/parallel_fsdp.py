@@ -25,7 +25,7 @@ from pipeline.distributed import DistInfo
 from pipeline.job_config import LoopConfig, ParallelConfig
 from pipeline.model import Transformer
 from pipeline.optim import build_optimizer, build_scheduler
-from pipeline.parallel_base import ParallelModel, init_on_cpu
+from pipeline.parallel_base import ParallelModel, init_on_cpu, prepare_blocks
 
 
 class FSDPModel(ParallelModel):
@@ -43,7 +43,7 @@ class FSDPModel(ParallelModel):
                   if loop.precision == "bf16" else MixedPrecisionPolicy())
         offload = CPUOffloadPolicy(pin_memory=dist.device.type == "cuda") if options.fsdp_cpu_offload else OffloadPolicy()
         # Same initial weights as every other strategy (parallel_base); fully_shard then keeps each rank's shard.
-        init_on_cpu(model)
+        prepare_blocks(init_on_cpu(model), loop)
         for block in model.layers:
             fully_shard(block, mesh=mesh, mp_policy=policy, offload_policy=offload,
                         reshard_after_forward=options.fsdp_reshard_after_forward)
