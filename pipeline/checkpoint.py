@@ -34,6 +34,8 @@ META_FILE = "meta.json"
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
 STEP_DIR = re.compile(r"step_(\d+)")
+TIED_HEAD = "output.weight"
+"""With tied embeddings the same tensor as ``tok_embeddings.weight``; a consolidated file omits it."""
 
 
 def save_checkpoint(output_dir: str | Path, *, parallel: ParallelModel, dist: DistInfo, step: int,
@@ -122,6 +124,48 @@ def load_model_for_inference(path: str | Path, *, device: torch.device | str = "
     model.init_weights()  # fills the RoPE tables, which are not saved
     load_model_weights(model, step_dir)
     return model.eval(), args, load_tokenizer(step_dir / TOKENIZER_FILE)
+
+
+def consolidate(path: str | Path, output: str | Path) -> Path:
+    """Write the model weights of a checkpoint (any strategy, any world size) as one plain safetensors
+    state dict, for fine-tuning elsewhere and export; returns ``output``.
+
+    Keys are the plain model's, tensors contiguous fp32. A tied output head shares the embedding's
+    storage, which safetensors refuses, so only ``tok_embeddings.weight`` is written and
+    ``load_consolidated`` re-ties it. ``<output>.json`` beside it holds the ModelArgs and provenance.
+    """
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise ValueError(f"consolidate output must end in .safetensors: {output}")
+    from safetensors.torch import save_file
+
+    step_dir = resolve_checkpoint(path)
+    model, args, _ = load_model_for_inference(step_dir)
+    state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()
+             if not (args.tie_embeddings and key == TIED_HEAD)}
+    meta = read_meta(step_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(output), metadata={"format": "pt"})
+    sidecar = {"model": dataclasses.asdict(args), "checkpoint": str(step_dir.resolve()), "step": meta["step"],
+               "tokens_seen": meta["tokens_seen"], "strategy": meta["strategy"]}
+    output.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return output
+
+
+def load_consolidated(path: str | Path, *, device: torch.device | str = "cpu") -> Transformer:
+    """The model (eval mode) from a ``consolidate`` output and its ``.json`` sidecar."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    args = ModelArgs(**json.loads(path.with_suffix(".json").read_text())["model"])
+    model = build_model(args)
+    model.to_empty(device=device)
+    model.init_weights()  # ties the head and fills the RoPE tables, which are not saved
+    state = load_file(str(path), device=str(device))
+    if args.tie_embeddings:
+        state[TIED_HEAD] = state["tok_embeddings.weight"]
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chat", action="store_const", const=True,
                           help="treat the prompt as a user turn (fine-tuned models) and print only the reply")
 
+    checkpoint = verbs.add_parser("checkpoint", help="checkpoint tools: consolidate")
+    checkpoint_verbs = checkpoint.add_subparsers(title="checkpoint verbs", metavar="VERB")
+    consolidate = checkpoint_verbs.add_parser(
+        "consolidate", help="any strategy's checkpoint -> one plain safetensors state dict (+ .json with the shape)")
+    consolidate.add_argument("checkpoint", help="checkpoint (step dir or training output dir)")
+    consolidate.add_argument("--output", required=True, help="the .safetensors file to write")
+    consolidate.set_defaults(run=_run_consolidate)
+
     launch = verbs.add_parser("launch", help="run a verb under a launcher")
     launchers = launch.add_subparsers(title="launchers", metavar="LAUNCHER")
     torchrun = launchers.add_parser("torchrun", help="torchrun on this node: lmpipe launch torchrun -- train ...")
@@ -245,6 +253,13 @@ def _run_generate(args: argparse.Namespace) -> int:
     from pipeline.generate import generate
 
     print(generate(cfg))
+    return 0
+
+
+def _run_consolidate(args: argparse.Namespace) -> int:
+    from pipeline.checkpoint import consolidate
+
+    print(f"wrote {consolidate(args.checkpoint, args.output)}")
     return 0
 
 

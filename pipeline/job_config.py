@@ -16,7 +16,7 @@ from pipeline.ladder import SIZES, ModelShape
 
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
 PRECISIONS = ("fp32", "bf16")
-SCHEDULES = ("cosine",)
+SCHEDULES = ("cosine", "wsd")
 
 
 @dataclass
@@ -114,6 +114,10 @@ class LoopConfig(Config):
     min_lr_ratio: float = 0.1
     warmup_steps: int = 20
     schedule: str = "cosine"
+    """cosine: warmup, then a cosine down to ``min_lr_ratio``. wsd: warmup, constant, then a linear
+    decay to ``min_lr_ratio`` over the last ``decay_fraction`` of the steps (warmup-stable-decay)."""
+    decay_fraction: float = 0.2
+    """wsd: the share of all steps spent decaying."""
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -125,6 +129,13 @@ class LoopConfig(Config):
     """Validate every this many steps and at the end (0: only at the end)."""
     eval_batches: int = 20
     """Fine-tuning: validation batches per evaluation (pretraining validates on ``data.val_windows``)."""
+    max_bad_steps: int = 3
+    """Steps with a non-finite loss or gradient norm are skipped (no update, their data consumed);
+    this many in a row stop the run with a checkpoint of the last good weights."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in backward: less memory, about 1/3 more compute."""
+    compile: bool = False
+    """``torch.compile`` each transformer block (ddp and fsdp)."""
 
     def check(self, prefix: str) -> None:
         require(self.max_steps > 0, f"{prefix}max_steps", "must be > 0")
@@ -135,6 +146,8 @@ class LoopConfig(Config):
         require(0.0 <= self.min_lr_ratio <= 1.0, f"{prefix}min_lr_ratio", "must be in [0, 1]")
         require(self.warmup_steps >= 0, f"{prefix}warmup_steps", "must be >= 0")
         require_choice(self.schedule, f"{prefix}schedule", SCHEDULES)
+        require(0.0 < self.decay_fraction <= 1.0, f"{prefix}decay_fraction", "must be in (0, 1]")
+        require(self.max_bad_steps > 0, f"{prefix}max_bad_steps", "must be > 0")
         require_choice(self.precision, f"{prefix}precision", PRECISIONS)
         require(self.log_interval > 0, f"{prefix}log_interval", "must be > 0")
         require(self.eval_interval >= 0, f"{prefix}eval_interval", "must be >= 0")
@@ -205,6 +218,13 @@ class TrackingConfig(Config):
     """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db."""
     experiment: str = "lmpipe"
     run_name: str = ""
+    system_metrics: bool = True
+    """Log this process's memory (``memory/rss_gb``, ``memory/cuda_max_allocated_gb``) with the train metrics."""
+    peak_flops: float = 0.0
+    """Peak FLOP/s of one device for MFU; 0: looked up from the GPU's name (pipeline/mfu.py), none on a CPU."""
+
+    def check(self, prefix: str) -> None:
+        require(self.peak_flops >= 0, f"{prefix}peak_flops", "must be >= 0 (0: detect from the GPU)")
 
     def resolve_uri(self, output_dir: str) -> str:
         if self.uri:

@@ -24,15 +24,33 @@ from typing import Any
 import torch
 
 from data_prep.tokenizer.manifest import MANIFEST_FILE
-from pipeline.checkpoint import newest_checkpoint, read_meta, resolve_checkpoint, save_checkpoint
-from pipeline.data import TokenLoader, ValBatch, ValidationSet, load_manifest, verify_shards
-from pipeline.distributed import DistInfo, all_reduce_sum, broadcast_object, init_distributed, shutdown_distributed
+from pipeline.checkpoint import (
+    newest_checkpoint,
+    read_meta,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from pipeline.data import (
+    TokenLoader,
+    ValBatch,
+    ValidationSet,
+    load_manifest,
+    verify_shards,
+)
+from pipeline.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    broadcast_object,
+    init_distributed,
+    shutdown_distributed,
+)
 from pipeline.job_config import FinetuneJobConfig, LoopConfig, TrainJobConfig
 from pipeline.mixture import sources_from_config, validation_sources
+from pipeline.mfu import flops_per_token, mfu, peak_flops
 from pipeline.model import IGNORE_INDEX, ModelArgs, build_model
 from pipeline.parallel import ParallelModel, parallelize
 from pipeline.preemption import Preempted, PreemptionWatch
-from pipeline.tracking import Tracker, file_sha256, git_commit, scaling_tags
+from pipeline.tracking import Tracker, file_sha256, git_commit, memory_metrics, model_size_tag, scaling_tags
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 RESULT_FILE = "result.json"
@@ -128,8 +146,11 @@ def train(cfg: TrainJobConfig) -> TrainResult:
         manifest_shas = ",".join(file_sha256(directory / MANIFEST_FILE) for directory in directories)
         tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=cfg.flat(), active=dist.is_main,
                                 tags=run_tags(n_params=n_params, strategy=cfg.parallel.strategy, dist=dist,
-                                              manifest_sha256=manifest_shas),
+                                              manifest_sha256=manifest_shas, **model_size_tag(cfg.model)),
                                 run_id=resume["mlflow_run_id"] if resume is not None else None)
+        tracker.log_artifact(Path(cfg.output_dir) / "config.yaml")
+        for i, directory in enumerate(directories):
+            tracker.log_artifact(directory / MANIFEST_FILE, f"manifests/{i}-{directory.name}")
         return run_job(cfg, parallel=parallel, loader=loader, val_batches=val_batches, model_args=args,
                        tokenizer_file=tokenizer["file"], tracker=tracker, dist=dist, accum_steps=accum,
                        total_steps=total_steps, label="train", started=started, data_report=loader.mixture_report,
@@ -220,6 +241,9 @@ def train_step(parallel: ParallelModel, micro_batches: list[Batch], *, dist: Dis
     Each micro-batch's summed loss is divided by the target count of the whole global batch
     (all ranks, all micro-batches), so every target token weighs the same however the batch
     is split (SFT batches hold different numbers of response tokens).
+
+    A non-finite loss or gradient norm (the same on every rank: both are global) means the step
+    was skipped: gradients dropped, no update (``ParallelModel.skip_step``); ``run_loop`` counts it.
     """
     local_targets = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in micro_batches)
     global_targets = float(all_reduce_sum([local_targets], device=dist.device)[0])
@@ -233,8 +257,15 @@ def train_step(parallel: ParallelModel, micro_batches: list[Batch], *, dist: Dis
             _, loss = parallel(inputs, targets, reduction="sum")
             parallel.backward(loss * scale)
         loss_sum += loss.detach()
-    grad_norm = parallel.step()
-    return float(all_reduce_sum([float(loss_sum)], device=dist.device)[0]) / global_targets, grad_norm
+    loss = float(all_reduce_sum([float(loss_sum)], device=dist.device)[0]) / global_targets
+    if not math.isfinite(loss):
+        parallel.skip_step()
+        return loss, math.nan
+    return loss, parallel.step()  # step() itself skips a non-finite gradient norm
+
+
+class TrainingDiverged(ValueError):
+    """``train.max_bad_steps`` steps in a row had a non-finite loss or gradient norm (raised on every rank)."""
 
 
 @torch.no_grad()
@@ -263,13 +294,16 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
              tracker: Tracker, save_checkpoint: Callable[[int, int, dict[str, Any]], Path], checkpoint_interval: int,
              label: str, data_report: Callable[[], dict[str, dict]] | None = None,
              val_sources: Sequence[str] = (ALL_SOURCES,), resume: dict[str, Any] | None = None,
-             preemption: PreemptionWatch | None = None) -> LoopOutcome:
+             preemption: PreemptionWatch | None = None, token_flops: float = 0.0,
+             device_peak: float | None = None) -> LoopOutcome:
     """Validate, then ``total_steps`` optimizer steps with periodic logs, validation and checkpoints.
 
     ``data_report()`` (the loader's per-source draw) adds ``data/epochs/<source>`` to each log.
     ``resume`` (a checkpoint's meta) continues after its step, reporting as the uninterrupted run
     would. When ``preemption`` saw a signal, the step in progress finishes, a checkpoint is written
-    and ``Preempted`` is raised."""
+    and ``Preempted`` is raised. A step with a non-finite loss or gradient norm is skipped (its data
+    consumed, MLflow ``skipped_steps`` counts them); ``loop.max_bad_steps`` in a row write a checkpoint
+    (the last good weights, the loader past the bad data) and raise ``TrainingDiverged``."""
     say = print if dist.is_main else (lambda *_, **__: None)
 
     def run_validation(step: int) -> float | None:
@@ -295,6 +329,7 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
         first_loss = resume["progress"].get("first_train_loss", math.nan)
     last_loss, train_seconds = math.nan, 0.0
     window_tokens, window_seconds, window_losses = 0, 0.0, []
+    bad_in_a_row, skipped_steps = 0, 0
 
     def checkpoint(step: int) -> Path:
         return save_checkpoint(step, tokens_seen, {"initial_val_loss": initial_val_loss, "first_train_loss": first_loss})
@@ -303,19 +338,35 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
         tick = time.perf_counter()
         lr = parallel.lr
         micro_batches = [next(batches) for _ in range(accum_steps)]
-        last_loss, grad_norm = train_step(parallel, micro_batches, dist=dist)
+        loss, grad_norm = train_step(parallel, micro_batches, dist=dist)
         step_tokens = sum(inputs.numel() for inputs, _ in micro_batches) * dist.world_size
         elapsed = time.perf_counter() - tick
         tokens_seen += step_tokens
         train_seconds += elapsed
         window_tokens, window_seconds = window_tokens + step_tokens, window_seconds + elapsed
-        window_losses.append(last_loss)
-        if step == 1:
-            first_loss = last_loss
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            bad_in_a_row, last_loss = 0, loss
+            window_losses.append(loss)
+            if math.isnan(first_loss):
+                first_loss = loss
+        else:
+            bad_in_a_row, skipped_steps = bad_in_a_row + 1, skipped_steps + 1
+            tracker.log_metrics({"skipped_steps": skipped_steps}, step=step)
+            say(f"{label} step {step:>5}/{total_steps}  skipped: loss {loss}  grad {grad_norm}  "
+                f"({bad_in_a_row}/{loop.max_bad_steps} in a row)", flush=True)
+            if bad_in_a_row >= loop.max_bad_steps:
+                saved = checkpoint(step)
+                raise TrainingDiverged(f"{label} diverged: {bad_in_a_row} steps in a row with a non-finite loss or "
+                                       f"gradient norm, the last at step {step} (loss {loss}, grad norm {grad_norm}); "
+                                       f"the last good weights are in {saved}")
         if step == 1 or step % loop.log_interval == 0 or step == total_steps:
-            loss, tokens_per_s = sum(window_losses) / len(window_losses), window_tokens / window_seconds
+            loss = sum(window_losses) / len(window_losses) if window_losses else math.nan
+            tokens_per_s = window_tokens / window_seconds
             metrics = {"train/loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_seen": tokens_seen,
-                       "tokens_per_s": tokens_per_s}
+                       "tokens_per_s": tokens_per_s,
+                       "mfu": mfu(tokens_per_s / dist.world_size, token_flops, device_peak)}
+            if tracker.system_metrics:
+                metrics.update(memory_metrics(dist.device))
             if data_report is not None:
                 metrics.update({f"data/epochs/{source}": entry["epochs"] for source, entry in data_report().items()})
             tracker.log_metrics(metrics, step=step)
@@ -360,11 +411,15 @@ def run_job(cfg: TrainJobConfig | FinetuneJobConfig, *, parallel: ParallelModel,
                                loader_state=loader.state_dict(), mlflow_run_id=tracker.run_id, seed=cfg.train.seed,
                                keep=cfg.checkpoint.keep, progress=progress)
 
+    token_flops = flops_per_token(parallel.model.num_params(), model_args.n_layers, model_args.d_model,
+                                  model_args.seq_len, vocab_size=model_args.vocab_size)
+    device_peak = peak_flops(dist.device, cfg.train.precision, override=cfg.tracking.peak_flops)
     with tracker.failing_on_error(keep_open=(Preempted,)), PreemptionWatch() as preemption:
         outcome = run_loop(parallel, loop=cfg.train, batches=iter(loader), val_batches=val_batches, dist=dist,
                            accum_steps=accum_steps, total_steps=total_steps, tracker=tracker,
                            save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval, label=label,
-                           data_report=data_report, val_sources=val_sources, resume=resume, preemption=preemption)
+                           data_report=data_report, val_sources=val_sources, resume=resume, preemption=preemption,
+                           token_flops=token_flops, device_peak=device_peak)
     return finish_job(outcome, output_dir=cfg.output_dir, parallel=parallel, dist=dist, tracker=tracker,
                       started=started)
 
@@ -374,7 +429,6 @@ def finish_job(outcome: LoopOutcome, *, output_dir: str | Path, parallel: Parall
     """Tag D and C, close the MLflow run, and (rank 0) write ``result.json``."""
     n_params = parallel.model.num_params()
     tracker.set_tags(scaling_tags(n_params=n_params, tokens_seen=outcome.tokens_seen))
-    tracker.finish()
     result = TrainResult(
         steps=outcome.steps, tokens_seen=outcome.tokens_seen, first_train_loss=outcome.first_train_loss,
         last_train_loss=outcome.last_train_loss, initial_val_loss=outcome.initial_val_loss,
@@ -385,6 +439,8 @@ def finish_job(outcome: LoopOutcome, *, output_dir: str | Path, parallel: Parall
         tokens_per_s=outcome.tokens_seen / outcome.train_seconds if outcome.train_seconds else 0.0,
         seconds=time.perf_counter() - started, checkpoint=str(outcome.checkpoint), mlflow_run_id=tracker.run_id,
         data=outcome.data)
+    result_path = Path(output_dir) / RESULT_FILE
     if dist.is_main:
-        result.save(Path(output_dir) / RESULT_FILE)
+        result.save(result_path)
+    tracker.finish(artifacts=(result_path,))
     return result

@@ -1,0 +1,45 @@
+"""Model FLOPs utilisation: the share of a device's peak FLOP/s that the model's own arithmetic uses.
+
+Counted from the model's shape, not measured, so recomputation, padding or a slow kernel
+lower MFU instead of inflating it. Peaks are dense (no sparsity) datasheet numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    # name fragment (checked in this order) -> dense peak FLOP/s per precision (fp32: no TF32).
+    "H100 PCIe": {"bf16": 756e12, "fp32": 51e12},
+    "H100": {"bf16": 989e12, "fp32": 67e12},  # SXM (torch reports e.g. "NVIDIA H100 80GB HBM3")
+    "H200": {"bf16": 989e12, "fp32": 67e12},
+    "A100": {"bf16": 312e12, "fp32": 19.5e12},
+}
+
+
+def flops_per_token(n_params: int, n_layers: int, d_model: int, seq_len: int, *, vocab_size: int = 0) -> float:
+    """Training FLOPs per token, forward + backward: 6N + 12·L·d·T (PaLM, Chowdhery et al. 2022, appendix B).
+
+    ``n_params`` is the non-embedding count; ``vocab_size`` adds the output head's matmul (6·V·d),
+    which the embedding lookup does not have but the head does, tied or not.
+    """
+    return 6 * (n_params + vocab_size * d_model) + 12 * n_layers * d_model * seq_len
+
+
+def peak_flops(device: torch.device, precision: str, *, override: float = 0.0) -> float | None:
+    """One device's peak FLOP/s: ``override`` if set, else the table's entry for this GPU, else None
+    (a CPU, or a GPU the table does not know)."""
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for fragment, peaks in PEAK_FLOPS.items():
+        if fragment in name:
+            return peaks[precision]
+    return None
+
+
+def mfu(tokens_per_s_per_device: float, flops_per_token: float, peak: float | None) -> float | None:
+    """Achieved over peak FLOP/s of one device (0-1), or None without a peak."""
+    return None if peak is None else tokens_per_s_per_device * flops_per_token / peak
