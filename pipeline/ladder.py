@@ -2,8 +2,9 @@
 
 Torch-free on purpose: configs validate shapes before anything heavy is imported.
 Shapes follow one rule so that every rung is a Llama of the same family: head_dim 64
-(32 on the smallest rung), SwiGLU hidden = 8/3 d_model rounded up to a multiple of 64,
-and depth grown with width at an aspect ratio d_model / n_layers between 32 and 128.
+(32 on the smallest rung, 128 on 7b as in Llama 2), SwiGLU hidden = 8/3 d_model rounded up
+to a multiple of 64, and depth grown with width at an aspect ratio d_model / n_layers
+between 32 and 128 (16 layers or fewer below 100M, 24 to 1.3B, 32 above).
 """
 
 from __future__ import annotations
@@ -47,7 +48,14 @@ SIZES: dict[str, ModelShape] = {
     "30m": ModelShape(d_model=512, n_layers=9, n_heads=8, n_kv_heads=8),
     "60m": ModelShape(d_model=640, n_layers=12, n_heads=10, n_kv_heads=10),
     "125m": ModelShape(d_model=768, n_layers=18, n_heads=12, n_kv_heads=12),
+    "350m": ModelShape(d_model=1024, n_layers=24, n_heads=16, n_kv_heads=16),
+    "760m": ModelShape(d_model=1536, n_layers=24, n_heads=24, n_kv_heads=24),
+    "1.3b": ModelShape(d_model=2048, n_layers=24, n_heads=32, n_kv_heads=32),
+    "3b": ModelShape(d_model=2560, n_layers=32, n_heads=40, n_kv_heads=40),
+    "7b": ModelShape(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32),
 }
 
 NOMINAL_PARAMS: dict[str, int] = {"tiny": 1_000_000, "14m": 14_000_000, "30m": 30_000_000,
-                                  "60m": 60_000_000, "125m": 125_000_000}
+                                  "60m": 60_000_000, "125m": 125_000_000, "350m": 350_000_000,
+                                  "760m": 760_000_000, "1.3b": 1_300_000_000, "3b": 3_000_000_000,
+                                  "7b": 7_000_000_000}
