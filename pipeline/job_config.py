@@ -89,6 +89,9 @@ class DataConfig(Config):
     """Batches built ahead in a background thread (0: none)."""
     verify_sha256: bool = True
     """Hash every shard against the manifest before training (about 1 s per GB); off for huge corpora."""
+    doc_masking: bool = False
+    """Attention stays within each document of a packed window (block-diagonal causal mask); validation
+    keeps plain causal attention."""
 
     def check(self, prefix: str) -> None:
         require(bool(self.shards) or (bool(self.sources) and all(s.shards for s in self.sources.values())),

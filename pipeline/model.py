@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +73,37 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def doc_starts_indicator(doc_starts: torch.Tensor | Sequence, shape: tuple[int, int],
+                         device: torch.device | str | None = None) -> torch.Tensor:
+    """``doc_starts`` (see ``document_mask``) as a (B, T) boolean tensor on ``device``."""
+    B, T = shape
+    if isinstance(doc_starts, torch.Tensor) and doc_starts.dtype == torch.bool:
+        if tuple(doc_starts.shape) != (B, T):
+            raise ValueError(f"doc_starts of shape {tuple(doc_starts.shape)} does not match the tokens' {(B, T)}")
+        return doc_starts.to(device) if device is not None else doc_starts
+    if len(doc_starts) != B:
+        raise ValueError(f"doc_starts has {len(doc_starts)} rows for a batch of {B}")
+    starts = torch.zeros(B, T, dtype=torch.bool)
+    for row, positions in enumerate(doc_starts):
+        starts[row, torch.as_tensor(positions, dtype=torch.long)] = True
+    return starts.to(device) if device is not None else starts
+
+
+def document_mask(doc_starts: torch.Tensor | Sequence, shape: tuple[int, int],
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """The (B, 1, T, T) boolean attention mask, True = attend: causal and within one document.
+
+    ``doc_starts`` is per row the input positions where a document begins (``TokenLoader(doc_starts=True)``'s
+    third item: B 1-D int arrays or tensors), or a (B, T) boolean tensor marking them. Positions before a
+    row's first start (a document cut by the window) form a document of their own.
+    """
+    T = shape[1]
+    starts = doc_starts_indicator(doc_starts, shape, device)
+    doc_id = starts.cumsum(dim=1)  # (B, T): the document each position belongs to
+    causal = torch.ones(T, T, dtype=torch.bool, device=starts.device).tril()
+    return (causal & (doc_id[:, :, None] == doc_id[:, None, :]))[:, None]  # (B, 1, T, T)
+
+
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -82,14 +113,19 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.d_model, args.n_kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal self-attention; with ``mask`` ((B, 1, T, T) bool, ``document_mask``) only where it is True."""
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # enable_gqa: each key/value head serves n_heads / n_kv_heads consecutive query heads
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, H, T, hd)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, H, T, hd)
+        else:  # the mask is causal itself (document_mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -114,8 +150,9 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(args.d_model, eps=args.norm_eps)
         self.feed_forward = FeedForward(args)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -154,19 +191,24 @@ class Transformer(nn.Module):
         self.rope_cos, self.rope_sin = rope_tables(self.args, device=self.tok_embeddings.weight.device)
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
-                reduction: str = "mean") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                reduction: str = "mean", doc_starts: torch.Tensor | Sequence | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, T, vocab); with ``targets`` also the cross-entropy over targets != IGNORE_INDEX.
 
         ``reduction="sum"`` lets the training loop normalise by the target count of the whole
         global batch, so accumulation and data parallelism weigh every target token equally.
+        ``doc_starts`` (per row, where documents begin; ``document_mask``) keeps attention within each
+        document as well as causal; without it, plain causal attention. RoPE positions stay absolute
+        within the window, not document-relative (a document's logits depend on where it starts).
         """
         T = tokens.shape[1]
         if T > self.args.seq_len:
             raise ValueError(f"sequence of {T} tokens is longer than the model's seq_len {self.args.seq_len}")
         x = self.tok_embeddings(tokens)  # (B, T, d)
         cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)
+        mask = None if doc_starts is None else document_mask(doc_starts, (tokens.shape[0], T), tokens.device)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, mask)
         logits = self.output(self.norm(x))  # (B, T, vocab)
         if targets is None:
             return logits

@@ -58,10 +58,10 @@ class DDPModel(ParallelModel):
         self.optimizer = build_optimizer(model, loop)
         self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
 
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
+                 doc_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         with self.autocast():
-            return self.module(tokens, targets, reduction=reduction)
+            return self.module(tokens, targets, reduction=reduction, doc_starts=doc_starts)
 
     def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:
         if sync or not isinstance(self.module, DistributedDataParallel):

@@ -53,9 +53,10 @@ class ParallelModel(ABC):
         self.autocast_dtype = torch.bfloat16 if loop.precision == "bf16" else None
 
     @abstractmethod
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training forward: (logits, loss)."""
+    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
+                 doc_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward: (logits, loss); ``doc_starts`` (a (B, T) bool tensor, ``model.document_mask``)
+        keeps attention within documents."""
 
     @abstractmethod
     def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:

@@ -125,9 +125,9 @@ class DeepSpeedModel(ParallelModel):
         self.engine, *_ = self.deepspeed.initialize(model=model, optimizer=self.optimizer,
                                                     lr_scheduler=self.scheduler, config=config)
 
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.engine(tokens, targets, reduction=reduction)
+    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
+                 doc_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.engine(tokens, targets, reduction=reduction, doc_starts=doc_starts)
 
     def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()  # the engine reduces in step() (managed_gradient_accumulation off)

@@ -53,9 +53,9 @@ class FSDPModel(ParallelModel):
         self.optimizer = build_optimizer(model, loop)
         self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
 
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(tokens, targets, reduction=reduction)
+    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
+                 doc_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(tokens, targets, reduction=reduction, doc_starts=doc_starts)
 
     def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:
         # Without sync, FSDP2 keeps this rank's unsharded gradients and reduce-scatters their sum

@@ -47,12 +47,13 @@ from pipeline.distributed import (
 from pipeline.job_config import FinetuneJobConfig, LoopConfig, TrainJobConfig
 from pipeline.mixture import sources_from_config, validation_sources
 from pipeline.mfu import flops_per_token, mfu, peak_flops
-from pipeline.model import IGNORE_INDEX, ModelArgs, build_model
+from pipeline.model import IGNORE_INDEX, ModelArgs, build_model, doc_starts_indicator
 from pipeline.parallel import ParallelModel, parallelize
 from pipeline.preemption import Preempted, PreemptionWatch
 from pipeline.tracking import Tracker, file_sha256, git_commit, memory_metrics, model_size_tag, scaling_tags
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, ...]
+"""(inputs, targets), or with ``data.doc_masking`` (inputs, targets, doc_starts) (``TokenLoader``)."""
 RESULT_FILE = "result.json"
 ALL_SOURCES = "all"
 """The source of validation batches that carry none (fine-tuning's)."""
@@ -119,7 +120,7 @@ def train(cfg: TrainJobConfig) -> TrainResult:
         total_steps = plan_steps(loop, seq_len=args.seq_len)
         loader = TokenLoader(sources=specs, split=cfg.data.train_split, seq_len=args.seq_len,
                              batch_size=loop.micro_batch_size, rank=dist.rank, world_size=dist.world_size,
-                             seed=loop.seed, prefetch=cfg.data.prefetch)
+                             seed=loop.seed, prefetch=cfg.data.prefetch, doc_starts=cfg.data.doc_masking)
         val_set = ValidationSet(validation_sources(cfg.data), split=cfg.data.val_split, seq_len=args.seq_len,
                                 windows_per_source=cfg.data.val_windows)
 
@@ -245,16 +246,18 @@ def train_step(parallel: ParallelModel, micro_batches: list[Batch], *, dist: Dis
     A non-finite loss or gradient norm (the same on every rank: both are global) means the step
     was skipped: gradients dropped, no update (``ParallelModel.skip_step``); ``run_loop`` counts it.
     """
-    local_targets = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in micro_batches)
+    local_targets = sum(int((batch[1] != IGNORE_INDEX).sum()) for batch in micro_batches)
     global_targets = float(all_reduce_sum([local_targets], device=dist.device)[0])
     if global_targets == 0:
         raise ValueError("a training batch has no target tokens (every label is ignored)")
     scale = dist.world_size / global_targets  # the strategy averages gradients over ranks
     loss_sum = torch.zeros((), dtype=torch.float64, device=dist.device)
-    for i, (inputs, targets) in enumerate(micro_batches):
+    for i, (inputs, targets, *doc_starts) in enumerate(micro_batches):
         inputs, targets = inputs.to(dist.device, non_blocking=True), targets.to(dist.device, non_blocking=True)
+        starts = (doc_starts_indicator(doc_starts[0], tuple(inputs.shape)).to(dist.device, non_blocking=True)
+                  if doc_starts else None)  # a third item: mask attention at document boundaries
         with parallel.accumulate(sync=i == len(micro_batches) - 1):
-            _, loss = parallel(inputs, targets, reduction="sum")
+            _, loss = parallel(inputs, targets, reduction="sum", doc_starts=starts)
             parallel.backward(loss * scale)
         loss_sum += loss.detach()
     loss = float(all_reduce_sum([float(loss_sum)], device=dist.device)[0]) / global_targets
@@ -339,7 +342,7 @@ def run_loop(parallel: ParallelModel, *, loop: LoopConfig, batches: Iterator[Bat
         lr = parallel.lr
         micro_batches = [next(batches) for _ in range(accum_steps)]
         loss, grad_norm = train_step(parallel, micro_batches, dist=dist)
-        step_tokens = sum(inputs.numel() for inputs, _ in micro_batches) * dist.world_size
+        step_tokens = sum(batch[0].numel() for batch in micro_batches) * dist.world_size
         elapsed = time.perf_counter() - tick
         tokens_seen += step_tokens
         train_seconds += elapsed
