@@ -346,12 +346,15 @@ class ValidationSet:
     the same number of equally shaped batches (collectives stay matched).
     """
 
-    def __init__(self, sources: Sequence[SourceSpec], *, split: str = "val", seq_len: int, windows_per_source: int):
-        if windows_per_source < 1:
+    def __init__(self, sources: Sequence[SourceSpec], *, split: str = "val", seq_len: int,
+                 windows_per_source: int | None):
+        """``windows_per_source=None``: every window of each source's split."""
+        if windows_per_source is not None and windows_per_source < 1:
             raise ValueError(f"windows_per_source must be >= 1, got {windows_per_source}")
         self.windows = {spec.name: _source_windows(spec, split, seq_len) for spec in sources}
         self.seq_len = seq_len
-        self.indices = {name: _evenly_spaced(w.num_windows, windows_per_source) for name, w in self.windows.items()}
+        self.indices = {name: _evenly_spaced(w.num_windows, windows_per_source or w.num_windows)
+                        for name, w in self.windows.items()}
 
     def tokens(self) -> dict[str, int]:
         """Target tokens each source contributes to a full pass (the weights of an overall val loss)."""

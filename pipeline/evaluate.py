@@ -24,7 +24,7 @@ def evaluate(cfg: EvalJobConfig) -> dict:
     model, args, _ = load_model_for_inference(step_dir)
     verify_shards(cfg.shards, tokenizer_path=step_dir / TOKENIZER_FILE, vocab_size=args.vocab_size, check_sha=False)
     sources = validation_sources(DataConfig(shards=cfg.shards, val_split=cfg.split))
-    windows = cfg.max_batches * cfg.batch_size if cfg.max_batches else _ALL
+    windows = cfg.max_batches * cfg.batch_size if cfg.max_batches else None
     val_set = ValidationSet(sources, split=cfg.split, seq_len=args.seq_len, windows_per_source=windows)
     sums: dict[str, list[float]] = {}
     batches = 0
@@ -37,7 +37,3 @@ def evaluate(cfg: EvalJobConfig) -> dict:
     loss = loss_sum / tokens
     return {"loss": loss, "ppl": math.exp(loss), "tokens": tokens, "batches": batches, "split": cfg.split,
             "checkpoint": str(step_dir), "by_source": {name: s / n for name, (s, n) in sums.items()}}
-
-
-_ALL = 1 << 62
-"""More windows than any split has: ValidationSet then takes all of them."""

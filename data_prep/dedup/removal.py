@@ -47,9 +47,7 @@ def _not_first(keys: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarr
     rows = np.arange(n) if eligible is None else np.flatnonzero(eligible)
     if len(rows) == 0:
         return repeated
-    subset = np.ascontiguousarray(keys[rows])
-    flat = subset.view(np.dtype((np.void, subset.dtype.itemsize * (subset.shape[1] if subset.ndim == 2 else 1))))
-    _, first = np.unique(flat.reshape(-1), return_index=True)  # index of each key's first occurrence
+    _, first = np.unique(keys[rows], axis=0, return_index=True)  # index of each key's first occurrence
     repeated[rows] = True
     repeated[rows[first]] = False
     return repeated

@@ -104,7 +104,7 @@ class SlurmExecutor:
         try:
             for stage in stages:
                 self.write_plan(stage)
-                self.job_ids[stage.name] = self.submit(stage.name, previous)
+                self.job_ids[stage.name] = self.submit(stage, previous)
                 cap = f", at most {self.cfg.max_parallel} at a time" if self.cfg.max_parallel else ""
                 after = f", after job {previous}" if previous else ""
                 _say(f"submitted Slurm job array {self.job_ids[stage.name]} for stage {stage.name} "
@@ -130,19 +130,20 @@ class SlurmExecutor:
         plan = {"stage": stage.name, "config": self.config, "tasks": [_as_dict(task) for task in stage.tasks]}
         _write_atomic(self.plan_path(stage.name), json.dumps(plan, indent=2, ensure_ascii=False) + "\n")
 
-    def submit(self, stage: str, depends_on: str | None = None) -> str:
-        plan = json.loads(self.plan_path(stage).read_text())
-        script = render_script(self.cfg, len(plan["tasks"]), self.plan_path(stage).resolve(), self.log_dir.resolve(),
-                               job_name=self.job_name(stage), depends_on=depends_on, entry=self.entry)
-        _write_atomic(self.script_path(stage), script)
+    def submit(self, stage: Stage, depends_on: str | None = None) -> str:
+        """Write the stage's sbatch script (after ``write_plan``) and submit it; returns the job id."""
+        script_path = self.script_path(stage.name)
+        _write_atomic(script_path, render_script(self.cfg, len(stage.tasks), self.plan_path(stage.name).resolve(),
+                                                 self.log_dir.resolve(), job_name=self.job_name(stage.name),
+                                                 depends_on=depends_on, entry=self.entry))
         try:
-            proc = subprocess.run(["sbatch", "--parsable", str(self.script_path(stage))], capture_output=True,
+            proc = subprocess.run(["sbatch", "--parsable", str(script_path)], capture_output=True,
                                   text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
         except FileNotFoundError:
             raise TaskFailed("executor slurm: sbatch not found on PATH; is this a Slurm login node?") from None
         if proc.returncode != 0:
             reason = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[-1]
-            raise TaskFailed(f"sbatch {self.script_path(stage)} failed: {reason}")
+            raise TaskFailed(f"sbatch {script_path} failed: {reason}")
         return proc.stdout.strip().split(";")[0]
 
     def wait(self, stages: Sequence[Stage]) -> None:

@@ -21,7 +21,7 @@ def test_plan_elements_run_by_task_main_match_a_local_run(tmp_path, docs_dir, to
     ran = []
 
     def submit_and_run_here(self, stage, depends_on=None):
-        plan = self.plan_path(stage)
+        plan = self.plan_path(stage.name)
         for index in range(len(json.loads(plan.read_text())["tasks"])):
             element = subprocess.run([sys.executable, "-m", self.entry, str(plan), str(index)],
                                      capture_output=True, text=True, timeout=120, check=False)
