@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.config import Config, require, require_choice
-from pipeline.ladder import SIZES, ModelShape
+from pipeline.ladder import SIZES, ModelShape, default_batch_size, default_lr
 
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
 PRECISIONS = ("fp32", "bf16")
@@ -109,11 +109,14 @@ class LoopConfig(Config):
     max_tokens: int = 0
     """A token budget: train on exactly this many tokens (a whole number of steps of
     ``global_batch_size * seq_len`` tokens); when set, ``max_steps`` is not used. 0: no budget."""
-    global_batch_size: int = 16
-    """Sequences per optimizer step, over all ranks; gradient accumulation makes up the rest."""
+    global_batch_size: Optional[int] = 16
+    """Sequences per optimizer step, over all ranks; gradient accumulation makes up the rest.
+    Pretraining's default (None) is the ladder's rule for the model's size (``ladder.default_batch_size``)."""
     micro_batch_size: int = 8
     """Sequences per forward pass on one rank."""
-    lr: float = 3e-3
+    lr: Optional[float] = 3e-3
+    """Peak learning rate. Pretraining's default (None) is the ladder's rule for the model's size
+    (``ladder.default_lr``)."""
     min_lr_ratio: float = 0.1
     warmup_steps: int = 20
     schedule: str = "cosine"
@@ -144,8 +147,10 @@ class LoopConfig(Config):
         require(self.max_steps > 0, f"{prefix}max_steps", "must be > 0")
         require(self.max_tokens >= 0, f"{prefix}max_tokens", "must be >= 0")
         require(self.micro_batch_size > 0, f"{prefix}micro_batch_size", "must be > 0")
-        require(self.global_batch_size > 0, f"{prefix}global_batch_size", "must be > 0")
-        require(self.lr > 0, f"{prefix}lr", "must be > 0")
+        require(self.global_batch_size is not None and self.global_batch_size > 0, f"{prefix}global_batch_size",
+                "must be > 0 (only pretraining derives a default from the model size)")
+        require(self.lr is not None and self.lr > 0, f"{prefix}lr",
+                "must be > 0 (only pretraining derives a default from the model size)")
         require(0.0 <= self.min_lr_ratio <= 1.0, f"{prefix}min_lr_ratio", "must be in [0, 1]")
         require(self.warmup_steps >= 0, f"{prefix}warmup_steps", "must be >= 0")
         require_choice(self.schedule, f"{prefix}schedule", SCHEDULES)
@@ -235,19 +240,37 @@ class TrackingConfig(Config):
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(output_dir).resolve()}/mlflow.db"
 
 
+def _pretrain_loop() -> LoopConfig:
+    return LoopConfig(lr=None, global_batch_size=None)
+
+
 @dataclass
 class TrainJobConfig(Config):
-    """``lmpipe train``: pretrain a ladder model on token shards."""
+    """``lmpipe train``: pretrain a ladder model on token shards.
+
+    Learning rate and global batch left unset come from the model's size by the ladder's rules,
+    and are stored resolved (checkpoint config, MLflow params) like every other value.
+    """
 
     output_dir: str = "runs/train"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    train: LoopConfig = field(default_factory=LoopConfig)
+    train: LoopConfig = field(default_factory=_pretrain_loop)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
+    def __post_init__(self) -> None:
+        if self.model.size not in SIZES:
+            return  # validate() names the bad size
+        n_params = self.model.shape().non_embedding_params()
+        if self.train.lr is None:
+            self.train.lr = default_lr(n_params)
+        if self.train.global_batch_size is None:
+            self.train.global_batch_size = default_batch_size(n_params, self.model.seq_len)
+
     def check(self, prefix: str) -> None:
+        require_choice(self.model.size, f"{prefix}model.size", SIZES)  # before the batch rule's values are used
         per_step = self.train.global_batch_size * self.model.seq_len
         budget = self.train.max_tokens
         if budget and self.train.global_batch_size > 0 and self.model.seq_len > 0:

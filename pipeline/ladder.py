@@ -5,6 +5,10 @@ Shapes follow one rule so that every rung is a Llama of the same family: head_di
 (32 on the smallest rung, 128 on 7b as in Llama 2), SwiGLU hidden = 8/3 d_model rounded up
 to a multiple of 64, and depth grown with width at an aspect ratio d_model / n_layers
 between 32 and 128 (16 layers or fewer below 100M, 24 to 1.3B, 32 above).
+
+Each size's default peak learning rate and global batch follow from N by one power law
+each (``default_lr``, ``default_batch_tokens``), so a sweep over sizes needs no per-size
+tuning; a config's ``train.lr`` / ``train.global_batch_size`` override them.
 """
 
 from __future__ import annotations
@@ -59,3 +63,31 @@ NOMINAL_PARAMS: dict[str, int] = {"tiny": 1_000_000, "14m": 14_000_000, "30m": 3
                                   "60m": 60_000_000, "125m": 125_000_000, "350m": 350_000_000,
                                   "760m": 760_000_000, "1.3b": 1_300_000_000, "3b": 3_000_000_000,
                                   "7b": 7_000_000_000}
+
+
+# Both rules are the OLMo model ladder's (allenai/OLMo scripts/ladder.py), fitted by Porian et al. 2024.
+_REFERENCE_N = 108_000_000
+_REFERENCE_LR = 0.0047
+_REFERENCE_BATCH_TOKENS = 160 * 2048
+_MIN_RULE_N = 10_000_000
+"""The fits span ~100M-7B; below 10M the learning rate is held at its 10M value (on the ~1M rung the
+rule's 0.024 did no better than 0.01: val loss 0.57 vs 0.55 after 200 steps, where 3e-3 gave 0.76)."""
+def default_lr(non_embedding_params: int) -> float:
+    """Peak AdamW learning rate: 0.0047 at N = 108M, scaling as N^(-1/3)."""
+    n = max(non_embedding_params, _MIN_RULE_N)
+    return _REFERENCE_LR * (n / _REFERENCE_N) ** (-1 / 3)
+
+
+def default_batch_tokens(non_embedding_params: int) -> int:
+    """Global batch in tokens: 160 sequences of 2048 at N = 108M, scaling as N^(2/3)."""
+    return round(_REFERENCE_BATCH_TOKENS * (non_embedding_params / _REFERENCE_N) ** (2 / 3))
+
+
+def default_batch_size(non_embedding_params: int, seq_len: int) -> int:
+    """``default_batch_tokens`` as sequences of ``seq_len``, rounded to the nearest 2^k or 3 * 2^k
+    (within 20% of the rule, and divisible by every power of two up to a third of it, so that
+    micro batch x ranks splits it)."""
+    sequences = max(1.0, default_batch_tokens(non_embedding_params) / seq_len)
+    exponent = math.floor(math.log2(sequences))
+    candidates = [2**exponent, 3 * 2 ** (exponent - 1), 2 ** (exponent + 1)]
+    return round(min(candidates, key=lambda c: abs(math.log(c / sequences))))

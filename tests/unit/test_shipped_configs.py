@@ -8,8 +8,11 @@ from data_prep.config import PrepConfig
 from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
 from pipeline.demo import DemoConfig
 from pipeline.job_config import FinetuneJobConfig, TrainJobConfig
+from pipeline.ladder import SIZES
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+LADDER_PRESETS = [size for size in SIZES if size != "tiny"]
+"""configs/train/<size>.yaml: every rung above the CPU one at its Chinchilla budget."""
 
 # file -> (config class, the overrides a user gives on the command line)
 SHIPPED = {
@@ -24,6 +27,7 @@ SHIPPED = {
     "train/mixture.yaml": (TrainJobConfig, []),
     "train/fsdp.yaml": (TrainJobConfig, ["data.shards=s"]),
     "train/zero3.yaml": (TrainJobConfig, ["data.shards=s"]),
+    **{f"train/{size}.yaml": (TrainJobConfig, ["data.shards=s"]) for size in LADDER_PRESETS},
     "finetune/tiny.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
 }
 
@@ -41,3 +45,14 @@ def test_shipped_config_loads(name):
 
 def test_demo_yaml_matches_builtin_defaults():
     assert DemoConfig.load(CONFIGS / "demo.yaml") == DemoConfig()
+
+
+@pytest.mark.parametrize("size", LADDER_PRESETS)
+def test_ladder_preset_is_a_chinchilla_run_of_its_size_on_one_node(size):
+    config = TrainJobConfig.load(CONFIGS / "train" / f"{size}.yaml", ["data.shards=s"])
+    n_params = SIZES[size].non_embedding_params()
+    step_tokens = config.train.global_batch_size * config.model.seq_len
+    assert config.model.size == size and config.output_dir == f"runs/{size}"
+    assert 19 <= config.train.max_tokens / n_params <= 21  # ~20 tokens per parameter
+    assert 0.5 <= config.train.warmup_steps * step_tokens / n_params <= 2  # warmup ~N tokens
+    config.train.grad_accum_steps(8)  # splits over one node of 8 GPUs
