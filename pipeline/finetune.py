@@ -3,7 +3,9 @@
 The model shape, weights and tokenizer all come from the checkpoint (``init_from``);
 the batches come from ``sft_data``; the loop, logging, validation, checkpoints and
 ``result.json`` are pretraining's own (``train.run_job``). The job gets its own MLflow
-run, tagged with the checkpoint it started from.
+run, tagged with the checkpoint it started from. A fine-tuning job resumes like pretraining
+(``checkpoint.resume``): from its own newest checkpoint, with optimizer, schedule, loader and
+MLflow run, rather than from ``init_from`` again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from pipeline.model import ModelArgs, build_model
 from pipeline.parallel import parallelize
 from pipeline.sft_data import SFTDataset, SFTLoader, sft_eval_batches
 from pipeline.tracking import Tracker
-from pipeline.train import Batch, TrainResult, plan_steps, run_job, run_tags
+from pipeline.train import (
+    Batch,
+    TrainResult,
+    check_resumable,
+    plan_steps,
+    resume_checkpoint,
+    run_job,
+    run_tags,
+)
 
 
 def finetune(cfg: FinetuneJobConfig) -> TrainResult:
@@ -47,10 +57,21 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
             return sft_eval_batches(splits["val"], batch_size=loop.micro_batch_size, rank=dist.rank,
                                     world_size=dist.world_size, max_batches=loop.eval_batches)
 
+        resume_dir = resume_checkpoint(cfg.output_dir, cfg.checkpoint.resume)
+        resume = read_meta(resume_dir) if resume_dir is not None else None
+        if resume is not None:
+            check_resumable(resume, resume_dir, model_args=args, strategy=cfg.parallel.strategy,
+                            total_steps=total_steps)
         torch.manual_seed(loop.seed)
         parallel = parallelize(build_model(args), strategy=cfg.parallel, dist=dist, loop=loop,
                                total_steps=total_steps)
-        parallel.load(init_dir, model_only=True)
+        if resume is None:
+            parallel.load(init_dir, model_only=True)
+        else:
+            parallel.load(resume_dir)
+            loader.load_state_dict(resume["loader"])
+            if dist.is_main:
+                print(f"finetune resuming from {resume_dir} (step {resume['step']})", flush=True)
         if dist.is_main:
             cfg.save(Path(cfg.output_dir) / "config.yaml")
             dropped = sum(split.dropped for split in splits.values())
@@ -61,9 +82,10 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
         tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=params, active=dist.is_main,
                                 tags=run_tags(n_params=parallel.model.num_params(), strategy=cfg.parallel.strategy,
                                               dist=dist, init_from=str(init_dir),
-                                              init_mlflow_run_id=init_meta.get("mlflow_run_id")))
+                                              init_mlflow_run_id=init_meta.get("mlflow_run_id")),
+                                run_id=resume["mlflow_run_id"] if resume is not None else None)
         return run_job(cfg, parallel=parallel, loader=loader, val_batches=val_batches, model_args=args,
                        tokenizer_file=tokenizer_file, tracker=tracker, dist=dist, accum_steps=accum,
-                       total_steps=total_steps, label="finetune", started=started)
+                       total_steps=total_steps, label="finetune", started=started, resume=resume)
     finally:
         shutdown_distributed(dist)

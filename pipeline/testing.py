@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import socket
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -146,3 +149,19 @@ def write_random_shards(root: str | Path, docs_by_split: dict[str, list[int]], *
     write_manifest(root, build_manifest(tokenizer=tokenizer, dtype=str(dtype), shards=entries, config={},
                                         command="write_random_shards"))
     return streams
+
+
+def signal_after_first_checkpoint(output_dir: str | Path, timeout_s: float = 60.0) -> threading.Thread:
+    """SIGTERM this process once ``output_dir`` has its first complete checkpoint, as Slurm would before
+    a time limit; the job under test runs in this process's main thread."""
+    from pipeline.checkpoint import newest_checkpoint
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and newest_checkpoint(output_dir) is None:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread

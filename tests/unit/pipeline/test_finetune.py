@@ -81,3 +81,37 @@ def test_finetuning_lowers_the_response_loss(pretrained: Path, tiny_corpus, tmp_
     assert meta["model"] == read_meta(pretrained / "checkpoints" / "step_40")["model"]
     assert (Path(saved["checkpoint"]) / "tokenizer.json").read_bytes() == (
         tiny_corpus[0] / "tokenizer.json").read_bytes()
+
+
+def test_a_stopped_finetune_resumes_from_its_own_checkpoint(pretrained: Path, tiny_corpus, tmp_path, capsys):
+    """SIGTERM after the first checkpoint, rerun: the job continues from its step (optimizer, schedule,
+    loader) instead of starting over from init_from, and ends as the uninterrupted job."""
+    import re
+
+    from pipeline.preemption import Preempted
+    from pipeline.testing import signal_after_first_checkpoint
+
+    def config(name: str) -> FinetuneJobConfig:
+        return FinetuneJobConfig.load(None, [f"init_from={pretrained}", f"output_dir={tmp_path / name}",
+                                             f"data.path={tiny_corpus[1]}", "train.max_steps=8",
+                                             "train.global_batch_size=8", "train.micro_batch_size=4",
+                                             "train.warmup_steps=2", "train.log_interval=1",
+                                             "checkpoint.interval=3", "tracking.enabled=false"])
+
+    def losses(output: str) -> dict[int, str]:
+        return {int(m[1]): m[2] for m in re.finditer(r"finetune step\s+(\d+)/\d+\s+(loss \S+)", output)}
+
+    whole = finetune(config("whole"))
+    whole_losses = losses(capsys.readouterr().out)
+    cfg = config("stopped")
+    watcher = signal_after_first_checkpoint(cfg.output_dir)
+    with pytest.raises(Preempted) as stop:
+        finetune(cfg)
+    watcher.join()
+    first = losses(capsys.readouterr().out)
+    resumed = finetune(cfg)
+    second = capsys.readouterr().out
+    assert f"finetune resuming from {tmp_path / 'stopped' / 'checkpoints' / f'step_{stop.value.step}'}" in second
+    assert sorted(losses(second)) == list(range(stop.value.step + 1, 9))
+    assert {**first, **losses(second)} == whole_losses
+    assert resumed.final_val_loss == whole.final_val_loss

@@ -4,17 +4,14 @@ as the uninterrupted job (same losses, same samples, same result)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.checkpoint import newest_checkpoint, read_meta
 from pipeline.preemption import Preempted
+from pipeline.testing import signal_after_first_checkpoint
 from pipeline.train import train
 
 STEPS = ["train.max_steps=8", "train.log_interval=1", "checkpoint.interval=3", "checkpoint.keep=5"]
@@ -28,18 +25,6 @@ def step_losses(output: str) -> dict[int, str]:
 def result(output_dir: str) -> dict:
     data = json.loads((Path(output_dir) / "result.json").read_text())
     return {k: v for k, v in data.items() if k not in ("tokens_per_s", "seconds", "checkpoint")}
-
-
-def signal_after_first_checkpoint(output_dir: str) -> threading.Thread:
-    """SIGTERM this process once step_3 exists, as Slurm would before a time limit."""
-    def watch() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and newest_checkpoint(output_dir) is None:
-            time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGTERM)
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_sigterm_checkpoints_and_the_rerun_ends_as_the_uninterrupted_job(train_config, tmp_path, capsys):
