@@ -61,7 +61,7 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
         resume = read_meta(resume_dir) if resume_dir is not None else None
         if resume is not None:
             check_resumable(resume, resume_dir, model_args=args, strategy=cfg.parallel.strategy,
-                            total_steps=total_steps)
+                            total_steps=total_steps, tokenizer_file=tokenizer_file)
         torch.manual_seed(loop.seed)
         parallel = parallelize(build_model(args), strategy=cfg.parallel, dist=dist, loop=loop,
                                total_steps=total_steps)

@@ -25,6 +25,7 @@ import torch
 
 from data_prep.tokenizer.manifest import MANIFEST_FILE
 from pipeline.checkpoint import (
+    TOKENIZER_FILE,
     newest_checkpoint,
     read_meta,
     resolve_checkpoint,
@@ -131,7 +132,7 @@ def train(cfg: TrainJobConfig) -> TrainResult:
         resume = read_meta(resume_dir) if resume_dir is not None else None
         if resume is not None:
             check_resumable(resume, resume_dir, model_args=args, strategy=cfg.parallel.strategy,
-                            total_steps=total_steps)
+                            total_steps=total_steps, tokenizer_file=tokenizer["file"])
         torch.manual_seed(loop.seed)
         parallel = parallelize(build_model(args), strategy=cfg.parallel, dist=dist, loop=loop,
                                total_steps=total_steps)
@@ -176,9 +177,10 @@ def resume_checkpoint(output_dir: str | Path, resume: str) -> Path | None:
 
 
 def check_resumable(meta: dict[str, Any], step_dir: Path, *, model_args: ModelArgs, strategy: str,
-                    total_steps: int) -> None:
-    """A checkpoint of another model shape, a step past the planned end, or another checkpoint format
-    (DeepSpeed's vs DCP) cannot be continued: one line, before the model is built."""
+                    total_steps: int, tokenizer_file: Path) -> None:
+    """A checkpoint of another model shape or tokenizer (the same ids would mean other text), a step
+    past the planned end, or another checkpoint format (DeepSpeed's vs DCP) cannot be continued: one
+    line, before the model is built."""
     saved = ModelArgs(**meta["model"])
     if saved != model_args:
         diff = ", ".join(f"{field.name} {getattr(saved, field.name)} vs {getattr(model_args, field.name)}"
@@ -186,6 +188,9 @@ def check_resumable(meta: dict[str, Any], step_dir: Path, *, model_args: ModelAr
                          if getattr(saved, field.name) != getattr(model_args, field.name))
         raise ValueError(f"checkpoint {step_dir} is of another model ({diff}); use another output_dir "
                          "or checkpoint.resume=never")
+    if file_sha256(step_dir / TOKENIZER_FILE) != file_sha256(tokenizer_file):
+        raise ValueError(f"checkpoint {step_dir} was trained with another tokenizer than {tokenizer_file}; "
+                         "use the shards it was trained on, another output_dir, or checkpoint.resume=never")
     if meta["step"] > total_steps:
         raise ValueError(f"checkpoint {step_dir} is at step {meta['step']}, past this run's {total_steps} steps")
     if (meta["strategy"].startswith("zero")) != strategy.startswith("zero"):

@@ -61,6 +61,15 @@ def test_resume_never_refuses_an_output_with_checkpoints_and_a_model_change_is_r
         train(train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", "model.d_model=96"))
 
 
+def test_resuming_on_shards_of_another_tokenizer_is_refused(train_config, tmp_path):
+    from pipeline.testing import make_tiny_corpus
+
+    train(train_config("train.max_steps=2", f"output_dir={tmp_path / 'run'}"))
+    other_shards, _ = make_tiny_corpus(tmp_path / "other", docs=200, seed=1)  # same vocab size, other merges
+    with pytest.raises(ValueError, match="was trained with another tokenizer than .*other"):
+        train(train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", f"data.shards={other_shards}"))
+
+
 def test_a_finished_run_resumed_with_more_steps_continues(train_config, tmp_path):
     train(train_config("train.max_steps=2", f"output_dir={tmp_path / 'run'}", "train.warmup_steps=0"))
     result_more = train(train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", "train.warmup_steps=0"))
