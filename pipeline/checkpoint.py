@@ -1,9 +1,12 @@
 """Training checkpoints: ``<output_dir>/checkpoints/step_N/`` and a ``latest`` pointer.
 
-A step directory holds the strategy's state files (DCP: ``.metadata`` + one ``.distcp``
-per rank, with model, optimizer and schedule), ``meta.json`` (step, tokens seen, model
-shape, loader state, MLflow run id, RNG summary), the job's ``config.yaml`` and a copy
-of ``tokenizer.json``, so the directory alone is enough to evaluate, sample or fine-tune.
+A step directory holds the strategy's state files (ddp/fsdp: DCP, ``.metadata`` + one
+``.distcp`` per rank, with model, optimizer and schedule; zero1-3: DeepSpeed's ``zero/``
+beside a DCP copy of the weights), ``meta.json`` (step, tokens seen, model shape, loader
+state, MLflow run id, RNG summary), the job's ``config.yaml`` and a copy of
+``tokenizer.json``, so the directory alone is enough to evaluate, sample or fine-tune.
+Every part resumes on any world size: DCP reshards, ZeRO state is converted to DeepSpeed's
+universal checkpoint (``parallel_deepspeed``), and the loader state is global.
 
 Writes are crash-safe: everything goes into ``step_N.tmp/``, which is renamed once
 complete, and ``checkpoints/latest`` (a text file naming the step directory) is

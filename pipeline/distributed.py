@@ -1,8 +1,11 @@
 """Process-group set-up from the torchrun environment, and the few collectives the loop needs.
 
-One plain process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) gets no process group at
-all: every helper here then works on the local values, so the training code is the
-same with and without torchrun.
+One plain process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) running ddp gets no process
+group at all: every helper here then works on the local values, so the training code
+is the same with and without torchrun. The sharding strategies (fsdp, zero1-3) are
+written against a process group (a device mesh, DeepSpeed's communicator), so one
+process running them gets a group of one rank, with an in-process store: nothing to
+rendezvous with, no port to pick, and no torchrun needed.
 """
 
 from __future__ import annotations
@@ -32,8 +35,13 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(backend: str = "auto") -> DistInfo:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
+GROUPLESS_STRATEGIES = frozenset({"ddp"})
+"""Strategies that one process runs without a process group (ddp is then the plain module)."""
+
+
+def init_distributed(backend: str = "auto", *, strategy: str = "ddp") -> DistInfo:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT);
+    in one process, make a group of one rank unless ``strategy`` runs without (module docstring).
 
     ``auto`` picks nccl when CUDA is available, gloo otherwise. A process group that already
     exists (a test harness made it) is reused.
@@ -48,9 +56,12 @@ def init_distributed(backend: str = "auto") -> DistInfo:
         device = torch.device("cpu")
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
-    owns_group = world_size > 1 and not dist.is_initialized()
-    if owns_group:
-        dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
+    owns_group = (world_size > 1 or strategy not in GROUPLESS_STRATEGIES) and not dist.is_initialized()
+    device_id = device if backend == "nccl" else None
+    if owns_group and world_size > 1:
+        dist.init_process_group(backend, device_id=device_id)
+    elif owns_group:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, device_id=device_id)
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device, owns_group=owns_group)

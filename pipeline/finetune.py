@@ -38,7 +38,7 @@ from pipeline.train import (
 def finetune(cfg: FinetuneJobConfig) -> TrainResult:
     """Fine-tune the checkpoint ``cfg.init_from`` on ``cfg.data.path``; call it in every rank."""
     started = time.perf_counter()
-    dist = init_distributed(cfg.parallel.backend)
+    dist = init_distributed(cfg.parallel.backend, strategy=cfg.parallel.strategy)
     try:
         init_dir = resolve_checkpoint(cfg.init_from)
         init_meta = read_meta(init_dir)

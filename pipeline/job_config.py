@@ -177,8 +177,11 @@ class ParallelConfig(Config):
 
     strategy: str = "ddp"
     """ddp: replicated weights. fsdp: FSDP2, every block sharded. zero1/zero2/zero3: DeepSpeed ZeRO
-    (optimizer state / + gradients / + parameters partitioned). One process without torchrun is
-    plain single-device training, and only ddp runs there."""
+    (optimizer state / + gradients / + parameters partitioned). Every strategy also runs in one
+    process without torchrun (ddp as the plain module, the others over a process group of one
+    rank), and a checkpoint resumes on any number of processes: DCP reshards ddp/fsdp state, and
+    ZeRO state written by another number of ranks is converted once to DeepSpeed's universal
+    checkpoint."""
     backend: str = "auto"
     """auto: nccl on CUDA, gloo on CPU."""
     fsdp_reshard_after_forward: bool = True

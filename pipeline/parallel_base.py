@@ -130,6 +130,13 @@ class ParallelModel(ABC):
         self.scheduler.load_state_dict(state["scheduler"])
 
 
+def require_process_group(strategy: str) -> None:
+    """The sharding strategies run over a process group, one of a single rank in one process."""
+    if not torch.distributed.is_initialized():
+        raise ValueError(f"parallel.strategy {strategy} needs a process group: launch with torchrun, or call "
+                         f"init_distributed(strategy={strategy!r}), which makes one of one rank for one process")
+
+
 def init_on_cpu(model: Transformer) -> Transformer:
     """Materialise a meta-built model on the CPU and draw its initial weights (see the module docstring)."""
     model.to_empty(device="cpu")

@@ -20,10 +20,15 @@ What is ours and what is DeepSpeed's:
   and sample counters) is only reset correctly by a ``step()``.
 
 Checkpoints: DeepSpeed's own format (``latest``, ``zero/`` with one model and one optimizer file
-per rank, ``zero_to_fp32.py``), resumable on the same world size; plus, written by rank 0 from
-the fp32 master weights (``zero_to_fp32``), a DCP copy of the weights under the plain model's
-keys (``.metadata`` + ``__0_0.distcp``) so ``load_model_weights`` (inference, export) and
-``model_only`` loads read every strategy's checkpoints alike, at any world size.
+per rank, ``zero_to_fp32.py``); plus, written by rank 0 from the fp32 master weights
+(``zero_to_fp32``), a DCP copy of the weights under the plain model's keys (``.metadata`` +
+``__0_0.distcp``) so ``load_model_weights`` (inference, export) and ``model_only`` loads read
+every strategy's checkpoints alike, at any world size. A run on as many ranks as wrote ``zero/``
+loads it as it is. A run on another number (one process included: ``init_distributed`` gives it a
+group of one) has rank 0 convert it once with DeepSpeed's ``ds_to_universal`` into
+``zero_universal/`` (per parameter: weights, Adam moments), which the engine loads as a universal
+checkpoint and partitions for its own ranks; the schedule and the engine's counters come from the
+model-state file as usual.
 
 Not JIT-compiled: the shm all-reduce op (only used for inference) is switched off and the
 optimizer is torch's, so a cold machine builds nothing (docs: PLATFORM.md section 2).
@@ -31,11 +36,16 @@ optimizer is torch's, so a cold machine builds nothing (docs: PLATFORM.md sectio
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
+import logging
 import math
 import os
+import shutil
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -43,7 +53,7 @@ from typing import Any, ClassVar
 import torch
 import torch.distributed.checkpoint as dcp
 
-from pipeline.distributed import DistInfo, barrier
+from pipeline.distributed import DistInfo, barrier, broadcast_object
 from pipeline.job_config import LoopConfig, ParallelConfig
 from pipeline.model import Transformer
 from pipeline.optim import build_optimizer, build_scheduler
@@ -52,10 +62,14 @@ from pipeline.parallel_base import (
     init_on_cpu,
     quiet_without_process_group,
     read_model_weights,
+    require_process_group,
 )
 
 TAG = "zero"
 """Sub-directory of a checkpoint with DeepSpeed's files; the step directory around it is already unique."""
+UNIVERSAL_TAG = "zero_universal"
+"""Sub-directory with the same state in DeepSpeed's universal format (one directory per parameter, not one
+file per rank), written when a run on another number of ranks resumes the checkpoint."""
 
 
 def ds_config(loop: LoopConfig, options: ParallelConfig, *, stage: int, world_size: int, on_cuda: bool
@@ -101,6 +115,46 @@ def saved_world_size(directory: str | Path) -> int:
     return len(list((Path(directory) / TAG).glob("*_optim_states.pt")))
 
 
+def resume_tag(directory: str | Path, world_size: int) -> str:
+    """Which ZeRO state of a checkpoint a run on ``world_size`` ranks loads: DeepSpeed's own (``TAG``) when as
+    many ranks wrote it, else its universal conversion (``UNIVERSAL_TAG``, made on first need)."""
+    saved_by = saved_world_size(directory)
+    if not saved_by:
+        raise FileNotFoundError(f"{directory} has no ZeRO state ({TAG}/); a checkpoint of another "
+                                "strategy can only give the weights (model_only)")
+    return TAG if saved_by == world_size else UNIVERSAL_TAG
+
+
+def convert_to_universal(directory: str | Path) -> Path:
+    """DeepSpeed's ``ds_to_universal`` of ``<directory>/zero`` into ``<directory>/zero_universal``; returns that.
+
+    Done once: a finished conversion is reused. It is staged in ``zero_universal.tmp/`` and renamed when
+    complete (as checkpoints are), so a conversion killed half-way is redone, never loaded.
+    """
+    from deepspeed.checkpoint import ds_to_universal
+
+    directory = Path(directory)
+    final, staging = directory / UNIVERSAL_TAG, directory / f"{UNIVERSAL_TAG}.tmp"
+    if final.is_dir():
+        return final
+    shutil.rmtree(staging, ignore_errors=True)
+    # It makes regular expressions of the paths it writes, unescaped (0.19.8), so a '+' or '(' in the output
+    # dir's path breaks it: it is given the directory through a symlink with a plain name instead.
+    with tempfile.TemporaryDirectory(prefix="lmpipe_universal_") as tmp:
+        plain = Path(tmp) / "checkpoint"
+        plain.symlink_to(directory.resolve(), target_is_directory=True)
+        args = argparse.Namespace(input_folder=str(plain / TAG), output_folder=str(plain / staging.name),
+                                  num_extract_workers=1, num_merge_workers=1,  # in this process: no worker pool
+                                  keep_temp_folder=False, strict=True,
+                                  inject_missing_state=True)  # the version stamp our engines do not save
+        # It reports every step and file (print and tqdm): keep that out of the training log.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            ds_to_universal.main(args)
+    staging.rename(final)
+    (directory / "latest_universal").write_text(UNIVERSAL_TAG)  # DeepSpeed's pointer; it named the staging dir
+    return final
+
+
 class DeepSpeedModel(ParallelModel):
     """A ZeRO stage over the ranks (the subclasses name the stage)."""
 
@@ -109,14 +163,13 @@ class DeepSpeedModel(ParallelModel):
     def __init__(self, model: Transformer, *, dist: DistInfo, loop: LoopConfig, total_steps: int,
                  options: ParallelConfig):
         super().__init__(dist=dist, loop=loop, options=options)
-        if not dist.is_distributed:
-            raise ValueError(f"parallel.strategy {self.strategy} needs more than one process "
-                             "(launch with torchrun); use ddp for one")
+        require_process_group(self.strategy)
         if loop.compile or loop.activation_checkpointing:
             raise ValueError(f"train.compile and train.activation_checkpointing are for ddp and fsdp, not "
                              f"{self.strategy} (ZeRO's parameter hooks are untested under them)")
         self.autocast_dtype = None  # the engine casts the model itself when bf16 is on
         self.deepspeed = import_deepspeed(dist.device.type)
+        os.environ.setdefault("LOCAL_RANK", str(dist.local_rank))  # the engine asserts it; one process has none
         config = ds_config(loop, options, stage=self.stage, world_size=dist.world_size,
                            on_cuda=dist.device.type == "cuda")
         self.model = init_on_cpu(model).to(dist.device)  # same initial weights as every strategy (parallel_base)
@@ -172,16 +225,16 @@ class DeepSpeedModel(ParallelModel):
         barrier()
 
     def load(self, directory: str | Path, *, model_only: bool = False) -> None:
-        """DeepSpeed's checkpoint (same world size); ``model_only``: the DCP weights of any strategy's checkpoint."""
+        """DeepSpeed's checkpoint, converted to the universal format first when another number of ranks wrote
+        it (module docstring); ``model_only``: the DCP weights of any strategy's checkpoint."""
         if not model_only:
-            saved_by = saved_world_size(directory)
-            if not saved_by:
-                raise FileNotFoundError(f"{directory} has no ZeRO state ({TAG}/); a checkpoint of another "
-                                        "strategy can only give the weights (model_only)")
-            if saved_by != self.dist.world_size:
-                raise ValueError(f"{directory} holds ZeRO state of {saved_by} ranks; resume it on {saved_by} "
-                                 f"(this run has {self.dist.world_size}), or load its weights only")
-            self.engine.load_checkpoint(str(directory), tag=TAG)
+            tag = resume_tag(directory, self.dist.world_size)
+            if tag == UNIVERSAL_TAG:
+                self._convert_on_main(directory)
+            with self._loading_universal(tag == UNIVERSAL_TAG):
+                self.engine.load_checkpoint(str(directory), tag=tag)
+            if tag == UNIVERSAL_TAG and self.stage == 3:
+                self._repair_zero3_universal_load(Path(directory) / UNIVERSAL_TAG)
             return
         weights = read_model_weights(self.model, directory)
         for name, param in self.model.named_parameters():
@@ -190,6 +243,49 @@ class DeepSpeedModel(ParallelModel):
             # ... and the weights the forward pass uses (under zero3 gathered, set, and partitioned again).
             with self.deepspeed.zero.GatheredParameters([param], modifier_rank=0, enabled=self.stage == 3):
                 param.data.copy_(weights[name])
+
+    def _convert_on_main(self, directory: str | Path) -> None:
+        """Rank 0 converts (once, see ``convert_to_universal``) while the others wait; a failure fails every rank."""
+        error = None
+        if self.dist.is_main:
+            try:
+                convert_to_universal(directory)
+            except Exception as exc:  # whatever it is: raised below on every rank, chained to it on rank 0
+                error = exc
+        message = broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+        if message is not None:
+            raise RuntimeError(f"{directory} holds ZeRO state of {saved_world_size(directory)} ranks, and converting "
+                               f"it to DeepSpeed's universal checkpoint for {self.dist.world_size} failed: {message}"
+                               ) from error
+
+    def _repair_zero3_universal_load(self, universal: Path) -> None:
+        """Undo two slips of DeepSpeed's ZeRO-3 universal load (0.19.8,
+        ``load_hp_checkpoint_state_from_checkpoint_dir_stage3``): it gives every param group the first saved
+        group's hyperparameters (the no-decay group would decay), and one ``step`` tensor to every group's
+        state, which AdamW then advances once per group and step (wrong bias correction from the next step on).
+        ``self.optimizer`` is ours: the ZeRO optimizer steps it in place."""
+        saved = torch.load(universal / "zero" / "optimizer_state.pt", map_location="cpu", weights_only=False)
+        groups = saved["optimizer_state_dict"]["param_groups"]
+        for group, saved_group in zip(self.optimizer.param_groups, groups, strict=True):
+            group.update({key: value for key, value in saved_group.items() if key != "params"})
+        for state in self.optimizer.state.values():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].clone()
+
+    @contextlib.contextmanager
+    def _loading_universal(self, universal: bool) -> Iterator[None]:
+        """The engine reads which format to load from its config (``checkpoint.load_universal``), fixed when it
+        was built, before anyone knew which checkpoint comes: set it for this one load."""
+        config, logger = self.engine._config, self.deepspeed.utils.logger
+        before, level = config.load_universal_checkpoint, logger.level
+        config.load_universal_checkpoint = universal
+        if universal:
+            logger.setLevel(logging.ERROR)  # it warns that no tensor-parallel unit was given: we have none
+        try:
+            yield
+        finally:
+            config.load_universal_checkpoint = before
+            logger.setLevel(level)
 
 
 class ZeRO1Model(DeepSpeedModel):

@@ -4,8 +4,10 @@ Each block is its own ``fully_shard`` unit, so only one block's weights are gath
 time; the root unit holds the (possibly tied) embedding and output head. Mixed precision
 is FSDP2's policy, not autocast: bf16 weights for compute, fp32 gradient reduction, fp32
 sharded master weights for the optimizer. Checkpoints are the base class's DCP ones:
-``get_state_dict`` turns the sharded parameters into DTensors with the plain model's keys,
-so any world size (or one process, ``load_model_weights``) can read them back.
+``get_state_dict`` turns the sharded parameters and optimizer state into DTensors with the
+plain model's keys, so a run on any world size resumes them (DCP reshards on load), and one
+process reads the weights alone (``load_model_weights``). One process trains on a mesh of one
+rank (``init_distributed`` makes its group): the same code, nothing sharded.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from pipeline.distributed import DistInfo
 from pipeline.job_config import LoopConfig, ParallelConfig
 from pipeline.model import Transformer
 from pipeline.optim import build_optimizer, build_scheduler
-from pipeline.parallel_base import ParallelModel, init_on_cpu, prepare_blocks
+from pipeline.parallel_base import (
+    ParallelModel,
+    init_on_cpu,
+    prepare_blocks,
+    require_process_group,
+)
 
 
 class FSDPModel(ParallelModel):
@@ -34,9 +41,7 @@ class FSDPModel(ParallelModel):
     def __init__(self, model: Transformer, *, dist: DistInfo, loop: LoopConfig, total_steps: int,
                  options: ParallelConfig):
         super().__init__(dist=dist, loop=loop, options=options)
-        if not dist.is_distributed:
-            raise ValueError("parallel.strategy fsdp needs more than one process (launch with torchrun); "
-                             "use ddp for one")
+        require_process_group(self.strategy)
         self.autocast_dtype = None  # the policy below casts instead
         mesh = init_device_mesh(dist.device.type, (dist.world_size,))
         policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)

@@ -106,7 +106,7 @@ class LoopOutcome:
 def train(cfg: TrainJobConfig) -> TrainResult:
     """Pretrain ``cfg.model`` on ``cfg.data`` (one shards directory or a weighted mixture); call it in every rank."""
     started = time.perf_counter()
-    dist = init_distributed(cfg.parallel.backend)
+    dist = init_distributed(cfg.parallel.backend, strategy=cfg.parallel.strategy)
     try:
         specs = sources_from_config(cfg.data)
         directories = list(dict.fromkeys(Path(spec.shards) for spec in specs))

@@ -271,14 +271,15 @@ def test_batch_not_divisible_by_ranks_fails_before_any_setup():
 
 
 @pytest.mark.parametrize("strategy", ["fsdp", "zero2"])
-def test_sharded_strategies_refuse_one_process(strategy):
-    with pytest.raises(ValueError, match=f"parallel.strategy {strategy} needs more than one process"):
+def test_sharded_strategies_need_a_process_group(strategy):
+    # init_distributed(strategy=...) gives one process a group of one rank; with no group at all they refuse.
+    with pytest.raises(ValueError, match=f"parallel.strategy {strategy} needs a process group"):
         build(strategy, DistInfo())
 
 
 @pytest.mark.parametrize(("optim_files", "message"), [
     (0, "has no ZeRO state"),
-    (4, "holds ZeRO state of 4 ranks; resume it on 4 \\(this run has 2\\)"),
+    (4, "holds ZeRO state of 4 ranks, and converting it to DeepSpeed's universal checkpoint for 2 failed"),
 ])
 def test_zero_resume_refuses_a_checkpoint_it_cannot_restore(tmp_path, optim_files, message):
     (tmp_path / TAG).mkdir()
@@ -286,5 +287,5 @@ def test_zero_resume_refuses_a_checkpoint_it_cannot_restore(tmp_path, optim_file
         (tmp_path / TAG / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").touch()
     zero = object.__new__(ZeRO2Model)  # the checks come before the engine is touched
     zero.dist = DistInfo(world_size=2)
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
+    with pytest.raises((RuntimeError, FileNotFoundError), match=message):
         zero.load(tmp_path)

@@ -1,0 +1,193 @@
+"""A checkpoint resumes on another world size: 2 ranks -> 1 process -> 2 ranks, for FSDP (DCP reshards)
+and ZeRO 1-3 (DeepSpeed's universal checkpoint, converted on first need), continuing the same loss
+curve with every sample seen once.
+
+How, per strategy: one uninterrupted 2-rank torchrun job of 10 steps with checkpoints at 4, 8 and 10 is
+the reference. A copy of its output dir (and MLflow db) without the checkpoints after step 4 is what a
+job killed after its step-4 checkpoint leaves (``test_kill_resume`` kills one for real);
+``checkpoint.resume=auto`` continues it in one plain process (``lmpipe train``, no torchrun). That
+job's own step-8 checkpoint, now one rank's, is continued on 2 ranks the same way. Each resumed job
+re-attaches to the MLflow run; its values are the ones logged after the copy, at full precision.
+The pure parts (which ZeRO state a resume loads, reuse and failure of a conversion) are plain unit
+tests, without the slow/distributed marks.
+
+Tolerances against the uninterrupted run (another world size sums gradients in another order):
+losses, grad norms and the final val loss rtol 1e-5; the LR is the schedule's, equal. Measured on
+the 2-core CPU machine over all four strategies: losses <= 7e-8, grad norms <= 2.1e-6 (fsdp).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.checkpoint import newest_checkpoint, read_meta
+from pipeline.distributed import DistInfo
+from pipeline.parallel_deepspeed import TAG, UNIVERSAL_TAG, ZeRO2Model, convert_to_universal, resume_tag
+
+LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
+STEPS, GLOBAL_BATCH = 10, 8
+LOSS_RTOL, NORM_RTOL = 1e-5, 1e-5
+
+
+def command(nproc: int, strategy: str, shards: Path, output: Path) -> list[str]:
+    launch = ["train"] if nproc == 1 else ["launch", "torchrun", "--nproc-per-node", str(nproc), "--", "train"]
+    return [LMPIPE, *launch, f"data.shards={shards}", f"output_dir={output}", f"parallel.strategy={strategy}",
+            "model.seq_len=64", f"train.global_batch_size={GLOBAL_BATCH}", "train.micro_batch_size=2",
+            f"train.max_steps={STEPS}", "train.warmup_steps=2", "train.log_interval=1", "train.eval_interval=0",
+            "data.val_windows=8", "checkpoint.interval=4", "checkpoint.keep=3", f"tracking.uri={uri(output)}",
+            "checkpoint.resume=auto"]
+
+
+def uri(output: Path) -> str:
+    return f"sqlite:///{output.with_suffix('.db')}"
+
+
+def run(cmd: list[str]) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def copy_stopped_after(source: Path, step: int, target: Path) -> None:
+    """``target``: ``source``'s output and MLflow db as a job stopped after its step-``step`` checkpoint left them."""
+    shutil.copytree(source, target)
+    shutil.copyfile(source.with_suffix(".db"), target.with_suffix(".db"))
+    (target / "result.json").unlink()
+    for step_dir in (target / "checkpoints").glob("step_*"):
+        if int(step_dir.name.removeprefix("step_")) > step:
+            shutil.rmtree(step_dir)
+    assert read_meta(newest_checkpoint(target))["step"] == step
+
+
+def metrics(output: Path) -> Counter:
+    """Every (key, step, timestamp, value) the output's MLflow run holds."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri(output))
+    run_id = read_meta(newest_checkpoint(output))["mlflow_run_id"]
+    return Counter((key, m.step, m.timestamp, m.value) for key in ("train/loss", "grad_norm", "lr", "val/loss")
+                   for m in client.get_metric_history(run_id, key))
+
+
+def logged_since(before: Counter, output: Path) -> dict[str, dict[int, float]]:
+    """{key: {step: value}} of what the resumed job in ``output`` logged on top of ``before``."""
+    values: dict[str, dict[int, float]] = {}
+    for key, step, _, value in metrics(output) - before:
+        assert step not in values.setdefault(key, {}), f"{key} logged twice at step {step}"
+        values[key][step] = value
+    return values
+
+
+def assert_continues(resumed: dict[str, dict[int, float]], whole: dict[str, dict[int, float]], after: int) -> None:
+    steps = list(range(after + 1, STEPS + 1))
+    for key, rtol in (("train/loss", LOSS_RTOL), ("grad_norm", NORM_RTOL), ("lr", 0)):
+        assert sorted(resumed[key]) == steps, key
+        expected = [whole[key][step] for step in steps]
+        assert [resumed[key][step] for step in steps] == pytest.approx(expected, rel=rtol, abs=0), key
+    assert resumed["val/loss"][STEPS] == pytest.approx(whole["val/loss"][STEPS], rel=LOSS_RTOL)
+
+
+def as_dict(counter: Counter) -> dict[str, dict[int, float]]:
+    values: dict[str, dict[int, float]] = {}
+    for key, step, _, value in counter:
+        values.setdefault(key, {})[step] = value
+    return values
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fsdp", "zero1", "zero2", "zero3"])
+def test_resume_on_another_world_size_continues_the_same_curve(tiny_corpus, tmp_path, strategy):
+    shards, root = tiny_corpus[0], tmp_path / "runs+1"  # a '+' in the path: DeepSpeed's trap (convert_to_universal)
+    whole_dir = root / "whole"
+    run(command(2, strategy, shards, whole_dir))
+    whole = as_dict(metrics(whole_dir))
+    assert sorted(whole["train/loss"]) == list(range(1, STEPS + 1))
+
+    # 2 ranks -> 1 process, from step 4.
+    one = root / "one"
+    copy_stopped_after(whole_dir, 4, one)
+    before = metrics(one)
+    output = run(command(1, strategy, shards, one))
+    assert "resuming from" in output and "step 4" in output
+    assert_continues(logged_since(before, one), whole, after=4)
+    meta = read_meta(newest_checkpoint(one))
+    assert meta["world_size"] == 1 and meta["loader"]["sample_index"] == STEPS * GLOBAL_BATCH  # every sample once
+    if strategy.startswith("zero"):  # converted once, into the checkpoint it resumed from
+        assert (one / "checkpoints" / "step_4" / UNIVERSAL_TAG).is_dir()
+        assert not (one / "checkpoints" / "step_8" / UNIVERSAL_TAG).exists()
+
+    # 1 process -> 2 ranks, from the one-process job's step 8.
+    two = root / "two"
+    copy_stopped_after(one, 8, two)
+    before = metrics(two)
+    run(command(2, strategy, shards, two))
+    assert_continues(logged_since(before, two), whole, after=8)
+    if strategy.startswith("zero"):
+        assert (two / "checkpoints" / "step_8" / UNIVERSAL_TAG).is_dir()
+    meta = read_meta(newest_checkpoint(two))
+    assert meta["world_size"] == 2 and meta["loader"]["sample_index"] == STEPS * GLOBAL_BATCH
+    result = json.loads((two / "result.json").read_text())
+    expected = json.loads((whole_dir / "result.json").read_text())
+    assert (result["steps"], result["tokens_seen"]) == (expected["steps"], expected["tokens_seen"])
+
+
+def fake_zero_checkpoint(directory: Path, ranks: int) -> Path:
+    (directory / TAG).mkdir(parents=True)
+    for rank in range(ranks):
+        (directory / TAG / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").touch()
+    return directory
+
+
+@pytest.mark.parametrize(("saved_by", "world_size", "tag"), [(2, 2, TAG), (2, 1, UNIVERSAL_TAG),
+                                                             (1, 2, UNIVERSAL_TAG), (4, 2, UNIVERSAL_TAG)])
+def test_zero_resume_converts_only_for_another_world_size(tmp_path, saved_by, world_size, tag):
+    assert resume_tag(fake_zero_checkpoint(tmp_path, saved_by), world_size) == tag
+
+
+def test_zero_resume_without_zero_state_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="has no ZeRO state"):
+        resume_tag(tmp_path, 2)
+
+
+def test_a_finished_conversion_is_reused(tmp_path):
+    directory = fake_zero_checkpoint(tmp_path, 2)  # not convertible: a reused conversion never reads it
+    (directory / UNIVERSAL_TAG).mkdir()
+    assert convert_to_universal(directory) == directory / UNIVERSAL_TAG
+
+
+def test_a_failed_conversion_fails_the_load_clearly_and_leaves_nothing_to_load(tmp_path):
+    directory = fake_zero_checkpoint(tmp_path, 4)  # empty files: ds_to_universal cannot read them
+    zero = object.__new__(ZeRO2Model)  # the conversion comes before the engine is touched
+    zero.dist = DistInfo(world_size=2)
+    with pytest.raises(RuntimeError, match="holds ZeRO state of 4 ranks, and converting it to DeepSpeed's "
+                                           "universal checkpoint for 2 failed: "):
+        zero.load(directory)
+    assert not (directory / UNIVERSAL_TAG).exists()
+
+
+@pytest.mark.distributed
+def test_one_process_gets_a_group_of_one_for_sharding_strategies_only():
+    # In a child process: a process group made here would outlive the test.
+    code = """
+import torch.distributed as dist
+from pipeline.distributed import init_distributed, shutdown_distributed
+info = init_distributed(strategy="ddp")
+assert not info.owns_group and not dist.is_initialized()
+info = init_distributed(strategy="zero3")
+assert info.owns_group and dist.get_world_size() == 1 and (info.rank, info.world_size) == (0, 1)
+shutdown_distributed(info)
+assert not dist.is_initialized()
+"""
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
