@@ -6,6 +6,7 @@ import pytest
 
 from data_prep.config import PrepConfig
 from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
+from launch.slurm_profile import SlurmProfile
 from pipeline.demo import DemoConfig
 from pipeline.job_config import FinetuneJobConfig, TrainJobConfig
 from pipeline.ladder import SIZES
@@ -29,6 +30,8 @@ SHIPPED = {
     "train/zero3.yaml": (TrainJobConfig, ["data.shards=s"]),
     **{f"train/{size}.yaml": (TrainJobConfig, ["data.shards=s"]) for size in LADDER_PRESETS},
     "finetune/tiny.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
+    "slurm/local.yaml": (SlurmProfile, []),
+    "slurm/gpu-8x.yaml": (SlurmProfile, ["partition=gpu"]),
 }
 
 

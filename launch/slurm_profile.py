@@ -1,0 +1,123 @@
+"""A cluster's Slurm settings, kept apart from any run's config (``configs/slurm/*.yaml``).
+
+Loaded with the repo's ``Config`` loader, so an unknown key or a wrong type is the same
+one-line error as in every other config; ``required: [partition]`` in a profile makes an empty
+partition an error that says how to give it (``--set partition=NAME``). Everything here is
+rendered into an sbatch script by ``launch.slurm``; the checks below reject values that could
+not be rendered safely.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+
+from launch.hosts import check_nodelist
+from pipeline.config import Config, require, require_choice
+
+CONTAINER_RUNTIMES = ("pyxis", "apptainer")
+_TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|\d+")
+"""Slurm's time formats: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass
+class ContainerConfig(Config):
+    image: str = ""
+    """Empty: no container. Otherwise the image every rank runs in, e.g. ``nvcr.io#nvidia/pytorch:25.01-py3``
+    (pyxis) or ``/shared/images/lmpipe.sif`` (apptainer)."""
+    runtime: str = "pyxis"
+    """pyxis: ``srun --container-image=...`` (enroot); apptainer: ``apptainer exec --nv IMAGE`` inside srun."""
+    mounts: list[str] = field(default_factory=list)
+    """``SRC:DST`` bind mounts, e.g. the shared file system holding the shards and outputs."""
+    workdir: str = ""
+    """Working directory inside the container; empty: the runtime's default."""
+
+    def check(self, prefix: str) -> None:
+        require_choice(self.runtime, f"{prefix}runtime", CONTAINER_RUNTIMES)
+        for mount in self.mounts:
+            require(":" in mount, f"{prefix}mounts", f"{mount!r} is not SRC:DST")
+
+
+@dataclass
+class SlurmProfile(Config):
+    """What one cluster needs to run a job; the run itself (model, data, steps) stays in its own config."""
+
+    required: list[str] = field(default_factory=list)
+    """Keys this cluster cannot do without (e.g. ``[partition, account]``): left empty, they are an error."""
+    partition: str = ""
+    """Empty: the cluster's default partition."""
+    account: str = ""
+    qos: str = ""
+    time: str = "01:00:00"
+    """Wall-clock limit: minutes, HH:MM:SS or D-HH:MM:SS."""
+    time_min: str = ""
+    """With it, Slurm may start the job sooner with a shorter limit (backfill); a requeue continues it."""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    """0: a CPU-only job (ranks per node from ``procs_per_node``)."""
+    procs_per_node: int = 0
+    """Ranks per node; 0: one per GPU. On CPU-only nodes, how many processes share the cores."""
+    cpus_per_task: int = 0
+    """Cores for the one task per node (torchrun and its ranks); 0: the partition's default."""
+    mem: str = ""
+    """Memory per node, e.g. ``480G``; ``0`` asks for all of it; empty: the partition's default."""
+    constraint: str = ""
+    nodelist: str = ""
+    """Run on exactly these nodes, as a Slurm hostlist (``gpu[01-04]``); empty: any."""
+    exclusive: bool = False
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run before the launch on the batch node (``module load ...``, ``source .venv/bin/activate``);
+    copied verbatim: they are the user's own shell."""
+    container: ContainerConfig = field(default_factory=ContainerConfig)
+    env: dict[str, str] = field(default_factory=dict)
+    """Exported before the launch, over the defaults (``launch.slurm.default_env``); an empty value unsets
+    the variable. NCCL_SOCKET_IFNAME is left alone unless set here: NCCL's own pick is usually right."""
+    signal_seconds: int = 300
+    """USR2 this long before the time limit: the ranks checkpoint and exit 75, and the job is requeued."""
+    max_requeues: int = 3
+    """Requeue at most this many times (preemption or time limit); 0: never."""
+    log_dir: str = "logs"
+    """Where Slurm writes ``<job name>-<job id>.out`` (created before submitting; Slurm does not create it)."""
+
+    @property
+    def ranks_per_node(self) -> int:
+        return self.procs_per_node or self.gpus_per_node or 1
+
+    def check(self, prefix: str) -> None:
+        for key in self.required:
+            require_choice(key, f"{prefix}required", [name for name in _fields(self) if name != "required"])
+            require(bool(getattr(self, key)), f"{prefix}{key}",
+                    f"this profile requires it; give it with --set {key}=VALUE")
+        for key in self.required:
+            require_choice(key, f"{prefix}required", [name for name in _fields(self) if name != "required"])
+            require(bool(getattr(self, key)), f"{prefix}{key}",
+                    f"this profile requires it; give it with --set {key}=VALUE")
+        for key in ("partition", "account", "qos", "constraint", "mem", "log_dir"):
+            value = getattr(self, key)
+            require(value.isprintable(), f"{prefix}{key}", f"{value!r} holds a control character")
+        require(bool(_TIME.fullmatch(self.time)), f"{prefix}time", f"{self.time!r} is not a Slurm time (HH:MM:SS)")
+        require(not self.time_min or bool(_TIME.fullmatch(self.time_min)), f"{prefix}time_min",
+                f"{self.time_min!r} is not a Slurm time (HH:MM:SS)")
+        require(self.nodes >= 1, f"{prefix}nodes", "must be >= 1")
+        require(self.gpus_per_node >= 0, f"{prefix}gpus_per_node", "must be >= 0")
+        require(self.procs_per_node >= 0, f"{prefix}procs_per_node", "must be >= 0 (0: one per GPU)")
+        require(not self.gpus_per_node or self.procs_per_node in (0, self.gpus_per_node), f"{prefix}procs_per_node",
+                f"one rank per GPU: leave it 0 or set it to gpus_per_node={self.gpus_per_node}")
+        require(self.cpus_per_task >= 0, f"{prefix}cpus_per_task", "must be >= 0")
+        if self.nodelist:
+            try:
+                check_nodelist(self.nodelist)
+            except ValueError as exc:
+                require(False, f"{prefix}nodelist", str(exc))
+        for line in self.setup:
+            require("\n" not in line, f"{prefix}setup", "one shell line per list item")
+        for name in self.env:
+            require(bool(_ENV_NAME.fullmatch(name)), f"{prefix}env", f"{name!r} is not an environment variable name")
+        require(self.signal_seconds >= 0, f"{prefix}signal_seconds", "must be >= 0 (0: no warning signal)")
+        require(self.max_requeues >= 0, f"{prefix}max_requeues", "must be >= 0")
+        require(bool(self.log_dir), f"{prefix}log_dir", "give a directory for the job logs")
+
+
+def _fields(profile: SlurmProfile) -> list[str]:
+    return [f.name for f in fields(profile)]
