@@ -11,6 +11,12 @@ universal checkpoint (``parallel_deepspeed``), and the loader state is global.
 Writes are crash-safe: everything goes into ``step_N.tmp/``, which is renamed once
 complete, and ``checkpoints/latest`` (a text file naming the step directory) is
 replaced last. Only the newest ``keep`` step directories stay.
+
+With ``checkpoint.async_save`` (ddp, fsdp) a save costs training only the copy of the
+state to host memory: a background thread writes the files and then completes the step
+directory (meta, rename, ``latest``) as above, so a run killed mid-write resumes from the
+previous checkpoint. One write is in flight at a time; the job waits for it before the
+next save and before it ends (``AsyncCheckpointer``).
 """
 
 from __future__ import annotations
@@ -20,11 +26,15 @@ import json
 import os
 import re
 import shutil
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 from tokenizers import Tokenizer
+from torch.distributed import ProcessGroup
 
 from pipeline.config import Config
 from pipeline.distributed import DistInfo, barrier
@@ -44,40 +54,85 @@ TIED_HEAD = "output.weight"
 def save_checkpoint(output_dir: str | Path, *, parallel: ParallelModel, dist: DistInfo, step: int,
                     tokens_seen: int, config: Config, model_args: ModelArgs, tokenizer_file: str | Path,
                     loader_state: dict[str, Any], mlflow_run_id: str | None, seed: int, keep: int,
-                    progress: dict[str, Any] | None = None) -> Path:
+                    progress: dict[str, Any] | None = None, writer: AsyncCheckpointer | None = None) -> Path:
     """Write ``checkpoints/step_<step>/`` (collective: every rank must call it); returns its path.
-    ``progress``: what a resumed run needs to report as an uninterrupted one would (first losses)."""
+    ``progress``: what a resumed run needs to report as an uninterrupted one would (first losses).
+    ``writer``: write in the background (module docstring); the path is then complete once
+    ``writer.wait()`` returns."""
     root = Path(output_dir) / CHECKPOINTS_DIR
     final, staging = root / f"step_{step}", root / f"step_{step}.tmp"
+    if writer is not None:
+        writer.wait()  # the previous write completes (or fails) before this one starts
     if dist.is_main:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     barrier()
-    parallel.save(staging)
-    barrier()
-    if dist.is_main:
-        meta = {
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "model": dataclasses.asdict(model_args),
-            "strategy": parallel.strategy,
-            "world_size": dist.world_size,
-            "loader": loader_state,
-            "mlflow_run_id": mlflow_run_id,
-            "progress": progress or {},
-            # Training draws no random numbers after init (no dropout; the loaders seed their own
-            # permutations), so the seed and the generator's position say all there is.
-            "rng": {"seed": seed, "torch_initial_seed": torch.initial_seed()},
-        }
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        config.save(staging / CONFIG_FILE)
-        shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
-        _write_atomically(root / LATEST_FILE, final.name + "\n")
-        _prune(root, keep)
-    barrier()
+    meta = {
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "model": dataclasses.asdict(model_args),
+        "strategy": parallel.strategy,
+        "world_size": dist.world_size,
+        "loader": loader_state,
+        "mlflow_run_id": mlflow_run_id,
+        "progress": progress or {},
+        # Training draws no random numbers after init (no dropout; the loaders seed their own
+        # permutations), so the seed and the generator's position say all there is.
+        "rng": {"seed": seed, "torch_initial_seed": torch.initial_seed()},
+    }
+
+    def complete(group: ProcessGroup | None = None) -> None:
+        """After every rank's files are written: rank 0 adds meta, config and tokenizer, then publishes."""
+        barrier(group)
+        if dist.is_main:
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            config.save(staging / CONFIG_FILE)
+            shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+            _write_atomically(root / LATEST_FILE, final.name + "\n")
+            _prune(root, keep)
+        barrier(group)
+
+    if writer is None:
+        parallel.save(staging)
+        complete()
+    else:
+        writer.start(parallel.save_async(staging, process_group=writer.group), complete)
     return final
+
+
+class AsyncCheckpointer:
+    """The background half of ``save_checkpoint(..., writer=...)``: one write in flight, completed in
+    a thread of its own over a gloo process group of its own (so neither the files' collectives nor
+    the completing barrier ever interleave with training's collectives). Every rank makes one, in
+    the same order, before the first save; ``close()`` waits for the last write."""
+
+    def __init__(self) -> None:
+        self.group: ProcessGroup | None = torch.distributed.new_group(backend="gloo") \
+            if torch.distributed.is_initialized() else None
+        if self.group is None:
+            # One process: DCP's write thread warns that it assumes a single process, which is the intent;
+            # a catch_warnings block cannot reach into that thread, so this filter is process-wide.
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def start(self, written: Future, complete: Callable[[ProcessGroup | None], None]) -> None:
+        """Once ``written`` (the state files) is done, run ``complete`` (meta, rename, latest)."""
+        self._pending = self._thread.submit(lambda: (written.result(), complete(self.group)))
+
+    def wait(self) -> None:
+        """Block until the write in flight is complete; re-raise its error, if any."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._thread.shutdown()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -73,9 +73,10 @@ def shutdown_distributed(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
+def barrier(group: dist.ProcessGroup | None = None) -> None:
+    """Wait for every rank (of ``group``; default: all); nothing without a process group."""
     if dist.is_initialized():
-        dist.barrier()
+        dist.barrier(group=group)
 
 
 def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

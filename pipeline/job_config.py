@@ -215,11 +215,20 @@ class CheckpointConfig(Config):
     resume: str = "auto"
     """auto: continue from the newest complete checkpoint in output_dir when there is one (what a
     requeued job needs); never: refuse an output_dir that has checkpoints; or a step_N directory."""
+    async_save: bool = False
+    """ddp/fsdp: training pauses only to copy the state to host memory; a background thread writes
+    it and completes the step directory (pipeline/checkpoint.py). Not for zero1-3."""
 
     def check(self, prefix: str) -> None:
         require(self.interval >= 0, f"{prefix}interval", "must be >= 0")
         require(self.keep >= 1, f"{prefix}keep", "must be >= 1")
         require(bool(self.resume), f"{prefix}resume", "auto, never, or a checkpoint step directory")
+
+
+def check_async_save(checkpoint: CheckpointConfig, parallel: ParallelConfig, prefix: str) -> None:
+    """DeepSpeed writes ZeRO checkpoints itself, synchronously: async_save is refused there, not ignored."""
+    require(not checkpoint.async_save or not parallel.strategy.startswith("zero"), f"{prefix}checkpoint.async_save",
+            f"only for strategies ddp and fsdp (strategy is {parallel.strategy})")
 
 
 @dataclass
@@ -274,6 +283,7 @@ class TrainJobConfig(Config):
 
     def check(self, prefix: str) -> None:
         require_choice(self.model.size, f"{prefix}model.size", SIZES)  # before the batch rule's values are used
+        check_async_save(self.checkpoint, self.parallel, prefix)
         per_step = self.train.global_batch_size * self.model.seq_len
         budget = self.train.max_tokens
         if budget and self.train.global_batch_size > 0 and self.model.seq_len > 0:
@@ -314,6 +324,7 @@ class FinetuneJobConfig(Config):
 
     def check(self, prefix: str) -> None:
         require(bool(self.init_from), f"{prefix}init_from", "give the pretrained checkpoint (--init-from)")
+        check_async_save(self.checkpoint, self.parallel, prefix)
 
 
 @dataclass

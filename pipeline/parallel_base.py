@@ -19,11 +19,13 @@ import contextlib
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed import ProcessGroup
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_state_dict,
@@ -114,6 +116,14 @@ class ParallelModel(ABC):
         """Every rank writes its part of model, optimizer and schedule state into ``directory``."""
         with quiet_without_process_group():
             dcp.save(self.state_dict(), checkpoint_id=str(directory))
+
+    def save_async(self, directory: str | Path, *, process_group: ProcessGroup | None) -> Future:
+        """``save`` in the background: this rank's state is copied to host memory before this returns
+        (training may change the weights right after), and a thread writes it. ``process_group`` (a
+        group of its own, ``checkpoint.AsyncCheckpointer``) carries the write's collectives, so they
+        never interleave with training's. The future completes when the files are on disk."""
+        return dcp.async_save(self.state_dict(), checkpoint_id=str(directory), process_group=process_group,
+                              no_dist=not torch.distributed.is_initialized())
 
     def load(self, directory: str | Path, *, model_only: bool = False) -> None:
         """Restore what ``save`` wrote; ``model_only`` takes just the weights (fine-tuning from a checkpoint)."""

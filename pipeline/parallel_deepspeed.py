@@ -45,6 +45,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from concurrent.futures import Future
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -223,6 +224,9 @@ class DeepSpeedModel(ParallelModel):
             with quiet_without_process_group():
                 dcp.save({"model": weights}, checkpoint_id=str(directory), no_dist=True)
         barrier()
+
+    def save_async(self, directory: str | Path, *, process_group: Any) -> Future:
+        raise ValueError("checkpoint.async_save is for ddp and fsdp; DeepSpeed writes ZeRO checkpoints itself")
 
     def load(self, directory: str | Path, *, model_only: bool = False) -> None:
         """DeepSpeed's checkpoint, converted to the universal format first when another number of ranks wrote

@@ -26,6 +26,7 @@ import torch
 from data_prep.tokenizer.manifest import MANIFEST_FILE
 from pipeline.checkpoint import (
     TOKENIZER_FILE,
+    AsyncCheckpointer,
     newest_checkpoint,
     read_meta,
     resolve_checkpoint,
@@ -413,21 +414,27 @@ def run_job(cfg: TrainJobConfig | FinetuneJobConfig, *, parallel: ParallelModel,
     open for the resumed job to continue).
     """
 
+    writer = AsyncCheckpointer() if cfg.checkpoint.async_save else None
+
     def checkpoint(step: int, tokens_seen: int, progress: dict[str, Any]) -> Path:
         return save_checkpoint(cfg.output_dir, parallel=parallel, dist=dist, step=step, tokens_seen=tokens_seen,
                                config=cfg, model_args=model_args, tokenizer_file=tokenizer_file,
                                loader_state=loader.state_dict(), mlflow_run_id=tracker.run_id, seed=cfg.train.seed,
-                               keep=cfg.checkpoint.keep, progress=progress)
+                               keep=cfg.checkpoint.keep, progress=progress, writer=writer)
 
     token_flops = flops_per_token(parallel.model.num_params(), model_args.n_layers, model_args.d_model,
                                   model_args.seq_len, vocab_size=model_args.vocab_size)
     device_peak = peak_flops(dist.device, cfg.train.precision, override=cfg.tracking.peak_flops)
     with tracker.failing_on_error(keep_open=(Preempted,)), PreemptionWatch() as preemption:
-        outcome = run_loop(parallel, loop=cfg.train, batches=iter(loader), val_batches=val_batches, dist=dist,
-                           accum_steps=accum_steps, total_steps=total_steps, tracker=tracker,
-                           save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval, label=label,
-                           data_report=data_report, val_sources=val_sources, resume=resume, preemption=preemption,
-                           token_flops=token_flops, device_peak=device_peak)
+        try:
+            outcome = run_loop(parallel, loop=cfg.train, batches=iter(loader), val_batches=val_batches, dist=dist,
+                               accum_steps=accum_steps, total_steps=total_steps, tracker=tracker,
+                               save_checkpoint=checkpoint, checkpoint_interval=cfg.checkpoint.interval, label=label,
+                               data_report=data_report, val_sources=val_sources, resume=resume,
+                               preemption=preemption, token_flops=token_flops, device_peak=device_peak)
+        finally:
+            if writer is not None:
+                writer.close()  # the last checkpoint (final, preemption or divergence) is complete before we go
     return finish_job(outcome, output_dir=cfg.output_dir, parallel=parallel, dist=dist, tracker=tracker,
                       started=started)
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline.checkpoint import newest_checkpoint, read_meta
 from pipeline.preemption import Preempted
@@ -75,3 +76,47 @@ def test_a_finished_run_resumed_with_more_steps_continues(train_config, tmp_path
     result_more = train(train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", "train.warmup_steps=0"))
     assert result_more.steps == 4 and result_more.tokens_seen == 4 * 8 * 64
     assert read_meta(newest_checkpoint(tmp_path / "run"))["loader"]["sample_index"] == 4 * 8
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_async_checkpoints_hold_what_blocking_ones_do_and_resume_the_same_curve(train_config, tmp_path, capsys,
+                                                                                monkeypatch, strategy):
+    """checkpoint.async_save: each step directory has the weights and loader state of its own step
+    (training went on while it was written), and a SIGTERM'd async run resumes as the blocking run ran."""
+    from pipeline.checkpoint import CHECKPOINTS_DIR, AsyncCheckpointer, load_model_for_inference
+
+    background_writes = []
+    start = AsyncCheckpointer.start
+    monkeypatch.setattr(AsyncCheckpointer, "start", lambda self, *a: (background_writes.append(1), start(self, *a)))
+    blocking = train_config(*STEPS, f"output_dir={tmp_path / 'blocking'}", f"parallel.strategy={strategy}")
+    train(blocking)
+    blocking_losses = step_losses(capsys.readouterr().out)
+    assert not background_writes
+    cfg = train_config(*STEPS, f"output_dir={tmp_path / 'async'}", f"parallel.strategy={strategy}",
+                       "checkpoint.async_save=true")
+    watcher = signal_after_first_checkpoint(cfg.output_dir)
+    with pytest.raises(Preempted):
+        train(cfg)
+    watcher.join()
+    first = capsys.readouterr().out
+    train(cfg)
+    assert {**step_losses(first), **step_losses(capsys.readouterr().out)} == blocking_losses
+    assert result(cfg.output_dir) == result(blocking.output_dir)
+    steps = sorted(p.name for p in (Path(cfg.output_dir) / CHECKPOINTS_DIR).glob("step_*"))
+    assert "step_8" in steps and not any(name.endswith(".tmp") for name in steps)
+    assert len(background_writes) >= 3  # step_3, the SIGTERM step (or step_6), step_8
+    for name in steps:
+        if not (Path(blocking.output_dir) / CHECKPOINTS_DIR / name).is_dir():
+            continue  # the SIGTERM step: no blocking twin
+        ours, theirs = (Path(out) / CHECKPOINTS_DIR / name for out in (cfg.output_dir, blocking.output_dir))
+        assert read_meta(ours)["loader"] == read_meta(theirs)["loader"]
+        ours_weights = load_model_for_inference(ours)[0].state_dict()
+        for key, tensor in load_model_for_inference(theirs)[0].state_dict().items():
+            assert torch.equal(ours_weights[key], tensor), f"{name}: {key}"
+
+
+def test_async_save_is_refused_for_zero(train_config):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="checkpoint.async_save: only for strategies ddp and fsdp"):
+        train_config("parallel.strategy=zero2", "checkpoint.async_save=true")
