@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, ConfigError
+from pipeline.scaling.cli import add_sweep_parser
 
 USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError)
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     consolidate.add_argument("--output", required=True, help="the .safetensors file to write")
     consolidate.set_defaults(run=_run_consolidate)
 
+    add_sweep_parser(verbs)
     _add_launchers(verbs)
     return parser
 
@@ -302,6 +304,12 @@ def _add_launchers(verbs: Any) -> None:
                        help="a job array: element i runs the verb with --config CONFIG_i")
     slurm.add_argument("--max-parallel", type=int, default=0, help="array elements running at once (0: no cap)")
 
+    status = launchers.add_parser("status", help="a submitted Slurm job's state, one line per array element",
+                                  description="a submitted Slurm job's state, one line per array element "
+                                              "(scontrol, then sacct for jobs that ended long ago)")
+    status.add_argument("job_id", help="the id `lmpipe launch slurm` printed")
+    status.set_defaults(run=_run_launch_status)
+
 
 def _launcher(launchers: Any, name: str, help_text: str,
               run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -411,6 +419,18 @@ def _run_launch_slurm(args: argparse.Namespace) -> int:
     print(job_id)
     return 0
 
+
+
+def _run_launch_status(args: argparse.Namespace) -> int:
+    from launch.slurm_status import format_states, job_states
+
+    states = job_states(args.job_id)
+    if not states:
+        print(f"lmpipe: job {args.job_id}: neither slurmctld (scontrol) nor accounting (sacct) knows it: a wrong id, "
+              "or it ended more than MinJobAge ago on a cluster without accounting", file=sys.stderr)
+        return 1
+    print(format_states(states))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

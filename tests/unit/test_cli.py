@@ -10,7 +10,8 @@ from pipeline.cli import main
 
 VERBS = [
     ["demo"], ["data", "prep"], ["data", "train-tokenizer"], ["data", "tokenize"], ["data", "stats"],
-    ["train"], ["finetune"], ["eval"], ["generate"], ["launch", "torchrun"],
+    ["train"], ["finetune"], ["eval"], ["generate"], ["launch", "torchrun"], ["launch", "deepspeed"],
+    ["launch", "slurm"], ["sweep", "fit"],
 ]
 
 

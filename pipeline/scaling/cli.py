@@ -1,0 +1,121 @@
+"""``lmpipe sweep``: the scaling-law verbs. Thin like the rest of the CLI: numpy and scipy are
+imported by the handler, after the config is valid, so ``--help`` and user errors stay instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.config import Config, require
+
+if TYPE_CHECKING:
+    from pipeline.scaling.fit import ScalingFit
+    from pipeline.scaling.isoflop import IsoFlopFit
+
+SHOWN_WARNINGS = 3
+"""Skipped IsoFLOP budgets named on stderr; runs from ad-hoc grids can skip dozens."""
+
+
+@dataclass
+class SweepFitConfig(Config):
+    csv: str = ""
+    """Runs, one per row: model size, training compute or tokens, final loss; other columns are ignored."""
+    n_col: str = "N"
+    """Column of non-embedding parameters N."""
+    c_col: str = ""
+    """Column of training FLOP C (then D = C / 6N); give this or d_col."""
+    d_col: str = ""
+    """Column of training tokens D; give this or c_col."""
+    loss_col: str = "loss"
+    output: str = "fit.json"
+    n_bootstrap: int = 200
+    """Resampled refits behind the confidence intervals; 0 skips them."""
+    ci_level: float = 0.95
+    seed: int = 0
+    """Seed of the bootstrap resampling: the same CSV and seed give the same fit.json."""
+    budget_rtol: float = 0.05
+    """IsoFLOP: runs whose C = 6ND agree within this relative tolerance are one compute budget."""
+
+    def check(self, prefix: str) -> None:
+        require(bool(self.csv), f"{prefix}csv", "give the runs CSV (--csv FILE)")
+        require(self.n_bootstrap >= 0, f"{prefix}n_bootstrap", "must be >= 0")
+        require(0.0 < self.ci_level < 1.0, f"{prefix}ci_level", "must be between 0 and 1")
+        require(self.budget_rtol >= 0.0, f"{prefix}budget_rtol", "must be >= 0")
+
+
+def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
+    """Add ``sweep`` and its sub-verbs to the top-level ``lmpipe`` parser."""
+    sweep = verbs.add_parser("sweep", help="scaling-law sweeps: fit", description="scaling-law sweeps")
+    sweep_verbs = sweep.add_subparsers(title="sweep verbs", metavar="VERB")
+    about = ("fit a runs CSV to L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla approach 3, bootstrap CIs) and, "
+             "where runs share compute budgets, find IsoFLOP optima (approach 2); writes fit.json")
+    fit = sweep_verbs.add_parser("fit", help=about, description=about)
+    fit.add_argument("--config", help="YAML config file (defaults are built in)")
+    fit.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                     help="dotted config overrides, e.g. ci_level=0.9 budget_rtol=0.1")
+    fit.add_argument("--csv", help="runs CSV, one row per run")
+    fit.add_argument("--n-col", help="column of model sizes N (default N)")
+    fit.add_argument("--c-col", help="column of training FLOP C; D = C / 6N")
+    fit.add_argument("--d-col", help="column of training tokens D (instead of --c-col)")
+    fit.add_argument("--loss-col", help="column of final losses (default loss)")
+    fit.add_argument("--output", help="where to write the fit (default fit.json)")
+    fit.add_argument("--n-bootstrap", type=int, help="bootstrap refits for the CIs (default 200; 0: none)")
+    fit.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+    fit.set_defaults(run=_run_fit)
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    cfg = SweepFitConfig.load(args.config, args.overrides, values=dict(
+        csv=args.csv, n_col=args.n_col, c_col=args.c_col, d_col=args.d_col, loss_col=args.loss_col,
+        output=args.output, n_bootstrap=args.n_bootstrap, seed=args.seed))
+    from pipeline.scaling.fit import FitOptions, fit_scaling_law
+    from pipeline.scaling.io import read_runs
+    from pipeline.scaling.isoflop import IsoFlopUnavailable, fit_isoflop
+
+    runs = read_runs(cfg.csv, n_col=cfg.n_col, loss_col=cfg.loss_col, c_col=cfg.c_col, d_col=cfg.d_col)
+    fit = fit_scaling_law(runs.n, runs.d, runs.loss,
+                          FitOptions(n_bootstrap=cfg.n_bootstrap, ci_level=cfg.ci_level, seed=cfg.seed))
+    result = fit.to_json()
+    isoflop: IsoFlopFit | None = None
+    with warnings.catch_warnings(record=True) as skipped_budgets:
+        warnings.simplefilter("always")
+        try:
+            isoflop = fit_isoflop(runs.n, runs.d, runs.loss, rtol=cfg.budget_rtol)
+            result["isoflop"] = isoflop.to_json()
+        except IsoFlopUnavailable as exc:
+            # Runs not laid out on budgets (e.g. an N x D grid) are normal input, not an error: one line
+            # instead of a warning per run.
+            print(f"lmpipe: note: no IsoFLOP fit: {exc}", file=sys.stderr)
+    if isoflop is not None:
+        for warning in skipped_budgets[:SHOWN_WARNINGS]:
+            print(f"lmpipe: warning: {warning.message}", file=sys.stderr)
+        if len(skipped_budgets) > SHOWN_WARNINGS:
+            print(f"lmpipe: warning: isoflop: {len(skipped_budgets) - SHOWN_WARNINGS} more budget(s) skipped; "
+                  f"all are listed under isoflop.skipped in {cfg.output}", file=sys.stderr)
+    output = Path(cfg.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(fit, isoflop))
+    print(f"wrote {output}")
+    return 0
+
+
+def format_table(fit: ScalingFit, isoflop: IsoFlopFit | None) -> str:
+    """The fitted law as a few aligned lines, with the compute-optimal exponents both approaches imply."""
+    percent = f"{100 * fit.ci_level:g}% CI"
+    lines = [f"L(N, D) = E + A/N^alpha + B/D^beta  ({fit.n_points} points, Huber objective {fit.objective:.4g})",
+             f"  {'':6} {'value':>11}  {percent if fit.ci else ''}"]
+    for key in ("E", "A", "B", "alpha", "beta"):
+        bounds = fit.ci.get(key)
+        interval = f"[{bounds[0]:.4g}, {bounds[1]:.4g}]" if bounds else ""
+        lines.append(f"  {key:6} {getattr(fit, key):>11.4g}  {interval}")
+    total = fit.alpha + fit.beta
+    lines.append(f"  compute-optimal: N_opt ~ C^{fit.beta / total:.3f}, D_opt ~ C^{fit.alpha / total:.3f}")
+    if isoflop is not None:
+        lines.append(f"  IsoFLOP ({len(isoflop.budgets)} budgets): N_opt ~ C^{isoflop.a:.3f}, D_opt ~ C^{isoflop.b:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""Runs for a scaling-law fit, read from a CSV: one row per run, model size N, then either its
+training compute C (D = C / 6N) or its tokens D, and its final loss."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Runs:
+    n: np.ndarray
+    d: np.ndarray
+    loss: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.n)
+
+
+def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d_col: str = "") -> Runs:
+    """Read the named columns (other columns are ignored). Every error is one line that names the file
+    and, for a bad cell, its line and column, so a run exported by hand can be found and fixed."""
+    if bool(c_col) == bool(d_col):
+        raise ValueError("give the compute column (--c-col) or the tokens column (--d-col), one of the two")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"runs CSV not found: {path}")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        wanted = [n_col, c_col or d_col, loss_col]
+        missing = [column for column in wanted if column not in header]
+        if missing:
+            raise ValueError(f"{path}: no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+                             f"its columns are {', '.join(map(repr, header)) or 'none (empty file)'}")
+        rows = [[_positive(row.get(column), path, reader.line_num, column) for column in wanted] for row in reader]
+    values = np.array(rows, dtype=float).reshape(-1, 3)
+    n, second, loss = values.T
+    d = second / (6.0 * n) if c_col else second
+    return Runs(n=n, d=d, loss=loss)
+
+
+def _positive(cell: str | None, path: Path, line: int, column: str) -> float:
+    """A cell as a positive finite float; ``cell`` is None when the row is shorter than the header."""
+    if cell is None or not cell.strip():
+        raise ValueError(f"{path} line {line}, column {column!r}: empty cell")
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ValueError(f"{path} line {line}, column {column!r}: {cell!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{path} line {line}, column {column!r}: {cell!r} must be a positive number")
+    return value
