@@ -79,8 +79,9 @@ def _shards_present(cfg: TrainJobConfig) -> list[Check]:
 
 def _fits_allocation(cfg: TrainJobConfig | FinetuneJobConfig, profile: SlurmProfile) -> list[Check]:
     """The batch splits over the ranks asked for, and the precision and backend suit the devices."""
-    world = profile.nodes * profile.ranks_per_node
-    where = f"{profile.nodes} node(s) x {profile.ranks_per_node} rank(s) = {world} ranks"
+    world = profile.world_size
+    tasks = f" x {profile.tasks_per_node} task(s)" if profile.tasks_per_node > 1 else ""
+    where = f"{profile.nodes} node(s){tasks} x {profile.ranks_per_node} rank(s) = {world} ranks"
     try:
         cfg.train.grad_accum_steps(world)
         checks = [Check(True, f"batch {cfg.train.global_batch_size} splits over {where}")]

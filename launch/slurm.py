@@ -2,7 +2,9 @@
 
 The script is a plain file a user can read and submit by hand. Its shape (DESIGN.md §6):
 one task per node, each a ``torchrun`` that meets the others by c10d rendezvous on the first
-node of the allocation, at a port derived from the job id. Preemption: ``--signal=B:USR2@<s>``
+node of the allocation, at a port derived from the job id. (``tasks_per_node`` > 1 starts several
+torchruns per node, each a rendezvous node of its own: the multi-node shape on a one-node test
+cluster.) Preemption: ``--signal=B:USR2@<s>``
 warns the batch shell, which passes the warning on as SIGTERM to every process of the job
 step (``scancel --signal=TERM``: torchrun and the trainers both handle SIGTERM in every torch
 version, whereas USR2 would kill a torchrun that was not told to handle it, and a SIGTERM sent
@@ -67,10 +69,14 @@ def render_sbatch(profile: SlurmProfile, job: SlurmJob) -> str:
         raise ValueError(f"--max-parallel must be >= 0, got {job.max_parallel}")
     if job.launcher not in LAUNCHERS:
         raise ValueError(f"launcher {job.launcher!r}: valid choices: {', '.join(LAUNCHERS)}")
+    if job.launcher == "deepspeed" and profile.tasks_per_node > 1:
+        raise ValueError("--launcher deepspeed runs one launcher per node: leave tasks_per_node at 1")
     gpus = f" x {profile.gpus_per_node} GPU(s)" if profile.gpus_per_node else f" x {profile.ranks_per_node} rank(s)"
+    per_node = (f"{profile.tasks_per_node} {job.launcher}s per node, each meeting the others as a node"
+                if profile.tasks_per_node > 1 else f"one {job.launcher} per node")
     lines = [
         "#!/bin/bash",
-        f"# Written by `lmpipe launch slurm`: {profile.nodes} node(s){gpus}, one {job.launcher} per node.",
+        f"# Written by `lmpipe launch slurm`: {profile.nodes} node(s){gpus}, {per_node}.",
         "# Submit it by hand with `sbatch <this file>`." + (" A preempted or timed-out run checkpoints and is requeued."
                                                            if profile.max_requeues else ""),
         *(f"#SBATCH {option}" for option in _sbatch_options(profile, job)),
@@ -135,7 +141,7 @@ def _sbatch_options(profile: SlurmProfile, job: SlurmJob) -> list[str]:
                         ("time", profile.time), ("time-min", profile.time_min)):
         if value:
             options.append(f"--{flag}={q(value)}")
-    options += [f"--nodes={profile.nodes}", "--ntasks-per-node=1"]
+    options += [f"--nodes={profile.nodes}", f"--ntasks-per-node={profile.tasks_per_node}"]
     if profile.gpus_per_node:
         options.append(f"--gpus-per-node={profile.gpus_per_node}")
     if profile.cpus_per_task:
@@ -181,7 +187,7 @@ def _hostfile_lines(profile: SlurmProfile) -> list[str]:
 def _launch_lines(profile: SlurmProfile, job: SlurmJob) -> list[str]:
     """``srun [container] <launcher> <rendezvous> -m pipeline.cli <verb args>``, one argument group a line."""
     q = shlex.quote
-    srun = ["srun --kill-on-bad-exit=1 --ntasks-per-node=1"]
+    srun = [f"srun --kill-on-bad-exit=1 --ntasks-per-node={profile.tasks_per_node}"]
     wrapper: list[str] = []
     container = profile.container
     if container.image and container.runtime == "pyxis":
@@ -200,7 +206,9 @@ def _launch_lines(profile: SlurmProfile, job: SlurmJob) -> list[str]:
         verb[1:1] = ['--config "$config"']
     if job.launcher == "torchrun":
         launcher = ["torchrun"]
-        options = ['--nnodes="$SLURM_NNODES"', f"--nproc_per_node={profile.ranks_per_node}", "--rdzv_backend=c10d",
+        # Each task is a torchrun "node": with several per node, the rendezvous counts tasks.
+        nnodes = '"$SLURM_NTASKS"' if profile.tasks_per_node > 1 else '"$SLURM_NNODES"'
+        options = [f"--nnodes={nnodes}", f"--nproc_per_node={profile.ranks_per_node}", "--rdzv_backend=c10d",
                    '--rdzv_endpoint="$head_node:$rdzv_port"', '--rdzv_id="$SLURM_JOB_ID"', "-m pipeline.cli"]
     else:
         # SLURM_NODEID differs per node, so it is read inside each task (bash -c), not on the batch node;

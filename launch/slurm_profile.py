@@ -54,12 +54,15 @@ class SlurmProfile(Config):
     time_min: str = ""
     """With it, Slurm may start the job sooner with a shorter limit (backfill); a requeue continues it."""
     nodes: int = 1
+    tasks_per_node: int = 1
+    """torchrun agents per node, each starting ``procs_per_node`` ranks; all meet by c10d rendezvous as if each
+    were a node. Leave it 1: more is for testing multi-node rendezvous on one machine (a one-node Slurm)."""
     gpus_per_node: int = 0
     """0: a CPU-only job (ranks per node from ``procs_per_node``)."""
     procs_per_node: int = 0
     """Ranks per node; 0: one per GPU. On CPU-only nodes, how many processes share the cores."""
     cpus_per_task: int = 0
-    """Cores for the one task per node (torchrun and its ranks); 0: the partition's default."""
+    """Cores for each task (a torchrun and its ranks; one task per node); 0: the partition's default."""
     mem: str = ""
     """Memory per node, e.g. ``480G``; ``0`` asks for all of it; empty: the partition's default."""
     constraint: str = ""
@@ -82,13 +85,14 @@ class SlurmProfile(Config):
 
     @property
     def ranks_per_node(self) -> int:
+        """Ranks each torchrun starts (per task: per node unless ``tasks_per_node`` > 1)."""
         return self.procs_per_node or self.gpus_per_node or 1
 
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks_per_node * self.ranks_per_node
+
     def check(self, prefix: str) -> None:
-        for key in self.required:
-            require_choice(key, f"{prefix}required", [name for name in _fields(self) if name != "required"])
-            require(bool(getattr(self, key)), f"{prefix}{key}",
-                    f"this profile requires it; give it with --set {key}=VALUE")
         for key in self.required:
             require_choice(key, f"{prefix}required", [name for name in _fields(self) if name != "required"])
             require(bool(getattr(self, key)), f"{prefix}{key}",
@@ -100,6 +104,9 @@ class SlurmProfile(Config):
         require(not self.time_min or bool(_TIME.fullmatch(self.time_min)), f"{prefix}time_min",
                 f"{self.time_min!r} is not a Slurm time (HH:MM:SS)")
         require(self.nodes >= 1, f"{prefix}nodes", "must be >= 1")
+        require(self.tasks_per_node >= 1, f"{prefix}tasks_per_node", "must be >= 1")
+        require(self.tasks_per_node == 1 or not self.gpus_per_node, f"{prefix}tasks_per_node",
+                "one torchrun per node on GPU nodes; more is only for CPU rendezvous tests")
         require(self.gpus_per_node >= 0, f"{prefix}gpus_per_node", "must be >= 0")
         require(self.procs_per_node >= 0, f"{prefix}procs_per_node", "must be >= 0 (0: one per GPU)")
         require(not self.gpus_per_node or self.procs_per_node in (0, self.gpus_per_node), f"{prefix}procs_per_node",

@@ -22,7 +22,7 @@ def one_line_error(capsys, argv: list[str], expected: str) -> None:
     assert err.startswith("lmpipe: error: ") and expected in err and err.count("\n") == 1, err
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed", "slurm"])
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed", "slurm", "status"])
 def test_every_launcher_has_help(launcher, capsys):
     with pytest.raises(SystemExit) as info:
         main(["launch", launcher, "--help"])

@@ -123,3 +123,21 @@ def test_required_partition_missing_says_how_to_give_it():
 ])
 def test_unrenderable_values_are_rejected(tmp_path, yaml, key):
     assert f"config error: {key}:" in load_error(tmp_path, yaml)
+
+
+def test_several_tasks_per_node_are_rendezvous_nodes_of_their_own():
+    profile = SlurmProfile(tasks_per_node=2, procs_per_node=1, cpus_per_task=1)
+    script = render_sbatch(profile, TRAIN)
+    lines = script.splitlines()
+    for line in ("#SBATCH --ntasks-per-node=2", "srun --kill-on-bad-exit=1 --ntasks-per-node=2 \\",
+                 '    --nnodes="$SLURM_NTASKS" \\', "    --nproc_per_node=1 \\", "export OMP_NUM_THREADS=1"):
+        assert line in lines, line
+    assert profile.world_size == 2
+    bash_syntax_ok(script)
+    with pytest.raises(ValueError, match="tasks_per_node"):
+        render_sbatch(profile, SlurmJob(TRAIN.verb_args, job_name="ds", workdir="/w", launcher="deepspeed"))
+
+
+@pytest.mark.parametrize("yaml", ["tasks_per_node: 0\n", "tasks_per_node: 2\ngpus_per_node: 8\n"])
+def test_tasks_per_node_is_checked(tmp_path, yaml):
+    assert "config error: tasks_per_node:" in load_error(tmp_path, yaml)
