@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import Config, require
+from pipeline.config import Config, require, require_choice
 
 if TYPE_CHECKING:
     from pipeline.scaling.fit import ScalingFit
@@ -21,10 +22,19 @@ SHOWN_WARNINGS = 3
 """Skipped IsoFLOP budgets named on stderr; runs from ad-hoc grids can skip dozens."""
 
 
+def tracking_uri(given: str) -> str:
+    """The MLflow store a sweep's runs logged to: given, else ``$MLFLOW_TRACKING_URI``."""
+    return given or os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
 @dataclass
 class SweepFitConfig(Config):
     csv: str = ""
     """Runs, one per row: model size, training compute or tokens, final loss; other columns are ignored."""
+    experiment: str = ""
+    """Instead of ``csv``: the finished runs of this MLflow experiment (tags N and D, final ``val/loss``)."""
+    tracking_uri: str = ""
+    """The store of ``experiment``; empty: $MLFLOW_TRACKING_URI."""
     n_col: str = "N"
     """Column of non-embedding parameters N."""
     c_col: str = ""
@@ -42,15 +52,38 @@ class SweepFitConfig(Config):
     """IsoFLOP: runs whose C = 6ND agree within this relative tolerance are one compute budget."""
 
     def check(self, prefix: str) -> None:
-        require(bool(self.csv), f"{prefix}csv", "give the runs CSV (--csv FILE)")
+        require(bool(self.csv) != bool(self.experiment), f"{prefix}csv",
+                "give the runs CSV (--csv FILE) or an MLflow experiment (--experiment NAME), one of the two")
+        require(not self.experiment or bool(tracking_uri(self.tracking_uri)), f"{prefix}tracking_uri",
+                "give the MLflow store of the experiment (--tracking-uri, or $MLFLOW_TRACKING_URI)")
         require(self.n_bootstrap >= 0, f"{prefix}n_bootstrap", "must be >= 0")
         require(0.0 < self.ci_level < 1.0, f"{prefix}ci_level", "must be between 0 and 1")
         require(self.budget_rtol >= 0.0, f"{prefix}budget_rtol", "must be >= 0")
 
 
+@dataclass
+class SweepCompareConfig(Config):
+    experiment: str = ""
+    tracking_uri: str = ""
+    """The store of ``experiment``; empty: $MLFLOW_TRACKING_URI."""
+    sort: str = "C"
+    """A column: name, model_size, N, D, C, train_loss, val_loss, val_ppl, tokens_per_s, wall_s."""
+    descending: bool = False
+    csv: str = ""
+    """Also write every run at full precision to this CSV."""
+
+    def check(self, prefix: str) -> None:
+        from pipeline.scaling.compare import SORT_KEYS
+
+        require(bool(self.experiment), f"{prefix}experiment", "give the MLflow experiment (--experiment NAME)")
+        require(bool(tracking_uri(self.tracking_uri)), f"{prefix}tracking_uri",
+                "give the MLflow store (--tracking-uri, or $MLFLOW_TRACKING_URI)")
+        require_choice(self.sort, f"{prefix}sort", SORT_KEYS)
+
+
 def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
     """Add ``sweep`` and its sub-verbs to the top-level ``lmpipe`` parser."""
-    sweep = verbs.add_parser("sweep", help="scaling-law sweeps: fit", description="scaling-law sweeps")
+    sweep = verbs.add_parser("sweep", help="scaling-law sweeps: fit, compare", description="scaling-law sweeps")
     sweep_verbs = sweep.add_subparsers(title="sweep verbs", metavar="VERB")
     about = ("fit a runs CSV to L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla approach 3, bootstrap CIs) and, "
              "where runs share compute budgets, find IsoFLOP optima (approach 2); writes fit.json")
@@ -59,6 +92,8 @@ def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
     fit.add_argument("overrides", nargs="*", metavar="key.sub=value",
                      help="dotted config overrides, e.g. ci_level=0.9 budget_rtol=0.1")
     fit.add_argument("--csv", help="runs CSV, one row per run")
+    fit.add_argument("--experiment", help="instead of --csv: the finished runs of this MLflow experiment")
+    fit.add_argument("--tracking-uri", help="the experiment's MLflow store (default $MLFLOW_TRACKING_URI)")
     fit.add_argument("--n-col", help="column of model sizes N (default N)")
     fit.add_argument("--c-col", help="column of training FLOP C; D = C / 6N")
     fit.add_argument("--d-col", help="column of training tokens D (instead of --c-col)")
@@ -68,16 +103,32 @@ def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
     fit.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
     fit.set_defaults(run=_run_fit)
 
+    about = "an MLflow experiment's runs side by side: N, D, C, final train/val loss, ppl, tokens/s, wall time"
+    compare = sweep_verbs.add_parser("compare", help=about, description=about)
+    compare.add_argument("--config", help="YAML config file (defaults are built in)")
+    compare.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
+    compare.add_argument("--experiment", help="the MLflow experiment")
+    compare.add_argument("--tracking-uri", help="its MLflow store (default $MLFLOW_TRACKING_URI)")
+    compare.add_argument("--sort", help="column to sort by (default C)")
+    compare.add_argument("--descending", action="store_true", default=None, help="largest first")
+    compare.add_argument("--csv", help="also write the runs to this CSV, full precision")
+    compare.set_defaults(run=_run_compare)
+
 
 def _run_fit(args: argparse.Namespace) -> int:
     cfg = SweepFitConfig.load(args.config, args.overrides, values=dict(
-        csv=args.csv, n_col=args.n_col, c_col=args.c_col, d_col=args.d_col, loss_col=args.loss_col,
-        output=args.output, n_bootstrap=args.n_bootstrap, seed=args.seed))
+        csv=args.csv, experiment=args.experiment, tracking_uri=args.tracking_uri, n_col=args.n_col,
+        c_col=args.c_col, d_col=args.d_col, loss_col=args.loss_col, output=args.output,
+        n_bootstrap=args.n_bootstrap, seed=args.seed))
+    from pipeline.scaling.compare import experiment_runs, fit_points
     from pipeline.scaling.fit import FitOptions, fit_scaling_law
     from pipeline.scaling.io import read_runs
     from pipeline.scaling.isoflop import IsoFlopUnavailable, fit_isoflop
 
-    runs = read_runs(cfg.csv, n_col=cfg.n_col, loss_col=cfg.loss_col, c_col=cfg.c_col, d_col=cfg.d_col)
+    if cfg.experiment:
+        runs = fit_points(experiment_runs(cfg.experiment, tracking_uri(cfg.tracking_uri)))
+    else:
+        runs = read_runs(cfg.csv, n_col=cfg.n_col, loss_col=cfg.loss_col, c_col=cfg.c_col, d_col=cfg.d_col)
     fit = fit_scaling_law(runs.n, runs.d, runs.loss,
                           FitOptions(n_bootstrap=cfg.n_bootstrap, ci_level=cfg.ci_level, seed=cfg.seed))
     result = fit.to_json()
@@ -119,3 +170,17 @@ def format_table(fit: ScalingFit, isoflop: IsoFlopFit | None) -> str:
     if isoflop is not None:
         lines.append(f"  IsoFLOP ({len(isoflop.budgets)} budgets): N_opt ~ C^{isoflop.a:.3f}, D_opt ~ C^{isoflop.b:.3f}")
     return "\n".join(lines)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    cfg = SweepCompareConfig.load(args.config, args.overrides, values=dict(
+        experiment=args.experiment, tracking_uri=args.tracking_uri, sort=args.sort, descending=args.descending,
+        csv=args.csv))
+    from pipeline.scaling.compare import experiment_runs, format_table, sort_runs, write_csv
+
+    runs = sort_runs(experiment_runs(cfg.experiment, tracking_uri(cfg.tracking_uri)), cfg.sort,
+                     descending=cfg.descending)
+    print(format_table(runs))
+    if cfg.csv:
+        print(f"wrote {write_csv(runs, cfg.csv)}")
+    return 0

@@ -1,0 +1,86 @@
+"""``lmpipe sweep compare`` and ``sweep fit --experiment`` on a real MLflow store holding runs tagged
+the way training tags them (N, D, C, model_size; train/loss, val/loss, val/ppl, tokens_per_s)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from pipeline.cli import main
+
+LAW = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
+SIZES = {"s": 1e6, "m": 3e6, "l": 1e7}
+TOKENS = (2e7, 6e7, 2e8)
+
+
+def law(n: float, d: float) -> float:
+    return LAW["E"] + LAW["A"] / n ** LAW["alpha"] + LAW["B"] / d ** LAW["beta"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """Nine finished runs on a 3 x 3 grid of N x D, and one killed run without a final loss."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("sweep")
+    for size, n in SIZES.items():
+        for d in TOKENS:
+            run = client.create_run(experiment, run_name=f"{size}-{d:.0e}").info.run_id
+            client.set_tag(run, "N", str(int(n)))
+            client.set_tag(run, "D", str(int(d)))
+            client.set_tag(run, "C", str(int(6 * n * d)))
+            client.set_tag(run, "model_size", size)
+            loss = law(n, d)
+            for key, value in {"train/loss": loss - 0.01, "val/loss": loss, "val/ppl": math.exp(loss),
+                               "tokens_per_s": 1e5 / n * 1e6}.items():
+                client.log_metric(run, key, value, step=10)
+            client.set_terminated(run, "FINISHED")
+    killed = client.create_run(experiment, run_name="killed").info.run_id
+    client.log_metric(killed, "train/loss", 5.0, step=1)
+    client.set_terminated(killed, "KILLED")
+    return uri
+
+
+def test_compare_prints_every_run_sorted_and_writes_csv(store, tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    assert main(["sweep", "compare", "--experiment", "sweep", "--tracking-uri", store, "--sort", "val_loss",
+                 "--csv", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["run", "size", "N"]
+    names = [line.split()[0] for line in lines[1:11]]
+    expected = sorted(((law(n, d), f"{s}-{d:.0e}") for s, n in SIZES.items() for d in TOKENS))
+    assert names == [name for _, name in expected] + ["killed"]  # no val loss: last
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 10
+    by_name = {row["name"]: row for row in rows}
+    assert float(by_name["l-2e+08"]["val_loss"]) == pytest.approx(law(1e7, 2e8), rel=1e-12)
+    assert by_name["killed"]["val_loss"] == "" and by_name["killed"]["status"] == "KILLED"
+
+
+def test_fit_from_the_experiment_uses_the_finished_runs(store, tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    assert main(["sweep", "fit", "--experiment", "sweep", "--tracking-uri", store, "--output", str(out),
+                 "--n-bootstrap", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "1 run(s) without a finished N, D and val/loss left out: killed" in captured.err
+    fit = json.loads(out.read_text())
+    assert fit["n_points"] == 9
+    assert fit["E"] == pytest.approx(LAW["E"], rel=1e-3) and fit["alpha"] == pytest.approx(LAW["alpha"], abs=1e-3)
+
+
+def test_unknown_experiment_names_the_ones_there(store, capsys):
+    assert main(["sweep", "compare", "--experiment", "swep", "--tracking-uri", store]) != 0
+    err = capsys.readouterr().err
+    assert "no MLflow experiment named 'swep'" in err and "it has: 'Default', 'sweep'" in err
+
+
+def test_compare_needs_a_store(monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["sweep", "compare", "--experiment", "sweep"]) != 0
+    assert "tracking_uri" in capsys.readouterr().err
