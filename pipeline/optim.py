@@ -22,14 +22,20 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+FUSED_DEVICES = ("cuda", "cpu")
+"""Device types with a fused AdamW kernel in torch: the whole update of a tensor in one pass, where the
+default CPU path makes a dozen elementwise passes (3-4x the time at our sizes)."""
+
+
 def use_fused(params: Iterable[torch.Tensor]) -> bool:
-    """The fused AdamW kernel (one launch for all tensors) when the parameters live on CUDA; on the
-    CPU (including FSDP's CPU offload, whose shards are host tensors) torch's default path."""
-    return all(p.device.type == "cuda" for p in params)
+    """The fused AdamW kernel when every parameter lives where torch has one (``FUSED_DEVICES``): on CUDA,
+    on the CPU, FSDP2's DTensor shards (DTensor implements the fused op) and FSDP's CPU offload alike.
+    Elsewhere torch's default path."""
+    return all(p.device.type in FUSED_DEVICES for p in params)
 
 
 def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
-    """AdamW over ``model``'s parameters; the fused kernel on CUDA (``use_fused``)."""
+    """AdamW over ``model``'s parameters; the fused kernel where torch has one (``use_fused``)."""
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              fused=use_fused(model.parameters()) or None)
 

@@ -172,9 +172,9 @@ def test_the_schedule_option_reaches_the_scheduler():
 
 
 def test_fused_adamw_follows_the_parameter_device():
-    assert build_optimizer(build_model(ARGS, device="cpu"), LoopConfig()).defaults["fused"] is None
-    cuda, cpu = SimpleNamespace(device=torch.device("cuda", 0)), SimpleNamespace(device=torch.device("cpu"))
-    assert use_fused([cuda, cuda]) and not use_fused([cuda, cpu]) and not use_fused([cpu])
+    assert build_optimizer(build_model(ARGS, device="cpu"), LoopConfig()).defaults["fused"] is True
+    cuda, cpu, meta = (SimpleNamespace(device=torch.device(t)) for t in ("cuda", "cpu", "meta"))
+    assert use_fused([cuda, cuda]) and use_fused([cpu]) and not use_fused([cpu, meta])
 
 
 # -- activation checkpointing and compile -----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The model: shapes, causality, N against the ladder, GQA, tying, loss masking, generation."""
+"""The model: shapes, causality, N against the ladder, GQA, tying, loss masking, the fused head + loss,
+generation."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import pipeline.model
 from pipeline.job_config import ModelConfig
 from pipeline.ladder import SIZES
-from pipeline.model import IGNORE_INDEX, ModelArgs, Transformer, build_model
+from pipeline.model import (IGNORE_INDEX, ModelArgs, Transformer, build_model, causal_attention,
+                            linear_cross_entropy)
 
 VOCAB = 97
 
@@ -79,6 +82,23 @@ def test_grouped_query_attention_equals_attention_with_repeated_kv_heads():
     assert gqa.num_params() < mha.num_params()
 
 
+@pytest.mark.parametrize("length", [100, 128, 5])  # a partial last block, whole blocks, less than one
+def test_blockwise_causal_attention_equals_one_causal_call(length):
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, length, 8, generator=generator, requires_grad=True)
+    k, v = (torch.randn(2, 2, length, 8, generator=generator, requires_grad=True) for _ in range(2))
+
+    def one_call(*qkv: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(*qkv, is_causal=True, enable_gqa=True).transpose(1, 2)
+
+    results = []
+    for attend in (causal_attention, one_call):
+        y = attend(q, k, v)
+        results.append((y, *torch.autograd.grad(y.square().sum(), (q, k, v))))
+    for blockwise, reference in zip(*results):
+        torch.testing.assert_close(blockwise, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_ignored_targets_do_not_count():
     model = make_model()
     tokens = torch.randint(0, VOCAB, (2, 32))
@@ -89,6 +109,84 @@ def test_ignored_targets_do_not_count():
     torch.testing.assert_close(loss, expected)
     _, summed = model(tokens, targets, reduction="sum")
     torch.testing.assert_close(summed, expected * targets[:, 10:].numel())
+
+
+def unfused_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference the fused head + loss must equal: a linear layer, then cross-entropy in fp32."""
+    logits = F.linear(x, weight)
+    return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction=reduction)
+
+
+def fused_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    return linear_cross_entropy(x, weight, targets, reduction=reduction)
+
+
+def head_inputs(seed: int = 0, vocab: int = 300) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states (2, 50, 16), a head (vocab, 16) and targets, ten of them ignored."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 50, 16, generator=generator)
+    weight = torch.randn(vocab, 16, generator=generator) * 0.3
+    targets = torch.randint(0, vocab, (2, 50), generator=generator)
+    targets[0, :10] = IGNORE_INDEX
+    return x, weight, targets
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("chunk_rows", [7, 1000])  # several chunks with a remainder, and one
+def test_fused_head_and_loss_equal_linear_then_cross_entropy(monkeypatch, reduction, chunk_rows):
+    x, weight, targets = head_inputs()
+    monkeypatch.setattr(pipeline.model, "LOSS_CHUNK_LOGITS", chunk_rows * weight.shape[0])
+    grads = []
+    for loss_fn in (unfused_loss, fused_loss):
+        xi, wi = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        logits, loss = loss_fn(xi, wi, targets, reduction)
+        (loss * 3.0).backward()  # a loss gradient other than 1 reaches both
+        grads.append((logits.detach(), loss.detach(), xi.grad, wi.grad))
+    for expected, fused in zip(*grads):
+        torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_loss_alone_carries_gradient_and_skips_it_without_grad():
+    x, weight, targets = head_inputs()
+    logits, loss = linear_cross_entropy(x.requires_grad_(), weight, targets)
+    assert loss.requires_grad and not logits.requires_grad
+    with torch.no_grad():
+        _, no_grad_loss = linear_cross_entropy(x, weight, targets)
+    torch.testing.assert_close(no_grad_loss, loss.detach())
+    with pytest.raises(ValueError, match="reduction"):
+        linear_cross_entropy(x, weight, targets, reduction="none")
+
+
+def test_fused_loss_under_autocast_matches_autocast_linear():
+    """In bf16 the matmuls run in bf16 (as autocast's F.linear), the softmax in fp32."""
+    x, weight, targets = head_inputs()
+    results = []
+    for loss_fn in (unfused_loss, fused_loss):
+        xi, wi = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, loss = loss_fn(xi, wi, targets, "mean")
+        loss.backward()
+        assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+        assert xi.grad.dtype == wi.grad.dtype == torch.float32
+        results.append((logits.float(), loss.detach(), xi.grad, wi.grad))
+    for expected, fused in zip(*results):
+        torch.testing.assert_close(fused, expected, rtol=2e-2, atol=2e-3)
+
+
+def test_model_gradients_equal_those_of_the_unfused_loss():
+    """The whole model, tied head included: the fused loss's gradients are the plain cross-entropy's."""
+    model = make_model()
+    tokens, targets = torch.randint(0, VOCAB, (2, 32)), torch.randint(0, VOCAB, (2, 32))
+    targets[1, 5:9] = IGNORE_INDEX
+    model(tokens, targets)[1].backward()
+    fused = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    F.cross_entropy(model(tokens).flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(fused[name], p.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_init_weights_is_seeded_and_scaled():

@@ -1,19 +1,22 @@
-"""Optimizer parameter groups and the warmup + cosine schedule."""
+"""Optimizer parameter groups, the fused AdamW kernel, and the warmup + cosine schedule."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from pipeline.job_config import LoopConfig, ModelConfig
 from pipeline.model import ModelArgs, build_model
-from pipeline.optim import build_optimizer, build_scheduler, lr_factor
+from pipeline.optim import build_optimizer, build_scheduler, lr_factor, param_groups, use_fused
+
+ARGS = ModelArgs.from_config(ModelConfig(size="tiny", seq_len=16), vocab_size=100)
 
 
 def test_decay_only_on_matrices():
-    model = build_model(ModelArgs.from_config(ModelConfig(size="tiny"), vocab_size=100), device="cpu")
+    model = build_model(ARGS, device="cpu")
     optimizer = build_optimizer(model, LoopConfig(weight_decay=0.1))
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
@@ -21,6 +24,32 @@ def test_decay_only_on_matrices():
     # every parameter exactly once (the tied head is the embedding)
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == model.num_params(non_embedding=False)
+
+
+def test_fused_adamw_on_the_cpu_steps_like_the_default_path():
+    """The fused kernel is chosen on the CPU and, given the same gradients, makes the same updates as
+    torch's default AdamW there."""
+    models = [build_model(ARGS, device="cpu") for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    cfg = LoopConfig(lr=1e-2, weight_decay=0.1)
+    fused = build_optimizer(models[0], cfg)
+    default = torch.optim.AdamW(param_groups(models[1], cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    assert fused.defaults["fused"] and not default.defaults["fused"]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p_fused, p_default in zip(models[0].parameters(), models[1].parameters()):
+            p_fused.grad = torch.randn(p_fused.shape, generator=generator)
+            p_default.grad = p_fused.grad.clone()
+        fused.step()
+        default.step()
+    for (name, p_fused), p_default in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(p_fused, p_default, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_fused_only_where_torch_has_the_kernel():
+    cpu, meta = (build_model(ARGS, device=device).tok_embeddings.weight for device in ("cpu", "meta"))
+    cuda = SimpleNamespace(device=torch.device("cuda", 0))  # stands in for a CUDA tensor on a machine without one
+    assert use_fused([cpu]) and use_fused([cuda]) and not use_fused([cpu, meta])
 
 
 def test_schedule_values():
