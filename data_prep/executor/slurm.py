@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.executor import Progress, Stage, TaskFailed
+from launch.slurm import submit
 
 TASK_MAIN = "data_prep.executor.task_main"
 LOG_PATTERN = "%x-%A_%a.out"
@@ -137,14 +138,9 @@ class SlurmExecutor:
                                                  self.log_dir.resolve(), job_name=self.job_name(stage.name),
                                                  depends_on=depends_on, entry=self.entry))
         try:
-            proc = subprocess.run(["sbatch", "--parsable", str(script_path)], capture_output=True,
-                                  text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
-        except FileNotFoundError:
-            raise TaskFailed("executor slurm: sbatch not found on PATH; is this a Slurm login node?") from None
-        if proc.returncode != 0:
-            reason = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[-1]
-            raise TaskFailed(f"sbatch {script_path} failed: {reason}")
-        return proc.stdout.strip().split(";")[0]
+            return submit(script_path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise TaskFailed(f"executor slurm: {exc}") from None
 
     def wait(self, stages: Sequence[Stage]) -> None:
         """Poll ``squeue`` until no element of any job is pending, running or completing; print
