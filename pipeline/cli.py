@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, ConfigError
+from pipeline.hf_cli import add_export_import_parsers
 from pipeline.scaling.cli import add_sweep_parser
 
 USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError)
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     consolidate.add_argument("--output", required=True, help="the .safetensors file to write")
     consolidate.set_defaults(run=_run_consolidate)
 
+    add_export_import_parsers(verbs)
     add_sweep_parser(verbs)
     _add_launchers(verbs)
     return parser

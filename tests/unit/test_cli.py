@@ -11,7 +11,7 @@ from pipeline.cli import main
 VERBS = [
     ["demo"], ["data", "prep"], ["data", "train-tokenizer"], ["data", "tokenize"], ["data", "stats"],
     ["train"], ["finetune"], ["eval"], ["generate"], ["launch", "torchrun"], ["launch", "deepspeed"],
-    ["launch", "slurm"], ["sweep", "fit"],
+    ["launch", "slurm"], ["sweep", "fit"], ["sweep", "compare"], ["export", "hf"], ["import", "hf"],
 ]
 
 
