@@ -85,18 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("dir", help="a `data prep` output or a `data tokenize` output")
     stats.set_defaults(run=_run_stats)
 
-    train = _verb(verbs, "train", "pretrain a ladder model on token shards (run it under torchrun for DDP)",
+    train = _verb(verbs, "train", "pretrain a ladder model on token shards (under torchrun for several ranks)",
                   _run_train)
+    train.add_argument("--init-from", help="continued pretraining: start from this checkpoint's weights (step dir "
+                                           "or training output dir) with a fresh optimizer, schedule and loader")
     train.add_argument("--resume", help="auto (default: the newest checkpoint in output_dir, if any), never, "
                                         "or a step_N directory; SIGTERM/SIGUSR2 checkpoint and exit 75 to requeue")
 
     finetune = _verb(verbs, "finetune", "supervised fine-tuning from a pretrained checkpoint", _run_finetune)
     finetune.add_argument("--init-from", help="pretrained checkpoint (step dir or training output dir)")
 
-    evaluate = _verb(verbs, "eval", "perplexity of a checkpoint on a split of token shards", _run_eval)
+    evaluate = _verb(verbs, "eval", "loss, perplexity and bits per byte of a checkpoint on token shards or raw "
+                                     "text, held-out SFT loss, multiple-choice accuracy; logged to MLflow", _run_eval)
     evaluate.add_argument("--checkpoint", help="checkpoint (step dir or training output dir)")
-    evaluate.add_argument("--shards", help="token shards directory")
-    evaluate.add_argument("--split", help="split to evaluate (default val)")
+    evaluate.add_argument("--shards", help="token shards directory, scored per source")
+    evaluate.add_argument("--split", help="split of the shards to evaluate (default val)")
+    evaluate.add_argument("--text", help="raw text instead of shards: a .txt file (one document) or a .jsonl "
+                                         "file with a 'text' field per line")
+    evaluate.add_argument("--sft", help="fine-tuning data (as finetune's data.path): loss on the responses of "
+                                        "its held-out examples")
+    evaluate.add_argument("--mc", help='multiple-choice JSONL of {"context", "choices", "answer"} records')
+    evaluate.add_argument("--output", help="also write every result to this JSON file")
+    evaluate.add_argument("--new-run", action="store_const", const=True,
+                          help="log to a new MLflow run of the 'eval' experiment, not the checkpoint's run")
 
     generate = _verb(verbs, "generate", "sample text from a checkpoint", _run_generate)
     generate.add_argument("--checkpoint", help="checkpoint (step dir or training output dir)")
@@ -211,7 +222,7 @@ def _print_summary(directory: Path) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from pipeline.job_config import TrainJobConfig
 
-    cfg = _load(TrainJobConfig, args, **{"checkpoint.resume": args.resume})
+    cfg = _load(TrainJobConfig, args, init_from=args.init_from, **{"checkpoint.resume": args.resume})
     from pipeline.preemption import EXIT_PREEMPTED, Preempted
     from pipeline.train import train
 
@@ -236,12 +247,16 @@ def _run_finetune(args: argparse.Namespace) -> int:
 def _run_eval(args: argparse.Namespace) -> int:
     from pipeline.job_config import EvalJobConfig
 
-    cfg = _load(EvalJobConfig, args, checkpoint=args.checkpoint, shards=args.shards, split=args.split)
-    from pipeline.evaluate import evaluate
+    cfg = _load(EvalJobConfig, args, **_eval_flags(args))
+    from pipeline.evaluate import evaluate, format_results
 
-    result = evaluate(cfg)
-    print(f"{cfg.split}: loss {result['loss']:.4f}  perplexity {result['ppl']:.2f}  tokens {result['tokens']:,}")
+    print(format_results(evaluate(cfg)))
     return 0
+
+
+def _eval_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {"checkpoint": args.checkpoint, "shards": args.shards, "split": args.split, "text": args.text,
+            "sft": args.sft, "mc": args.mc, "output": args.output, "tracking.new_run": args.new_run}
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -337,9 +352,9 @@ def _verb_config(verb_args: Sequence[str]) -> Config | None:
 
     args = build_parser().parse_args(verb_args)
     loaders: dict[Callable[[argparse.Namespace], int], Callable[[], Config]] = {
-        _run_train: lambda: _load(TrainJobConfig, args, **{"checkpoint.resume": args.resume}),
+        _run_train: lambda: _load(TrainJobConfig, args, init_from=args.init_from, **{"checkpoint.resume": args.resume}),
         _run_finetune: lambda: _load(FinetuneJobConfig, args, init_from=args.init_from),
-        _run_eval: lambda: _load(EvalJobConfig, args, checkpoint=args.checkpoint, shards=args.shards, split=args.split),
+        _run_eval: lambda: _load(EvalJobConfig, args, **_eval_flags(args)),
     }
     loader = loaders.get(getattr(args, "run", None))  # type: ignore[arg-type]
     return loader() if loader else None

@@ -137,7 +137,7 @@ def run_demo(cfg: DemoConfig) -> int:
         from pipeline.evaluate import evaluate
         from pipeline.job_config import EvalJobConfig
 
-        report.evaluation = evaluate(EvalJobConfig(checkpoint=str(work / "pretrain"), shards=str(shards)))
+        report.evaluation = evaluate(EvalJobConfig(checkpoint=str(work / "pretrain"), shards=str(shards)))["lm"]
 
     with stage("generate"):
         from pipeline.generate import generate

@@ -1,11 +1,12 @@
-"""Supervised fine-tuning: a pretrained checkpoint, prompt/response pairs, loss on responses only.
+"""Supervised fine-tuning: a pretrained checkpoint, chat records, loss on assistant turns only.
 
-The model shape, weights and tokenizer all come from the checkpoint (``init_from``);
-the batches come from ``sft_data``; the loop, logging, validation, checkpoints and
-``result.json`` are pretraining's own (``train.run_job``). The job gets its own MLflow
-run, tagged with the checkpoint it started from. A fine-tuning job resumes like pretraining
-(``checkpoint.resume``): from its own newest checkpoint, with optimizer, schedule, loader and
-MLflow run, rather than from ``init_from`` again.
+The model shape, weights and tokenizer all come from the checkpoint (``init_from``); the batches
+come from ``sft_data`` (record formats, chat template, length policy, packing); the loop, logging,
+validation, checkpoints and ``result.json`` are pretraining's own (``train.run_job``). The job
+gets its own MLflow run, tagged with the checkpoint it started from and with the data counts
+(``data.stats.*`` params). A fine-tuning job resumes like pretraining (``checkpoint.resume``): from
+its own newest checkpoint, with optimizer, schedule, loader and MLflow run, rather than from
+``init_from`` again.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pipeline.distributed import init_distributed, shutdown_distributed
 from pipeline.job_config import FinetuneJobConfig
 from pipeline.model import ModelArgs, build_model
 from pipeline.parallel import parallelize
-from pipeline.sft_data import SFTDataset, SFTLoader, sft_eval_batches
+from pipeline.sft_data import ChatTokens, SFTDataset, SFTLoader, read_examples, sft_eval_batches
 from pipeline.tracking import Tracker
 from pipeline.train import (
     Batch,
@@ -48,8 +49,13 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
         loop = cfg.train
         accum = loop.grad_accum_steps(dist.world_size)
         total_steps = plan_steps(loop, seq_len=args.seq_len)
-        splits = {split: SFTDataset(cfg.data.path, tokenizer, seq_len=args.seq_len, split=split,
-                                    val_fraction=cfg.data.val_fraction) for split in ("train", "val")}
+        data = cfg.data
+        examples, stats = read_examples(data.path, tokenizer, seq_len=args.seq_len, val_fraction=data.val_fraction,
+                                        columns=data.columns, split=data.split, overlong=data.overlong)
+        pad = ChatTokens.of(tokenizer, tokenizer_file).pad
+        splits = {"train": SFTDataset(examples["train"], seq_len=args.seq_len, pad=pad, packing=data.packing,
+                                      seed=loop.seed),
+                  "val": SFTDataset(examples["val"], seq_len=args.seq_len, pad=pad)}
         loader = SFTLoader(splits["train"], batch_size=loop.micro_batch_size, rank=dist.rank,
                            world_size=dist.world_size, seed=loop.seed)
 
@@ -74,11 +80,10 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
                 print(f"finetune resuming from {resume_dir} (step {resume['step']})", flush=True)
         if dist.is_main:
             cfg.save(Path(cfg.output_dir) / "config.yaml")
-            dropped = sum(split.dropped for split in splits.values())
-            print(f"finetune: {len(splits['train'])} train / {len(splits['val'])} val examples from "
-                  f"{cfg.data.path}" + (f" ({dropped} dropped: prompt longer than seq_len)" if dropped else ""),
-                  flush=True)
-        params = {**cfg.flat(), **{f"model.{key}": str(value) for key, value in dataclasses.asdict(args).items()}}
+            packed = f" packed into {len(splits['train'])} rows" if data.packing else ""
+            print(f"finetune: {data.path}: {stats.summary()}{packed}", flush=True)
+        params = {**cfg.flat(), **{f"model.{key}": str(value) for key, value in dataclasses.asdict(args).items()},
+                  **{f"data.stats.{key}": str(value) for key, value in stats.counts().items()}}
         tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=params, active=dist.is_main,
                                 tags=run_tags(n_params=parallel.model.num_params(), strategy=cfg.parallel.strategy,
                                               dist=dist, init_from=str(init_dir),

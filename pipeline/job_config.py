@@ -17,6 +17,8 @@ from pipeline.ladder import SIZES, ModelShape, default_batch_size, default_lr
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "wsd")
+SFT_OVERLONG = ("truncate", "drop")
+SFT_FIELDS = ("prompt", "response", "messages")
 
 
 @dataclass
@@ -265,6 +267,10 @@ class TrainJobConfig(Config):
     """
 
     output_dir: str = "runs/train"
+    init_from: str = ""
+    """Continued pretraining: start from these weights (a step_N/ directory or a training output dir,
+    of the same model shape and tokenizer; seq_len may differ) with a fresh optimizer, schedule and
+    loader. Empty: a fresh init. A checkpoint of this run's own in output_dir still resumes first."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: LoopConfig = field(default_factory=_pretrain_loop)
@@ -284,6 +290,9 @@ class TrainJobConfig(Config):
     def check(self, prefix: str) -> None:
         require_choice(self.model.size, f"{prefix}model.size", SIZES)  # before the batch rule's values are used
         check_async_save(self.checkpoint, self.parallel, prefix)
+        require(not self.init_from or Path(self.init_from).resolve() != Path(self.output_dir).resolve(),
+                f"{prefix}init_from", "is this run's own output_dir; to continue it, leave init_from empty "
+                "(checkpoint.resume=auto)")
         per_step = self.train.global_batch_size * self.model.seq_len
         budget = self.train.max_tokens
         if budget and self.train.global_batch_size > 0 and self.model.seq_len > 0:
@@ -296,13 +305,30 @@ class TrainJobConfig(Config):
 
 @dataclass
 class SFTDataConfig(Config):
+    """Where the fine-tuning conversations come from and how they become rows (``pipeline.sft_data``)."""
+
     path: str = ""
-    """JSONL of {"prompt": ..., "response": ...} records."""
+    """Records {"prompt", "response"} or {"messages": [{"role", "content"}, ...]}: a .jsonl, .json,
+    .parquet or .arrow file, or a directory written by ``datasets`` ``save_to_disk``; local only."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Our field -> the data's column, e.g. ``{prompt: instruction, response: output}`` or
+    ``{messages: conversations}``; unnamed fields keep their own names."""
+    split: str = "train"
+    """The split of a saved DatasetDict to read (the val examples are still drawn by ``val_fraction``)."""
     val_fraction: float = 0.05
+    overlong: str = "truncate"
+    """An example longer than the model's seq_len: ``truncate`` (cut; dropped if nothing learned is
+    left) or ``drop``. Both are counted and printed."""
+    packing: bool = False
+    """Several examples per seq_len row (attention kept within each); validation rows stay one example each."""
 
     def check(self, prefix: str) -> None:
-        require(bool(self.path), f"{prefix}path", "give the instruction JSONL file")
+        require(bool(self.path), f"{prefix}path", "give the fine-tuning data (a .jsonl file or a datasets directory)")
         require(0.0 <= self.val_fraction < 1.0, f"{prefix}val_fraction", "must be in [0, 1)")
+        require_choice(self.overlong, f"{prefix}overlong", SFT_OVERLONG)
+        unknown = sorted(set(self.columns) - set(SFT_FIELDS))
+        require(not unknown, f"{prefix}columns", f"unknown field {', '.join(unknown)}; map any of "
+                f"{', '.join(SFT_FIELDS)} to a column name")
 
 
 def _finetune_loop() -> LoopConfig:
@@ -328,19 +354,59 @@ class FinetuneJobConfig(Config):
 
 
 @dataclass
+class EvalTrackingConfig(Config):
+    """Where ``lmpipe eval`` logs its metrics: the checkpoint's own MLflow run by default."""
+
+    enabled: bool = True
+    uri: str = ""
+    """Empty: the checkpoint's store, found as its job found it (its config's ``tracking.uri``, else
+    $MLFLOW_TRACKING_URI, else sqlite:///<its output dir>/mlflow.db)."""
+    new_run: bool = False
+    """Log to a new run of ``experiment``, tagged with the checkpoint, rather than to the checkpoint's
+    run (a checkpoint whose job had no run always gets a new one)."""
+    experiment: str = "eval"
+
+
+@dataclass
 class EvalJobConfig(Config):
-    """``lmpipe eval``: perplexity of a checkpoint on one split of token shards."""
+    """``lmpipe eval``: a checkpoint's loss, perplexity and bits per byte on token shards or raw text,
+    its held-out instruction loss, multiple-choice accuracy; logged to MLflow at the checkpoint's step."""
 
     checkpoint: str = ""
     shards: str = ""
+    """Token shards directory: its ``split`` is scored per manifest source."""
     split: str = "val"
+    """Shards only."""
+    text: str = ""
+    """Raw text instead of shards: a .txt file (one document) or a .jsonl with a ``text`` field per line."""
+    name: str = ""
+    """Metrics of the shards or text go under ``eval/<name>/``; empty: the split, or the text file's stem."""
+    sft: str = ""
+    """Fine-tuning data (what ``finetune`` takes as ``data.path``): the loss on the responses of its
+    held-out (val) examples."""
+    sft_val_fraction: Optional[float] = None
+    """The held-out share; None: as the fine-tune that wrote the checkpoint split its data (its other
+    ``data`` settings are followed too), else fine-tuning's default."""
+    mc: str = ""
+    """Multiple-choice JSONL of ``{"context": str, "choices": [str, ...], "answer": int}`` records."""
     batch_size: int = 8
     max_batches: int = 0
-    """0: the whole split."""
+    """Per source (shards), text file or SFT set: at most this many batches, of evenly spaced windows
+    for shards and text; 0: all."""
+    output: str = ""
+    """Also write every result to this JSON file."""
+    tracking: EvalTrackingConfig = field(default_factory=EvalTrackingConfig)
 
     def check(self, prefix: str) -> None:
         require(bool(self.checkpoint), f"{prefix}checkpoint", "give a checkpoint (--checkpoint)")
-        require(bool(self.shards), f"{prefix}shards", "give the token shards directory (--shards)")
+        require(not (self.shards and self.text), f"{prefix}text", "give token shards (--shards) or raw text "
+                                                                  "(--text), not both")
+        require(bool(self.shards or self.text or self.sft or self.mc), f"{prefix}shards",
+                "give something to evaluate on: --shards DIR or --text FILE, and/or --sft FILE, --mc FILE")
+        require(not self.text or Path(self.text).suffix in (".txt", ".jsonl"), f"{prefix}text",
+                f"{self.text}: expected a .txt or .jsonl file")
+        require(self.sft_val_fraction is None or 0.0 < self.sft_val_fraction < 1.0, f"{prefix}sft_val_fraction",
+                "must be in (0, 1)")
         require(self.batch_size > 0, f"{prefix}batch_size", "must be > 0")
         require(self.max_batches >= 0, f"{prefix}max_batches", "must be >= 0")
 

@@ -1,22 +1,43 @@
-"""Supervised fine-tuning data: prompt/response JSONL as fixed-length, loss-masked token rows.
+"""Supervised fine-tuning data: chat records as loss-masked token rows, one example per row or packed.
 
-A record ``{"prompt": P, "response": R}`` becomes ``<|user|> P <|assistant|> R <|eos|>``;
-the targets are the next tokens with every position that predicts a prompt token (or
-the markers) set to IGNORE_INDEX, so the loss covers only the response and its EOS.
-Rows are right-padded with ``<|pad|>`` (targets ignored) or truncated to the model's
-``seq_len``; a record whose response would be cut away entirely is dropped.
-Special-token strings inside P or R stay plain text, as in pretraining.
+**Records.** ``{"prompt": P, "response": R}`` (one turn) or ``{"messages": [{"role": "system" |
+"user" | "assistant", "content": str}, ...]}`` (multi-turn), read from a JSONL file (problems named
+``file:line``) or a local Hugging Face dataset: a ``save_to_disk`` directory (``data.split`` picks
+the split of a DatasetDict) or a .json/.parquet/.arrow file (``datasets.load_dataset``). Nothing is
+downloaded: a path that does not exist, a hub name included, is an error. ``data.columns`` maps our
+field names to the dataset's (``{prompt: instruction, response: output}``, ``{messages: conversations}``).
 
-A record goes to val when a hash of its text falls below ``val_fraction`` (stable
-across runs), so duplicate records never straddle the split.
+**Template**, from the tokenizer's special tokens::
+
+    <|system|> S                 only when the tokenizer has <|system|>; otherwise S + "\\n\\n" opens
+                                 the first user turn (our tokenizer trainer adds no <|system|>)
+    <|user|> U
+    <|assistant|> A <|eos|>      per turn; the loss covers A and this EOS, nothing else
+
+so a prompt/response record is ``<|user|> P <|assistant|> R <|eos|>``. A conversation is an optional
+system message, then user and assistant turns alternating, ending with an assistant turn whose
+content is not blank. Special-token strings inside the text stay plain text, as in pretraining.
+
+**Length.** An example longer than ``seq_len`` (+1 for the shifted target) is cut to fit
+(``overlong="truncate"``, kept if a learned token is left) or dropped (``"drop"``); both counted.
+**Packing** puts several examples into one row in order of a seeded shuffle (next-fit), and the
+batches carry per-row document starts (``TokenLoader(doc_starts=True)``'s format), so attention
+stays within each example. RoPE scores depend only on the distance between tokens, so an example's
+loss is the same packed or alone (up to float rounding; tested). Validation rows hold one example each.
+
+A record goes to val when a hash of its text falls below ``val_fraction`` (stable across runs),
+so duplicate records never straddle the split. Bad records are counted, the first few named, and
+skipped; no usable example at all is an error.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +46,12 @@ from tokenizers import Tokenizer
 from data_prep.tokenizer.tokenize import split_of
 from pipeline.model import IGNORE_INDEX
 
-USER, ASSISTANT, EOS, PAD = "<|user|>", "<|assistant|>", "<|eos|>", "<|pad|>"
+USER, ASSISTANT, SYSTEM, EOS, PAD = "<|user|>", "<|assistant|>", "<|system|>", "<|eos|>", "<|pad|>"
+ROLES = ("system", "user", "assistant")
+BUILDERS = {".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
+"""File suffix -> ``datasets`` packaged builder (.jsonl is read line by line, to name lines)."""
+SAVED_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
+NAMED_PROBLEMS = 5
 
 
 @dataclass(frozen=True)
@@ -34,6 +60,8 @@ class ChatTokens:
     assistant: int
     eos: int
     pad: int
+    system: int | None = None
+    """None: the tokenizer has no <|system|>; a system message opens the first user turn."""
 
     @classmethod
     def of(cls, tokenizer: Tokenizer, where: str | Path) -> ChatTokens:
@@ -42,69 +70,250 @@ class ChatTokens:
         missing = [tokens[name] for name, token_id in ids.items() if token_id is None]
         if missing:
             raise ValueError(f"{where}: tokenizer lacks the special tokens {' '.join(missing)} that SFT needs")
-        return cls(**ids)
+        return cls(**ids, system=tokenizer.token_to_id(SYSTEM))
 
 
-def read_records(path: str | Path) -> list[dict[str, str]]:
-    """The prompt/response records of a JSONL file; errors name the file and line."""
+class BadRecord(ValueError):
+    """A record that is not a conversation we can learn from; the message says why."""
+
+
+Message = dict[str, str]
+
+
+def iter_records(path: str | Path, *, split: str = "train") -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` for every record of ``path``; ``where`` is ``file:line`` or ``path[split]#row``.
+    A JSONL line that is not JSON comes as a ``BadRecord`` in place of the record."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SFT data not found: {path}")
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not (isinstance(record, dict) and isinstance(record.get("prompt"), str)
-                    and isinstance(record.get("response"), str)):
-                raise ValueError(f"{path}:{number}: expected an object with string fields 'prompt' and 'response'")
-            records.append({"prompt": record["prompt"], "response": record["response"]})
-    return records
+    if path.is_file() and path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        yield f"{path}:{number}", json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        yield f"{path}:{number}", BadRecord(f"not valid JSON ({exc.msg})")
+        return
+    dataset, name = _load_dataset(path, split=split)
+    for row, record in enumerate(dataset):
+        yield f"{name}#{row}", record
 
 
-def encode_example(tokenizer: Tokenizer, chat: ChatTokens, prompt: str, response: str, *,
-                   seq_len: int) -> tuple[list[int], list[int]] | None:
-    """(inputs, targets) of length ``seq_len``, or None when truncation would leave no response token."""
-    prompt_ids = [chat.user, *tokenizer.encode(prompt, add_special_tokens=False).ids, chat.assistant]
-    response_ids = [*tokenizer.encode(response, add_special_tokens=False).ids, chat.eos]
-    tokens = (prompt_ids + response_ids)[:seq_len + 1]
-    if len(tokens) <= len(prompt_ids):
+def _load_dataset(path: Path, *, split: str) -> tuple[Any, str]:
+    """A local Hugging Face dataset and the name its rows are reported by; never a download."""
+    import datasets
+
+    if path.is_dir():
+        if not any((path / marker).is_file() for marker in SAVED_MARKERS):
+            raise FileNotFoundError(f"{path}: not a dataset saved with save_to_disk (none of "
+                                    f"{', '.join(SAVED_MARKERS)}); give that directory or one data file")
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"{path} has no split {split!r} (data.split); it has {', '.join(loaded)}")
+            return loaded[split], f"{path}[{split}]"
+        return loaded, str(path)
+    if path.is_file():
+        builder = BUILDERS.get(path.suffix)
+        if builder is None:
+            raise ValueError(f"{path}: SFT data must be .jsonl, {', '.join(BUILDERS)} or a save_to_disk directory")
+        with tempfile.TemporaryDirectory() as cache:  # in memory: no cache left behind, none gone stale
+            return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
+                                         keep_in_memory=True), str(path)
+    raise FileNotFoundError(f"SFT data not found: {path} (data.path is a local .jsonl/.json/.parquet/.arrow "
+                            "file or a save_to_disk directory; Hugging Face hub names are not downloaded)")
+
+
+def conversation(record: Any, columns: Mapping[str, str] = {}) -> list[Message]:
+    """The messages of a record (prompt/response becomes one user and one assistant turn), with
+    ``columns`` mapping our field names to the record's; ``BadRecord`` says what is wrong."""
+    if isinstance(record, BadRecord):
+        raise record
+    names = {name: columns.get(name, name) for name in ("prompt", "response", "messages")}
+    if not isinstance(record, Mapping):
+        raise BadRecord("expected an object")
+    if record.get(names["messages"]) is not None:
+        messages = record[names["messages"]]
+        if not isinstance(messages, Sequence) or isinstance(messages, str):
+            raise BadRecord(f"'{names['messages']}' is not a list of messages")
+        messages = [_message(m, i) for i, m in enumerate(messages)]
+    elif isinstance(record.get(names["prompt"]), str) and isinstance(record.get(names["response"]), str):
+        messages = [{"role": "user", "content": record[names["prompt"]]},
+                    {"role": "assistant", "content": record[names["response"]]}]
+    else:
+        raise BadRecord(f"expected '{names['messages']}', or string fields '{names['prompt']}' and "
+                        f"'{names['response']}'")
+    _check_turns(messages)
+    return messages
+
+
+def _message(message: Any, i: int) -> Message:
+    if not (isinstance(message, Mapping) and isinstance(message.get("content"), str)):
+        raise BadRecord(f"message {i} is not an object with a string 'content'")
+    if message.get("role") not in ROLES:
+        raise BadRecord(f"message {i} has role {message.get('role')!r}, not one of {', '.join(ROLES)}")
+    return {"role": message["role"], "content": message["content"]}
+
+
+def _check_turns(messages: list[Message]) -> None:
+    turns = messages[1:] if messages and messages[0]["role"] == "system" else messages
+    if not turns:
+        raise BadRecord("no user or assistant turn")
+    for i, message in enumerate(turns):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            raise BadRecord(f"turn {i} is {message['role']}, expected {expected} (an optional system message "
+                            "first, then user and assistant alternating)")
+        if expected == "assistant" and not message["content"].strip():
+            raise BadRecord(f"turn {i} is an empty assistant turn")
+    if turns[-1]["role"] != "assistant":
+        raise BadRecord("the last turn is not an assistant turn")
+
+
+def render(tokenizer: Tokenizer, chat: ChatTokens, messages: list[Message]) -> tuple[list[int], list[int]]:
+    """(tokens, labels) of a conversation by the template; a label is the token itself where it is
+    learned (assistant content and its EOS), else IGNORE_INDEX."""
+    if messages[0]["role"] == "system" and chat.system is None:
+        system, first, *rest = messages
+        messages = [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+    tokens: list[int] = []
+    labels: list[int] = []
+    for message in messages:
+        text = tokenizer.encode(message["content"], add_special_tokens=False).ids
+        if message["role"] == "assistant":
+            learned = [*text, chat.eos]
+            tokens += [chat.assistant, *learned]
+            labels += [IGNORE_INDEX, *learned]
+        else:
+            marker = chat.user if message["role"] == "user" else chat.system
+            tokens += [marker, *text]
+            labels += [IGNORE_INDEX] * (1 + len(text))
+    return tokens, labels
+
+
+class Example(NamedTuple):
+    """One example's unpadded model inputs and their targets (``tokens[:-1]``, ``labels[1:]``)."""
+
+    inputs: list[int]
+    targets: list[int]
+    truncated: bool
+
+
+def encode_example(tokenizer: Tokenizer, chat: ChatTokens, messages: list[Message], *, seq_len: int,
+                   overlong: str = "truncate") -> Example | None:
+    """The example, at most ``seq_len`` long; None when it is too long and ``overlong="drop"``, or
+    when truncation leaves no learned token."""
+    tokens, labels = render(tokenizer, chat, messages)
+    truncated = len(tokens) > seq_len + 1
+    if truncated:
+        if overlong == "drop":
+            return None
+        tokens, labels = tokens[:seq_len + 1], labels[:seq_len + 1]
+    targets = labels[1:]
+    if all(label == IGNORE_INDEX for label in targets):
         return None
-    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
-    inputs, targets = tokens[:-1], labels[1:len(tokens)]
-    padding = seq_len - len(inputs)
-    return inputs + [chat.pad] * padding, targets + [IGNORE_INDEX] * padding
+    return Example(tokens[:-1], targets, truncated)
+
+
+@dataclass
+class SFTStats:
+    """What reading the records gave; ``finetune`` prints ``summary()`` and logs the counts."""
+
+    records: int = 0
+    examples: dict[str, int] = field(default_factory=lambda: {"train": 0, "val": 0})
+    truncated: int = 0
+    """Kept, cut to seq_len."""
+    dropped_overlong: int = 0
+    """Longer than seq_len and ``overlong="drop"``, or nothing learned left after truncation."""
+    bad: int = 0
+    problems: list[str] = field(default_factory=list)
+    """``where: reason`` of the first few bad records."""
+
+    def summary(self) -> str:
+        parts = [f"{self.examples['train']} train / {self.examples['val']} val examples of {self.records} records"]
+        if self.truncated:
+            parts.append(f"{self.truncated} truncated to seq_len")
+        if self.dropped_overlong:
+            parts.append(f"{self.dropped_overlong} dropped as longer than seq_len")
+        if self.bad:
+            parts.append(f"{self.bad} bad records skipped (first: {'; '.join(self.problems)})")
+        return ", ".join(parts)
+
+    def counts(self) -> dict[str, int]:
+        return {"records": self.records, "train_examples": self.examples["train"],
+                "val_examples": self.examples["val"], "truncated": self.truncated,
+                "dropped_overlong": self.dropped_overlong, "bad_records": self.bad}
+
+
+def read_examples(path: str | Path, tokenizer: Tokenizer, *, seq_len: int, val_fraction: float,
+                  columns: Mapping[str, str] = {}, split: str = "train", overlong: str = "truncate"
+                  ) -> tuple[dict[str, list[Example]], SFTStats]:
+    """The encoded examples of ``path`` by split (``train``, ``val``) in record order, and the counts."""
+    chat = ChatTokens.of(tokenizer, path)
+    examples: dict[str, list[Example]] = {"train": [], "val": []}
+    stats = SFTStats()
+    for where, record in iter_records(path, split=split):
+        stats.records += 1
+        try:
+            messages = conversation(record, columns)
+        except BadRecord as exc:
+            stats.bad += 1
+            if len(stats.problems) < NAMED_PROBLEMS:
+                stats.problems.append(f"{where}: {exc}")
+            continue
+        side = split_of("\n".join(message["content"] for message in messages), val_fraction)
+        example = encode_example(tokenizer, chat, messages, seq_len=seq_len, overlong=overlong)
+        if example is None:
+            stats.dropped_overlong += 1
+            continue
+        stats.truncated += example.truncated
+        stats.examples[side] += 1
+        examples[side].append(example)
+    if not (examples["train"] or examples["val"]):
+        raise ValueError(f"no usable SFT example in {path}: {stats.summary()}")
+    return examples, stats
 
 
 class SFTDataset:
-    """One split of a JSONL file as ``inputs`` and ``targets`` tensors, (N, seq_len) int64."""
+    """Rows of examples as ``inputs`` and ``targets`` tensors, (N, seq_len) int64, right-padded with
+    ``pad`` (targets ignored). ``packing``: several examples per row, in order of the ``seed``
+    shuffle, and ``doc_starts[i]`` the input positions where row ``i``'s examples begin."""
 
-    def __init__(self, path: str | Path, tokenizer: Tokenizer, *, seq_len: int, split: str, val_fraction: float):
-        chat = ChatTokens.of(tokenizer, path)
-        rows, self.dropped = [], 0
-        for record in read_records(path):
-            if split_of(f"{record['prompt']}\n{record['response']}", val_fraction) != split:
-                continue
-            example = encode_example(tokenizer, chat, record["prompt"], record["response"], seq_len=seq_len)
-            if example is None:
-                self.dropped += 1
-            else:
-                rows.append(example)
-        self.inputs = torch.tensor([inputs for inputs, _ in rows], dtype=torch.int64).reshape(-1, seq_len)
-        self.targets = torch.tensor([targets for _, targets in rows], dtype=torch.int64).reshape(-1, seq_len)
+    def __init__(self, examples: Sequence[Example], *, seq_len: int, pad: int, packing: bool = False, seed: int = 0):
+        groups = _pack(examples, seq_len=seq_len, seed=seed) if packing else [[example] for example in examples]
+        self.inputs = torch.full((len(groups), seq_len), pad, dtype=torch.int64)
+        self.targets = torch.full((len(groups), seq_len), IGNORE_INDEX, dtype=torch.int64)
+        self.doc_starts: list[np.ndarray] | None = [] if packing else None
+        for row, group in enumerate(groups):
+            lengths = np.array([len(example.inputs) for example in group], dtype=np.int64)
+            used = int(lengths.sum())
+            self.inputs[row, :used] = torch.tensor([t for example in group for t in example.inputs])
+            self.targets[row, :used] = torch.tensor([t for example in group for t in example.targets])
+            if self.doc_starts is not None:
+                self.doc_starts.append(np.cumsum(lengths) - lengths)
 
     def __len__(self) -> int:
         return len(self.inputs)
 
 
+def _pack(examples: Sequence[Example], *, seq_len: int, seed: int) -> list[list[Example]]:
+    """Next-fit over the ``seed`` shuffle: a row takes examples until the next one does not fit."""
+    groups: list[list[Example]] = []
+    free = 0
+    for i in np.random.default_rng(seed).permutation(len(examples)).tolist():
+        example = examples[i]
+        if len(example.inputs) > free:
+            groups.append([])
+            free = seq_len
+        groups[-1].append(example)
+        free -= len(example.inputs)
+    return groups
+
+
 class SFTLoader:
     """Infinite shuffled training batches for one rank, like ``data.TokenLoader``: epoch ``e`` is the
     permutation drawn from ``(seed, e)``, global sample ``g`` goes to rank ``g % world_size``, and the
-    state is ``(seed, epoch, sample_index)``."""
+    state is ``(seed, epoch, sample_index)``. Batches of a packed dataset carry the rows' document
+    starts as a third item."""
 
     def __init__(self, dataset: SFTDataset, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
         if len(dataset) == 0:
@@ -117,13 +326,15 @@ class SFTLoader:
     def epoch(self) -> int:
         return self.sample_index // len(self.dataset)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
         while True:
             step = self.batch_size * self.world_size
             mine = [self._row_of(g) for g in range(self.sample_index + self.rank, self.sample_index + step,
                                                     self.world_size)]
             self.sample_index += step
-            yield self.dataset.inputs[mine], self.dataset.targets[mine]
+            batch = self.dataset.inputs[mine], self.dataset.targets[mine]
+            starts = self.dataset.doc_starts
+            yield batch if starts is None else (*batch, [starts[i] for i in mine])
 
     def _row_of(self, g: int) -> int:
         epoch, position = divmod(g, len(self.dataset))

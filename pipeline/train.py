@@ -134,6 +134,10 @@ def train(cfg: TrainJobConfig) -> TrainResult:
         if resume is not None:
             check_resumable(resume, resume_dir, model_args=args, strategy=cfg.parallel.strategy,
                             total_steps=total_steps, tokenizer_file=tokenizer["file"])
+        init_dir = resolve_checkpoint(cfg.init_from) if cfg.init_from and resume is None else None
+        init_meta = read_meta(init_dir) if init_dir is not None else {}
+        if init_dir is not None:
+            check_init_from(init_meta, init_dir, model_args=args, tokenizer_file=tokenizer["file"])
         torch.manual_seed(loop.seed)
         parallel = parallelize(build_model(args), strategy=cfg.parallel, dist=dist, loop=loop,
                                total_steps=total_steps)
@@ -143,13 +147,19 @@ def train(cfg: TrainJobConfig) -> TrainResult:
             if dist.is_main:
                 print(f"train resuming from {resume_dir} (step {resume['step']}, "
                       f"{resume['tokens_seen']:,} tokens seen)", flush=True)
+        elif init_dir is not None:  # continued pretraining: the weights only, all else starts fresh
+            parallel.load(init_dir, model_only=True)
+            if dist.is_main:
+                print(f"train starting from the weights of {init_dir} (step {init_meta['step']})", flush=True)
         n_params = parallel.model.num_params()
         if dist.is_main:
             cfg.save(Path(cfg.output_dir) / "config.yaml")
         manifest_shas = ",".join(file_sha256(directory / MANIFEST_FILE) for directory in directories)
         tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=cfg.flat(), active=dist.is_main,
                                 tags=run_tags(n_params=n_params, strategy=cfg.parallel.strategy, dist=dist,
-                                              manifest_sha256=manifest_shas, **model_size_tag(cfg.model)),
+                                              manifest_sha256=manifest_shas, **model_size_tag(cfg.model),
+                                              init_from=str(init_dir) if init_dir is not None else None,
+                                              init_mlflow_run_id=init_meta.get("mlflow_run_id")),
                                 run_id=resume["mlflow_run_id"] if resume is not None else None)
         tracker.log_artifact(Path(cfg.output_dir) / "config.yaml")
         for i, directory in enumerate(directories):
@@ -160,6 +170,19 @@ def train(cfg: TrainJobConfig) -> TrainResult:
                        val_sources=list(val_set.windows), resume=resume)
     finally:
         shutdown_distributed(dist)
+
+
+def check_init_from(meta: dict[str, Any], step_dir: Path, *, model_args: ModelArgs, tokenizer_file: Path) -> None:
+    """Continued pretraining takes weights of this model's shape (seq_len aside: RoPE has no weights)
+    trained with this tokenizer (the same ids must mean the same text); else one line, before the model is built."""
+    saved = dataclasses.replace(ModelArgs(**meta["model"]), seq_len=model_args.seq_len)
+    if saved != model_args:
+        diff = ", ".join(f"{field.name} {getattr(saved, field.name)} vs {getattr(model_args, field.name)}"
+                         for field in dataclasses.fields(ModelArgs)
+                         if getattr(saved, field.name) != getattr(model_args, field.name))
+        raise ValueError(f"init_from {step_dir} is of another model ({diff})")
+    if file_sha256(step_dir / TOKENIZER_FILE) != file_sha256(tokenizer_file):
+        raise ValueError(f"init_from {step_dir} was trained with another tokenizer than {tokenizer_file}")
 
 
 def resume_checkpoint(output_dir: str | Path, resume: str) -> Path | None:

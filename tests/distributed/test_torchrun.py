@@ -65,7 +65,7 @@ def test_torchrun_pretrain_and_finetune(tiny_corpus, tmp_path):
     # The 2-rank checkpoint loads into one process, and validation is 8 fixed windows per source whatever
     # the world size: 2 batches of 4 in one process are the windows the 2 ranks shared.
     single = evaluate(EvalJobConfig(checkpoint=str(tmp_path / "pretrain"), shards=str(tiny_corpus[0]),
-                                    batch_size=4, max_batches=2))
+                                    batch_size=4, max_batches=2))["lm"]
     assert single["loss"] == pytest.approx(pretrain["final_val_loss"], rel=1e-5)
 
     torchrun(script, "finetune", *corpus)

@@ -30,6 +30,7 @@ SHIPPED = {
     "train/zero3.yaml": (TrainJobConfig, ["data.shards=s"]),
     **{f"train/{size}.yaml": (TrainJobConfig, ["data.shards=s"]) for size in LADDER_PRESETS},
     "finetune/tiny.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
+    "finetune/chat.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
     "slurm/local.yaml": (SlurmProfile, []),
     "slurm/gpu-8x.yaml": (SlurmProfile, ["partition=gpu"]),
 }

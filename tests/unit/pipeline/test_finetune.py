@@ -1,4 +1,5 @@
-"""SFT data (formatting, loss mask, split, sharding) and fine-tuning from a pretrained checkpoint."""
+"""Fine-tuning from a pretrained checkpoint: prompt/response JSONL, chat messages with packing, a saved
+``datasets`` directory, and resuming (the data side alone is in test_sft_data.py)."""
 
 from __future__ import annotations
 
@@ -7,63 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import load_tokenizer, read_meta
+from pipeline.checkpoint import read_meta
 from pipeline.finetune import finetune
 from pipeline.job_config import FinetuneJobConfig
-from pipeline.model import IGNORE_INDEX
-from pipeline.sft_data import ChatTokens, SFTDataset, SFTLoader, encode_example, read_records
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_corpus):
-    return load_tokenizer(tiny_corpus[0] / "tokenizer.json")
-
-
-def test_loss_mask_covers_only_the_response_and_eos(tokenizer):
-    chat = ChatTokens.of(tokenizer, "tok")
-    prompt_ids = tokenizer.encode("Which river is Branford on?").ids
-    response_ids = tokenizer.encode("The river Lorn.").ids
-    inputs, targets = encode_example(tokenizer, chat, "Which river is Branford on?", "The river Lorn.", seq_len=40)
-    sequence = [chat.user, *prompt_ids, chat.assistant, *response_ids, chat.eos]
-    assert len(inputs) == len(targets) == 40
-    assert inputs[:len(sequence) - 1] == sequence[:-1]
-    assert inputs[len(sequence) - 1:] == [chat.pad] * (41 - len(sequence))
-    learned = [t for t in targets if t != IGNORE_INDEX]
-    assert learned == [*response_ids, chat.eos]
-    # the target of the <|assistant|> position is the first response token; everything before is ignored
-    first = len(prompt_ids) + 1
-    assert targets[:first] == [IGNORE_INDEX] * first and targets[first] == response_ids[0]
-
-
-def test_truncation_keeps_what_fits_and_drops_promptonly_rows(tokenizer):
-    chat = ChatTokens.of(tokenizer, "tok")
-    inputs, targets = encode_example(tokenizer, chat, "Which river?", "The river Lorn. " * 10, seq_len=16)
-    assert len(inputs) == 16 and chat.eos not in targets and targets[-1] != IGNORE_INDEX
-    assert encode_example(tokenizer, chat, "Which river is it? " * 10, "Lorn.", seq_len=16) is None
-
-
-def test_split_is_stable_and_disjoint(tiny_corpus, tokenizer):
-    train = SFTDataset(tiny_corpus[1], tokenizer, seq_len=64, split="train", val_fraction=0.2)
-    val = SFTDataset(tiny_corpus[1], tokenizer, seq_len=64, split="val", val_fraction=0.2)
-    assert len(train) + len(val) == len(read_records(tiny_corpus[1])) and 0 < len(val) < len(train)
-    train_rows = {tuple(row.tolist()) for row in train.inputs}
-    assert not train_rows & {tuple(row.tolist()) for row in val.inputs}  # duplicates stay on one side
-
-
-def test_loader_gives_each_rank_its_own_samples(tiny_corpus, tokenizer):
-    data = SFTDataset(tiny_corpus[1], tokenizer, seq_len=64, split="train", val_fraction=0.0)
-    single = next(iter(SFTLoader(data, batch_size=4, seed=3)))[0]
-    ranks = [next(iter(SFTLoader(data, batch_size=2, rank=r, world_size=2, seed=3)))[0] for r in (0, 1)]
-    assert sorted(map(tuple, single.tolist())) == sorted(map(tuple, ranks[0].tolist() + ranks[1].tolist()))
-
-
-def test_bad_records_name_file_and_line(tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n')
-    with pytest.raises(ValueError, match=f"{path}:2: expected"):
-        read_records(path)
-    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        read_records(tmp_path / "missing.jsonl")
 
 
 def test_finetuning_lowers_the_response_loss(pretrained: Path, tiny_corpus, tmp_path):
@@ -115,3 +62,43 @@ def test_a_stopped_finetune_resumes_from_its_own_checkpoint(pretrained: Path, ti
     assert sorted(losses(second)) == list(range(stop.value.step + 1, 9))
     assert {**first, **losses(second)} == whole_losses
     assert resumed.final_val_loss == whole.final_val_loss
+
+
+def tiny_finetune(pretrained: Path, output_dir: Path, *overrides: str) -> FinetuneJobConfig:
+    return FinetuneJobConfig.load(None, [f"init_from={pretrained}", f"output_dir={output_dir}", "train.max_steps=6",
+                                         "train.global_batch_size=8", "train.micro_batch_size=4",
+                                         "train.warmup_steps=2", "train.lr=2e-3", "train.log_interval=3",
+                                         "tracking.enabled=false", *overrides])
+
+
+def test_finetune_on_packed_chat_messages_reports_what_it_skipped(pretrained: Path, tiny_corpus, tmp_path, capsys):
+    pairs = [json.loads(line) for line in tiny_corpus[1].read_text().splitlines()]
+    chats = [{"messages": [{"role": "system", "content": "Answer briefly."},
+                           *[{"role": role, "content": pair[key]} for pair in pairs[i:i + 2]
+                             for role, key in (("user", "prompt"), ("assistant", "response"))]]}
+             for i in range(0, len(pairs), 2)]
+    chats += [{"messages": [{"role": "user", "content": "Which river?"}]},  # bad: no assistant turn
+              {"messages": [{"role": "user", "content": "Which river? " * 40},  # overlong: no response left
+                            {"role": "assistant", "content": "Lorn."}]}]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(chat) + "\n" for chat in chats))
+    result = finetune(tiny_finetune(pretrained, tmp_path / "sft", f"data.path={data}", "data.packing=true",
+                                    "data.val_fraction=0.1"))
+    out = capsys.readouterr().out
+    assert f"{data}:{len(chats) - 1}: the last turn is not an assistant turn" in out
+    assert "1 dropped as longer than seq_len" in out and "1 bad records skipped" in out and "packed into" in out
+    assert result.steps == 6 and result.final_val_loss < result.initial_val_loss
+
+
+def test_finetune_on_a_saved_datasets_directory_with_mapped_columns(pretrained: Path, tiny_corpus, tmp_path, capsys):
+    import datasets
+
+    pairs = [json.loads(line) for line in tiny_corpus[1].read_text().splitlines()]
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"instruction": [p["prompt"] for p in pairs],
+                                                               "output": [p["response"] for p in pairs]})}
+                         ).save_to_disk(str(tmp_path / "saved"))
+    result = finetune(tiny_finetune(pretrained, tmp_path / "sft", f"data.path={tmp_path / 'saved'}",
+                                    "data.columns.prompt=instruction", "data.columns.response=output",
+                                    "train.max_steps=3"))
+    assert f"of {len(pairs)} records" in capsys.readouterr().out
+    assert result.steps == 3 and result.final_val_loss < result.initial_val_loss
