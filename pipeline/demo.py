@@ -71,6 +71,8 @@ class DemoReport:
     sample: str = ""
     chat: dict[str, str] = field(default_factory=dict)
     """One instruction: its prompt, the fine-tuned model's answer and the reference answer."""
+    export: dict[str, Any] = field(default_factory=dict)
+    """Where the fine-tuned model went in Hugging Face format, and its logits' largest gap to ours there."""
 
 
 def run_demo(cfg: DemoConfig) -> int:
@@ -151,6 +153,9 @@ def run_demo(cfg: DemoConfig) -> int:
                                             chat=True, max_new_tokens=32, temperature=0.0))
         report.chat = {"prompt": instruction["prompt"], "answer": answer, "reference": instruction["response"]}
 
+    with stage("export"):
+        report.export = _export_and_check(work / "finetune", work / "hf")
+
     (work / "report.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
     from pipeline.demo_report import render_report
 
@@ -185,3 +190,27 @@ def _stage_timer(report: DemoReport, console: Any) -> Callable[[str], Any]:
         console.print(f"[green]✓[/green] {name} in {report.seconds[name]:.1f}s")
 
     return stage
+
+
+def _export_and_check(checkpoint: Path, output: Path) -> dict[str, Any]:
+    """Export ``checkpoint`` as a Hugging Face Llama directory, load it with ``transformers`` and compare
+    its logits with ours on one sequence: the proof that the export works, not just that it was written."""
+    import shutil
+
+    import torch
+
+    from pipeline.checkpoint import load_model_for_inference
+    from pipeline.hf_interop import export_hf
+
+    shutil.rmtree(output, ignore_errors=True)  # the demo owns its workdir; a rerun exports afresh
+    export_hf(checkpoint, output)
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError:  # a dev dependency: `make demo` installs it, a bare `pip install lmpipe` does not
+        return {"dir": str(output), "max_logit_diff": None}
+    ours, args, _ = load_model_for_inference(checkpoint)
+    theirs = AutoModelForCausalLM.from_pretrained(output).eval()
+    tokens = torch.randint(0, args.vocab_size, (1, min(64, args.seq_len)), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        gap = (ours(tokens) - theirs(tokens).logits).abs().max().item()
+    return {"dir": str(output), "max_logit_diff": gap}

@@ -52,8 +52,9 @@ def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
     table.add_row("finetune", f"SFT {fin['steps']} steps, response-token loss {fin['first_train_loss']:.3f} -> "
                               f"{fin['last_train_loss']:.3f}" + _val(fin), _s(seconds, "finetune"))
     evaluation = report.evaluation
+    bpb = f", {evaluation['bpb']:.3f} bits per byte" if evaluation.get("bpb") is not None else ""
     table.add_row("eval", f"pretrained model on {evaluation['split']}: loss {evaluation['loss']:.3f}, "
-                          f"perplexity {evaluation['ppl']:.1f} over {evaluation['tokens']:,} tokens",
+                          f"perplexity {evaluation['ppl']:.1f}{bpb} over {evaluation['tokens']:,} tokens",
                   _s(seconds, "eval"))
     sample = " ".join(report.sample.split())
     chat = report.chat
@@ -61,6 +62,11 @@ def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
                                             ("fine-tuned: ", "bold"), f"Q: {chat['prompt']}  A: {chat['answer']}\n",
                                             ("reference:  ", "bold"), chat["reference"]),
                   _s(seconds, "generate"))
+    export = report.export
+    gap = export.get("max_logit_diff")
+    proof = ("transformers not installed: load check skipped" if gap is None else
+             f"transformers LlamaForCausalLM loads it: max |logit difference| to lmpipe {gap:.1e}")
+    table.add_row("export", f"fine-tuned model in Hugging Face format, {export['dir']}\n{proof}", _s(seconds, "export"))
     table.add_row("total", "", f"{sum(seconds.values()):.1f}", style="bold")
 
     footer = Text.assemble(

@@ -32,6 +32,8 @@ def test_demo_runs_the_whole_loop(tmp_path: Path):
     assert pretrain["final_val_ppl"] < report["unigram_ppl"]
     assert finetune["last_train_loss"] < finetune["first_train_loss"]
     assert report["sample"] and set(report["chat"]) == {"prompt", "answer", "reference"}
+    assert report["export"]["max_logit_diff"] < 1e-4  # transformers loads the export and agrees with us
+    assert (workdir / "hf" / "config.json").is_file()
 
     for stage in ("data", "tokenizer", "shards", "pretrain", "finetune"):
         assert (workdir / stage / "config.yaml").is_file(), f"no resolved config next to {stage}/"
