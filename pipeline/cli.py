@@ -109,12 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--new-run", action="store_const", const=True,
                           help="log to a new MLflow run of the 'eval' experiment, not the checkpoint's run")
 
-    generate = _verb(verbs, "generate", "sample text from a checkpoint", _run_generate)
+    generate = _verb(verbs, "generate", "sample completions of prompts from a checkpoint", _run_generate)
     generate.add_argument("--checkpoint", help="checkpoint (step dir or training output dir)")
     generate.add_argument("--prompt", help="text to continue")
-    generate.add_argument("--max-new-tokens", type=int, help="tokens to sample (default 64)")
+    generate.add_argument("--prompts", help="file of prompts: .txt (one per line) or .jsonl (a 'prompt' field)")
     generate.add_argument("--chat", action="store_const", const=True,
-                          help="treat the prompt as a user turn (fine-tuned models) and print only the reply")
+                          help="treat each prompt as a user turn (fine-tuned models); complete with the reply only")
+    generate.add_argument("--max-new-tokens", type=int, help="tokens to sample per prompt (default 64)")
+    generate.add_argument("--temperature", type=float, help="0: greedy (default 0.8)")
+    generate.add_argument("--top-k", type=int, help="sample among the k most probable tokens, 0: all (default 50)")
+    generate.add_argument("--top-p", type=float, help="nucleus: the most probable tokens of this mass (default 1)")
+    generate.add_argument("--stop", nargs="+", action="extend", metavar="S",
+                          help="end a completion just before any of these strings")
+    generate.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    generate.add_argument("--output", help='write {"prompt", "completion"} JSONL here instead of printing')
 
     checkpoint = verbs.add_parser("checkpoint", help="checkpoint tools: consolidate")
     checkpoint_verbs = checkpoint.add_subparsers(title="checkpoint verbs", metavar="VERB")
@@ -260,13 +268,23 @@ def _eval_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    import json
+
     from pipeline.job_config import GenerateJobConfig
 
-    cfg = _load(GenerateJobConfig, args, checkpoint=args.checkpoint, prompt=args.prompt,
-                max_new_tokens=args.max_new_tokens, chat=args.chat)
-    from pipeline.generate import generate
+    cfg = _load(GenerateJobConfig, args, checkpoint=args.checkpoint, prompt=args.prompt, prompts=args.prompts,
+                chat=args.chat, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, stop=args.stop, seed=args.seed, output=args.output)
+    from pipeline.generate import complete
 
-    print(generate(cfg))
+    records = complete(cfg)
+    if cfg.output:
+        print(f"generate: {len(records)} completions -> {cfg.output}")
+    elif cfg.prompt is not None:  # one prompt: the text itself, continued (a chat reply alone)
+        print(records[0]["completion"] if cfg.chat else records[0]["prompt"] + records[0]["completion"])
+    else:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False))
     return 0
 
 

@@ -244,6 +244,8 @@ class TrackingConfig(Config):
     """Log this process's memory (``memory/rss_gb``, ``memory/cuda_max_allocated_gb``) with the train metrics."""
     peak_flops: float = 0.0
     """Peak FLOP/s of one device for MFU; 0: looked up from the GPU's name (pipeline/mfu.py), none on a CPU."""
+    parent_run_id: str = ""
+    """A new run is made a child of this MLflow run (a sweep's parent run, ``lmpipe sweep run``); empty: none."""
 
     def check(self, prefix: str) -> None:
         require(self.peak_flops >= 0, f"{prefix}peak_flops", "must be >= 0 (0: detect from the GPU)")
@@ -413,19 +415,39 @@ class EvalJobConfig(Config):
 
 @dataclass
 class GenerateJobConfig(Config):
-    """``lmpipe generate``: sample text from a checkpoint."""
+    """``lmpipe generate``: sample completions of prompts from a checkpoint."""
 
     checkpoint: str = ""
-    prompt: str = ""
+    prompt: Optional[str] = None
+    """One prompt ("" starts from EOS, a document boundary); give this or ``prompts``."""
+    prompts: str = ""
+    """A file of prompts: .txt, one per non-empty line, or .jsonl, each record's ``prompt``."""
+    output: str = ""
+    """Write {"prompt", "completion"} records here as JSONL."""
     max_new_tokens: int = 64
     temperature: float = 0.8
+    """0: greedy (top_k and top_p then do nothing)."""
     top_k: int = 50
+    """Sample among the k most probable tokens; 0: all."""
+    top_p: float = 1.0
+    """Then among the smallest set of them whose probabilities sum to >= top_p (nucleus); 1: all."""
+    stop: list[str] = field(default_factory=list)
+    """A completion ends just before the first of these strings (and at EOS)."""
     seed: int = 0
+    batch_size: int = 8
+    """Prompts sampled together (left-padded, one KV cache)."""
     chat: bool = False
-    """Wrap the prompt as a fine-tuning user turn (<|user|> prompt <|assistant|>) and return only the reply."""
+    """Wrap each prompt as a fine-tuning user turn (<|user|> prompt <|assistant|>) and return only the reply."""
 
     def check(self, prefix: str) -> None:
         require(bool(self.checkpoint), f"{prefix}checkpoint", "give a checkpoint (--checkpoint)")
+        require(self.prompt is not None or bool(self.prompts), f"{prefix}prompt",
+                "give a prompt (--prompt) or a prompts file (--prompts)")
+        require(self.prompt is None or not self.prompts, f"{prefix}prompt",
+                "give a prompt (--prompt) or a prompts file (--prompts), not both")
         require(self.max_new_tokens > 0, f"{prefix}max_new_tokens", "must be > 0")
         require(self.temperature >= 0.0, f"{prefix}temperature", "must be >= 0 (0: greedy)")
         require(self.top_k >= 0, f"{prefix}top_k", "must be >= 0 (0: no top-k)")
+        require(0.0 < self.top_p <= 1.0, f"{prefix}top_p", "must be in (0, 1] (1: no nucleus)")
+        require(all(self.stop), f"{prefix}stop", "stop strings must not be empty")
+        require(self.batch_size > 0, f"{prefix}batch_size", "must be > 0")

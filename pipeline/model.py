@@ -19,6 +19,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,35 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return torch.cat(blocks, dim=1)
 
 
+class LayerCache(NamedTuple):
+    """One layer's slice of a ``KVCache``: where this forward's keys and values go (slots from ``start``)."""
+    keys: torch.Tensor  # (B, KV, capacity, hd)
+    values: torch.Tensor  # (B, KV, capacity, hd)
+    start: int
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, KV, T, hd) and return every key and value so far, (B, KV, start + T, hd)."""
+        end = self.start + k.shape[2]
+        self.keys[:, :, self.start:end] = k
+        self.values[:, :, self.start:end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+class KVCache:
+    """Keys and values of every layer for generation, preallocated: (B, KV, capacity, hd) per layer, filled
+    left to right, ``length`` slots so far. Rows of unequal prompts are left-padded (``Transformer.generate``)."""
+
+    def __init__(self, args: ModelArgs, batch: int, capacity: int, *, device: torch.device, dtype: torch.dtype):
+        shape = (batch, args.n_kv_heads, capacity, args.head_dim)
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(args.n_layers)]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(args.n_layers)]
+        self.capacity = capacity
+        self.length = 0
+
+    def layer(self, i: int) -> LayerCache:
+        return LayerCache(self.keys[i], self.values[i], self.length)
+
+
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -142,17 +172,20 @@ class Attention(nn.Module):
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal self-attention; with ``mask`` ((B, 1, T, T) bool, ``document_mask``) only where it is True."""
+                mask: torch.Tensor | None = None, cache: LayerCache | None = None) -> torch.Tensor:
+        """Causal self-attention; with ``mask`` ((B, 1, T, T) bool, ``document_mask``) only where it is True.
+        With ``cache`` (generation) also over the cached keys: then ``mask`` is (B, 1, T, start + T)."""
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(k, v)
         # enable_gqa: each key/value head serves n_heads / n_kv_heads consecutive query heads
         if mask is None:
             y = causal_attention(q, k, v)  # (B, T, H, hd)
-        else:  # the mask is causal itself (document_mask)
+        else:  # the mask is causal itself (document_mask, or generation's)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).transpose(1, 2)
         return self.wo(y.reshape(B, T, -1))
 
@@ -179,8 +212,8 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(args)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin, mask)
+                mask: torch.Tensor | None = None, cache: LayerCache | None = None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -350,31 +383,93 @@ class Transformer(nn.Module):
         return total
 
     @torch.no_grad()
-    def generate(self, tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-                 top_k: int = 0, eos_id: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Extend (B, T) ``tokens`` by up to ``max_new_tokens``; temperature 0 is greedy, top_k 0 keeps all.
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, eos_id: int | None = None, generator: torch.Generator | None = None,
+                 valid: torch.Tensor | None = None,
+                 finished: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Extend (B, T) ``tokens`` by up to ``max_new_tokens`` sampled ones (``sample_next``), returned whole.
 
-        No KV cache: each step reruns the (cropped) context, which is fine at the sizes we sample from.
-        Stops early once every row has produced ``eos_id``.
+        A KV cache: the prompts go through in one pass, then one token per step. Prompts of unequal
+        length come left-padded, ``valid`` (B, T) False on the padding: padding is never attended to,
+        and each row's RoPE positions count only its own tokens, so a row generates what it would alone.
+        Past the model's ``seq_len`` the window slides and every step reruns it (positions shift, so
+        nothing cached stays valid). Stops early once every row has produced ``eos_id`` or been
+        declared done by ``finished`` (the tokens generated so far (B, n) -> (B,) bool, e.g. stop strings).
         """
-        finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        B, T = tokens.shape
+        out = tokens.new_empty(B, T + max_new_tokens)
+        out[:, :T] = tokens
+        valid = torch.ones_like(tokens, dtype=torch.bool) if valid is None else valid.to(tokens.device)
+        valid = torch.cat([valid, valid.new_ones(B, max_new_tokens)], dim=1)  # every generated token is real
+        done = torch.zeros(B, dtype=torch.bool, device=tokens.device)
+        seq_len = self.args.seq_len
+        cache = self.new_cache(B, min(seq_len, T + max_new_tokens))
+        n = T
         for _ in range(max_new_tokens):
-            logits = self(tokens[:, -self.args.seq_len:])[:, -1, :]  # (B, vocab)
-            if temperature == 0:
-                next_token = logits.argmax(dim=-1, keepdim=True)
+            if n <= cache.capacity:
+                logits = self.forward_cached(out[:, cache.length:n], cache, valid[:, :n])
             else:
-                logits = logits / temperature
-                if top_k:
-                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_token = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
-            tokens = torch.cat([tokens, next_token], dim=1)
+                window = slice(n - seq_len, n)
+                logits = self.forward_cached(out[:, window], self.new_cache(B, seq_len), valid[:, window])
+            next_token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            out[:, n] = next_token
+            n += 1
             if eos_id is not None:
-                finished |= next_token.squeeze(1) == eos_id
-                if finished.all():
-                    break
-        return tokens
+                done |= next_token == eos_id
+            if finished is not None:
+                done |= finished(out[:, T:n])
+            if (eos_id is not None or finished is not None) and done.all():
+                break
+        return out[:, :n]
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        weight = self.tok_embeddings.weight
+        return KVCache(self.args, batch, capacity, device=weight.device, dtype=weight.dtype)
+
+    def forward_cached(self, tokens: torch.Tensor, cache: KVCache, valid: torch.Tensor) -> torch.Tensor:
+        """Logits (B, vocab) of the last of (B, T) ``tokens``, which follow the ``cache.length`` cached ones;
+        ``valid`` (B, cache.length + T): False where a slot is padding."""
+        T = tokens.shape[1]
+        start, end = cache.length, cache.length + T
+        positions = (valid.cumsum(dim=1) - 1).clamp(min=0)[:, start:end]  # (B, T): padding does not count
+        cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]  # (B, 1, T, hd)
+        visible = valid[:, None, None, :]  # (B, 1, 1, end)
+        if T > 1:
+            query = torch.arange(start, end, device=tokens.device)[:, None]
+            key = torch.arange(end, device=tokens.device)
+            # causal over real keys; a padding query sees itself too, else its softmax would be over nothing
+            visible = (visible & (key <= query)) | (key == query)  # (B, 1, T, end)
+        x = self.tok_embeddings(tokens)  # (B, T, d)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, visible, cache.layer(i))
+        cache.length = end
+        return self.output(self.norm(x[:, -1]))  # (B, vocab)
+
+
+def sample_next(logits: torch.Tensor, *, temperature: float, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token id per row of (B, vocab) ``logits``: temperature 0 is greedy (argmax); otherwise drawn
+    from softmax(logits / temperature) restricted to the ``top_k`` most probable (0: all), then to the
+    nucleus of mass ``top_p`` (1: all)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        logits = logits.masked_fill(outside_nucleus(logits, top_p), float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+
+
+def outside_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """True for the tokens outside the smallest set of the most probable whose probabilities sum to
+    >= ``top_p`` (nucleus sampling); the most probable token is always kept."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    drop = probs.cumsum(dim=-1) - probs >= top_p  # the tokens more probable than this one already reach top_p
+    return torch.empty_like(drop).scatter_(-1, order, drop)  # back from sorted order to vocabulary order
 
 
 def checkpoint_blocks(model: Transformer) -> None:

@@ -44,4 +44,4 @@ def test_generate(pretrained: Path, tmp_path):
     sampled = generate(GenerateJobConfig(checkpoint=str(pretrained), prompt="", max_new_tokens=8, seed=1))
     assert isinstance(sampled, str)
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "none")):
-        generate(GenerateJobConfig(checkpoint=str(tmp_path / "none")))
+        generate(GenerateJobConfig(checkpoint=str(tmp_path / "none"), prompt=""))
