@@ -70,7 +70,8 @@ class Tracker:
         client = MlflowClient(tracking_uri=cfg.resolve_uri(str(output_dir)))
         if run_id is None:
             experiment_id = _experiment_id(client, cfg.experiment, output_dir, cfg.resolve_uri(str(output_dir)))
-            run_id = client.create_run(experiment_id, run_name=cfg.run_name or None).info.run_id
+            parent = {"mlflow.parentRunId": cfg.parent_run_id} if cfg.parent_run_id else None
+            run_id = client.create_run(experiment_id, run_name=cfg.run_name or None, tags=parent).info.run_id
             items = [Param(mlflow_key(key), str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
             for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
                 client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_BATCH])

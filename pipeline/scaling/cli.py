@@ -83,7 +83,8 @@ class SweepCompareConfig(Config):
 
 def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
     """Add ``sweep`` and its sub-verbs to the top-level ``lmpipe`` parser."""
-    sweep = verbs.add_parser("sweep", help="scaling-law sweeps: fit, compare", description="scaling-law sweeps")
+    sweep = verbs.add_parser("sweep", help="scaling-law sweeps: plan, run, plot, fit, compare",
+                             description="scaling-law sweeps")
     sweep_verbs = sweep.add_subparsers(title="sweep verbs", metavar="VERB")
     about = ("fit a runs CSV to L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla approach 3, bootstrap CIs) and, "
              "where runs share compute budgets, find IsoFLOP optima (approach 2); writes fit.json")
@@ -103,6 +104,21 @@ def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
     fit.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
     fit.set_defaults(run=_run_fit)
 
+    about = ("resolve a sweep config (configs/sweep/*.yaml) into one train config per run under <root>/runs/, "
+             "print the runs with an estimated time, write plan.json and plan.csv")
+    plan = _sweep_verb(sweep_verbs, "plan", about, _run_plan)
+    about = ("train the sweep's unfinished runs one after another (or as one Slurm job array with --slurm), "
+             "children of one MLflow parent run; then log the losses, the fit and the plots on the parent")
+    run = _sweep_verb(sweep_verbs, "run", about, _run_sweep)
+    run.add_argument("--nproc-per-node", type=int, help="ranks per run, under torchrun (default: the config's nproc_per_node; 1 trains in this process)")
+    run.add_argument("--max-runs", type=int, default=0, help="stop after this many runs (0: all); rerun to go on")
+    run.add_argument("--slurm", metavar="PROFILE", help="submit one job array from this cluster profile instead")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
+    run.add_argument("--max-parallel", type=int, default=0, help="--slurm: array elements at once (0: no cap)")
+    run.add_argument("--dry-run", action="store_true", help="--slurm: print the sbatch script, submit nothing")
+    about = "the sweep's plots from its finished runs (and fit.json, if any) into <root>/plots"
+    _sweep_verb(sweep_verbs, "plot", about, _run_plot)
+
     about = "an MLflow experiment's runs side by side: N, D, C, final train/val loss, ppl, tokens/s, wall time"
     compare = sweep_verbs.add_parser("compare", help=about, description=about)
     compare.add_argument("--config", help="YAML config file (defaults are built in)")
@@ -113,6 +129,93 @@ def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
     compare.add_argument("--descending", action="store_true", default=None, help="largest first")
     compare.add_argument("--csv", help="also write the runs to this CSV, full precision")
     compare.set_defaults(run=_run_compare)
+
+
+def _sweep_verb(verbs: argparse._SubParsersAction, name: str, about: str, run) -> argparse.ArgumentParser:
+    verb = verbs.add_parser(name, help=about, description=about)
+    verb.add_argument("--config", required=True, help="sweep config, e.g. configs/sweep/cpu-small.yaml")
+    verb.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted overrides, e.g. root=runs/s1")
+    verb.set_defaults(run=run)
+    return verb
+
+
+def _sweep_config(args: argparse.Namespace):
+    from pipeline.scaling.plan import SweepConfig
+
+    return SweepConfig.load(args.config, args.overrides,
+                            values={"nproc_per_node": getattr(args, "nproc_per_node", None)})
+
+
+def _write_plan(cfg, parent_run_id: str):
+    """The plan, with each run's config.yaml, plan.json and plan.csv written under the sweep's root."""
+    from pipeline.scaling.plan import plan_sweep, write_plan
+
+    plan = plan_sweep(cfg, parent_run_id=parent_run_id)
+    write_plan(plan, cfg.root_dir)
+    return plan
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from pipeline.scaling.plan import format_plan, read_parent_run_id
+
+    cfg = _sweep_config(args)
+    plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
+    print(format_plan(plan))
+    print(f"wrote {len(plan.runs)} run configs under {cfg.root_dir / 'runs'}, {cfg.root_dir / 'plan.json'} and "
+          f"{cfg.root_dir / 'plan.csv'}")
+    return 0
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from pipeline.scaling.plan import plan_sweep, read_parent_run_id
+    from pipeline.scaling.run import ensure_parent_run, run_local, slurm_script, summarize
+
+    if args.max_runs < 0:
+        raise ValueError(f"--max-runs must be >= 0, got {args.max_runs}")
+    if args.dry_run and not args.slurm:
+        raise ValueError("--dry-run goes with --slurm PROFILE; `lmpipe sweep plan` shows a local sweep's runs")
+    cfg = _sweep_config(args)
+    if args.dry_run:
+        plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
+        print(slurm_script(cfg, plan, profile_path=args.slurm, profile_overrides=args.set,
+                           max_parallel=args.max_parallel, workdir=os.getcwd())[0], end="")
+        return 0
+    plan_sweep(cfg)  # a config that cannot be planned fails before the parent run is made
+    parent = ensure_parent_run(cfg)
+    plan = _write_plan(cfg, parent)
+    if args.slurm:
+        from launch.slurm import submit
+
+        script, pending = slurm_script(cfg, plan, profile_path=args.slurm, profile_overrides=args.set,
+                                       max_parallel=args.max_parallel, workdir=os.getcwd())
+        path = cfg.root_dir / f"sweep-{cfg.name}.sbatch"
+        path.write_text(script)
+        print(f"lmpipe: submitted {path} ({len(pending)} runs) as job {submit(path)}; when it has finished, "
+              f"`lmpipe sweep run --config {args.config}` again logs the results on the parent run", file=sys.stderr)
+        return 0
+    left = run_local(cfg, plan, max_runs=args.max_runs)
+    if left:
+        print(f"sweep {cfg.name}: stopped with {len(left)} run(s) left (--max-runs); run the same command to go on",
+              file=sys.stderr)
+        return 0
+    fit = summarize(cfg, plan, parent)
+    print(f"sweep {cfg.name}: {len(plan.runs)} runs finished; parent MLflow run {parent}"
+          + (f"; fit in {fit}" if fit else "") + f"; plots in {cfg.root_dir / 'plots'}")
+    return 0
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from pipeline.scaling.plan import read_parent_run_id
+    from pipeline.scaling.plots import write_plots
+    from pipeline.scaling.run import load_outcomes
+
+    cfg = _sweep_config(args)
+    plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
+    fit = cfg.root_dir / "fit.json"
+    written = write_plots(plan, load_outcomes(cfg, plan), cfg.root_dir / "plots",
+                          fit_file=fit if fit.is_file() else None)
+    print("\n".join(f"wrote {path}" for path in written) or "no finished runs to plot yet")
+    return 0
 
 
 def _run_fit(args: argparse.Namespace) -> int:

@@ -39,8 +39,8 @@ class RunSummary:
 
 
 def experiment_runs(experiment: str, tracking_uri: str) -> list[RunSummary]:
-    """Every top-level and child run of ``experiment`` (newest first); an unknown experiment is an
-    error that lists the ones the store has."""
+    """Every training run of ``experiment`` (newest first): top-level runs and sweep children, not the
+    sweeps' parent runs. An unknown experiment is an error that lists the ones the store has."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -50,7 +50,8 @@ def experiment_runs(experiment: str, tracking_uri: str) -> list[RunSummary]:
         raise ValueError(f"no MLflow experiment named {experiment!r} at {tracking_uri}; it has: "
                          f"{', '.join(map(repr, names)) or 'none'}")
     runs = client.search_runs([found.experiment_id], max_results=50_000, order_by=["attributes.start_time DESC"])
-    return [_summary(run) for run in runs]
+    parents = {run.data.tags.get("mlflow.parentRunId") for run in runs}
+    return [_summary(run) for run in runs if run.info.run_id not in parents]  # a sweep's parent trains nothing
 
 
 def _summary(run) -> RunSummary:  # an mlflow.entities.Run

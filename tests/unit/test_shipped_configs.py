@@ -10,6 +10,7 @@ from launch.slurm_profile import SlurmProfile
 from pipeline.demo import DemoConfig
 from pipeline.job_config import FinetuneJobConfig, TrainJobConfig
 from pipeline.ladder import SIZES
+from pipeline.scaling.plan import SweepConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LADDER_PRESETS = [size for size in SIZES if size != "tiny"]
@@ -33,6 +34,8 @@ SHIPPED = {
     "finetune/chat.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
     "slurm/local.yaml": (SlurmProfile, []),
     "slurm/gpu-8x.yaml": (SlurmProfile, ["partition=gpu"]),
+    "sweep/cpu-small.yaml": (SweepConfig, []),
+    "sweep/ladder-isoflop.yaml": (SweepConfig, []),
 }
 
 

@@ -1,0 +1,155 @@
+"""Sweep planning (pipeline.scaling.plan): data sizes, rounding, the ladder's lr and batch rules,
+warmup, and one-line errors; nothing here trains or touches MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.config import ConfigError
+from pipeline.job_config import TrainJobConfig
+from pipeline.ladder import SIZES, default_batch_size, default_lr
+from pipeline.scaling.plan import SweepConfig, format_plan, plan_sweep, write_plan
+
+BASE = ["name=t", "overrides=[data.shards=s,model.seq_len=64,train.micro_batch_size=4]",
+        "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1}, {name: b, d_model: 64, n_layers: 2, n_heads: 2}]"]
+
+
+def sweep(*overrides: str, tmp_path=None) -> SweepConfig:
+    root = [f"root={tmp_path}"] if tmp_path else []
+    return SweepConfig.load(None, [*BASE, *root, *overrides])
+
+
+def n_of(d_model: int, n_layers: int, n_heads: int) -> int:
+    from pipeline.ladder import ModelShape
+
+    return ModelShape(d_model, n_layers, n_heads, n_heads).non_embedding_params()
+
+
+def test_grid_of_tokens_rounds_each_run_to_whole_steps():
+    plan = plan_sweep(sweep("tokens=[10000,50000]"))
+    assert [run.name for run in plan.runs] == ["a-d10k", "a-d50k", "b-d10k", "b-d50k"]
+    for run in plan.runs:
+        step_tokens = run.global_batch_size * run.seq_len
+        requested = 10000 if run.name.endswith("d10k") else 50000
+        assert run.D == run.steps * step_tokens
+        assert abs(run.D - requested) <= step_tokens / 2  # the nearest whole number of steps
+        assert run.C == 6 * run.N * run.D
+        config = plan.configs[run.name]
+        assert config.train.max_tokens == run.D and config.train.schedule == "cosine"
+        assert config.checkpoint.resume == "auto" and config.tracking.run_name == run.name
+
+
+def test_tokens_per_param_scales_d_with_n():
+    plan = plan_sweep(sweep("tokens_per_param=[20]"))
+    for run in plan.runs:
+        assert run.name.endswith("-x20")
+        assert abs(run.D - 20 * run.N) <= run.global_batch_size * run.seq_len / 2
+    assert plan.runs[0].N == n_of(32, 1, 1) and plan.runs[1].N == n_of(64, 2, 2)
+
+
+def test_isoflop_gives_each_size_d_of_c_over_6n_and_skips_sizes_out_of_bounds():
+    # D = C / 6N: a (N 16k) gets 101k and 1.01M tokens, b (N 107k) 15.6k and 156k
+    plan = plan_sweep(sweep("compute=[1e10,1e11]", "min_tokens=20000", "max_tokens=200000"))
+    assert [run.name for run in plan.runs] == ["a-c1e+10", "b-c1e+11"]
+    assert [reason.split(":")[0] for reason in plan.skipped] == ["a at C=1e+11", "b at C=1e+10"]
+    for run in plan.runs:
+        assert run.C == pytest.approx(run.budget, rel=0.05)  # off only by the rounding to whole steps
+    assert "skipped: a at C=1e+11: D=1.01e+06 is outside [2e+04, 2e+05]" in format_plan(plan)
+
+
+def test_lr_and_batch_follow_the_ladder_rule_unless_given():
+    plan = plan_sweep(sweep("tokens=[50000]"))
+    for run in plan.runs:
+        assert run.lr == pytest.approx(default_lr(run.N))
+        assert run.global_batch_size == default_batch_size(run.N, 64)
+        config = plan.configs[run.name]
+        assert config.train.micro_batch_size <= 4 and run.global_batch_size % config.train.micro_batch_size == 0
+    fixed = plan_sweep(sweep("tokens=[50000]", "lr=0.002", "global_batch_size=8"))
+    assert {(run.lr, run.global_batch_size) for run in fixed.runs} == {(0.002, 8)}
+
+
+def test_lr_multipliers_make_one_run_each():
+    plan = plan_sweep(sweep("tokens=[50000]", "lr_multipliers=[0.5,1,2]", "models=[{name: 14m}]"))
+    assert [run.name for run in plan.runs] == ["14m-d50k-lr0.5x", "14m-d50k-lr1x", "14m-d50k-lr2x"]
+    rule = default_lr(SIZES["14m"].non_embedding_params())
+    assert [run.lr for run in plan.runs] == pytest.approx([rule / 2, rule, 2 * rule])
+    assert plan.configs["14m-d50k-lr1x"].model.size == "14m"
+
+
+def test_warmup_is_about_n_tokens_capped_at_a_fraction_of_the_run():
+    long, short = plan_sweep(sweep("tokens=[10000000,100000]", "models=[{name: b, d_model: 64, n_layers: 2, "
+                                   "n_heads: 2}]", "global_batch_size=8")).runs
+    step_tokens = 8 * 64
+    assert long.warmup_steps == round(long.N / step_tokens)
+    assert short.warmup_steps == int(0.1 * short.steps) < round(short.N / step_tokens)
+
+
+def test_written_configs_load_as_train_configs(tmp_path):
+    cfg = sweep("tokens=[10000]", tmp_path=tmp_path)
+    plan = plan_sweep(cfg, parent_run_id="abc123")
+    write_plan(plan, cfg.root_dir)
+    for run in plan.runs:
+        loaded = TrainJobConfig.load(run.config)
+        assert loaded == plan.configs[run.name]
+        assert loaded.tracking.parent_run_id == "abc123" and loaded.output_dir == str(tmp_path / "runs" / run.name)
+        assert loaded.tracking.uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert [row["name"] for row in json.loads((tmp_path / "plan.json").read_text())["runs"]] == \
+        [run.name for run in plan.runs]
+    assert (tmp_path / "plan.csv").read_text().splitlines()[0].startswith("name,model,N,D,C")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["bogus=1", "tokens=[1]"], "unknown key 'bogus'"),
+    (["tokens=[1]", "models=[{name: a, width: 3}]"], "unknown key 'width'"),
+    (["tokens=[1000]", "compute=[1e9]"], "give the data sizes one way"),
+    ([], "give the data sizes one way"),
+    (["tokens=[1000]", "models=[{name: huge}]"], "'huge' is not a ladder size"),
+    (["tokens=[1000]", "models=[{name: c, d_model: 64}]"], "needs d_model, n_layers and n_heads"),
+    (["tokens=[1000]", "models=[{name: 14m}, {name: 14m}]"], "names must be unique"),
+    (["tokens=[1000]", "lr_multipliers=[0]"], "lr_multipliers: every value must be > 0"),
+    (["tokens=[1000]", "tokens_per_s={zz: 1}"], "zz is not a model of the sweep"),
+])
+def test_bad_sweep_configs_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        sweep(*overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_ranks_count_that_cannot_split_the_batch_is_refused():
+    with pytest.raises(ConfigError, match="does not split over 3 ranks"):
+        plan_sweep(sweep("tokens=[10000]", "global_batch_size=8", "nproc_per_node=3"))
+
+
+@pytest.mark.slow
+def test_summary_of_a_finished_isoflop_sweep_fits_and_plots_on_the_parent(tmp_path):
+    """Six runs' result.json written by hand (losses from a known law, no MLflow child runs): the parent
+    gets the final losses, fit.json and every plot."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.scaling.fit import FitOptions, InitGrid
+    from pipeline.scaling.run import ensure_parent_run, summarize
+
+    SMALL_GRID = InitGrid(alpha=(0.5,), beta=(0.5,), e=(0.0, 1.0), a=(5.0, 10.0), b=(5.0, 10.0))
+    cfg = sweep("compute=[1e11,1e12]", "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1}, "
+                "{name: b, d_model: 64, n_layers: 2, n_heads: 2}, {name: c, d_model: 96, n_layers: 3, n_heads: 3}]",
+                tmp_path=tmp_path)
+    plan = plan_sweep(cfg)
+    write_plan(plan, cfg.root_dir)
+    for run in plan.runs:
+        loss = 1.5 + 30 / run.N ** 0.3 + 60 / run.D ** 0.3
+        (tmp_path / "runs" / run.name / "result.json").write_text(json.dumps(
+            {"n_params": run.N, "tokens_seen": run.D, "final_val_loss": loss, "last_train_loss": loss - 0.05,
+             "mlflow_run_id": None}))
+    parent = ensure_parent_run(cfg)
+    assert ensure_parent_run(cfg) == parent  # remembered in sweep.json
+    fit = summarize(cfg, plan, parent, fit_options=FitOptions(grid=SMALL_GRID, n_bootstrap=0))
+    assert fit is not None and json.loads(fit.read_text())["n_points"] == 6
+    client = MlflowClient(tracking_uri=cfg.resolve_uri())
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED" and len([k for k in run.data.metrics if k.startswith("final_val_loss/")]) == 6
+    plots = {a.path for a in client.list_artifacts(parent, "plots")}
+    assert plots == {f"plots/{name}.png" for name in ("loss_vs_compute", "loss_vs_tokens", "isoflop",
+                                                       "fit_vs_observed", "train_val_gap")}
+    assert "fit.json" in {a.path for a in client.list_artifacts(parent)}
