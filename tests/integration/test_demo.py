@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -38,6 +38,7 @@ def test_demo_runs_the_whole_loop(tmp_path: Path):
     for stage in ("data", "tokenizer", "shards", "pretrain", "finetune"):
         assert (workdir / stage / "config.yaml").is_file(), f"no resolved config next to {stage}/"
 
-    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=["lmpipe-demo"], output_format="list")
+    # A client, not mlflow.set_tracking_uri: that sets $MLFLOW_TRACKING_URI for every later test in the process.
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("lmpipe-demo").experiment_id])
     assert sorted(run.info.run_name for run in runs) == ["demo-finetune", "demo-pretrain"]
