@@ -268,7 +268,12 @@ class DeepSpeedModel(ParallelModel):
         group's hyperparameters (the no-decay group would decay), and one ``step`` tensor to every group's
         state, which AdamW then advances once per group and step (wrong bias correction from the next step on).
         ``self.optimizer`` is ours: the ZeRO optimizer steps it in place."""
-        saved = torch.load(universal / "zero" / "optimizer_state.pt", map_location="cpu", weights_only=False)
+        from deepspeed.runtime.fp16.loss_scaler import LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+
+        # Tensors and plain containers, plus the two DeepSpeed types the file holds (its ZeRO stage, its loss scaler).
+        with torch.serialization.safe_globals([ZeroStageEnum, LossScaler]):
+            saved = torch.load(universal / "zero" / "optimizer_state.pt", map_location="cpu", weights_only=True)
         groups = saved["optimizer_state_dict"]["param_groups"]
         for group, saved_group in zip(self.optimizer.param_groups, groups, strict=True):
             group.update({key: value for key, value in saved_group.items() if key != "params"})
