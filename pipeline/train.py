@@ -176,13 +176,19 @@ def check_init_from(meta: dict[str, Any], step_dir: Path, *, model_args: ModelAr
     """Continued pretraining takes weights of this model's shape (seq_len aside: RoPE has no weights)
     trained with this tokenizer (the same ids must mean the same text); else one line, before the model is built."""
     saved = dataclasses.replace(ModelArgs(**meta["model"]), seq_len=model_args.seq_len)
-    if saved != model_args:
-        diff = ", ".join(f"{field.name} {getattr(saved, field.name)} vs {getattr(model_args, field.name)}"
-                         for field in dataclasses.fields(ModelArgs)
-                         if getattr(saved, field.name) != getattr(model_args, field.name))
-        raise ValueError(f"init_from {step_dir} is of another model ({diff})")
+    _refuse_another_model(saved, step_dir, model_args=model_args, tokenizer_file=tokenizer_file, what="init_from")
+
+
+def _refuse_another_model(saved: ModelArgs, step_dir: Path, *, model_args: ModelArgs, tokenizer_file: Path,
+                          what: str, advice: str = "") -> None:
+    """One line naming the differing fields when ``step_dir`` holds another model shape, or naming the
+    tokenizer when it was trained with another one; ``what`` says what the directory is to this job."""
+    differing = [f.name for f in dataclasses.fields(ModelArgs) if getattr(saved, f.name) != getattr(model_args, f.name)]
+    if differing:
+        diff = ", ".join(f"{name} {getattr(saved, name)} vs {getattr(model_args, name)}" for name in differing)
+        raise ValueError(f"{what} {step_dir} is of another model ({diff}){advice}")
     if file_sha256(step_dir / TOKENIZER_FILE) != file_sha256(tokenizer_file):
-        raise ValueError(f"init_from {step_dir} was trained with another tokenizer than {tokenizer_file}")
+        raise ValueError(f"{what} {step_dir} was trained with another tokenizer than {tokenizer_file}{advice}")
 
 
 def resume_checkpoint(output_dir: str | Path, resume: str) -> Path | None:
@@ -205,16 +211,8 @@ def check_resumable(meta: dict[str, Any], step_dir: Path, *, model_args: ModelAr
     """A checkpoint of another model shape or tokenizer (the same ids would mean other text), a step
     past the planned end, or another checkpoint format (DeepSpeed's vs DCP) cannot be continued: one
     line, before the model is built."""
-    saved = ModelArgs(**meta["model"])
-    if saved != model_args:
-        diff = ", ".join(f"{field.name} {getattr(saved, field.name)} vs {getattr(model_args, field.name)}"
-                         for field in dataclasses.fields(ModelArgs)
-                         if getattr(saved, field.name) != getattr(model_args, field.name))
-        raise ValueError(f"checkpoint {step_dir} is of another model ({diff}); use another output_dir "
-                         "or checkpoint.resume=never")
-    if file_sha256(step_dir / TOKENIZER_FILE) != file_sha256(tokenizer_file):
-        raise ValueError(f"checkpoint {step_dir} was trained with another tokenizer than {tokenizer_file}; "
-                         "use the shards it was trained on, another output_dir, or checkpoint.resume=never")
+    _refuse_another_model(ModelArgs(**meta["model"]), step_dir, model_args=model_args, tokenizer_file=tokenizer_file,
+                          what="checkpoint", advice="; use another output_dir or checkpoint.resume=never")
     if meta["step"] > total_steps:
         raise ValueError(f"checkpoint {step_dir} is at step {meta['step']}, past this run's {total_steps} steps")
     if (meta["strategy"].startswith("zero")) != strategy.startswith("zero"):
