@@ -113,20 +113,28 @@ CAUSAL_QUERY_BLOCK = 64
 """Queries per SDPA call in causal attention on the CPU (``causal_attention``)."""
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal SDPA of q (B, H, T, hd) over k, v (B, KV, T, hd), returned as (B, T, H, hd).
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal SDPA of q (B, H, T, hd) over k, v (B, KV, T, hd), returned as (B, T, H, hd); with ``mask``
+    ((B, 1, T, T) bool, causal itself: ``document_mask``) only where it is True.
 
     On the CPU, one block of queries at a time against only the keys up to the block's last position:
     at T = 256 the CPU kernel scores every query against all T keys and masks half of them away, so
     skipping the keys after each block saves 10-20% of the attention's time (fwd + bwd, ``tiny`` and
-    ``14m``). Elsewhere one call: CUDA's flash kernels skip the masked blocks themselves."""
+    ``14m``), packed fine-tuning batches included. Elsewhere one call: CUDA's flash kernels skip the
+    masked blocks themselves."""
     if q.device.type != "cpu":
+        if mask is not None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).transpose(1, 2)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2)
     T = q.shape[2]
     blocks = []
     for start in range(0, T, CAUSAL_QUERY_BLOCK):
         end = min(start + CAUSAL_QUERY_BLOCK, T)
-        visible = torch.ones(end - start, end, dtype=torch.bool, device=q.device).tril(start)  # key <= query
+        if mask is None:
+            visible = torch.ones(end - start, end, dtype=torch.bool, device=q.device).tril(start)  # key <= query
+        else:
+            visible = mask[:, :, start:end, :end].contiguous()  # a strided mask sends SDPA to a slow path
         y = F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, :end], v[:, :, :end], attn_mask=visible,
                                            enable_gqa=True)
         blocks.append(y.transpose(1, 2))
@@ -183,9 +191,9 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v)
         # enable_gqa: each key/value head serves n_heads / n_kv_heads consecutive query heads
-        if mask is None:
-            y = causal_attention(q, k, v)  # (B, T, H, hd)
-        else:  # the mask is causal itself (document_mask, or generation's)
+        if cache is None:
+            y = causal_attention(q, k, v, mask)  # (B, T, H, hd)
+        else:  # generation: queries at the cache's end; the mask (if any) covers the cached keys too
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).transpose(1, 2)
         return self.wo(y.reshape(B, T, -1))
 

@@ -1,0 +1,111 @@
+"""A fine-tuning step vs a pretraining step of the same model and batch shape, tokens/s.
+
+Issue 8's target: fine-tuning runs within 10% of pretraining's step throughput at the same shape.
+What differs in a fine-tuning step is only the batch: prompt tokens and padding carry no loss
+(``IGNORE_INDEX`` targets), and with ``data.packing`` several examples share a row and attention
+stays inside each (``document_mask`` from the rows' ``doc_starts``). The batches here come from
+``sft_data.SFTDataset`` itself, over chat-sized examples (15-120 tokens, the first ~40% prompt),
+so the padding and packing layout are the real ones; token ids are random, which speed does not
+depend on. Tokens/s counts every position of the (B, T) batch for all three, per second of this
+process's CPU time, in interleaved rounds: on a shared machine wall-clock ratios swing by 20% from
+round to round while CPU time stays put (run it with one thread, where CPU time is the step's time).
+
+Run: ``OMP_NUM_THREADS=1 python bench/bench_finetune_step.py [--size tiny|14m]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable
+from time import process_time
+
+import numpy as np
+import torch
+
+from pipeline.job_config import LoopConfig, ModelConfig
+from pipeline.model import IGNORE_INDEX, ModelArgs, build_model
+from pipeline.optim import build_optimizer
+from pipeline.sft_data import Example, SFTDataset
+
+BATCH, SEQ, VOCAB = 8, 256, 8192
+STEPS = {"tiny": 5, "14m": 2}
+
+
+def chat_examples(n: int, rng: np.random.Generator) -> list[Example]:
+    """``n`` examples of 15-120 tokens whose first ~40% (the prompt) is not learned."""
+    examples = []
+    for _ in range(n):
+        length = int(rng.integers(15, 121))
+        tokens = rng.integers(0, VOCAB, length + 1).tolist()
+        prompt = int(length * 0.4)
+        targets = [IGNORE_INDEX] * prompt + tokens[prompt + 1:]
+        examples.append(Example(tokens[:-1], targets, truncated=False))
+    return examples
+
+
+def batches(rng: np.random.Generator) -> dict[str, tuple]:
+    """One (B, T) batch per variant: pretraining, fine-tuning padded (one example a row), packed."""
+    tokens = torch.from_numpy(rng.integers(0, VOCAB, (BATCH, SEQ + 1)))
+    examples = chat_examples(BATCH * 8, rng)
+    padded = SFTDataset(examples[:BATCH], seq_len=SEQ, pad=0)
+    packed = SFTDataset(examples, seq_len=SEQ, pad=0, packing=True)
+    assert packed.doc_starts is not None and len(packed) >= BATCH, len(packed)
+    return {"pretrain": (tokens[:, :-1], tokens[:, 1:], None),
+            "finetune": (padded.inputs, padded.targets, None),
+            "finetune packed": (packed.inputs[:BATCH], packed.targets[:BATCH], packed.doc_starts[:BATCH])}
+
+
+def step_fns(size: str) -> tuple[dict[str, Callable[[], None]], dict[str, float]]:
+    """One training step per variant (one model and optimizer: the batch is all that differs), and the
+    fraction of each batch's positions that carry loss."""
+    args = ModelArgs.from_config(ModelConfig(size=size, seq_len=SEQ), vocab_size=VOCAB)
+    model = build_model(args, device="cpu")
+    model.init_weights()
+    model.train()
+    optimizer = build_optimizer(model, LoopConfig())
+    variants = batches(np.random.default_rng(0))
+
+    def step_of(inputs: torch.Tensor, targets: torch.Tensor, doc_starts: list | None) -> Callable[[], None]:
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            _, loss = model(inputs, targets, doc_starts=doc_starts)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    learned = {name: float((batch[1] != IGNORE_INDEX).float().mean()) for name, batch in variants.items()}
+    return {name: step_of(*batch) for name, batch in variants.items()}, learned
+
+
+def median_tokens_per_second(fns: dict[str, Callable[[], None]], steps: int, reps: int = 5) -> dict[str, float]:
+    for fn in fns.values():
+        fn()
+    rates: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = process_time()
+            for _ in range(steps):
+                fn()
+            rates[name].append(steps * BATCH * SEQ / (process_time() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(STEPS), action="append",
+                        help="model size (repeatable; default: tiny and 14m)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"train step, fp32, batch {BATCH}x{SEQ}, vocab {VOCAB}, {torch.get_num_threads()} threads")
+    print(f"{'size':<6} {'variant':<16} {'loss positions':>14} {'tok/s':>9} {'vs pretrain':>12}")
+    for size in args.size or ["tiny", "14m"]:
+        fns, learned = step_fns(size)
+        rates = median_tokens_per_second(fns, STEPS[size])
+        for name, rate in rates.items():
+            print(f"{size:<6} {name:<16} {learned[name]:>14.0%} {rate:>9,.0f} {rate / rates['pretrain']:>11.2f}x")
+    print("tokens/s: every position of the batch per CPU second; median of 5 interleaved rounds after a warm-up")
+
+
+if __name__ == "__main__":
+    main()
