@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from pipeline.scaling.io import Runs
+from pipeline.scaling.plan import epochs_cell
 
-SORT_KEYS = ("name", "model_size", "N", "D", "C", "train_loss", "val_loss", "val_ppl", "tokens_per_s", "wall_s")
+SORT_KEYS = ("name", "model_size", "N", "D", "C", "epochs", "train_loss", "val_loss", "gap", "val_ppl",
+             "tokens_per_s", "wall_s")
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,12 @@ class RunSummary:
     N: int | None
     D: int | None
     C: int | None
+    epochs: float | None
+    """Passes over the training data (a sweep tags its runs with it); above 1 the run repeated data."""
     train_loss: float | None
     val_loss: float | None
+    gap: float | None
+    """val - train loss."""
     val_ppl: float | None
     tokens_per_s: float | None
     wall_s: float | None
@@ -57,10 +63,12 @@ def experiment_runs(experiment: str, tracking_uri: str) -> list[RunSummary]:
 def _summary(run) -> RunSummary:  # an mlflow.entities.Run
     tags, metrics, info = run.data.tags, run.data.metrics, run.info
     wall = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
+    train, val = metrics.get("train/loss"), metrics.get("val/loss")
     return RunSummary(
         name=info.run_name or info.run_id[:8], run_id=info.run_id, status=info.status,
         model_size=tags.get("model_size"), N=_int(tags.get("N")), D=_int(tags.get("D")), C=_int(tags.get("C")),
-        train_loss=metrics.get("train/loss"), val_loss=metrics.get("val/loss"), val_ppl=metrics.get("val/ppl"),
+        epochs=float(tags["epochs"]) if "epochs" in tags else None, train_loss=train, val_loss=val,
+        gap=val - train if train is not None and val is not None else None, val_ppl=metrics.get("val/ppl"),
         tokens_per_s=metrics.get("tokens_per_s"), wall_s=wall)
 
 
@@ -94,9 +102,11 @@ def sort_runs(runs: list[RunSummary], key: str, *, descending: bool = False) -> 
 
 def format_table(runs: list[RunSummary]) -> str:
     """Aligned columns for a terminal; ``-`` where a run has no value."""
-    header = ("run", "size", "N", "D", "C", "train loss", "val loss", "val ppl", "tokens/s", "wall", "status")
-    rows = [(r.name, r.model_size or "-", _si(r.N), _si(r.D), _si(r.C), _float(r.train_loss), _float(r.val_loss),
-             _float(r.val_ppl, ".2f"), _si(r.tokens_per_s), _duration(r.wall_s), r.status) for r in runs]
+    header = ("run", "size", "N", "D", "C", "epochs", "train loss", "val loss", "gap", "val ppl", "tokens/s",
+              "wall", "status")
+    rows = [(r.name, r.model_size or "-", _si(r.N), _si(r.D), _si(r.C), epochs_cell(r.epochs), _float(r.train_loss),
+             _float(r.val_loss), _float(r.gap, "+.4f"), _float(r.val_ppl, ".2f"), _si(r.tokens_per_s),
+             _duration(r.wall_s), r.status) for r in runs]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(cell).rjust(width) if i else str(cell).ljust(width)
                                for i, (cell, width) in enumerate(zip(row, widths)))

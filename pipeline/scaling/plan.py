@@ -161,6 +161,9 @@ class PlannedRun:
     est_seconds: float
     config: str
     """Path of the run's config.yaml."""
+    epochs: float = 0.0
+    """Passes over the training split that D takes (D / its tokens; 0 when the shards are not there yet).
+    Above 1 the run repeats data: a data-constrained point, flagged in the table."""
 
 
 @dataclass
@@ -176,6 +179,7 @@ def plan_sweep(cfg: SweepConfig, *, parent_run_id: str = "") -> Plan:
     """Every run of the sweep, resolved and validated (nothing is written)."""
     base = TrainJobConfig.load(cfg.base or None, cfg.overrides)
     seq_len = base.model.seq_len
+    train_tokens = _manifest_train_tokens(base.data.shards)
     runs, configs, skipped = [], {}, []
     for model in cfg.models:
         shape = _shape(model)
@@ -211,7 +215,7 @@ def plan_sweep(cfg: SweepConfig, *, parent_run_id: str = "") -> Plan:
                     budget=point if cfg.compute else 0.0, lr=lr, global_batch_size=batch, seq_len=seq_len,
                     steps=steps, warmup_steps=warmup,
                     est_seconds=_estimate_seconds(cfg, model.name, shape, configs[name], tokens),
-                    config=str(out / "config.yaml")))
+                    config=str(out / "config.yaml"), epochs=tokens / train_tokens if train_tokens else 0.0))
     require(bool(runs), "compute", "no run is left: every model's D is outside min_tokens..max_tokens")
     return Plan(runs=runs, configs=configs, skipped=skipped)
 
@@ -236,17 +240,28 @@ def read_parent_run_id(root: Path) -> str:
 
 def format_plan(plan: Plan) -> str:
     """Aligned columns; the time is an estimate (measured tokens/s, else a FLOP/s guess)."""
-    header = ("run", "N", "D", "C", "lr", "batch", "steps", "warmup", "est. time")
+    header = ("run", "N", "D", "C", "lr", "batch", "steps", "warmup", "epochs", "est. time")
     rows = [(r.name, si(r.N), si(r.D), f"{r.C:.2e}", f"{r.lr:.2e}", str(r.global_batch_size), str(r.steps),
-             str(r.warmup_steps), duration(r.est_seconds)) for r in plan.runs]
+             str(r.warmup_steps), epochs_cell(r.epochs), duration(r.est_seconds)) for r in plan.runs]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in
                        enumerate(zip(row, widths))) for row in [header, *rows]]
     total = sum(r.est_seconds for r in plan.runs)
     lines.append(f"{len(plan.runs)} runs, {si(sum(r.D for r in plan.runs))} tokens, "
                  f"C = {sum(r.C for r in plan.runs):.2e} FLOP; estimated {duration(total)} one after another")
+    repeating = [r.name for r in plan.runs if r.epochs > 1]
+    if repeating:
+        lines.append(f"* {len(repeating)} run(s) repeat their data (more than one epoch of the training split): "
+                     "data-constrained points, where a repeated token is worth less than a new one")
     lines += [f"skipped: {reason}" for reason in plan.skipped]
     return "\n".join(lines)
+
+
+def epochs_cell(epochs: float | None) -> str:
+    """Epochs for a table, starred above 1 (data repeated); ``-`` when unknown."""
+    if not epochs:
+        return "-"
+    return f"{epochs:.2f}" + ("*" if epochs > 1 else "")
 
 
 def si(value: float) -> str:
@@ -301,6 +316,14 @@ def _estimate_seconds(cfg: SweepConfig, name: str, shape: ModelShape, job: Train
     per_token = flops_per_token(shape.non_embedding_params(), shape.n_layers, shape.d_model, job.model.seq_len,
                                 vocab_size=job.model.vocab_size or _manifest_vocab_size(job.data.shards))
     return tokens * per_token / cfg.flops_per_s
+
+
+def _manifest_train_tokens(shards: str) -> int:
+    """Tokens of the training split of the runs' shards (0 when the shards are not there yet)."""
+    manifest = Path(shards) / "manifest.json"
+    if not (shards and manifest.is_file()):
+        return 0
+    return sum(shard["tokens"] for shard in json.loads(manifest.read_text())["shards"] if shard["split"] == "train")
 
 
 def _manifest_vocab_size(shards: str) -> int:

@@ -5,7 +5,7 @@
 - ``isoflop.png``: loss against N per compute budget (IsoFLOP sweeps);
 - ``loss_vs_tokens.png``: loss against D, one line per model size;
 - ``fit_vs_observed.png``: the fit's prediction against each run's loss (when there is a fit);
-- ``train_val_gap.png``: final val minus train loss per run.
+- ``train_val_gap.png``: final val minus train loss per run, runs that repeated data in red.
 """
 
 from __future__ import annotations
@@ -88,7 +88,14 @@ def write_plots(plan: Plan, outcomes: list[RunOutcome], out_dir: Path, *, fit_fi
 
     if scored:
         fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(scored)), 4))
-        ax.bar(range(len(scored)), [o.final_val_loss - o.last_train_loss for o in scored])
+        repeated = [bool(o.epochs and o.epochs > 1) for o in scored]
+        ax.bar(range(len(scored)), [o.final_val_loss - o.last_train_loss for o in scored],
+               color=["tab:red" if r else "tab:blue" for r in repeated])
+        if any(repeated):
+            from matplotlib.patches import Patch
+
+            ax.legend(handles=[Patch(color="tab:blue", label="one pass or less"),
+                               Patch(color="tab:red", label="repeated data (epochs > 1)")], fontsize=7)
         ax.set_xticks(range(len(scored)), [o.name for o in scored], rotation=60, ha="right", fontsize=7)
         ax.axhline(0, color="k", linewidth=0.5)
         ax.set_ylabel("val - train loss (final)")

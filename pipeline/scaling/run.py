@@ -17,7 +17,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.scaling.plan import SWEEP_STATE, Plan, PlannedRun, SweepConfig, read_parent_run_id
 
@@ -38,6 +38,16 @@ class RunOutcome:
     final_val_loss: float | None
     last_train_loss: float
     mlflow_run_id: str | None
+    epochs: float | None = None
+    """The most passes the run made over any source's training windows (result.json's ``data``); above
+    1 it repeated data."""
+
+    @property
+    def train_val_gap(self) -> float | None:
+        """Final val minus last train loss: grows as a model starts to fit its (repeated) data."""
+        if self.final_val_loss is None or not math.isfinite(self.last_train_loss):
+            return None
+        return self.final_val_loss - self.last_train_loss
 
 
 def ensure_parent_run(cfg: SweepConfig) -> str:
@@ -73,9 +83,11 @@ def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
 
         if MlflowClient(tracking_uri=uri).get_run(run_id).info.status != "FINISHED":
             return None
+    sources = result.get("data") or {}
     return RunOutcome(name=run.name, N=result["n_params"], D=result["tokens_seen"],
                       final_val_loss=result["final_val_loss"], last_train_loss=result["last_train_loss"],
-                      mlflow_run_id=run_id)
+                      mlflow_run_id=run_id,
+                      epochs=max((source["epochs"] for source in sources.values()), default=None))
 
 
 def run_local(cfg: SweepConfig, plan: Plan, *, max_runs: int = 0) -> list[str]:
@@ -124,8 +136,15 @@ def summarize(cfg: SweepConfig, plan: Plan, parent_run_id: str, *,
     metrics = {f"final_val_loss/{o.name}": o.final_val_loss for o in outcomes if o.final_val_loss is not None}
     metrics.update({f"final_train_loss/{o.name}": o.last_train_loss for o in outcomes
                     if math.isfinite(o.last_train_loss)})
+    metrics.update({f"train_val_gap/{o.name}": o.train_val_gap for o in outcomes if o.train_val_gap is not None})
     client.log_batch(parent_run_id, metrics=[Metric(mlflow_key(key), value, 0, 0) for key, value in metrics.items()])
-    (root / "results.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
+    tag_data_use(client, outcomes)
+    repeating = [o.name for o in outcomes if o.epochs and o.epochs > 1]
+    if repeating:
+        print(f"sweep {cfg.name}: {len(repeating)} run(s) repeated their data (epochs > 1): {', '.join(repeating)}; "
+              "the fit counts their D as if every token were new", file=sys.stderr)
+    (root / "results.json").write_text(json.dumps([asdict(o) | {"train_val_gap": o.train_val_gap}
+                                                   for o in outcomes], indent=2) + "\n")
     for name in ("plan.json", "plan.csv", "results.json"):
         client.log_artifact(parent_run_id, str(root / name))
     fit_path = None
@@ -140,6 +159,21 @@ def summarize(cfg: SweepConfig, plan: Plan, parent_run_id: str, *,
         client.log_artifact(parent_run_id, str(plot), "plots")
     client.set_terminated(parent_run_id, "FINISHED")
     return fit_path
+
+
+def tag_data_use(client: Any, outcomes: list[RunOutcome]) -> None:
+    """Tag each child run with its epochs (``repeats_data`` when above 1) and log its train/val gap,
+    so that ``sweep compare`` and the MLflow UI show the data-constrained runs."""
+    from mlflow.entities import Metric, RunTag
+
+    for outcome in outcomes:
+        if not outcome.mlflow_run_id:
+            continue
+        tags = [] if outcome.epochs is None else [RunTag("epochs", f"{outcome.epochs:.4g}"),
+                                                  RunTag("repeats_data", str(outcome.epochs > 1).lower())]
+        gap = outcome.train_val_gap
+        metrics = [] if gap is None else [Metric("train_val_gap", gap, 0, 0)]
+        client.log_batch(outcome.mlflow_run_id, metrics=metrics, tags=tags)
 
 
 def write_fit(outcomes: list[RunOutcome], path: Path, options: FitOptions) -> Path:

@@ -35,6 +35,7 @@ def store(tmp_path_factory) -> str:
             client.set_tag(run, "D", str(int(d)))
             client.set_tag(run, "C", str(int(6 * n * d)))
             client.set_tag(run, "model_size", size)
+            client.set_tag(run, "epochs", str(d / 1e8))  # 1e8 tokens of data: the largest D repeats it
             loss = law(n, d)
             for key, value in {"train/loss": loss - 0.01, "val/loss": loss, "val/ppl": math.exp(loss),
                                "tokens_per_s": 1e5 / n * 1e6}.items():
@@ -61,6 +62,10 @@ def test_compare_prints_every_run_sorted_and_writes_csv(store, tmp_path, capsys)
     by_name = {row["name"]: row for row in rows}
     assert float(by_name["l-2e+08"]["val_loss"]) == pytest.approx(law(1e7, 2e8), rel=1e-12)
     assert by_name["killed"]["val_loss"] == "" and by_name["killed"]["status"] == "KILLED"
+    assert float(by_name["l-2e+08"]["gap"]) == pytest.approx(0.01) and float(by_name["l-2e+08"]["epochs"]) == 2.0
+    table = {line.split()[0]: line.split() for line in lines[1:11]}
+    assert table["l-2e+08"][5:9] == ["2.00*", f"{law(1e7, 2e8) - 0.01:.4f}", f"{law(1e7, 2e8):.4f}", "+0.0100"]
+    assert table["s-2e+07"][5] == "0.20" and table["killed"][5] == "-"
 
 
 def test_fit_from_the_experiment_uses_the_finished_runs(store, tmp_path, capsys):

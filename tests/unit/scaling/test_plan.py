@@ -41,6 +41,21 @@ def test_grid_of_tokens_rounds_each_run_to_whole_steps():
         assert config.checkpoint.resume == "auto" and config.tracking.run_name == run.name
 
 
+def test_runs_past_one_epoch_of_the_training_split_are_flagged(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text(json.dumps({"tokenizer": {"vocab_size": 512}, "shards": [
+        {"split": "train", "tokens": 30000}, {"split": "train", "tokens": 10000}, {"split": "val", "tokens": 99999}]}))
+    plan = plan_sweep(sweep("tokens=[20000,80000]", f"overrides=[data.shards={shards},model.seq_len=64,"
+                            "train.micro_batch_size=4]", "global_batch_size=4"))
+    assert {run.name: run.epochs for run in plan.runs} == pytest.approx(
+        {"a-d20k": 0.5, "a-d80k": 2.0, "b-d20k": 0.5, "b-d80k": 2.0}, rel=0.01)  # D / 40k train tokens
+    table = format_plan(plan)
+    assert [line.split()[8] for line in table.splitlines()[1:5]] == ["0.50", "2.00*", "0.50", "2.00*"]
+    assert "* 2 run(s) repeat their data" in table
+    assert plan_sweep(sweep("tokens=[20000]")).runs[0].epochs == 0.0  # no shards yet: unknown, not flagged
+
+
 def test_tokens_per_param_scales_d_with_n():
     plan = plan_sweep(sweep("tokens_per_param=[20]"))
     for run in plan.runs:
@@ -123,9 +138,9 @@ def test_a_ranks_count_that_cannot_split_the_batch_is_refused():
 
 
 @pytest.mark.slow
-def test_summary_of_a_finished_isoflop_sweep_fits_and_plots_on_the_parent(tmp_path):
-    """Six runs' result.json written by hand (losses from a known law, no MLflow child runs): the parent
-    gets the final losses, fit.json and every plot."""
+def test_summary_of_a_finished_isoflop_sweep_fits_and_plots_on_the_parent(tmp_path, capsys):
+    """Six runs' result.json written by hand (losses from a known law; one with an MLflow child run): the
+    parent gets the final losses, fit.json and every plot; the child its epochs and train/val gap."""
     from mlflow.tracking import MlflowClient
 
     from pipeline.scaling.fit import FitOptions, InitGrid
@@ -137,16 +152,27 @@ def test_summary_of_a_finished_isoflop_sweep_fits_and_plots_on_the_parent(tmp_pa
                 tmp_path=tmp_path)
     plan = plan_sweep(cfg)
     write_plan(plan, cfg.root_dir)
+    client = MlflowClient(tracking_uri=cfg.resolve_uri())
+    parent = ensure_parent_run(cfg)
+    assert ensure_parent_run(cfg) == parent  # remembered in sweep.json
+    child = client.create_run(client.get_run(parent).info.experiment_id, run_name=plan.runs[0].name).info.run_id
+    client.set_terminated(child, "FINISHED")
+    epochs = {plan.runs[0].name: 2.5, plan.runs[1].name: 0.5}
     for run in plan.runs:
         loss = 1.5 + 30 / run.N ** 0.3 + 60 / run.D ** 0.3
         (tmp_path / "runs" / run.name / "result.json").write_text(json.dumps(
             {"n_params": run.N, "tokens_seen": run.D, "final_val_loss": loss, "last_train_loss": loss - 0.05,
-             "mlflow_run_id": None}))
-    parent = ensure_parent_run(cfg)
-    assert ensure_parent_run(cfg) == parent  # remembered in sweep.json
+             "mlflow_run_id": child if run is plan.runs[0] else None,
+             "data": {"all": {"epochs": epochs.get(run.name, 0.9)}}}))
     fit = summarize(cfg, plan, parent, fit_options=FitOptions(grid=SMALL_GRID, n_bootstrap=0))
     assert fit is not None and json.loads(fit.read_text())["n_points"] == 6
-    client = MlflowClient(tracking_uri=cfg.resolve_uri())
+    assert f"1 run(s) repeated their data (epochs > 1): {plan.runs[0].name}" in capsys.readouterr().err
+    tagged = client.get_run(child).data
+    assert tagged.tags["epochs"] == "2.5" and tagged.tags["repeats_data"] == "true"
+    assert tagged.metrics["train_val_gap"] == pytest.approx(0.05)
+    results = {r["name"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert results[plan.runs[1].name]["epochs"] == 0.5
+    assert results[plan.runs[1].name]["train_val_gap"] == pytest.approx(0.05)
     run = client.get_run(parent)
     assert run.info.status == "FINISHED" and len([k for k in run.data.metrics if k.startswith("final_val_loss/")]) == 6
     plots = {a.path for a in client.list_artifacts(parent, "plots")}
