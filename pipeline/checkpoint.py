@@ -38,6 +38,7 @@ from torch.distributed import ProcessGroup
 
 from pipeline.config import Config
 from pipeline.distributed import DistInfo, barrier
+from pipeline.lora import META_KEY, adapter_config
 from pipeline.model import ModelArgs, Transformer, build_model
 from pipeline.parallel import ParallelModel, load_model_weights
 
@@ -71,6 +72,8 @@ def save_checkpoint(output_dir: str | Path, *, parallel: ParallelModel, dist: Di
         "step": step,
         "tokens_seen": tokens_seen,
         "model": dataclasses.asdict(model_args),
+        # The LoRA adapters the weights carry (None: plain weights); loaders merge them (lora.saved_adapters).
+        META_KEY: dataclasses.asdict(adapters) if (adapters := adapter_config(parallel.model)) else None,
         "strategy": parallel.strategy,
         "world_size": dist.world_size,
         "loader": loader_state,

@@ -112,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate = _verb(verbs, "generate", "sample completions of prompts from a checkpoint", _run_generate)
     generate.add_argument("--checkpoint", help="checkpoint (step dir or training output dir)")
     generate.add_argument("--prompt", help="text to continue")
-    generate.add_argument("--prompts", help="file of prompts: .txt (one per line) or .jsonl (a 'prompt' field)")
+    generate.add_argument("--prompts", help="file of prompts: .txt (one per line) or .jsonl (a 'prompt' field; "
+                                            "with --chat, or 'messages': a conversation ending in a user turn)")
     generate.add_argument("--chat", action="store_const", const=True,
                           help="treat each prompt as a user turn (fine-tuned models); complete with the reply only")
+    generate.add_argument("--system", help="with --chat: a system message before each prompt")
     generate.add_argument("--max-new-tokens", type=int, help="tokens to sample per prompt (default 64)")
     generate.add_argument("--temperature", type=float, help="0: greedy (default 0.8)")
     generate.add_argument("--top-k", type=int, help="sample among the k most probable tokens, 0: all (default 50)")
@@ -122,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--stop", nargs="+", action="extend", metavar="S",
                           help="end a completion just before any of these strings")
     generate.add_argument("--seed", type=int, help="sampling seed (default 0)")
-    generate.add_argument("--output", help='write {"prompt", "completion"} JSONL here instead of printing')
+    generate.add_argument("--output", help='write {"prompt" or "messages", "completion"} JSONL here instead of '
+                                           'printing')
 
     checkpoint = verbs.add_parser("checkpoint", help="checkpoint tools: consolidate")
     checkpoint_verbs = checkpoint.add_subparsers(title="checkpoint verbs", metavar="VERB")
@@ -273,8 +276,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     from pipeline.job_config import GenerateJobConfig
 
     cfg = _load(GenerateJobConfig, args, checkpoint=args.checkpoint, prompt=args.prompt, prompts=args.prompts,
-                chat=args.chat, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, stop=args.stop, seed=args.seed, output=args.output)
+                chat=args.chat, system=args.system, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                top_k=args.top_k, top_p=args.top_p, stop=args.stop, seed=args.seed, output=args.output)
     from pipeline.generate import complete
 
     records = complete(cfg)

@@ -197,11 +197,11 @@ def _metrics(loss_sum: float, tokens: int, text_bytes: int, *, bytes_known: bool
 
 def sft_loss(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, step_dir: Path) -> dict[str, Any]:
     """The response-token loss on the held-out examples of ``cfg.sft``, read, split and batched as
-    fine-tuning validates; a fine-tune's checkpoint lends its own data settings (val_fraction, columns,
+    fine-tuning validates; a fine-tune's checkpoint lends its own data settings (val_fraction, columns, roles,
     split, overlong), so the held-out examples are the ones it held out."""
     data = sft_data_config(cfg, step_dir)
     examples, _ = read_examples(data.path, tokenizer, seq_len=model.args.seq_len, val_fraction=data.val_fraction,
-                                columns=data.columns, split=data.split, overlong=data.overlong)
+                                columns=data.columns, roles=data.roles, split=data.split, overlong=data.overlong)
     if not examples["val"]:
         raise ValueError(f"{cfg.sft}: no held-out examples at val_fraction {data.val_fraction} "
                          "(set sft_val_fraction=...)")

@@ -7,6 +7,10 @@ gets its own MLflow run, tagged with the checkpoint it started from and with the
 (``data.stats.*`` params). A fine-tuning job resumes like pretraining (``checkpoint.resume``): from
 its own newest checkpoint, with optimizer, schedule, loader and MLflow run, rather than from
 ``init_from`` again.
+
+With ``lora.rank`` > 0 the checkpoint's weights stay frozen and only low-rank adapters train
+(``pipeline.lora``); the checkpoints then hold weights and adapters apart, and every loader merges them.
+MLflow gets the trainable and total parameter counts (``params.trainable``, ``params.total``) either way.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import dataclasses
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pipeline.checkpoint import TOKENIZER_FILE, load_tokenizer, read_meta, resolve_checkpoint
 from pipeline.distributed import init_distributed, shutdown_distributed
-from pipeline.job_config import FinetuneJobConfig
+from pipeline.job_config import FinetuneJobConfig, LoRAConfig
+from pipeline.lora import META_KEY, apply_lora, parameter_counts
 from pipeline.model import ModelArgs, build_model
 from pipeline.parallel import parallelize
 from pipeline.sft_data import ChatTokens, SFTDataset, SFTLoader, read_examples, sft_eval_batches
@@ -51,7 +57,8 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
         total_steps = plan_steps(loop, seq_len=args.seq_len)
         data = cfg.data
         examples, stats = read_examples(data.path, tokenizer, seq_len=args.seq_len, val_fraction=data.val_fraction,
-                                        columns=data.columns, split=data.split, overlong=data.overlong)
+                                        columns=data.columns, roles=data.roles, split=data.split,
+                                        overlong=data.overlong)
         pad = ChatTokens.of(tokenizer, tokenizer_file).pad
         splits = {"train": SFTDataset(examples["train"], seq_len=args.seq_len, pad=pad, packing=data.packing,
                                       seed=loop.seed),
@@ -68,9 +75,13 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
         if resume is not None:
             check_resumable(resume, resume_dir, model_args=args, strategy=cfg.parallel.strategy,
                             total_steps=total_steps, tokenizer_file=tokenizer_file)
+            check_same_adapters(resume, resume_dir, cfg.lora)
+        model = build_model(args)
+        if cfg.lora.enabled:
+            apply_lora(model, cfg.lora)
+        trainable, total = parameter_counts(model)
         torch.manual_seed(loop.seed)
-        parallel = parallelize(build_model(args), strategy=cfg.parallel, dist=dist, loop=loop,
-                               total_steps=total_steps)
+        parallel = parallelize(model, strategy=cfg.parallel, dist=dist, loop=loop, total_steps=total_steps)
         if resume is None:
             parallel.load(init_dir, model_only=True)
         else:
@@ -82,7 +93,11 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
             cfg.save(Path(cfg.output_dir) / "config.yaml")
             packed = f" packed into {len(splits['train'])} rows" if data.packing else ""
             print(f"finetune: {data.path}: {stats.summary()}{packed}", flush=True)
+            if cfg.lora.enabled:
+                print(f"finetune: LoRA rank {cfg.lora.rank} on {', '.join(cfg.lora.targets)}: {trainable:,} of "
+                      f"{total:,} parameters train ({trainable / total:.2%})", flush=True)
         params = {**cfg.flat(), **{f"model.{key}": str(value) for key, value in dataclasses.asdict(args).items()},
+                  "params.trainable": str(trainable), "params.total": str(total),
                   **{f"data.stats.{key}": str(value) for key, value in stats.counts().items()}}
         tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=params, active=dist.is_main,
                                 tags=run_tags(n_params=parallel.model.num_params(), strategy=cfg.parallel.strategy,
@@ -94,3 +109,19 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
                        total_steps=total_steps, label="finetune", started=started, resume=resume)
     finally:
         shutdown_distributed(dist)
+
+
+def check_same_adapters(meta: dict[str, Any], step_dir: Path, lora: LoRAConfig) -> None:
+    """A fine-tune resumes only with the adapters its checkpoint holds (or none, as it has none): one line,
+    before the model is built, rather than DCP's error about missing or misshapen tensors."""
+    def canonical(adapters: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if adapters is None else {**adapters, "targets": sorted(adapters["targets"])}
+
+    def describe(adapters: dict[str, Any] | None) -> str:
+        return "no LoRA" if adapters is None else "LoRA " + ", ".join(f"{k}={v}" for k, v in adapters.items())
+
+    saved = meta.get(META_KEY)
+    wanted = dataclasses.asdict(lora) if lora.enabled else None
+    if canonical(saved) != canonical(wanted):
+        raise ValueError(f"checkpoint {step_dir} was trained with {describe(saved)}, this run asks for "
+                         f"{describe(wanted)}; use another output_dir or checkpoint.resume=never")

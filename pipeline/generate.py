@@ -3,12 +3,18 @@
 Each batch of prompts is left-padded and sampled together with the model's KV cache
 (``Transformer.generate``); a row's tokens are the ones it would get alone. A completion ends at
 EOS, at ``max_new_tokens``, or just before the first stop string.
+
+In chat mode a prompt is a user turn, or a whole conversation so far from a prompts file (its
+``messages``, read as fine-tuning reads them, ending in a user turn); either, after the optional
+``system`` message, becomes the context fine-tuning renders for it followed by <|assistant|>
+(``sft_data.render_prompt``), and the completion is the reply up to <|eos|>.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
@@ -16,7 +22,10 @@ from tokenizers import Tokenizer
 from pipeline.checkpoint import load_model_for_inference
 from pipeline.job_config import GenerateJobConfig
 from pipeline.model import Transformer
-from pipeline.sft_data import ChatTokens, render
+from pipeline.sft_data import BadRecord, ChatTokens, Message, conversation, render_prompt
+
+Prompt = str | list[Message]
+"""Text to continue (or, in chat mode, a user turn), or a conversation ending in a user turn."""
 
 
 def generate(cfg: GenerateJobConfig) -> str:
@@ -25,10 +34,11 @@ def generate(cfg: GenerateJobConfig) -> str:
     return record["completion"] if cfg.chat else record["prompt"] + record["completion"]
 
 
-def complete(cfg: GenerateJobConfig) -> list[dict[str, str]]:
+def complete(cfg: GenerateJobConfig) -> list[dict[str, Any]]:
     """``{"prompt", "completion"}`` for every prompt (``cfg.prompt``, or each of the ``cfg.prompts`` file's),
-    in order; also written as JSONL to ``cfg.output`` when set."""
-    prompts = [cfg.prompt] if cfg.prompt is not None else read_prompts(cfg.prompts)
+    in order, ``{"messages", "completion"}`` for a conversation, and ``"system"`` beside a prompt it
+    preceded; also written as JSONL to ``cfg.output`` when set."""
+    prompts = [cfg.prompt] if cfg.prompt is not None else read_prompts(cfg.prompts, chat=cfg.chat)
     model, _, tokenizer = load_model_for_inference(cfg.checkpoint)
     special = ChatTokens.of(tokenizer, cfg.checkpoint)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -36,20 +46,29 @@ def complete(cfg: GenerateJobConfig) -> list[dict[str, str]]:
     for start in range(0, len(prompts), cfg.batch_size):
         batch = prompts[start:start + cfg.batch_size]
         completions = complete_batch(model, tokenizer, special, batch, cfg, generator)
-        records += [{"prompt": prompt, "completion": text} for prompt, text in zip(batch, completions)]
+        records += [prompt_record(prompt, cfg) | {"completion": text} for prompt, text in zip(batch, completions)]
     if cfg.output:
         write_jsonl(records, Path(cfg.output))
     return records
 
 
-def read_prompts(path: str | Path) -> list[str]:
-    """The prompts of a .txt file (one per non-empty line) or a .jsonl file (each record's ``prompt``)."""
+def prompt_record(prompt: Prompt, cfg: GenerateJobConfig) -> dict[str, Any]:
+    """What a result says of its prompt: the text (and the system message before it), or the
+    conversation exactly as the model saw it."""
+    if isinstance(prompt, str):
+        return {"prompt": prompt, "system": cfg.system} if cfg.system else {"prompt": prompt}
+    return {"messages": chat_messages(prompt, cfg.system)}
+
+
+def read_prompts(path: str | Path, *, chat: bool = False) -> list[Prompt]:
+    """The prompts of a .txt file (one per non-empty line) or a .jsonl file (each record's ``prompt``,
+    or with ``chat`` its conversation: any layout fine-tuning reads without ``data.columns``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts file not found: {path}")
     if path.suffix not in (".txt", ".jsonl"):
         raise ValueError(f"prompts file must be .txt (one per line) or .jsonl (a 'prompt' field): {path}")
-    prompts = []
+    prompts: list[Prompt] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -57,29 +76,50 @@ def read_prompts(path: str | Path) -> list[str]:
             prompts.append(line)
             continue
         try:
-            record = json.loads(line)
+            prompts.append(_jsonl_prompt(json.loads(line), chat=chat))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise ValueError(f"{path}:{number}: no string 'prompt' field")
-        prompts.append(record["prompt"])
+        except BadRecord as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
     if not prompts:
         raise ValueError(f"prompts file has no prompts: {path}")
     return prompts
 
 
-def prompt_tokens(tokenizer: Tokenizer, special: ChatTokens, prompt: str, *, chat: bool) -> list[int]:
-    """The context a prompt becomes: with ``chat``, a user turn as fine-tuning renders it, then the
+def _jsonl_prompt(record: Any, *, chat: bool) -> Prompt:
+    if isinstance(record, dict) and isinstance(record.get("prompt"), str):
+        return record["prompt"]
+    if not chat:
+        raise BadRecord("no string 'prompt' field (a conversation needs --chat)")
+    try:
+        return conversation(record, last="user")
+    except BadRecord as exc:
+        raise BadRecord(f"no string 'prompt', and not a conversation ending in a user turn ({exc})") from None
+
+
+def chat_messages(prompt: Prompt, system: str = "") -> list[Message]:
+    """The conversation a chat prompt stands for: a text is one user turn; ``system`` goes first
+    unless the conversation has a system message of its own."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    if system and messages[0]["role"] != "system":
+        return [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+def prompt_tokens(tokenizer: Tokenizer, special: ChatTokens, prompt: Prompt, *, chat: bool,
+                  system: str = "") -> list[int]:
+    """The context a prompt becomes: with ``chat``, its conversation as fine-tuning renders it, then the
     assistant marker; else its tokens, or EOS alone for an empty prompt (pretraining's document boundary)."""
     if chat:
-        return [*render(tokenizer, special, [{"role": "user", "content": prompt}])[0], special.assistant]
+        return render_prompt(tokenizer, special, chat_messages(prompt, system))
+    assert isinstance(prompt, str), "a conversation is read only in chat mode"
     return tokenizer.encode(prompt, add_special_tokens=False).ids or [special.eos]
 
 
-def complete_batch(model: Transformer, tokenizer: Tokenizer, special: ChatTokens, prompts: list[str],
+def complete_batch(model: Transformer, tokenizer: Tokenizer, special: ChatTokens, prompts: list[Prompt],
                    cfg: GenerateJobConfig, generator: torch.Generator) -> list[str]:
     """The completion text of each prompt, sampled as one left-padded batch."""
-    contexts = [prompt_tokens(tokenizer, special, prompt, chat=cfg.chat) for prompt in prompts]
+    contexts = [prompt_tokens(tokenizer, special, prompt, chat=cfg.chat, system=cfg.system) for prompt in prompts]
     width = max(map(len, contexts))
     tokens = torch.tensor([[special.eos] * (width - len(c)) + c for c in contexts])
     valid = torch.tensor([[False] * (width - len(c)) + [True] * len(c) for c in contexts])
@@ -108,7 +148,7 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
     return text[:min((i for i in (text.find(stop) for stop in stops) if i >= 0), default=len(text))]
 
 
-def write_jsonl(records: list[dict[str, str]], path: Path) -> None:
+def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
         for record in records:

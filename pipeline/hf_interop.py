@@ -14,9 +14,10 @@ and ``apply_rope`` against ``transformers``' ``rotate_half``). Checkpoints conve
 interleaved layout were permuted once, on their way into ``transformers``; nothing is to undo
 here. A tied head has no tensor of its own on either side (``tie_word_embeddings``).
 
-Our chat format (``sft_data``: ``<|user|> prompt <|assistant|> response <|eos|>``) goes out as
-the tokenizer's ``chat_template`` when the checkpoint is a fine-tune, so ``apply_chat_template``
-with ``add_generation_prompt=True`` gives the ids ``lmpipe generate --chat`` feeds the model.
+Our chat format (``sft_data``: ``<|user|> prompt <|assistant|> response <|eos|>``, multi-turn, a
+system message as fine-tuning renders it) goes out as the tokenizer's ``chat_template`` when the
+checkpoint is a fine-tune, so ``apply_chat_template`` gives the ids fine-tuning trained on and, with
+``add_generation_prompt=True``, the ids ``lmpipe generate --chat`` feeds the model.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pipeline.checkpoint import (
     resolve_checkpoint,
 )
 from pipeline.model import ModelArgs, Transformer, build_model
-from pipeline.sft_data import ASSISTANT, EOS, USER
+from pipeline.sft_data import ASSISTANT, EOS, SYSTEM, USER
 
 CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
@@ -59,15 +60,30 @@ DEFAULT_MAX_SHARD_SIZE = "5GB"
 ROPE_THETA_DEFAULT = 10000.0  # LlamaConfig's default when a config names none
 
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    f"{{% if message['role'] == 'user' %}}{{{{ '{USER}' + message['content'] }}}}"
-    f"{{% elif message['role'] == 'assistant' %}}{{{{ '{ASSISTANT}' + message['content'] + '{EOS}' }}}}"
-    "{% else %}{{ raise_exception('only user and assistant turns: the model was fine-tuned without "
-    "system prompts') }}{% endif %}"
-    "{% endfor %}"
-    f"{{% if add_generation_prompt %}}{{{{ '{ASSISTANT}' }}}}{{% endif %}}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set system = messages[0]['content'] -%}{%- set turns = messages[1:] -%}"
+    f"{{%- if system_token -%}}{{{{ '{SYSTEM}' + system }}}}{{%- endif -%}}"
+    "{%- else -%}{%- set system = none -%}{%- set turns = messages -%}{%- endif -%}"
+    "{%- for message in turns -%}"
+    "{%- if message['role'] != ['user', 'assistant'][loop.index0 % 2] -%}"
+    "{{ raise_exception('an optional system message first, then user and assistant turns alternating, "
+    "as the model was fine-tuned') }}{%- endif -%}"
+    "{%- if message['role'] == 'user' and loop.first and system is not none and not system_token -%}"
+    f"{{{{ '{USER}' + system + '\\n\\n' + message['content'] }}}}"
+    f"{{%- elif message['role'] == 'user' -%}}{{{{ '{USER}' + message['content'] }}}}"
+    f"{{%- else -%}}{{{{ '{ASSISTANT}' + message['content'] + '{EOS}' }}}}{{%- endif -%}}"
+    "{%- endfor -%}"
+    f"{{%- if add_generation_prompt -%}}{{{{ '{ASSISTANT}' }}}}{{%- endif -%}}"
 )
-"""``sft_data.encode_example``'s layout: ``<|user|>`` P ``<|assistant|>`` R ``<|eos|>``, no spaces added."""
+"""``sft_data.render``'s layout, no spaces added: ``<|system|>`` S when the tokenizer has that token
+(``system_token``, set by ``chat_template``), else S + "\\n\\n" opening the first user turn; then per
+turn ``<|user|>`` U, ``<|assistant|>`` A ``<|eos|>``; ``add_generation_prompt`` appends ``<|assistant|>``."""
+
+
+def chat_template(*, system_token: bool) -> str:
+    """``CHAT_TEMPLATE`` for a tokenizer with (or without) ``<|system|>``: fixed when the files are
+    written, since a template cannot look into the vocabulary."""
+    return f"{{%- set system_token = {str(system_token).lower()} -%}}{CHAT_TEMPLATE}"
 
 
 def hf_names(n_layers: int, *, tie_embeddings: bool) -> dict[str, str]:
@@ -182,7 +198,8 @@ def write_tokenizer_files(tokenizer_file: Path, directory: Path, special: Specia
     hf_config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
                  "model_max_length": model_max_length, **special_map}
     if chat:
-        hf_config["chat_template"] = CHAT_TEMPLATE
+        vocab = Tokenizer.from_file(str(tokenizer_file))
+        hf_config["chat_template"] = chat_template(system_token=vocab.token_to_id(SYSTEM) is not None)
     _write_json(directory / SPECIAL_TOKENS_MAP, special_map)
     _write_json(directory / HF_CONFIG_FILE, hf_config)
 

@@ -18,7 +18,12 @@ STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "wsd")
 SFT_OVERLONG = ("truncate", "drop")
-SFT_FIELDS = ("prompt", "response", "messages")
+SFT_FIELDS = ("prompt", "response", "messages", "role", "content")
+"""What ``data.columns`` can rename: a record's fields, then the keys inside each of its messages."""
+SFT_ROLES = ("system", "user", "assistant")
+LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+"""The Linear projections inside a transformer block (``model.Attention``'s wq/wk/wv/wo, ``model.FeedForward``'s
+w1 gate, w3 up, w2 down); spelled out here so a bad name fails before torch is imported."""
 
 
 @dataclass
@@ -310,11 +315,17 @@ class SFTDataConfig(Config):
     """Where the fine-tuning conversations come from and how they become rows (``pipeline.sft_data``)."""
 
     path: str = ""
-    """Records {"prompt", "response"} or {"messages": [{"role", "content"}, ...]}: a .jsonl, .json,
-    .parquet or .arrow file, or a directory written by ``datasets`` ``save_to_disk``; local only."""
+    """Records {"prompt", "response"}, {"messages": [{"role", "content"}, ...]} or ShareGPT's
+    {"conversations": [{"from", "value"}, ...]}: a .jsonl, .json, .parquet or .arrow file, or a
+    directory written by ``datasets`` ``save_to_disk``; local only."""
     columns: dict[str, str] = field(default_factory=dict)
-    """Our field -> the data's column, e.g. ``{prompt: instruction, response: output}`` or
-    ``{messages: conversations}``; unnamed fields keep their own names."""
+    """Our field -> the data's name for it, e.g. ``{prompt: instruction, response: output}``, or
+    ``{messages: turns, role: speaker, content: text}`` (``role`` and ``content`` are the keys inside
+    each message). Unnamed: prompt, response; messages or conversations; role or from; content or value."""
+    roles: dict[str, str] = field(default_factory=dict)
+    """The data's role name -> ours (system, user or assistant), e.g. ``{bot: assistant}``; added to
+    the names known without it: ours, and ShareGPT's human (user) and gpt (assistant). A message with
+    any other role makes its record bad (counted and skipped)."""
     split: str = "train"
     """The split of a saved DatasetDict to read (the val examples are still drawn by ``val_fraction``)."""
     val_fraction: float = 0.05
@@ -331,6 +342,40 @@ class SFTDataConfig(Config):
         unknown = sorted(set(self.columns) - set(SFT_FIELDS))
         require(not unknown, f"{prefix}columns", f"unknown field {', '.join(unknown)}; map any of "
                 f"{', '.join(SFT_FIELDS)} to a column name")
+        require(all(isinstance(name, str) and name for name in self.columns.values()), f"{prefix}columns",
+                "a column name must not be empty")
+        wrong = sorted(f"{theirs} -> {ours!r}" for theirs, ours in self.roles.items() if ours not in SFT_ROLES)
+        require(not wrong, f"{prefix}roles", f"{', '.join(wrong)}: a role maps to one of {', '.join(SFT_ROLES)}")
+
+
+@dataclass
+class LoRAConfig(Config):
+    """Low-rank adapters (``pipeline.lora``): the pretrained weights stay frozen and only
+    ``B @ A`` (rank ``rank``) beside each targeted projection trains; merged into the weights on export."""
+
+    rank: int = 0
+    """Rank r of each adapter; 0: no LoRA, every weight trains."""
+    alpha: float = 16.0
+    """The adapter's output is scaled by alpha / rank (so changing the rank needs no new lr)."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input while training. Above 0 it draws random numbers that checkpoints do not
+    keep: a resumed run then continues the same statistics, not the same losses."""
+    targets: list[str] = field(default_factory=lambda: ["wq", "wk", "wv", "wo"])
+    """Which projections of every block get adapters (``LORA_TARGETS``); default the attention's."""
+
+    def check(self, prefix: str) -> None:
+        require(self.rank >= 0, f"{prefix}rank", f"must be >= 0 (0: no LoRA), not {self.rank}")
+        require(self.alpha > 0, f"{prefix}alpha", "must be > 0")
+        require(0.0 <= self.dropout < 1.0, f"{prefix}dropout", "must be in [0, 1)")
+        unknown = [name for name in self.targets if name not in LORA_TARGETS]
+        require(not unknown, f"{prefix}targets", f"unknown projection {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(LORA_TARGETS)}")
+        require(bool(self.targets), f"{prefix}targets", f"name at least one of {', '.join(LORA_TARGETS)}")
+        require(len(set(self.targets)) == len(self.targets), f"{prefix}targets", "names a projection twice")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
 
 
 def _finetune_loop() -> LoopConfig:
@@ -346,6 +391,7 @@ class FinetuneJobConfig(Config):
     output_dir: str = "runs/finetune"
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     train: LoopConfig = field(default_factory=_finetune_loop)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -421,9 +467,10 @@ class GenerateJobConfig(Config):
     prompt: Optional[str] = None
     """One prompt ("" starts from EOS, a document boundary); give this or ``prompts``."""
     prompts: str = ""
-    """A file of prompts: .txt, one per non-empty line, or .jsonl, each record's ``prompt``."""
+    """A file of prompts: .txt, one per non-empty line, or .jsonl, each record's ``prompt`` or, with
+    ``chat``, its conversation so far (``messages`` as fine-tuning data has them, ending in a user turn)."""
     output: str = ""
-    """Write {"prompt", "completion"} records here as JSONL."""
+    """Write {"prompt", "completion"} records (or {"messages", "completion"}) here as JSONL."""
     max_new_tokens: int = 64
     temperature: float = 0.8
     """0: greedy (top_k and top_p then do nothing)."""
@@ -438,6 +485,8 @@ class GenerateJobConfig(Config):
     """Prompts sampled together (left-padded, one KV cache)."""
     chat: bool = False
     """Wrap each prompt as a fine-tuning user turn (<|user|> prompt <|assistant|>) and return only the reply."""
+    system: str = ""
+    """With ``chat``: a system message before each prompt (a conversation that has its own keeps that)."""
 
     def check(self, prefix: str) -> None:
         require(bool(self.checkpoint), f"{prefix}checkpoint", "give a checkpoint (--checkpoint)")
@@ -450,4 +499,5 @@ class GenerateJobConfig(Config):
         require(self.top_k >= 0, f"{prefix}top_k", "must be >= 0 (0: no top-k)")
         require(0.0 < self.top_p <= 1.0, f"{prefix}top_p", "must be in (0, 1] (1: no nucleus)")
         require(all(self.stop), f"{prefix}stop", "stop strings must not be empty")
+        require(self.chat or not self.system, f"{prefix}system", "a system message needs chat mode (--chat)")
         require(self.batch_size > 0, f"{prefix}batch_size", "must be > 0")

@@ -14,12 +14,16 @@ from pipeline.job_config import LoopConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: 2-D weights (matmuls, embeddings) decay; norms' gains and any biases do not."""
+    """Two groups of the trainable parameters: 2-D weights (matmuls, embeddings, LoRA's A and B) decay;
+    norms' gains and any biases do not. Frozen parameters (LoRA's base weights) are in neither, so they
+    get no decay and no optimizer state. A group left empty (LoRA: no 1-D adapters) is left out: the ZeRO
+    optimizers drop it themselves, and the LR schedule would then step one group too many."""
     params = [p for p in model.parameters() if p.requires_grad]  # parameters() yields a tied tensor once
-    return [
+    groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    return [group for group in groups if group["params"]]
 
 
 FUSED_DEVICES = ("cuda", "cpu")

@@ -27,6 +27,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed import ProcessGroup
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
@@ -36,6 +37,7 @@ from torch.distributed.tensor import DTensor
 
 from pipeline.distributed import DistInfo
 from pipeline.job_config import LoopConfig, ParallelConfig
+from pipeline.lora import apply_lora, is_adapter, merged_state_dict, reset_adapters, saved_adapters
 from pipeline.model import Transformer, build_model, checkpoint_blocks
 
 
@@ -128,16 +130,30 @@ class ParallelModel(ABC):
     def load(self, directory: str | Path, *, model_only: bool = False) -> None:
         """Restore what ``save`` wrote; ``model_only`` takes just the weights (fine-tuning from a checkpoint)."""
         if model_only:
-            state = {"model": get_model_state_dict(self.model)}
-            with quiet_without_process_group():
-                dcp.load(state, checkpoint_id=str(directory))
-            set_model_state_dict(self.model, state["model"])
+            self._load_weights(directory)
             return
         state = self.state_dict()
         with quiet_without_process_group():
             dcp.load(state, checkpoint_id=str(directory))
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         self.scheduler.load_state_dict(state["scheduler"])
+
+    def _load_weights(self, directory: str | Path) -> None:
+        """The model weights of any checkpoint into this model; adapters of this model (``lora``) keep their
+        init. A plain checkpoint is read shard by shard (DCP reshards); a LoRA one is merged first
+        (``load_model_weights``), so every rank reads it whole."""
+        if saved_adapters(directory) is None:
+            weights = {key: value for key, value in get_model_state_dict(self.model).items() if not is_adapter(key)}
+            with quiet_without_process_group():
+                dcp.load({"model": weights}, checkpoint_id=str(directory))
+            options = StateDictOptions(strict=False)
+        else:
+            weights = read_model_weights(self.model, directory)
+            options = StateDictOptions(full_state_dict=True, strict=False)
+        missing = [key for key in set_model_state_dict(self.model, weights, options=options).missing_keys
+                   if not is_adapter(key)]
+        if missing:
+            raise ValueError(f"{directory} lacks weights of this model: {', '.join(missing[:5])}")
 
 
 def require_process_group(strategy: str) -> None:
@@ -148,9 +164,11 @@ def require_process_group(strategy: str) -> None:
 
 
 def init_on_cpu(model: Transformer) -> Transformer:
-    """Materialise a meta-built model on the CPU and draw its initial weights (see the module docstring)."""
+    """Materialise a meta-built model on the CPU and draw its initial weights (see the module docstring),
+    then its LoRA adapters' if it has any (``lora.reset_adapters``)."""
     model.to_empty(device="cpu")
     model.init_weights()
+    reset_adapters(model)
     return model
 
 
@@ -166,15 +184,25 @@ def prepare_blocks(model: Transformer, loop: LoopConfig) -> Transformer:
     return model
 
 
-def load_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
+def load_model_weights(model: Transformer, directory: str | Path) -> None:
     """Weights from a DCP checkpoint into a plain model in this process (no process group needed).
 
     Every strategy's checkpoint has them: ZeRO's ``save`` adds a consolidated DCP copy of the weights.
+    A LoRA fine-tune's checkpoint (its meta names the adapters) is read into a model with those
+    adapters and merged (``lora.merged_state_dict``): every reader of weights gets plain ones.
     """
-    state = {"model": model.state_dict()}
+    adapters = saved_adapters(directory)
+    source = model
+    if adapters is not None:
+        source = apply_lora(build_model(model.args), adapters)
+        source.to_empty(device=model.tok_embeddings.weight.device)
+        source.tie_weights()  # to_empty made the head a tensor of its own
+    state = {"model": source.state_dict()}
     with quiet_without_process_group():
         dcp.load(state, checkpoint_id=str(directory), no_dist=True)
-    model.load_state_dict(state["model"])
+    source.load_state_dict(state["model"])
+    if source is not model:
+        model.load_state_dict(merged_state_dict(source))
 
 
 def read_model_weights(model: Transformer, directory: str | Path) -> dict[str, torch.Tensor]:

@@ -56,6 +56,7 @@ import torch.distributed.checkpoint as dcp
 
 from pipeline.distributed import DistInfo, barrier, broadcast_object
 from pipeline.job_config import LoopConfig, ParallelConfig
+from pipeline.lora import is_adapter
 from pipeline.model import Transformer
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.parallel_base import (
@@ -221,6 +222,12 @@ class DeepSpeedModel(ParallelModel):
             # It reports every file and tensor it reads (print and tqdm): keep that out of the training log.
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 weights = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=TAG)
+            # DeepSpeed records frozen weights (LoRA's base) only where it partitions gradients (zero2, zero3);
+            # under zero1 every rank holds them whole, and untrained, they are still what was loaded. (A tied
+            # head is its own key in the consolidated weights, as in any state dict.)
+            for name, param in self.model.named_parameters(remove_duplicate=False):
+                if not param.requires_grad and name not in weights:
+                    weights[name] = param.detach().float().cpu()
             with quiet_without_process_group():
                 dcp.save({"model": weights}, checkpoint_id=str(directory), no_dist=True)
         barrier()
@@ -239,14 +246,34 @@ class DeepSpeedModel(ParallelModel):
                 self.engine.load_checkpoint(str(directory), tag=tag)
             if tag == UNIVERSAL_TAG and self.stage == 3:
                 self._repair_zero3_universal_load(Path(directory) / UNIVERSAL_TAG)
+            if tag == UNIVERSAL_TAG:
+                self._load_frozen_weights(directory)
             return
         weights = read_model_weights(self.model, directory)
         for name, param in self.model.named_parameters():
-            # The optimizer's fp32 master copy (a partition of it on this rank) ...
-            self.deepspeed.utils.safe_set_full_fp32_param(param, weights[name].to(self.dist.device))
+            if is_adapter(name):
+                continue  # this model's LoRA adapters keep their init
+            # The optimizer's fp32 master copy (a partition of it on this rank; frozen weights have none) ...
+            if param.requires_grad:
+                self.deepspeed.utils.safe_set_full_fp32_param(param, weights[name].to(self.dist.device))
             # ... and the weights the forward pass uses (under zero3 gathered, set, and partitioned again).
             with self.deepspeed.zero.GatheredParameters([param], modifier_rank=0, enabled=self.stage == 3):
                 param.data.copy_(weights[name])
+
+    def _load_frozen_weights(self, directory: str | Path) -> None:
+        """A universal load restores only what the ZeRO optimizer holds, the trainable parameters; frozen
+        ones (LoRA's base weights) would keep this run's fresh init. They come from the checkpoint's DCP
+        copy of the weights instead, under their own names (the adapters beside them are not merged)."""
+        frozen = {name: param for name, param in self.model.named_parameters() if not param.requires_grad}
+        if not frozen:
+            return
+        state = {"model": {name: torch.empty(getattr(param, "ds_shape", param.shape))  # zero3: the full shape
+                           for name, param in frozen.items()}}
+        with quiet_without_process_group():
+            dcp.load(state, checkpoint_id=str(directory), no_dist=True)
+        for name, param in frozen.items():
+            with self.deepspeed.zero.GatheredParameters([param], modifier_rank=0, enabled=self.stage == 3):
+                param.data.copy_(state["model"][name])
 
     def _convert_on_main(self, directory: str | Path) -> None:
         """Rank 0 converts (once, see ``convert_to_universal``) while the others wait; a failure fails every rank."""

@@ -1,11 +1,14 @@
 """Supervised fine-tuning data: chat records as loss-masked token rows, one example per row or packed.
 
-**Records.** ``{"prompt": P, "response": R}`` (one turn) or ``{"messages": [{"role": "system" |
-"user" | "assistant", "content": str}, ...]}`` (multi-turn), read from a JSONL file (problems named
+**Records.** ``{"prompt": P, "response": R}`` (one turn), ``{"messages": [{"role": "system" |
+"user" | "assistant", "content": str}, ...]}`` (multi-turn) or ShareGPT's ``{"conversations":
+[{"from": "system" | "human" | "gpt", "value": str}, ...]}``, read from a JSONL file (problems named
 ``file:line``) or a local Hugging Face dataset: a ``save_to_disk`` directory (``data.split`` picks
 the split of a DatasetDict) or a .json/.parquet/.arrow file (``datasets.load_dataset``). Nothing is
-downloaded: a path that does not exist, a hub name included, is an error. ``data.columns`` maps our
-field names to the dataset's (``{prompt: instruction, response: output}``, ``{messages: conversations}``).
+downloaded: a path that does not exist, a hub name included, is an error. Other layouts are a
+``Layout``: ``data.columns`` renames our fields, record and message keys alike (``{prompt:
+instruction, response: output}``, ``{messages: turns, role: speaker, content: text}``), and
+``data.roles`` names more roles (``{bot: assistant}``); a role known to neither makes a bad record.
 
 **Template**, from the tokenizer's special tokens::
 
@@ -47,7 +50,8 @@ from data_prep.tokenizer.tokenize import split_of
 from pipeline.model import IGNORE_INDEX
 
 USER, ASSISTANT, SYSTEM, EOS, PAD = "<|user|>", "<|assistant|>", "<|system|>", "<|eos|>", "<|pad|>"
-ROLES = ("system", "user", "assistant")
+ROLE_NAMES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
+"""Role names read without ``data.roles``: ours, and ShareGPT's."""
 BUILDERS = {".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
 """File suffix -> ``datasets`` packaged builder (.jsonl is read line by line, to name lines)."""
 SAVED_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
@@ -123,38 +127,74 @@ def _load_dataset(path: Path, *, split: str) -> tuple[Any, str]:
                             "file or a save_to_disk directory; Hugging Face hub names are not downloaded)")
 
 
-def conversation(record: Any, columns: Mapping[str, str] = {}) -> list[Message]:
-    """The messages of a record (prompt/response becomes one user and one assistant turn), with
-    ``columns`` mapping our field names to the record's; ``BadRecord`` says what is wrong."""
+@dataclass(frozen=True)
+class Layout:
+    """Where a record keeps its conversation and what it calls the roles. Each key tuple lists the
+    names tried in order (the first present wins); the defaults read ours and ShareGPT's."""
+
+    prompt: str = "prompt"
+    response: str = "response"
+    messages: tuple[str, ...] = ("messages", "conversations")
+    role: tuple[str, ...] = ("role", "from")
+    content: tuple[str, ...] = ("content", "value")
+    roles: Mapping[str, str] = field(default_factory=lambda: dict(ROLE_NAMES))
+    """The data's role name -> ours (system, user, assistant)."""
+
+    @classmethod
+    def of(cls, columns: Mapping[str, str] = {}, roles: Mapping[str, str] = {}) -> Layout:
+        """From ``data.columns`` (our field -> the data's name; a named field is looked for under that
+        name only) and ``data.roles`` (more role names, theirs -> ours)."""
+        named = {key: (columns[key],) for key in ("messages", "role", "content") if key in columns}
+        return cls(prompt=columns.get("prompt", "prompt"), response=columns.get("response", "response"),
+                   **named, roles={**ROLE_NAMES, **roles})
+
+
+def conversation(record: Any, layout: Layout = Layout(), *, last: str = "assistant") -> list[Message]:
+    """The messages of a record, in our role names (prompt/response becomes one user and one assistant
+    turn), ending with a ``last`` turn; ``BadRecord`` says what is wrong."""
     if isinstance(record, BadRecord):
         raise record
-    names = {name: columns.get(name, name) for name in ("prompt", "response", "messages")}
     if not isinstance(record, Mapping):
         raise BadRecord("expected an object")
-    if record.get(names["messages"]) is not None:
-        messages = record[names["messages"]]
+    found = _first_present(record, layout.messages)
+    if found is not None:
+        messages = record[found]
         if not isinstance(messages, Sequence) or isinstance(messages, str):
-            raise BadRecord(f"'{names['messages']}' is not a list of messages")
-        messages = [_message(m, i) for i, m in enumerate(messages)]
-    elif isinstance(record.get(names["prompt"]), str) and isinstance(record.get(names["response"]), str):
-        messages = [{"role": "user", "content": record[names["prompt"]]},
-                    {"role": "assistant", "content": record[names["response"]]}]
+            raise BadRecord(f"'{found}' is not a list of messages")
+        messages = [_message(m, i, layout) for i, m in enumerate(messages)]
+    elif isinstance(record.get(layout.prompt), str) and isinstance(record.get(layout.response), str):
+        messages = [{"role": "user", "content": record[layout.prompt]},
+                    {"role": "assistant", "content": record[layout.response]}]
     else:
-        raise BadRecord(f"expected '{names['messages']}', or string fields '{names['prompt']}' and "
-                        f"'{names['response']}'")
-    _check_turns(messages)
+        raise BadRecord(f"expected {_either(layout.messages)}, or string fields '{layout.prompt}' and "
+                        f"'{layout.response}'")
+    _check_turns(messages, last=last)
     return messages
 
 
-def _message(message: Any, i: int) -> Message:
-    if not (isinstance(message, Mapping) and isinstance(message.get("content"), str)):
-        raise BadRecord(f"message {i} is not an object with a string 'content'")
-    if message.get("role") not in ROLES:
-        raise BadRecord(f"message {i} has role {message.get('role')!r}, not one of {', '.join(ROLES)}")
-    return {"role": message["role"], "content": message["content"]}
+def _message(message: Any, i: int, layout: Layout) -> Message:
+    if not isinstance(message, Mapping):
+        raise BadRecord(f"message {i} is not an object")
+    content = message.get(_first_present(message, layout.content) or "")
+    if not isinstance(content, str):
+        raise BadRecord(f"message {i} has no string {_either(layout.content)}")
+    role = message.get(_first_present(message, layout.role) or "")
+    if not (isinstance(role, str) and role in layout.roles):
+        raise BadRecord(f"message {i} has role {role!r}, not one of {', '.join(layout.roles)} "
+                        "(data.roles maps other names to ours)")
+    return {"role": layout.roles[role], "content": content}
 
 
-def _check_turns(messages: list[Message]) -> None:
+def _first_present(mapping: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` with a value: a dataset whose rows differ in layout has None in the others."""
+    return next((key for key in keys if mapping.get(key) is not None), None)
+
+
+def _either(keys: tuple[str, ...]) -> str:
+    return " or ".join(f"'{key}'" for key in keys)
+
+
+def _check_turns(messages: list[Message], *, last: str) -> None:
     turns = messages[1:] if messages and messages[0]["role"] == "system" else messages
     if not turns:
         raise BadRecord("no user or assistant turn")
@@ -165,8 +205,8 @@ def _check_turns(messages: list[Message]) -> None:
                             "first, then user and assistant alternating)")
         if expected == "assistant" and not message["content"].strip():
             raise BadRecord(f"turn {i} is an empty assistant turn")
-    if turns[-1]["role"] != "assistant":
-        raise BadRecord("the last turn is not an assistant turn")
+    if turns[-1]["role"] != last:
+        raise BadRecord(f"the last turn is {turns[-1]['role']}, not {last}")
 
 
 def render(tokenizer: Tokenizer, chat: ChatTokens, messages: list[Message]) -> tuple[list[int], list[int]]:
@@ -188,6 +228,13 @@ def render(tokenizer: Tokenizer, chat: ChatTokens, messages: list[Message]) -> t
             tokens += [marker, *text]
             labels += [IGNORE_INDEX] * (1 + len(text))
     return tokens, labels
+
+
+def render_prompt(tokenizer: Tokenizer, chat: ChatTokens, messages: list[Message]) -> list[int]:
+    """The context that asks for the next assistant turn: ``messages`` (ending in a user turn) by the
+    template, then <|assistant|>. ``generate --chat`` feeds it to the model, and the exported chat
+    template's ``add_generation_prompt`` gives the same ids."""
+    return [*render(tokenizer, chat, messages)[0], chat.assistant]
 
 
 class Example(NamedTuple):
@@ -245,16 +292,18 @@ class SFTStats:
 
 
 def read_examples(path: str | Path, tokenizer: Tokenizer, *, seq_len: int, val_fraction: float,
-                  columns: Mapping[str, str] = {}, split: str = "train", overlong: str = "truncate"
-                  ) -> tuple[dict[str, list[Example]], SFTStats]:
-    """The encoded examples of ``path`` by split (``train``, ``val``) in record order, and the counts."""
+                  columns: Mapping[str, str] = {}, roles: Mapping[str, str] = {}, split: str = "train",
+                  overlong: str = "truncate") -> tuple[dict[str, list[Example]], SFTStats]:
+    """The encoded examples of ``path`` by split (``train``, ``val``) in record order, and the counts;
+    ``columns`` and ``roles`` as ``Layout.of`` takes them."""
     chat = ChatTokens.of(tokenizer, path)
+    layout = Layout.of(columns, roles)
     examples: dict[str, list[Example]] = {"train": [], "val": []}
     stats = SFTStats()
     for where, record in iter_records(path, split=split):
         stats.records += 1
         try:
-            messages = conversation(record, columns)
+            messages = conversation(record, layout)
         except BadRecord as exc:
             stats.bad += 1
             if len(stats.problems) < NAMED_PROBLEMS:

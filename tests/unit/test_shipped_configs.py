@@ -32,6 +32,7 @@ SHIPPED = {
     **{f"train/{size}.yaml": (TrainJobConfig, ["data.shards=s"]) for size in LADDER_PRESETS},
     "finetune/tiny.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
     "finetune/chat.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
+    "finetune/lora.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
     "slurm/local.yaml": (SlurmProfile, []),
     "slurm/gpu-8x.yaml": (SlurmProfile, ["partition=gpu"]),
     "sweep/cpu-small.yaml": (SweepConfig, []),

@@ -85,7 +85,7 @@ def test_finetune_on_packed_chat_messages_reports_what_it_skipped(pretrained: Pa
     result = finetune(tiny_finetune(pretrained, tmp_path / "sft", f"data.path={data}", "data.packing=true",
                                     "data.val_fraction=0.1"))
     out = capsys.readouterr().out
-    assert f"{data}:{len(chats) - 1}: the last turn is not an assistant turn" in out
+    assert f"{data}:{len(chats) - 1}: the last turn is user, not assistant" in out
     assert "1 dropped as longer than seq_len" in out and "1 bad records skipped" in out and "packed into" in out
     assert result.steps == 6 and result.final_val_loss < result.initial_val_loss
 
