@@ -37,6 +37,8 @@ class RunOutcome:
     D: int
     final_val_loss: float | None
     last_train_loss: float
+    """The run's last ``train/loss`` in MLflow (the mean of its final log window), else result.json's
+    loss of the last step."""
     mlflow_run_id: str | None
     epochs: float | None = None
     """The most passes the run made over any source's training windows (result.json's ``data``); above
@@ -78,14 +80,19 @@ def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
         return None
     result = json.loads(result_file.read_text())
     run_id = result.get("mlflow_run_id")
+    train_loss = result["last_train_loss"]
     if run_id:
         from mlflow.tracking import MlflowClient
 
-        if MlflowClient(tracking_uri=uri).get_run(run_id).info.status != "FINISHED":
+        tracked = MlflowClient(tracking_uri=uri).get_run(run_id)
+        if tracked.info.status != "FINISHED":
             return None
+        # The last logged train/loss averages the final log window: the last step alone is one batch,
+        # the same batch for every run of one D (one data order), which biases every gap at that D alike.
+        train_loss = tracked.data.metrics.get("train/loss", train_loss)
     sources = result.get("data") or {}
     return RunOutcome(name=run.name, N=result["n_params"], D=result["tokens_seen"],
-                      final_val_loss=result["final_val_loss"], last_train_loss=result["last_train_loss"],
+                      final_val_loss=result["final_val_loss"], last_train_loss=train_loss,
                       mlflow_run_id=run_id,
                       epochs=max((source["epochs"] for source in sources.values()), default=None))
 
