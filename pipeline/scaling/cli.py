@@ -8,14 +8,14 @@ import json
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.config import Config, require, require_choice
 
 if TYPE_CHECKING:
-    from pipeline.scaling.fit import ScalingFit
+    from pipeline.scaling.fit import ComputeOptimal, ScalingFit
     from pipeline.scaling.isoflop import IsoFlopFit
 
 SHOWN_WARNINGS = 3
@@ -50,8 +50,11 @@ class SweepFitConfig(Config):
     """Seed of the bootstrap resampling: the same CSV and seed give the same fit.json."""
     budget_rtol: float = 0.05
     """IsoFLOP: runs whose C = 6ND agree within this relative tolerance are one compute budget."""
+    compute: list[float] = field(default_factory=list)
+    """Budgets C (FLOP) to predict for: the compute-optimal N*, D* and loss of each, with CIs."""
 
     def check(self, prefix: str) -> None:
+        require(all(c > 0 for c in self.compute), f"{prefix}compute", "every budget must be > 0 FLOP")
         require(bool(self.csv) != bool(self.experiment), f"{prefix}csv",
                 "give the runs CSV (--csv FILE) or an MLflow experiment (--experiment NAME), one of the two")
         require(not self.experiment or bool(tracking_uri(self.tracking_uri)), f"{prefix}tracking_uri",
@@ -102,6 +105,8 @@ def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
     fit.add_argument("--output", help="where to write the fit (default fit.json)")
     fit.add_argument("--n-bootstrap", type=int, help="bootstrap refits for the CIs (default 200; 0: none)")
     fit.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+    fit.add_argument("--compute", type=float, nargs="+", metavar="C",
+                     help="also predict the compute-optimal N*, D* and loss (with CIs) at these budgets, FLOP")
     fit.set_defaults(run=_run_fit)
 
     about = ("resolve a sweep config (configs/sweep/*.yaml) into one train config per run under <root>/runs/, "
@@ -222,7 +227,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     cfg = SweepFitConfig.load(args.config, args.overrides, values=dict(
         csv=args.csv, experiment=args.experiment, tracking_uri=args.tracking_uri, n_col=args.n_col,
         c_col=args.c_col, d_col=args.d_col, loss_col=args.loss_col, output=args.output,
-        n_bootstrap=args.n_bootstrap, seed=args.seed))
+        n_bootstrap=args.n_bootstrap, seed=args.seed, compute=args.compute))
     from pipeline.scaling.compare import experiment_runs, fit_points
     from pipeline.scaling.fit import FitOptions, fit_scaling_law
     from pipeline.scaling.io import read_runs
@@ -235,6 +240,10 @@ def _run_fit(args: argparse.Namespace) -> int:
     fit = fit_scaling_law(runs.n, runs.d, runs.loss,
                           FitOptions(n_bootstrap=cfg.n_bootstrap, ci_level=cfg.ci_level, seed=cfg.seed))
     result = fit.to_json()
+    optima = [fit.compute_optimal(budget) for budget in cfg.compute]
+    if optima:
+        result["compute_optimal"] = [{"C": o.compute, "N": o.n, "D": o.d, "loss": o.loss,
+                                      "ci": {key: list(bounds) for key, bounds in o.ci.items()}} for o in optima]
     isoflop: IsoFlopFit | None = None
     with warnings.catch_warnings(record=True) as skipped_budgets:
         warnings.simplefilter("always")
@@ -255,6 +264,8 @@ def _run_fit(args: argparse.Namespace) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(fit, isoflop))
+    if optima:
+        print(format_optima(optima, fit.ci_level))
     print(f"wrote {output}")
     return 0
 
@@ -272,6 +283,19 @@ def format_table(fit: ScalingFit, isoflop: IsoFlopFit | None) -> str:
     lines.append(f"  compute-optimal: N_opt ~ C^{fit.beta / total:.3f}, D_opt ~ C^{fit.alpha / total:.3f}")
     if isoflop is not None:
         lines.append(f"  IsoFLOP ({len(isoflop.budgets)} budgets): N_opt ~ C^{isoflop.a:.3f}, D_opt ~ C^{isoflop.b:.3f}")
+    return "\n".join(lines)
+
+
+def format_optima(optima: list[ComputeOptimal], ci_level: float) -> str:
+    """One line per budget: N*, D* and the predicted loss, each with its bootstrap interval when there is one."""
+    def cell(o: ComputeOptimal, key: str, value: float) -> str:
+        bounds = o.ci.get(key)
+        return f"{value:.3g}" + (f" [{bounds[0]:.3g}, {bounds[1]:.3g}]" if bounds else "")
+
+    lines = [f"compute-optimal at C (fitted law{f', {100 * ci_level:g}% CI' if optima[0].ci else ''}):"]
+    for o in optima:
+        lines.append(f"  C={o.compute:.3g}: N*={cell(o, 'N', o.n)}  D*={cell(o, 'D', o.d)}  "
+                     f"loss={cell(o, 'loss', o.loss)}")
     return "\n".join(lines)
 
 

@@ -79,6 +79,26 @@ def test_fit_from_the_experiment_uses_the_finished_runs(store, tmp_path, capsys)
     assert fit["E"] == pytest.approx(LAW["E"], rel=1e-3) and fit["alpha"] == pytest.approx(LAW["alpha"], abs=1e-3)
 
 
+def test_fit_predicts_the_compute_optimal_model_at_given_budgets(store, tmp_path, capsys):
+    """N* = G (C/6)^(beta/(alpha+beta)) with G = (alpha A / (beta B))^(1/(alpha+beta)), D* = C / 6N*:
+    the fitted law's answer is the true law's, since the points lie exactly on it."""
+    out = tmp_path / "fit.json"
+    assert main(["sweep", "fit", "--experiment", "sweep", "--tracking-uri", store, "--output", str(out),
+                 "--n-bootstrap", "20", "--compute", "1e21", "1e23"]) == 0
+    printed = capsys.readouterr().out
+    a, b = LAW["alpha"], LAW["beta"]
+    g = (a * LAW["A"] / (b * LAW["B"])) ** (1 / (a + b))
+    optima = json.loads(out.read_text())["compute_optimal"]
+    assert [o["C"] for o in optima] == [1e21, 1e23]
+    for o in optima:
+        n_star = g * (o["C"] / 6) ** (b / (a + b))
+        assert o["N"] == pytest.approx(n_star, rel=0.02) and o["D"] == pytest.approx(o["C"] / (6 * o["N"]))
+        assert o["loss"] == pytest.approx(law(n_star, o["C"] / (6 * n_star)), rel=1e-3)
+        low, high = o["ci"]["N"]  # noiseless points: every refit lands on the estimate, to rounding
+        assert low == pytest.approx(o["N"], rel=1e-6) and high == pytest.approx(o["N"], rel=1e-6)
+    assert "C=1e+21: N*=" in printed and "C=1e+23: N*=" in printed
+
+
 def test_unknown_experiment_names_the_ones_there(store, capsys):
     assert main(["sweep", "compare", "--experiment", "swep", "--tracking-uri", store]) != 0
     err = capsys.readouterr().err
