@@ -16,7 +16,6 @@ Run: ``OMP_NUM_THREADS=1 python bench/bench_finetune_step.py [--size tiny|14m]``
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections.abc import Callable
 from time import process_time
 
@@ -27,6 +26,7 @@ from pipeline.job_config import LoopConfig, ModelConfig
 from pipeline.model import IGNORE_INDEX, ModelArgs, build_model
 from pipeline.optim import build_optimizer
 from pipeline.sft_data import Example, SFTDataset
+from timing import median_seconds
 
 BATCH, SEQ, VOCAB = 8, 256, 8192
 STEPS = {"tiny": 5, "14m": 2}
@@ -56,9 +56,9 @@ def batches(rng: np.random.Generator) -> dict[str, tuple]:
             "finetune packed": (packed.inputs[:BATCH], packed.targets[:BATCH], packed.doc_starts[:BATCH])}
 
 
-def step_fns(size: str) -> tuple[dict[str, Callable[[], None]], dict[str, float]]:
-    """One training step per variant (one model and optimizer: the batch is all that differs), and the
-    fraction of each batch's positions that carry loss."""
+def step_fns(size: str, steps: int) -> tuple[dict[str, Callable[[], int]], dict[str, float]]:
+    """``steps`` training steps per variant, returning the positions they covered (one model and
+    optimizer: the batch is all that differs), and the fraction of each batch's positions with a loss."""
     args = ModelArgs.from_config(ModelConfig(size=size, seq_len=SEQ), vocab_size=VOCAB)
     model = build_model(args, device="cpu")
     model.init_weights()
@@ -66,29 +66,18 @@ def step_fns(size: str) -> tuple[dict[str, Callable[[], None]], dict[str, float]
     optimizer = build_optimizer(model, LoopConfig())
     variants = batches(np.random.default_rng(0))
 
-    def step_of(inputs: torch.Tensor, targets: torch.Tensor, doc_starts: list | None) -> Callable[[], None]:
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            _, loss = model(inputs, targets, doc_starts=doc_starts)
-            loss.backward()
-            optimizer.step()
-        return step
+    def steps_of(inputs: torch.Tensor, targets: torch.Tensor, doc_starts: list | None) -> Callable[[], int]:
+        def run() -> int:
+            for _ in range(steps):
+                optimizer.zero_grad(set_to_none=True)
+                _, loss = model(inputs, targets, doc_starts=doc_starts)
+                loss.backward()
+                optimizer.step()
+            return steps * inputs.numel()
+        return run
 
     learned = {name: float((batch[1] != IGNORE_INDEX).float().mean()) for name, batch in variants.items()}
-    return {name: step_of(*batch) for name, batch in variants.items()}, learned
-
-
-def median_tokens_per_second(fns: dict[str, Callable[[], None]], steps: int, reps: int = 5) -> dict[str, float]:
-    for fn in fns.values():
-        fn()
-    rates: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = process_time()
-            for _ in range(steps):
-                fn()
-            rates[name].append(steps * BATCH * SEQ / (process_time() - start))
-    return {name: statistics.median(r) for name, r in rates.items()}
+    return {name: steps_of(*batch) for name, batch in variants.items()}, learned
 
 
 def main() -> None:
@@ -100,8 +89,9 @@ def main() -> None:
     print(f"train step, fp32, batch {BATCH}x{SEQ}, vocab {VOCAB}, {torch.get_num_threads()} threads")
     print(f"{'size':<6} {'variant':<16} {'loss positions':>14} {'tok/s':>9} {'vs pretrain':>12}")
     for size in args.size or ["tiny", "14m"]:
-        fns, learned = step_fns(size)
-        rates = median_tokens_per_second(fns, STEPS[size])
+        fns, learned = step_fns(size, STEPS[size])
+        seconds, positions = median_seconds(fns, reps=5, clock=process_time)
+        rates = {name: positions[name] / seconds[name] for name in fns}
         for name, rate in rates.items():
             print(f"{size:<6} {name:<16} {learned[name]:>14.0%} {rate:>9,.0f} {rate / rates['pretrain']:>11.2f}x")
     print("tokens/s: every position of the batch per CPU second; median of 5 interleaved rounds after a warm-up")
