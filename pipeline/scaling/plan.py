@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from data_prep.tokenizer.manifest import MANIFEST_FILE, load_manifest
 from pipeline.config import Config, require
 from pipeline.job_config import TrainJobConfig
 from pipeline.ladder import SIZES, ModelShape, default_batch_size, default_lr
@@ -179,7 +180,9 @@ def plan_sweep(cfg: SweepConfig, *, parent_run_id: str = "") -> Plan:
     """Every run of the sweep, resolved and validated (nothing is written)."""
     base = TrainJobConfig.load(cfg.base or None, cfg.overrides)
     seq_len = base.model.seq_len
-    train_tokens = _manifest_train_tokens(base.data.shards)
+    manifest = _shards_manifest(base.data.shards)  # None: the plan cannot count epochs yet
+    train_tokens = manifest["totals"]["by_split"]["train"]["tokens"] if manifest else 0
+    vocab_size = base.model.vocab_size or (manifest["tokenizer"]["vocab_size"] if manifest else 0)
     runs, configs, skipped = [], {}, []
     for model in cfg.models:
         shape = _shape(model)
@@ -214,7 +217,8 @@ def plan_sweep(cfg: SweepConfig, *, parent_run_id: str = "") -> Plan:
                     name=name, model=model.name, N=n_params, D=tokens, C=6 * n_params * tokens,
                     budget=point if cfg.compute else 0.0, lr=lr, global_batch_size=batch, seq_len=seq_len,
                     steps=steps, warmup_steps=warmup,
-                    est_seconds=_estimate_seconds(cfg, model.name, shape, configs[name], tokens),
+                    est_seconds=_estimate_seconds(cfg, model.name, shape, seq_len=seq_len, vocab_size=vocab_size,
+                                                  tokens=tokens),
                     config=str(out / "config.yaml"), epochs=tokens / train_tokens if train_tokens else 0.0))
     require(bool(runs), "compute", "no run is left: every model's D is outside min_tokens..max_tokens")
     return Plan(runs=runs, configs=configs, skipped=skipped)
@@ -307,26 +311,20 @@ def _run_name(model: str, point: float, multiplier: float, cfg: SweepConfig) -> 
     return f"{model}-{data}{lr}"
 
 
-def _estimate_seconds(cfg: SweepConfig, name: str, shape: ModelShape, job: TrainJobConfig, tokens: int) -> float:
+def _estimate_seconds(cfg: SweepConfig, name: str, shape: ModelShape, *, seq_len: int, vocab_size: int,
+                      tokens: int) -> float:
     """Training time only (no validation or start-up): measured tokens/s if given, else FLOPs / flops_per_s."""
     if name in cfg.tokens_per_s:
         return tokens / cfg.tokens_per_s[name]
     from pipeline.mfu import flops_per_token
 
-    per_token = flops_per_token(shape.non_embedding_params(), shape.n_layers, shape.d_model, job.model.seq_len,
-                                vocab_size=job.model.vocab_size or _manifest_vocab_size(job.data.shards))
+    per_token = flops_per_token(shape.non_embedding_params(), shape.n_layers, shape.d_model, seq_len,
+                                vocab_size=vocab_size)
     return tokens * per_token / cfg.flops_per_s
 
 
-def _manifest_train_tokens(shards: str) -> int:
-    """Tokens of the training split of the runs' shards (0 when the shards are not there yet)."""
-    manifest = Path(shards) / "manifest.json"
-    if not (shards and manifest.is_file()):
-        return 0
-    return sum(shard["tokens"] for shard in json.loads(manifest.read_text())["shards"] if shard["split"] == "train")
-
-
-def _manifest_vocab_size(shards: str) -> int:
-    """The vocabulary the runs will take from their shards (0 when the shards are not there yet)."""
-    manifest = Path(shards) / "manifest.json"
-    return json.loads(manifest.read_text())["tokenizer"]["vocab_size"] if shards and manifest.is_file() else 0
+def _shards_manifest(shards: str) -> dict | None:
+    """The manifest of the runs' shards, checked (``load_manifest``); None while they are not made yet."""
+    if not (shards and (Path(shards) / MANIFEST_FILE).is_file()):
+        return None
+    return load_manifest(shards)

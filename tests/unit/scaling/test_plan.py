@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from data_prep.tokenizer.manifest import build_manifest, write_manifest
 from pipeline.config import ConfigError
 from pipeline.job_config import TrainJobConfig
 from pipeline.ladder import SIZES, default_batch_size, default_lr
@@ -44,8 +45,13 @@ def test_grid_of_tokens_rounds_each_run_to_whole_steps():
 def test_runs_past_one_epoch_of_the_training_split_are_flagged(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
-    (shards / "manifest.json").write_text(json.dumps({"tokenizer": {"vocab_size": 512}, "shards": [
-        {"split": "train", "tokens": 30000}, {"split": "train", "tokens": 10000}, {"split": "val", "tokens": 99999}]}))
+    split_tokens = {"train-a.arrow": ("train", 30000), "train-b.arrow": ("train", 10000), "val.arrow": ("val", 99999)}
+    for name in split_tokens:
+        (shards / name).touch()
+    write_manifest(shards, build_manifest(
+        tokenizer={"path": "tokenizer.json", "sha256": "", "vocab_size": 512, "eos_id": 1}, dtype="uint16",
+        shards=[{"path": name, "split": split, "source": "web", "docs": 1, "tokens": tokens, "sha256": ""}
+                for name, (split, tokens) in split_tokens.items()], config={}, command="test"))
     plan = plan_sweep(sweep("tokens=[20000,80000]", f"overrides=[data.shards={shards},model.seq_len=64,"
                             "train.micro_batch_size=4]", "global_batch_size=4"))
     assert {run.name: run.epochs for run in plan.runs} == pytest.approx(
