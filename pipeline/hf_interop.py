@@ -47,7 +47,7 @@ from pipeline.checkpoint import (
     load_model_for_inference,
     resolve_checkpoint,
 )
-from pipeline.model import ModelArgs, Transformer, build_model
+from pipeline.model import ModelArgs, Transformer, empty_model
 from pipeline.sft_data import ASSISTANT, EOS, SYSTEM, USER
 
 CONFIG = "config.json"
@@ -287,9 +287,7 @@ def import_hf(hf_dir: str | Path, output: str | Path, *, seq_len: int | None = N
     if unexpected:
         raise ValueError(f"{hf_dir}: unexpected tensors for a LlamaForCausalLM (biases? another "
                          f"architecture?): {', '.join(unexpected[:3])}")
-    model = build_model(args)
-    model.to_empty(device="cpu")
-    model.tie_weights()  # to_empty made the head a tensor of its own
+    model = empty_model(args, device="cpu")
     state = {ours: theirs[name].to(torch.float32) for ours, name in names.items()}
     if args.tie_embeddings:
         state[TIED_HEAD] = state["tok_embeddings.weight"]

@@ -499,3 +499,12 @@ def build_model(args: ModelArgs, *, device: torch.device | str = "meta") -> Tran
     """The model on ``device``; on ``meta`` (the default) it holds no memory until ``to_empty``."""
     with torch.device(device):
         return Transformer(args)
+
+
+def empty_model(args: ModelArgs, *, device: torch.device | str) -> Transformer:
+    """The model on ``device`` with uninitialised weights and its head tied: a target to load weights into
+    (``to_empty`` makes every tensor anew, so the tie is made again after it)."""
+    model = build_model(args)
+    model.to_empty(device=device)
+    model.tie_weights()
+    return model

@@ -38,7 +38,7 @@ from torch.distributed.tensor import DTensor
 from pipeline.distributed import DistInfo
 from pipeline.job_config import LoopConfig, ParallelConfig
 from pipeline.lora import apply_lora, is_adapter, merged_state_dict, reset_adapters, saved_adapters
-from pipeline.model import Transformer, build_model, checkpoint_blocks
+from pipeline.model import Transformer, checkpoint_blocks, empty_model
 
 
 class ParallelModel(ABC):
@@ -192,11 +192,8 @@ def load_model_weights(model: Transformer, directory: str | Path) -> None:
     adapters and merged (``lora.merged_state_dict``): every reader of weights gets plain ones.
     """
     adapters = saved_adapters(directory)
-    source = model
-    if adapters is not None:
-        source = apply_lora(build_model(model.args), adapters)
-        source.to_empty(device=model.tok_embeddings.weight.device)
-        source.tie_weights()  # to_empty made the head a tensor of its own
+    source = model if adapters is None else apply_lora(
+        empty_model(model.args, device=model.tok_embeddings.weight.device), adapters)
     state = {"model": source.state_dict()}
     with quiet_without_process_group():
         dcp.load(state, checkpoint_id=str(directory), no_dist=True)
@@ -207,9 +204,7 @@ def load_model_weights(model: Transformer, directory: str | Path) -> None:
 
 def read_model_weights(model: Transformer, directory: str | Path) -> dict[str, torch.Tensor]:
     """The full weights of a DCP checkpoint on the CPU, by parameter name, for a model shaped like ``model``."""
-    plain = build_model(model.args)
-    plain.to_empty(device="cpu")
-    plain.tie_weights()  # to_empty made the head a tensor of its own
+    plain = empty_model(model.args, device="cpu")
     load_model_weights(plain, directory)
     return dict(plain.named_parameters())
 
