@@ -25,12 +25,13 @@ from time import process_time
 
 import numpy as np
 import torch
-
-from pipeline.job_config import LoopConfig, ModelConfig
-from pipeline.model import IGNORE_INDEX, ModelArgs, build_model
-from pipeline.optim import build_optimizer
-from pipeline.sft_data import Example, SFTDataset
 from timing import median_seconds
+
+from pipeline.config.model import ModelConfig
+from pipeline.config.train import LoopConfig
+from pipeline.finetune.data import Example, SFTDataset
+from pipeline.model.transformer import IGNORE_INDEX, build_model
+from pipeline.parallel.optim import build_optimizer
 
 BATCH, SEQ, VOCAB = 8, 256, 8192
 STEPS = {"tiny": 5, "14m": 2}
@@ -63,7 +64,7 @@ def batches(rng: np.random.Generator) -> dict[str, tuple]:
 def step_fns(size: str, steps: int) -> tuple[dict[str, Callable[[], int]], dict[str, float]]:
     """``steps`` training steps per variant, returning the positions they covered (one model and
     optimizer: the batch is all that differs), and the fraction of each batch's positions with a loss."""
-    args = ModelArgs.from_config(ModelConfig(size=size, seq_len=SEQ), vocab_size=VOCAB)
+    args = ModelConfig(size=size, seq_len=SEQ).args(vocab_size=VOCAB)
     model = build_model(args, device="cpu")
     model.init_weights()
     model.train()

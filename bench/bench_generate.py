@@ -39,14 +39,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from timing import median_seconds
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaForCausalLM
 
-from timing import median_seconds
-from pipeline.checkpoint import load_consolidated
-from pipeline.hf_interop import export_hf
-from pipeline.job_config import ModelConfig
-from pipeline.model import ModelArgs, Transformer, build_model
+from pipeline.config.model import ModelConfig
+from pipeline.hf.interop import export_hf
+from pipeline.model.transformer import Transformer, build_model
+from pipeline.train.checkpoint import load_consolidated
 
 BATCH, NEW_TOKENS, VOCAB, SEQ = 4, 64, 8192, 512
 PROMPT_LENGTHS = (48, 64, 32, 56)
@@ -55,7 +55,7 @@ EOS, PAD = 0, 1
 
 def export_pair(size: str, workdir: Path) -> tuple[Transformer, LlamaForCausalLM]:
     """Our model and its ``export_hf`` twin in ``transformers``, one set of random weights."""
-    args = ModelArgs.from_config(ModelConfig(size=size, seq_len=SEQ), vocab_size=VOCAB)
+    args = ModelConfig(size=size, seq_len=SEQ).args(vocab_size=VOCAB)
     model = build_model(args, device="cpu")
     model.init_weights()
     weights = workdir / f"{size}.safetensors"  # the layout ``lmpipe checkpoint consolidate`` writes

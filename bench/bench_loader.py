@@ -27,7 +27,7 @@ import torch
 
 from data_prep.tokenizer.manifest import build_manifest, write_manifest
 from data_prep.tokenizer.shards import SHARDS_SUBDIR, ShardWriter
-from pipeline.data import TokenLoader
+from pipeline.train.data import TokenLoader
 
 SEQ_LEN, BATCH, VOCAB = 2048, 8, 50_000
 SHARD_BYTES = 256 << 20

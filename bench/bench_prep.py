@@ -25,8 +25,8 @@ from anchors import resiliparse_anchor
 from timing import median_seconds
 
 from data_prep.config import PrepConfig
-from data_prep.corpus import generate_corpus
 from data_prep.prep import run_prep
+from pipeline.demo.corpus import generate_corpus
 
 TARGET = 0.6
 FIXTURES = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "warc" / "*.warc.gz")

@@ -32,11 +32,11 @@ from timing import median_seconds
 from tokenizers import Tokenizer
 
 from data_prep.config import PrepConfig
-from data_prep.corpus import generate_split_corpus
 from data_prep.prep import run_prep
 from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
 from data_prep.tokenizer.tokenize import tokenize
 from data_prep.tokenizer.train import find_doc_files, train_tokenizer
+from pipeline.demo.corpus import generate_split_corpus
 
 BATCH = 1000
 VOCAB = 8192

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from pipeline import train as train_module
-from pipeline.job_config import TrainJobConfig
+from pipeline.config.train import TrainJobConfig
 from pipeline.testing import make_tiny_corpus
-from pipeline.tracking import Tracker, memory_metrics
+from pipeline.train import pretrain as train_module
+from pipeline.train.tracking import Tracker, memory_metrics
 
 TIMES: dict[str, float] = {}
 

@@ -41,9 +41,11 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pipeline.job_config import LoopConfig, ModelConfig
-from pipeline.model import ModelArgs, build_model
-from pipeline.optim import build_optimizer
+from pipeline.config.model import ModelConfig
+from pipeline.config.train import LoopConfig
+from pipeline.model.args import ModelArgs
+from pipeline.model.transformer import build_model
+from pipeline.parallel.optim import build_optimizer
 
 BATCH, SEQ, VOCAB = 8, 256, 8192
 STEPS = {"tiny": 5, "14m": 2}
@@ -69,7 +71,7 @@ def num_params(model: nn.Module) -> int:
 
 def step_fns(size: str) -> tuple[dict[str, Callable[[], None]], int]:
     """One training step of each model (closures over model, optimizer, batch), and the parameter count."""
-    args = ModelArgs.from_config(ModelConfig(size=size, seq_len=SEQ), vocab_size=VOCAB)
+    args = ModelConfig(size=size, seq_len=SEQ).args(vocab_size=VOCAB)
     ours = build_model(args, device="cpu")
     ours.init_weights()
     ours.train()

@@ -6,7 +6,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
-from pipeline.config import Config, require, require_choice
+from pipeline.core.config import Config, require, require_choice
 
 INPUT_FORMATS = ("auto", "warc", "wet", "wat", "wiki", "jsonl", "parquet", "hf")
 EXECUTORS = ("local", "slurm")  # data_prep.executor.EXECUTORS

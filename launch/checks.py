@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from launch.slurm_profile import SlurmProfile
-from pipeline.config import ConfigError
-from pipeline.job_config import FinetuneJobConfig, TrainJobConfig
+from pipeline.config.finetune import FinetuneJobConfig
+from pipeline.config.train import TrainJobConfig
+from pipeline.core.config import ConfigError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from launch.hosts import check_nodelist
-from pipeline.config import Config, require, require_choice
+from pipeline.core.config import Config, require, require_choice
 
 CONTAINER_RUNTIMES = ("pyxis", "apptainer")
 _TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|\d+")

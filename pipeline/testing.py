@@ -154,7 +154,7 @@ def write_random_shards(root: str | Path, docs_by_split: dict[str, list[int]], *
 def signal_after_first_checkpoint(output_dir: str | Path, timeout_s: float = 60.0) -> threading.Thread:
     """SIGTERM this process once ``output_dir`` has its first complete checkpoint, as Slurm would before
     a time limit; the job under test runs in this process's main thread."""
-    from pipeline.checkpoint import newest_checkpoint
+    from pipeline.train.checkpoint import newest_checkpoint
 
     def watch() -> None:
         deadline = time.monotonic() + timeout_s

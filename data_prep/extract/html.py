@@ -18,7 +18,7 @@ from resiliparse.parse.html import HTMLParserException
 from data_prep.config import ExtractConfig
 from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
 
 TRAFILATURA_OPTIONS = {
     "include_comments": False,

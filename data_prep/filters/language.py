@@ -26,7 +26,7 @@ from resiliparse.parse.lang import detect_fast
 from data_prep.config import LanguageFilterConfig
 from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
 
 RANK_CUTOFF = 1200
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_prep.config import EXECUTORS, SlurmExecutorConfig
-from pipeline.config import Config, require, require_choice
+from pipeline.core.config import Config, require, require_choice
 
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|user|>", "<|assistant|>"]
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = SPECIAL_TOKENS[:3]

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Optional
 
 from data_prep.tokenizer.manifest import MANIFEST_FILE, load_manifest
-from pipeline.config import Config, require
-from pipeline.job_config import TrainJobConfig
-from pipeline.ladder import SIZES, ModelShape, default_batch_size, default_lr
+from pipeline.config.train import TrainJobConfig
+from pipeline.core.config import Config, require
+from pipeline.model.ladder import SIZES, ModelShape, default_batch_size, default_lr
 
 SWEEP_STATE = "sweep.json"
 """<root>/sweep.json: the parent MLflow run of the sweep, written when it is first created."""
@@ -316,7 +316,7 @@ def _estimate_seconds(cfg: SweepConfig, name: str, shape: ModelShape, *, seq_len
     """Training time only (no validation or start-up): measured tokens/s if given, else FLOPs / flops_per_s."""
     if name in cfg.tokens_per_s:
         return tokens / cfg.tokens_per_s[name]
-    from pipeline.mfu import flops_per_token
+    from pipeline.train.mfu import flops_per_token
 
     per_token = flops_per_token(shape.non_embedding_params(), shape.n_layers, shape.d_model, seq_len,
                                 vocab_size=vocab_size)

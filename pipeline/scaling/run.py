@@ -60,7 +60,7 @@ def ensure_parent_run(cfg: SweepConfig) -> str:
         return parent
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking import _experiment_id
+    from pipeline.train.tracking import _experiment_id
 
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
     uri = cfg.resolve_uri()
@@ -114,7 +114,7 @@ def run_local(cfg: SweepConfig, plan: Plan, *, max_runs: int = 0) -> list[str]:
 
 def _train(run: PlannedRun, plan: Plan, *, nproc_per_node: int) -> None:
     if nproc_per_node == 1:
-        from pipeline.train import train
+        from pipeline.train.pretrain import train
 
         train(plan.configs[run.name])
         return
@@ -135,7 +135,7 @@ def summarize(cfg: SweepConfig, plan: Plan, parent_run_id: str, *,
 
     from pipeline.scaling.fit import FitOptions
     from pipeline.scaling.plots import write_plots
-    from pipeline.tracking import mlflow_key
+    from pipeline.train.tracking import mlflow_key
 
     root, uri = cfg.root_dir, cfg.resolve_uri()
     outcomes = load_outcomes(cfg, plan)

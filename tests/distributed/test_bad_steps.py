@@ -11,17 +11,20 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.distributed import DistInfo, init_distributed
-from pipeline.job_config import LoopConfig, ModelConfig, ParallelConfig
-from pipeline.model import ModelArgs, build_model
-from pipeline.parallel import ParallelModel, parallelize
+from pipeline.config.model import ModelConfig
+from pipeline.config.parallel import ParallelConfig
+from pipeline.config.train import LoopConfig
+from pipeline.model.transformer import build_model
+from pipeline.parallel.base import ParallelModel
+from pipeline.parallel.dist import DistInfo, init_distributed
+from pipeline.parallel.registry import parallelize
 from pipeline.testing import run_distributed_test
-from pipeline.tracking import Tracker
-from pipeline.train import TrainingDiverged, run_loop, train_step
+from pipeline.train.pretrain import TrainingDiverged, run_loop, train_step
+from pipeline.train.tracking import Tracker
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-ARGS = ModelArgs.from_config(ModelConfig(size="tiny", seq_len=16), vocab_size=101)
+ARGS = ModelConfig(size="tiny", seq_len=16).args(vocab_size=101)
 LOOP = LoopConfig(global_batch_size=8, micro_batch_size=2, warmup_steps=2, lr=3e-3, grad_clip=1.0, max_bad_steps=2)
 STRATEGIES = ["ddp", "fsdp", "zero1", "zero2", "zero3"]
 NAN_STEP = 99

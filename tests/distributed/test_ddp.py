@@ -6,16 +6,17 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from pipeline.distributed import init_distributed
-from pipeline.job_config import LoopConfig, ModelConfig
-from pipeline.model import ModelArgs, build_model
-from pipeline.parallel import parallelize
+from pipeline.config.model import ModelConfig
+from pipeline.config.train import LoopConfig
+from pipeline.model.transformer import build_model
+from pipeline.parallel.dist import init_distributed
+from pipeline.parallel.registry import parallelize
 from pipeline.testing import run_distributed_test
-from pipeline.train import train_step
+from pipeline.train.pretrain import train_step
 
 pytestmark = pytest.mark.distributed
 
-ARGS = ModelArgs.from_config(ModelConfig(size="tiny", seq_len=32), vocab_size=101)
+ARGS = ModelConfig(size="tiny", seq_len=32).args(vocab_size=101)
 GLOBAL_BATCH = 8
 
 

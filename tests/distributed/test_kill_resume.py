@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import newest_checkpoint, read_meta
+from pipeline.train.checkpoint import newest_checkpoint, read_meta
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from pipeline.data import TokenLoader
-from pipeline.mixture import SourceSpec
 from pipeline.testing import run_distributed_test, write_random_shards
+from pipeline.train.data import TokenLoader
+from pipeline.train.mixture import SourceSpec
 
 pytestmark = pytest.mark.distributed
 

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.checkpoint import load_model_for_inference, read_meta, resolve_checkpoint
-from pipeline.finetune import finetune
-from pipeline.job_config import FinetuneJobConfig, TrainJobConfig
+from pipeline.config.finetune import FinetuneJobConfig
+from pipeline.config.train import TrainJobConfig
+from pipeline.finetune.run import finetune
 from pipeline.testing import run_distributed_test
+from pipeline.train.checkpoint import load_model_for_inference, read_meta, resolve_checkpoint
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -49,7 +50,7 @@ def resume_one(init_from: str, sft: str, output_dir: str, strategy: str, step_di
 
 @pytest.fixture(scope="module")
 def pretrained(tiny_corpus, tmp_path_factory) -> Path:
-    from pipeline.train import train
+    from pipeline.train.pretrain import train
 
     out = tmp_path_factory.mktemp("pretrained")
     train(TrainJobConfig.load(None, [f"data.shards={tiny_corpus[0]}", f"output_dir={out}", "model.size=tiny",

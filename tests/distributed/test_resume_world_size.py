@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import newest_checkpoint, read_meta
-from pipeline.distributed import DistInfo
-from pipeline.parallel_deepspeed import TAG, UNIVERSAL_TAG, ZeRO2Model, convert_to_universal, resume_tag
+from pipeline.parallel.dist import DistInfo
+from pipeline.parallel.zero import TAG, UNIVERSAL_TAG, ZeRO2Model, convert_to_universal, resume_tag
+from pipeline.train.checkpoint import newest_checkpoint, read_meta
 
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 STEPS, GLOBAL_BATCH = 10, 8

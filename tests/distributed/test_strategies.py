@@ -25,18 +25,21 @@ from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
 )
 
-from pipeline.config import ConfigError
-from pipeline.distributed import DistInfo, init_distributed
-from pipeline.job_config import LoopConfig, ModelConfig, ParallelConfig
-from pipeline.model import ModelArgs, build_model
-from pipeline.parallel import ParallelModel, load_model_weights, parallelize
-from pipeline.parallel_deepspeed import TAG, ZeRO2Model
+from pipeline.config.model import ModelConfig
+from pipeline.config.parallel import ParallelConfig
+from pipeline.config.train import LoopConfig
+from pipeline.core.config import ConfigError
+from pipeline.model.transformer import build_model
+from pipeline.parallel.base import ParallelModel, load_model_weights
+from pipeline.parallel.dist import DistInfo, init_distributed
+from pipeline.parallel.registry import parallelize
+from pipeline.parallel.zero import TAG, ZeRO2Model
 from pipeline.testing import run_distributed_test
-from pipeline.train import train_step
+from pipeline.train.pretrain import train_step
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-ARGS = ModelArgs.from_config(ModelConfig(size="tiny", seq_len=16), vocab_size=101)
+ARGS = ModelConfig(size="tiny", seq_len=16).args(vocab_size=101)
 # Peak lr reached at step 2, clipping active (the tiny model's first grad norms are ~2-4).
 LOOP = LoopConfig(global_batch_size=8, micro_batch_size=2, warmup_steps=2, lr=3e-3, grad_clip=1.0)
 STEPS, SAVE_AT, SEED = 4, 2, 1234

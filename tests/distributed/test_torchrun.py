@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.evaluate import evaluate
-from pipeline.job_config import EvalJobConfig
+from pipeline.config.eval import EvalJobConfig
+from pipeline.eval.evaluate import evaluate
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import sys
-from pipeline.finetune import finetune
-from pipeline.job_config import FinetuneJobConfig, TrainJobConfig
-from pipeline.train import train
+from pipeline.config.finetune import FinetuneJobConfig
+from pipeline.config.train import TrainJobConfig
+from pipeline.finetune.run import finetune
+from pipeline.train.pretrain import train
 
 verb, shards, sft, out, uri = sys.argv[1:]
 loop = ["train.global_batch_size=8", "train.micro_batch_size=2", "train.warmup_steps=2", "train.log_interval=4",

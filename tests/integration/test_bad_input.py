@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.corpus import CorpusFiles, generate_corpus
 from data_prep.readers.warc import read_warc
 from data_prep.stats import StageStats
-from pipeline.cli import main
+from pipeline.cli.main import main
+from pipeline.demo.corpus import CorpusFiles, generate_corpus
 
 FIXTURES = Path(os.environ.get("LMPIPE_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures"))
 

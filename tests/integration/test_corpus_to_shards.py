@@ -8,11 +8,11 @@ from datasets import Dataset, List, Value
 from tokenizers import Tokenizer
 
 from data_prep.config import PrepConfig
-from data_prep.corpus import generate_corpus
 from data_prep.prep import run_prep
 from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
 from data_prep.tokenizer.tokenize import split_of, tokenize
 from data_prep.tokenizer.train import train_tokenizer
+from pipeline.demo.corpus import generate_corpus
 
 
 def test_shard_rows_decode_to_the_cleaned_text(tmp_path: Path):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.job_config import TrackingConfig, TrainJobConfig
+from pipeline.config.train import TrackingConfig, TrainJobConfig
 from pipeline.testing import free_port, make_tiny_corpus
-from pipeline.tracking import Tracker, file_sha256
+from pipeline.train.tracking import Tracker, file_sha256
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
 def test_training_logs_to_a_server(server, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from pipeline.train import train
+    from pipeline.train.pretrain import train
 
     uri, _ = server
     shards, _ = make_tiny_corpus(tmp_path / "corpus")

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_prep.config import PrepConfig
-from data_prep.corpus import CorpusFiles, generate_corpus
 from data_prep.prep import run_prep
+from pipeline.demo.corpus import CorpusFiles, generate_corpus
 
 FOREIGN_WORDS = ("Einwohner", "habitants", "habitantes")
 BOILERPLATE = ("We use cookies", "All rights reserved", "Terms of use", "Related page")
@@ -200,7 +200,7 @@ def test_globs_and_directories_expand_to_their_files(corpus, tmp_path):
 
 
 def test_data_stats_prints_a_row_per_stage_and_the_dedup_decision(prepped, capsys):
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     stats, _, output = prepped
     assert main(["data", "stats", str(output)]) == 0

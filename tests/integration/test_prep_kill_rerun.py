@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.corpus import generate_split_corpus
+from pipeline.demo.corpus import generate_split_corpus
 
 pytestmark = pytest.mark.slow
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))

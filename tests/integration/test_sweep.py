@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.testing import make_tiny_corpus
 
 pytestmark = pytest.mark.slow

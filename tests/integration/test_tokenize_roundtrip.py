@@ -17,7 +17,7 @@ from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
 from data_prep.tokenizer.shards import file_sha256
 from data_prep.tokenizer.tokenize import split_of, tokenize
 from data_prep.tokenizer.train import train_tokenizer
-from pipeline.data import TokenWindows, unigram_perplexity
+from pipeline.train.data import TokenWindows, unigram_perplexity
 
 WORDS = ["the", "of", "and", "river", "language", "model", "history", "city", "music", "small", "large", "ancient", "modern", "café", "naïve", "Zürich", "東京", "مرحبا", "Ελλάδα", "emoji🙂", "👩\u200d🔬", "é", "data", "1887", "3.14", "#tag", "C++", "<|eos|>", "<|pad|>"]
 SEPARATORS = [" ", " ", " ", "  ", "\n", "\n\n", "\t", "\r\n", ", ", ". "]

@@ -139,7 +139,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_end(local_sl
                                                                         jobs):
     from mlflow.tracking import MlflowClient
 
-    from pipeline.checkpoint import newest_checkpoint
+    from pipeline.train.checkpoint import newest_checkpoint
 
     output, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
     job = Job(tmp_path, train_args(shards, f"output_dir={output}", f"tracking.uri={uri}"))  # 1 task x 2 ranks

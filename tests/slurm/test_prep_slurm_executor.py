@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from data_prep.config import PrepConfig
-from data_prep.corpus import generate_split_corpus
 from data_prep.executor import Stage, TaskFailed
 from data_prep.executor.slurm import SlurmExecutor
 from data_prep.prep import Task, is_done, run_prep
+from pipeline.demo.corpus import generate_split_corpus
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""A small generated corpus shared by the data-prep unit tests, and the shared real-data fixtures."""
+"""The shared real-data fixtures (Common Crawl, Wikipedia) of the data-prep unit tests."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
-from data_prep.corpus import CorpusFiles, generate_corpus
 
 # ../shared/fixtures beside the checkout (where CI puts it too); LMPIPE_FIXTURES points elsewhere.
 FIXTURES = Path(os.environ.get("LMPIPE_FIXTURES", Path(__file__).resolve().parents[4] / "shared" / "fixtures"))
@@ -26,7 +24,3 @@ def shared_fixture() -> Callable[[str], Path]:
 
     return find
 
-
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> CorpusFiles:
-    return generate_corpus(tmp_path_factory.mktemp("corpus"), seed=11, n_entities=40)

@@ -16,7 +16,7 @@ from data_prep.dedup.minhash import minhash_signatures
 from data_prep.dedup.removal import RemovalFilter, plan_removals, removal_path
 from data_prep.document import Document
 from data_prep.writers.parquet import ParquetWriter
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
 
 CFG = MinHashConfig()
 REPO = Path(__file__).resolve().parents[3]

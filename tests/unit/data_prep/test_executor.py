@@ -14,8 +14,8 @@ from data_prep.executor import Stage, TaskFailed
 from data_prep.executor.local import LocalExecutor
 from data_prep.executor.slurm import SlurmExecutor, render_script
 from data_prep.prep import Task, make_executor
-from pipeline.cli import main
-from pipeline.config import ConfigError
+from pipeline.cli.main import main
+from pipeline.core.config import ConfigError
 
 
 def sbatch_options(script: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from data_prep.config import ExtractConfig, PrepConfig
 from data_prep.document import Document
 from data_prep.extract import HtmlExtractor
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
 
 PARAGRAPHS = [
     "Varnholt is a market town on the Varn River, in the north of the Oster valley. The old town sits on a "

@@ -15,7 +15,7 @@ import pytest
 from data_prep.config import LanguageFilterConfig, PrepConfig
 from data_prep.document import Document
 from data_prep.filters.language import LanguageFilter
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
 
 WORDS = {
     "en": "the house is big and old we walk over the bridge to the river where children play every morning "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 REPO = Path(__file__).resolve().parents[3]
 GPU_8X = str(REPO / "configs" / "slurm" / "gpu-8x.yaml")

@@ -11,7 +11,7 @@ import pytest
 
 from launch.slurm import SlurmJob, render_sbatch
 from launch.slurm_profile import SlurmProfile
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).parent / "golden"
@@ -81,7 +81,7 @@ def test_container_deepspeed_and_array_variants_are_valid_bash():
 
 def test_the_script_requeues_on_the_trainers_preemption_exit_code():
     from launch.slurm import EXIT_PREEMPTED
-    from pipeline.preemption import EXIT_PREEMPTED as TRAINER_EXIT
+    from pipeline.train.preemption import EXIT_PREEMPTED as TRAINER_EXIT
 
     assert EXIT_PREEMPTED == TRAINER_EXIT  # kept apart so rendering does not import torch
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from launch.slurm_status import JobState, job_states, parse_sacct, parse_scontrol
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 ARRAY = (
     "JobId=12 ArrayJobId=10 ArrayTaskId=2 JobName=sweep JobState=PENDING Reason=BeginTime Requeue=1 Restarts=1 "

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 LAW = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
 SIZES = {"s": 1e6, "m": 3e6, "l": 1e7}

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from pipeline.cli import USER_ERRORS
+from pipeline.cli.main import USER_ERRORS
+from pipeline.cli.sweep import add_sweep_parser
 from pipeline.scaling import fit as fit_module
-from pipeline.scaling.cli import add_sweep_parser
 from pipeline.scaling.fit import FitOptions, InitGrid, ScalingFit, fit_scaling_law, huber_objective
 from pipeline.scaling.isoflop import IsoFlopUnavailable, fit_isoflop
 

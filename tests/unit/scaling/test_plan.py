@@ -8,9 +8,9 @@ import json
 import pytest
 
 from data_prep.tokenizer.manifest import build_manifest, write_manifest
-from pipeline.config import ConfigError
-from pipeline.job_config import TrainJobConfig
-from pipeline.ladder import SIZES, default_batch_size, default_lr
+from pipeline.config.train import TrainJobConfig
+from pipeline.core.config import ConfigError
+from pipeline.model.ladder import SIZES, default_batch_size, default_lr
 from pipeline.scaling.plan import SweepConfig, format_plan, plan_sweep, write_plan
 
 BASE = ["name=t", "overrides=[data.shards=s,model.seq_len=64,train.micro_batch_size=4]",
@@ -23,7 +23,7 @@ def sweep(*overrides: str, tmp_path=None) -> SweepConfig:
 
 
 def n_of(d_model: int, n_layers: int, n_heads: int) -> int:
-    from pipeline.ladder import ModelShape
+    from pipeline.model.ladder import ModelShape
 
     return ModelShape(d_model, n_layers, n_heads, n_heads).non_embedding_params()
 

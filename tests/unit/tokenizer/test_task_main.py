@@ -10,7 +10,7 @@ import sys
 from data_prep.executor.slurm import SlurmExecutor
 from data_prep.tokenizer.config import TokenizeConfig
 from data_prep.tokenizer.tokenize import tokenize
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 
 def shard_bytes(output) -> dict[str, bytes]:

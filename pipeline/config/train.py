@@ -1,0 +1,230 @@
+"""Configs of pretraining: the data mixture, the optimisation loop, checkpoints, tracking, and the job.
+
+Torch-free so that ``lmpipe`` can reject a bad config in a fraction of a second.
+Each top-level ``*JobConfig`` is what one verb loads (``--config`` + overrides); the loop,
+parallel, checkpoint and tracking sections are shared with fine-tuning.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from pipeline.config.model import ModelConfig
+from pipeline.config.parallel import ParallelConfig
+from pipeline.core.config import Config, require, require_choice
+from pipeline.model.ladder import SIZES, default_batch_size, default_lr
+
+PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("cosine", "wsd")
+
+
+@dataclass
+class DataSourceConfig(Config):
+    """One source of a training mixture: the train-split shards of a tokenize output, or of one
+    ``source`` in it, drawn with probability ``weight / sum(weights)``."""
+
+    shards: str = ""
+    """A ``lmpipe data tokenize`` output directory; empty = ``data.shards``."""
+    source: str = ""
+    """Only the shards whose manifest ``source`` is this (e.g. ``cc``); empty = every shard of the split."""
+    weight: float = 1.0
+
+    def check(self, prefix: str) -> None:
+        require(self.weight > 0, f"{prefix}weight", "must be > 0")
+
+
+@dataclass
+class DataConfig(Config):
+    shards: str = ""
+    """Directory written by ``lmpipe data tokenize`` (manifest.json + shards/)."""
+    sources: dict[str, DataSourceConfig] = field(default_factory=dict)
+    """A mixture, by name, e.g. ``{cc: {source: cc, weight: 0.7}, wiki: {source: wiki, weight: 0.3}}``;
+    empty = one source, every train shard of ``shards``. Validation uses each source's val split."""
+    train_split: str = "train"
+    val_split: str = "val"
+    val_windows: int = 128
+    """Validation windows per source, evenly spaced over its val split: the same windows for every run
+    (any world size or batch), so val losses compare across runs and sweeps."""
+    prefetch: int = 2
+    """Batches built ahead in a background thread (0: none)."""
+    verify_sha256: bool = True
+    """Hash every shard against the manifest before training (about 1 s per GB); off for huge corpora."""
+    doc_masking: bool = False
+    """Attention stays within each document of a packed window (block-diagonal causal mask); validation
+    keeps plain causal attention."""
+
+    def check(self, prefix: str) -> None:
+        require(bool(self.shards) or (bool(self.sources) and all(s.shards for s in self.sources.values())),
+                f"{prefix}shards", "give the token shards directory")
+        require(self.val_windows > 0, f"{prefix}val_windows", "must be > 0")
+        require(self.prefetch >= 0, f"{prefix}prefetch", "must be >= 0 (0: no prefetch)")
+
+
+@dataclass
+class LoopConfig(Config):
+    """The optimisation loop: steps, batch, AdamW, schedule, logging and validation cadence."""
+
+    seed: int = 1234
+    max_steps: int = 200
+    max_tokens: int = 0
+    """A token budget: train on exactly this many tokens (a whole number of steps of
+    ``global_batch_size * seq_len`` tokens); when set, ``max_steps`` is not used. 0: no budget."""
+    global_batch_size: Optional[int] = 16
+    """Sequences per optimizer step, over all ranks; gradient accumulation makes up the rest.
+    Pretraining's default (None) is the ladder's rule for the model's size (``ladder.default_batch_size``)."""
+    micro_batch_size: int = 8
+    """Sequences per forward pass on one rank."""
+    lr: Optional[float] = 3e-3
+    """Peak learning rate. Pretraining's default (None) is the ladder's rule for the model's size
+    (``ladder.default_lr``)."""
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    """cosine: warmup, then a cosine down to ``min_lr_ratio``. wsd: warmup, constant, then a linear
+    decay to ``min_lr_ratio`` over the last ``decay_fraction`` of the steps (warmup-stable-decay)."""
+    decay_fraction: float = 0.2
+    """wsd: the share of all steps spent decaying."""
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    precision: str = "fp32"
+    """bf16 autocast is for GPUs; on CPUs without AMX it is ~20x slower than fp32."""
+    log_interval: int = 10
+    eval_interval: int = 100
+    """Validate every this many steps and at the end (0: only at the end)."""
+    eval_batches: int = 20
+    """Fine-tuning: validation batches per evaluation (pretraining validates on ``data.val_windows``)."""
+    max_bad_steps: int = 3
+    """Steps with a non-finite loss or gradient norm are skipped (no update, their data consumed);
+    this many in a row stop the run with a checkpoint of the last good weights."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in backward: less memory, about 1/3 more compute."""
+    compile: bool = False
+    """``torch.compile`` each transformer block (ddp and fsdp)."""
+
+    def check(self, prefix: str) -> None:
+        require(self.max_steps > 0, f"{prefix}max_steps", "must be > 0")
+        require(self.max_tokens >= 0, f"{prefix}max_tokens", "must be >= 0")
+        require(self.micro_batch_size > 0, f"{prefix}micro_batch_size", "must be > 0")
+        require(self.global_batch_size is not None and self.global_batch_size > 0, f"{prefix}global_batch_size",
+                "must be > 0 (only pretraining derives a default from the model size)")
+        require(self.lr is not None and self.lr > 0, f"{prefix}lr",
+                "must be > 0 (only pretraining derives a default from the model size)")
+        require(0.0 <= self.min_lr_ratio <= 1.0, f"{prefix}min_lr_ratio", "must be in [0, 1]")
+        require(self.warmup_steps >= 0, f"{prefix}warmup_steps", "must be >= 0")
+        require_choice(self.schedule, f"{prefix}schedule", SCHEDULES)
+        require(0.0 < self.decay_fraction <= 1.0, f"{prefix}decay_fraction", "must be in (0, 1]")
+        require(self.max_bad_steps > 0, f"{prefix}max_bad_steps", "must be > 0")
+        require_choice(self.precision, f"{prefix}precision", PRECISIONS)
+        require(self.log_interval > 0, f"{prefix}log_interval", "must be > 0")
+        require(self.eval_interval >= 0, f"{prefix}eval_interval", "must be >= 0")
+        require(self.eval_batches > 0, f"{prefix}eval_batches", "must be > 0")
+
+    def grad_accum_steps(self, world_size: int) -> int:
+        """Micro-steps per optimizer step; rejects a global batch the ranks cannot split evenly."""
+        per_step = self.micro_batch_size * world_size
+        require(self.global_batch_size % per_step == 0, "train.global_batch_size",
+                f"{self.global_batch_size} is not a multiple of micro_batch_size x world_size = {per_step}")
+        return self.global_batch_size // per_step
+
+
+
+@dataclass
+class CheckpointConfig(Config):
+    interval: int = 0
+    """Save every this many steps (0: only at the end). The final step is always saved."""
+    keep: int = 2
+    """Keep the newest this many step_N/ directories."""
+    resume: str = "auto"
+    """auto: continue from the newest complete checkpoint in output_dir when there is one (what a
+    requeued job needs); never: refuse an output_dir that has checkpoints; or a step_N directory."""
+    async_save: bool = False
+    """ddp/fsdp: training pauses only to copy the state to host memory; a background thread writes
+    it and completes the step directory (pipeline/checkpoint.py). Not for zero1-3."""
+
+    def check(self, prefix: str) -> None:
+        require(self.interval >= 0, f"{prefix}interval", "must be >= 0")
+        require(self.keep >= 1, f"{prefix}keep", "must be >= 1")
+        require(bool(self.resume), f"{prefix}resume", "auto, never, or a checkpoint step directory")
+
+
+def check_async_save(checkpoint: CheckpointConfig, parallel: ParallelConfig, prefix: str) -> None:
+    """DeepSpeed writes ZeRO checkpoints itself, synchronously: async_save is refused there, not ignored."""
+    require(not checkpoint.async_save or not parallel.strategy.startswith("zero"), f"{prefix}checkpoint.async_save",
+            f"only for strategies ddp and fsdp (strategy is {parallel.strategy})")
+
+
+@dataclass
+class TrackingConfig(Config):
+    enabled: bool = True
+    uri: str = ""
+    """MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db."""
+    experiment: str = "lmpipe"
+    run_name: str = ""
+    system_metrics: bool = True
+    """Log this process's memory (``memory/rss_gb``, ``memory/cuda_max_allocated_gb``) with the train metrics."""
+    peak_flops: float = 0.0
+    """Peak FLOP/s of one device for MFU; 0: looked up from the GPU's name (pipeline/mfu.py), none on a CPU."""
+    parent_run_id: str = ""
+    """A new run is made a child of this MLflow run (a sweep's parent run, ``lmpipe sweep run``); empty: none."""
+
+    def check(self, prefix: str) -> None:
+        require(self.peak_flops >= 0, f"{prefix}peak_flops", "must be >= 0 (0: detect from the GPU)")
+
+    def resolve_uri(self, output_dir: str) -> str:
+        if self.uri:
+            return self.uri
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(output_dir).resolve()}/mlflow.db"
+
+
+def _pretrain_loop() -> LoopConfig:
+    return LoopConfig(lr=None, global_batch_size=None)
+
+
+@dataclass
+class TrainJobConfig(Config):
+    """``lmpipe train``: pretrain a ladder model on token shards.
+
+    Learning rate and global batch left unset come from the model's size by the ladder's rules,
+    and are stored resolved (checkpoint config, MLflow params) like every other value.
+    """
+
+    output_dir: str = "runs/train"
+    init_from: str = ""
+    """Continued pretraining: start from these weights (a step_N/ directory or a training output dir,
+    of the same model shape and tokenizer; seq_len may differ) with a fresh optimizer, schedule and
+    loader. Empty: a fresh init. A checkpoint of this run's own in output_dir still resumes first."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: LoopConfig = field(default_factory=_pretrain_loop)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.size not in SIZES:
+            return  # validate() names the bad size
+        n_params = self.model.shape().non_embedding_params()
+        if self.train.lr is None:
+            self.train.lr = default_lr(n_params)
+        if self.train.global_batch_size is None:
+            self.train.global_batch_size = default_batch_size(n_params, self.model.seq_len)
+
+    def check(self, prefix: str) -> None:
+        require_choice(self.model.size, f"{prefix}model.size", SIZES)  # before the batch rule's values are used
+        check_async_save(self.checkpoint, self.parallel, prefix)
+        require(not self.init_from or Path(self.init_from).resolve() != Path(self.output_dir).resolve(),
+                f"{prefix}init_from", "is this run's own output_dir; to continue it, leave init_from empty "
+                "(checkpoint.resume=auto)")
+        per_step = self.train.global_batch_size * self.model.seq_len
+        budget = self.train.max_tokens
+        if budget and self.train.global_batch_size > 0 and self.model.seq_len > 0:
+            lower = budget // per_step * per_step
+            nearest = " or ".join(str(n) for n in (lower, lower + per_step) if n > 0)
+            require(budget % per_step == 0, f"{prefix}train.max_tokens",
+                    f"{budget} is not a whole number of steps of global_batch_size x seq_len = {per_step} tokens; "
+                    f"nearest: {nearest}")

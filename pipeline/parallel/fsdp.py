@@ -1,0 +1,65 @@
+"""FSDP2: every transformer block, and the root (embeddings, final norm, head), sharded over the ranks.
+
+Each block is its own ``fully_shard`` unit, so only one block's weights are gathered at a
+time; the root unit holds the (possibly tied) embedding and output head. Mixed precision
+is FSDP2's policy, not autocast: bf16 weights for compute, fp32 gradient reduction, fp32
+sharded master weights for the optimizer. Checkpoints are the base class's DCP ones:
+``get_state_dict`` turns the sharded parameters and optimizer state into DTensors with the
+plain model's keys, so a run on any world size resumes them (DCP reshards on load), and one
+process reads the weights alone (``load_model_weights``). One process trains on a mesh of one
+rank (``init_distributed`` makes its group): the same code, nothing sharded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import (
+    CPUOffloadPolicy,
+    MixedPrecisionPolicy,
+    OffloadPolicy,
+    fully_shard,
+)
+
+from pipeline.config.parallel import ParallelConfig
+from pipeline.config.train import LoopConfig
+from pipeline.model.transformer import Transformer
+from pipeline.parallel.base import ParallelModel, init_on_cpu, prepare_blocks, require_process_group
+from pipeline.parallel.dist import DistInfo
+from pipeline.parallel.optim import build_optimizer, build_scheduler
+
+
+class FSDPModel(ParallelModel):
+    strategy = "fsdp"
+
+    def __init__(self, model: Transformer, *, dist: DistInfo, loop: LoopConfig, total_steps: int,
+                 options: ParallelConfig):
+        super().__init__(dist=dist, loop=loop, options=options)
+        require_process_group(self.strategy)
+        self.autocast_dtype = None  # the policy below casts instead
+        mesh = init_device_mesh(dist.device.type, (dist.world_size,))
+        policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+                  if loop.precision == "bf16" else MixedPrecisionPolicy())
+        offload = CPUOffloadPolicy(pin_memory=dist.device.type == "cuda") if options.fsdp_cpu_offload else OffloadPolicy()
+        # Same initial weights as every other strategy (parallel_base); fully_shard then keeps each rank's shard.
+        prepare_blocks(init_on_cpu(model), loop)
+        for block in model.layers:
+            fully_shard(block, mesh=mesh, mp_policy=policy, offload_policy=offload,
+                        reshard_after_forward=options.fsdp_reshard_after_forward)
+        # The root's weights (embeddings, head) are needed again first thing in backward: keep them gathered.
+        fully_shard(model, mesh=mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=False)
+        self.model = model  # fully_shard moved parameters and buffers (the RoPE tables) to the mesh's device
+        self.optimizer = build_optimizer(model, loop)
+        self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
+
+    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
+                 doc_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(tokens, targets, reduction=reduction, doc_starts=doc_starts)
+
+    def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:
+        # Without sync, FSDP2 keeps this rank's unsharded gradients and reduce-scatters their sum
+        # in the first micro-step that syncs: one reduction per optimizer step, as with DDP's no_sync.
+        self.model.set_requires_gradient_sync(sync)  # fully_shard made the model an FSDPModule
+        return contextlib.nullcontext()

@@ -1,0 +1,252 @@
+"""Training checkpoints: ``<output_dir>/checkpoints/step_N/`` and a ``latest`` pointer.
+
+A step directory holds the strategy's state files (ddp/fsdp: DCP, ``.metadata`` + one
+``.distcp`` per rank, with model, optimizer and schedule; zero1-3: DeepSpeed's ``zero/``
+beside a DCP copy of the weights), ``meta.json`` (step, tokens seen, model shape, loader
+state, MLflow run id, RNG summary), the job's ``config.yaml`` and a copy of
+``tokenizer.json``, so the directory alone is enough to evaluate, sample or fine-tune.
+Every part resumes on any world size: DCP reshards, ZeRO state is converted to DeepSpeed's
+universal checkpoint (``parallel_deepspeed``), and the loader state is global.
+
+Writes are crash-safe: everything goes into ``step_N.tmp/``, which is renamed once
+complete, and ``checkpoints/latest`` (a text file naming the step directory) is
+replaced last. Only the newest ``keep`` step directories stay.
+
+With ``checkpoint.async_save`` (ddp, fsdp) a save costs training only the copy of the
+state to host memory: a background thread writes the files and then completes the step
+directory (meta, rename, ``latest``) as above, so a run killed mid-write resumes from the
+previous checkpoint. One write is in flight at a time; the job waits for it before the
+next save and before it ends (``AsyncCheckpointer``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from torch.distributed import ProcessGroup
+
+from pipeline.core.config import Config
+from pipeline.model.args import ModelArgs
+from pipeline.model.lora import META_KEY, adapter_config
+from pipeline.model.transformer import Transformer, build_model
+from pipeline.parallel.base import ParallelModel, load_model_weights
+from pipeline.parallel.dist import DistInfo, barrier
+
+CHECKPOINTS_DIR = "checkpoints"
+LATEST_FILE = "latest"
+META_FILE = "meta.json"
+CONFIG_FILE = "config.yaml"
+TOKENIZER_FILE = "tokenizer.json"
+STEP_DIR = re.compile(r"step_(\d+)")
+TIED_HEAD = "output.weight"
+"""With tied embeddings the same tensor as ``tok_embeddings.weight``; a consolidated file omits it."""
+
+
+def save_checkpoint(output_dir: str | Path, *, parallel: ParallelModel, dist: DistInfo, step: int,
+                    tokens_seen: int, config: Config, model_args: ModelArgs, tokenizer_file: str | Path,
+                    loader_state: dict[str, Any], mlflow_run_id: str | None, seed: int, keep: int,
+                    progress: dict[str, Any] | None = None, writer: AsyncCheckpointer | None = None) -> Path:
+    """Write ``checkpoints/step_<step>/`` (collective: every rank must call it); returns its path.
+    ``progress``: what a resumed run needs to report as an uninterrupted one would (first losses).
+    ``writer``: write in the background (module docstring); the path is then complete once
+    ``writer.wait()`` returns."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    final, staging = root / f"step_{step}", root / f"step_{step}.tmp"
+    if writer is not None:
+        writer.wait()  # the previous write completes (or fails) before this one starts
+    if dist.is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    barrier()
+    meta = {
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "model": dataclasses.asdict(model_args),
+        # The LoRA adapters the weights carry (None: plain weights); loaders merge them (lora.saved_adapters).
+        META_KEY: dataclasses.asdict(adapters) if (adapters := adapter_config(parallel.model)) else None,
+        "strategy": parallel.strategy,
+        "world_size": dist.world_size,
+        "loader": loader_state,
+        "mlflow_run_id": mlflow_run_id,
+        "progress": progress or {},
+        # Training draws no random numbers after init (no dropout; the loaders seed their own
+        # permutations), so the seed and the generator's position say all there is.
+        "rng": {"seed": seed, "torch_initial_seed": torch.initial_seed()},
+    }
+
+    def complete(group: ProcessGroup | None = None) -> None:
+        """After every rank's files are written: rank 0 adds meta, config and tokenizer, then publishes."""
+        barrier(group)
+        if dist.is_main:
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            config.save(staging / CONFIG_FILE)
+            shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+            _write_atomically(root / LATEST_FILE, final.name + "\n")
+            _prune(root, keep)
+        barrier(group)
+
+    if writer is None:
+        parallel.save(staging)
+        complete()
+    else:
+        writer.start(parallel.save_async(staging, process_group=writer.group), complete)
+    return final
+
+
+class AsyncCheckpointer:
+    """The background half of ``save_checkpoint(..., writer=...)``: one write in flight, completed in
+    a thread of its own over a gloo process group of its own (so neither the files' collectives nor
+    the completing barrier ever interleave with training's collectives). Every rank makes one, in
+    the same order, before the first save; ``close()`` waits for the last write."""
+
+    def __init__(self) -> None:
+        self.group: ProcessGroup | None = torch.distributed.new_group(backend="gloo") \
+            if torch.distributed.is_initialized() else None
+        if self.group is None:
+            # One process: DCP's write thread warns that it assumes a single process, which is the intent;
+            # a catch_warnings block cannot reach into that thread, so this filter is process-wide.
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def start(self, written: Future, complete: Callable[[ProcessGroup | None], None]) -> None:
+        """Once ``written`` (the state files) is done, run ``complete`` (meta, rename, latest)."""
+        self._pending = self._thread.submit(lambda: (written.result(), complete(self.group)))
+
+    def wait(self) -> None:
+        """Block until the write in flight is complete; re-raise its error, if any."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._thread.shutdown()
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A step directory itself, or the latest one of a training output dir (or of its checkpoints/)."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        return path
+    for root in (path / CHECKPOINTS_DIR, path):
+        latest = root / LATEST_FILE
+        if latest.is_file():
+            step_dir = root / latest.read_text().strip()
+            if not (step_dir / META_FILE).is_file():
+                raise FileNotFoundError(f"{latest} names {step_dir.name}, which has no {META_FILE}")
+            return step_dir
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    raise FileNotFoundError(f"no checkpoint in {path} (expected a step_N/ dir with {META_FILE}, "
+                            f"or a training output dir with {CHECKPOINTS_DIR}/{LATEST_FILE})")
+
+
+def newest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete ``step_N/`` of a training output (one with its meta.json; a ``.tmp``
+    staging directory left by a killed save is not one), or None. ``latest`` is not trusted:
+    a kill between the rename and its update leaves it one step behind."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return None
+    steps = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := STEP_DIR.fullmatch(p.name)) and (p / META_FILE).is_file()]
+    return max(steps)[1] if steps else None
+
+
+def read_meta(step_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(step_dir) / META_FILE).read_text())
+
+
+def load_model_for_inference(path: str | Path, *, device: torch.device | str = "cpu"
+                             ) -> tuple[Transformer, ModelArgs, Tokenizer]:
+    """The model (eval mode), its shape and its tokenizer from a checkpoint, in this process alone.
+
+    Works whatever the world size that wrote it: DCP reshards on load.
+    """
+    step_dir = resolve_checkpoint(path)
+    args = ModelArgs(**read_meta(step_dir)["model"])
+    model = build_model(args)
+    model.to_empty(device=device)
+    model.init_weights()  # fills the RoPE tables, which are not saved
+    load_model_weights(model, step_dir)
+    return model.eval(), args, load_tokenizer(step_dir / TOKENIZER_FILE)
+
+
+def consolidate(path: str | Path, output: str | Path) -> Path:
+    """Write the model weights of a checkpoint (any strategy, any world size) as one plain safetensors
+    state dict, for fine-tuning elsewhere and export; returns ``output``.
+
+    Keys are the plain model's, tensors contiguous fp32. A tied output head shares the embedding's
+    storage, which safetensors refuses, so only ``tok_embeddings.weight`` is written and
+    ``load_consolidated`` re-ties it. ``<output>.json`` beside it holds the ModelArgs and provenance.
+    """
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise ValueError(f"consolidate output must end in .safetensors: {output}")
+    from safetensors.torch import save_file
+
+    step_dir = resolve_checkpoint(path)
+    model, args, _ = load_model_for_inference(step_dir)
+    state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()
+             if not (args.tie_embeddings and key == TIED_HEAD)}
+    meta = read_meta(step_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(output), metadata={"format": "pt"})
+    sidecar = {"model": dataclasses.asdict(args), "checkpoint": str(step_dir.resolve()), "step": meta["step"],
+               "tokens_seen": meta["tokens_seen"], "strategy": meta["strategy"]}
+    output.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return output
+
+
+def load_consolidated(path: str | Path, *, device: torch.device | str = "cpu") -> Transformer:
+    """The model (eval mode) from a ``consolidate`` output and its ``.json`` sidecar."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    args = ModelArgs(**json.loads(path.with_suffix(".json").read_text())["model"])
+    model = build_model(args)
+    model.to_empty(device=device)
+    model.init_weights()  # ties the head and fills the RoPE tables, which are not saved
+    state = load_file(str(path), device=str(device))
+    if args.tie_embeddings:
+        state[TIED_HEAD] = state["tok_embeddings.weight"]
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A tokenizer.json in which special-token strings inside text stay plain text (as tokenize does)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"tokenizer not found: {path}")
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.encode_special_tokens = True
+    return tokenizer
+
+
+def _prune(root: Path, keep: int) -> None:
+    steps = sorted((int(m.group(1)), p) for p in root.iterdir()
+                   if p.is_dir() and (m := STEP_DIR.fullmatch(p.name)))
+    for _, old in steps[:-keep]:
+        shutil.rmtree(old)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,67 @@
+"""Every YAML in configs/ must load into its config class: a renamed key breaks this test, not a user."""
+
+from pathlib import Path
+
+import pytest
+
+from data_prep.config import PrepConfig
+from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
+from launch.slurm_profile import SlurmProfile
+from pipeline.config.finetune import FinetuneJobConfig
+from pipeline.config.train import TrainJobConfig
+from pipeline.demo.run import DemoConfig
+from pipeline.model.ladder import SIZES
+from pipeline.scaling.plan import SweepConfig
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+LADDER_PRESETS = [size for size in SIZES if size != "tiny"]
+"""configs/train/<size>.yaml: every rung above the CPU one at its Chinchilla budget."""
+
+# file -> (config class, the overrides a user gives on the command line)
+SHIPPED = {
+    "demo.yaml": (DemoConfig, []),
+    "data/prep.yaml": (PrepConfig, ["input=[x.warc.gz]", "output=o"]),
+    "data/cc.yaml": (PrepConfig, ["input=[x.warc.gz]", "output=o"]),
+    "data/wiki.yaml": (PrepConfig, ["input=[x.xml.bz2]", "output=o"]),
+    "data/mixed.yaml": (PrepConfig, ["input=[x.warc.gz,y.xml.bz2]", "output=o"]),
+    "data/tokenizer.yaml": (TokenizerTrainConfig, ["input=d", "output=o"]),
+    "data/tokenize.yaml": (TokenizeConfig, ["input=[d]", "tokenizer=t", "output=o"]),
+    "train/tiny.yaml": (TrainJobConfig, ["data.shards=s"]),
+    "train/mixture.yaml": (TrainJobConfig, []),
+    "train/fsdp.yaml": (TrainJobConfig, ["data.shards=s"]),
+    "train/zero3.yaml": (TrainJobConfig, ["data.shards=s"]),
+    **{f"train/{size}.yaml": (TrainJobConfig, ["data.shards=s"]) for size in LADDER_PRESETS},
+    "finetune/tiny.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
+    "finetune/chat.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
+    "finetune/lora.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
+    "slurm/local.yaml": (SlurmProfile, []),
+    "slurm/gpu-8x.yaml": (SlurmProfile, ["partition=gpu"]),
+    "sweep/cpu-small.yaml": (SweepConfig, []),
+    "sweep/ladder-isoflop.yaml": (SweepConfig, []),
+}
+
+
+def test_every_shipped_config_is_covered():
+    found = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
+    assert found == set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_config_loads(name):
+    cls, overrides = SHIPPED[name]
+    cls.load(CONFIGS / name, overrides)
+
+
+def test_demo_yaml_matches_builtin_defaults():
+    assert DemoConfig.load(CONFIGS / "demo.yaml") == DemoConfig()
+
+
+@pytest.mark.parametrize("size", LADDER_PRESETS)
+def test_ladder_preset_is_a_chinchilla_run_of_its_size_on_one_node(size):
+    config = TrainJobConfig.load(CONFIGS / "train" / f"{size}.yaml", ["data.shards=s"])
+    n_params = SIZES[size].non_embedding_params()
+    step_tokens = config.train.global_batch_size * config.model.seq_len
+    assert config.model.size == size and config.output_dir == f"runs/{size}"
+    assert 19 <= config.train.max_tokens / n_params <= 21  # ~20 tokens per parameter
+    assert 0.5 <= config.train.warmup_steps * step_tokens / n_params <= 2  # warmup ~N tokens
+    config.train.grad_accum_steps(8)  # splits over one node of 8 GPUs

@@ -1,0 +1,36 @@
+"""MFU: FLOPs per token from the model's shape, device peaks, and the ratio."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.train.mfu import flops_per_token, mfu, peak_flops
+
+
+def test_flops_per_token_is_6n_plus_attention():
+    # GPT-3 175B (PaLM appendix B's example shape): N = 175e9, L = 96, d = 12288, T = 2048.
+    assert flops_per_token(175_000_000_000, 96, 12288, 2048) == 6 * 175e9 + 12 * 96 * 12288 * 2048
+    assert flops_per_token(1000, 2, 64, 128) == 6000 + 196_608
+    assert flops_per_token(1000, 2, 64, 128, vocab_size=100) == 6000 + 6 * 100 * 64 + 196_608
+
+
+def test_mfu_of_known_numbers():
+    # 1000 tok/s of a 1e9 FLOPs/token model on a 1e13 FLOP/s device: 10%.
+    assert mfu(1000.0, 1e9, 1e13) == pytest.approx(0.1)
+    assert mfu(1000.0, 1e9, None) is None
+
+
+def test_peak_is_none_on_cpu_unless_overridden():
+    cpu = torch.device("cpu")
+    assert peak_flops(cpu, "bf16") is None
+    assert peak_flops(cpu, "bf16", override=5e12) == 5e12
+
+
+@pytest.mark.parametrize(("name", "precision", "peak"), [
+    ("NVIDIA H100 80GB HBM3", "bf16", 989e12), ("NVIDIA H100 PCIe", "bf16", 756e12),
+    ("NVIDIA H200", "bf16", 989e12), ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
+    ("NVIDIA A100-SXM4-80GB", "fp32", 19.5e12), ("NVIDIA GeForce RTX 4090", "bf16", None)])
+def test_peak_by_gpu_name(monkeypatch, name, precision, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert peak_flops(torch.device("cuda", 0), precision) == peak
