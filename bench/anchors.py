@@ -18,14 +18,16 @@ def resiliparse_anchor(paths: list[Path], *, detect: bool = True, langs: set[str
     n = 0
     for path in paths:
         with open(path, "rb") as f:
-            for record in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True,
-                                          auto_decode="all"):
+            for record in ArchiveIterator(
+                f, record_types=WarcRecordType.response, parse_http=True, auto_decode="all"
+            ):
                 n += 1
                 if (record.http_content_type or "").lower() not in HTML_TYPES:
                     continue
                 body = record.reader.read()
-                text = extract_plain_text(bytes_to_str(body, detect_encoding(body, from_html_meta=True)),
-                                          main_content=True)
+                text = extract_plain_text(
+                    bytes_to_str(body, detect_encoding(body, from_html_meta=True)), main_content=True
+                )
                 if detect:
                     lang = detect_fast(text)[0]
                     if langs is not None:

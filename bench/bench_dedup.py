@@ -38,7 +38,7 @@ NGRAM = 5
 
 def shingles(text: str) -> set[tuple[str, ...]]:
     words = text.lower().split()
-    return {tuple(words[i:i + NGRAM]) for i in range(len(words) - NGRAM + 1)}
+    return {tuple(words[i : i + NGRAM]) for i in range(len(words) - NGRAM + 1)}
 
 
 def near_copy(words: list[str], jaccard: float, rng: np.random.Generator, tag: str) -> str:
@@ -59,8 +59,10 @@ def make_corpus(n_docs: int, pairs_per_target: int, seed: int = 0):
     vocab = np.array(["".join(rng.choice(letters, rng.integers(2, 10))) for _ in range(20_000)])
     weights = 1.0 / np.arange(1, len(vocab) + 1)
     n_base = n_docs - pairs_per_target * len(TARGETS)
-    texts = [" ".join(vocab[rng.choice(len(vocab), rng.integers(50, 301), p=weights / weights.sum())])
-             for _ in range(n_base)]
+    texts = [
+        " ".join(vocab[rng.choice(len(vocab), rng.integers(50, 301), p=weights / weights.sum())])
+        for _ in range(n_base)
+    ]
     planted_at: list[tuple[int, int, float, float]] = []
     for t, target in enumerate(TARGETS):
         for p in range(pairs_per_target):
@@ -73,7 +75,10 @@ def make_corpus(n_docs: int, pairs_per_target: int, seed: int = 0):
     position = np.empty_like(order)
     position[order] = np.arange(len(order))
     docs = [Document(id=f"d{i}", text=texts[i], source="cc") for i in order]
-    planted = {tuple(sorted((int(position[i]), int(position[j])))): (target, true) for i, j, target, true in planted_at}
+    planted = {
+        tuple(sorted((int(position[i]), int(position[j])))): (target, true)
+        for i, j, target, true in planted_at
+    }
     return docs, planted
 
 
@@ -110,11 +115,16 @@ def main() -> None:
     dedup = DedupConfig(exact=False, url=False)
     cfg = dedup.minhash
     docs, planted = make_corpus(n_docs, pairs)
-    tasks = {f"{t:05d}": list(chunk) for t, chunk in enumerate(np.array_split(np.array(docs, dtype=object), N_TASKS))}
+    tasks = {
+        f"{t:05d}": list(chunk)
+        for t, chunk in enumerate(np.array_split(np.array(docs, dtype=object), N_TASKS))
+    }
     with tempfile.TemporaryDirectory(prefix="bench_dedup_") as tmp:
         work = Path(tmp)
-        shards = {task: ParquetWriter(work / "filtered", task, len(docs)).write(task_docs)
-                  for task, task_docs in tasks.items()}
+        shards = {
+            task: ParquetWriter(work / "filtered", task, len(docs)).write(task_docs)
+            for task, task_docs in tasks.items()
+        }
         sizes = [len(task_docs) for task_docs in tasks.values()]
 
         def signatures() -> int:
@@ -127,39 +137,55 @@ def main() -> None:
         if callable(anchor):
             fns["datatrove"] = anchor
         seconds, _ = median_seconds(fns, reps=1 if not args.quick else 3)
+
         def cluster() -> dict:
             return plan_removals(work, work / "keys", list(tasks), sizes, dedup)
 
-        cluster_seconds, _ = median_seconds({"cluster": lambda: cluster()["docs"]}, reps=1 if not args.quick else 3)
+        cluster_seconds, _ = median_seconds(
+            {"cluster": lambda: cluster()["docs"]}, reps=1 if not args.quick else 3
+        )
         summary = cluster()
-        labels = near_duplicate_labels([np.load(keys_path(work / "keys", task, "bands")) for task in tasks],
-                                       cfg.num_bands)
+        labels = near_duplicate_labels(
+            [np.load(keys_path(work / "keys", task, "bands")) for task in tasks], cfg.num_bands
+        )
     removed = np.flatnonzero(labels != np.arange(len(labels)))
     found = {(int(labels[g]), int(g)) for g in removed}
     true_positive = found & planted.keys()
 
     print(f"\n{'minhash 14x8, 5-grams':<24} {'docs':>8} {'seconds':>8} {'docs/s':>9}")
-    print(f"{'signatures (4 tasks)':<24} {len(docs):>8,} {seconds['signatures']:>8.2f} "
-          f"{len(docs) / seconds['signatures']:>9,.0f}")
-    print(f"{'cluster (all tasks)':<24} {len(docs):>8,} {cluster_seconds['cluster']:>8.2f} "
-          f"{len(docs) / cluster_seconds['cluster']:>9,.0f}")
+    print(
+        f"{'signatures (4 tasks)':<24} {len(docs):>8,} {seconds['signatures']:>8.2f} "
+        f"{len(docs) / seconds['signatures']:>9,.0f}"
+    )
+    print(
+        f"{'cluster (all tasks)':<24} {len(docs):>8,} {cluster_seconds['cluster']:>8.2f} "
+        f"{len(docs) / cluster_seconds['cluster']:>9,.0f}"
+    )
     if callable(anchor):
         rate = len(docs) / seconds["datatrove"]
-        print(f"{'datatrove signatures':<24} {len(docs):>8,} {seconds['datatrove']:>8.2f} {rate:>9,.0f}   "
-              f"ours/anchor {seconds['datatrove'] / seconds['signatures']:.2f}x")
+        print(
+            f"{'datatrove signatures':<24} {len(docs):>8,} {seconds['datatrove']:>8.2f} {rate:>9,.0f}   "
+            f"ours/anchor {seconds['datatrove'] / seconds['signatures']:.2f}x"
+        )
     else:
         print(f"anchor not compared: {anchor}")
-    print(f"\nclusters {summary['clusters']:,}, removed {summary['removed']['near_duplicate']:,}; found pairs {len(found):,}, "
-          f"planted {len(planted):,}, precision {len(true_positive) / max(len(found), 1):.3f}")
+    print(
+        f"\nclusters {summary['clusters']:,}, removed {summary['removed']['near_duplicate']:,}; found pairs {len(found):,}, "
+        f"planted {len(planted):,}, precision {len(true_positive) / max(len(found), 1):.3f}"
+    )
     print(f"{'planted J':>10} {'mean true J':>12} {'pairs':>6} {'recall':>7} {'S-curve':>8}")
     for target in TARGETS:
         bucket = [pair for pair, (t, _) in planted.items() if t == target]
         true_j = np.mean([planted[p][1] for p in bucket])
         recall = sum(p in found for p in bucket) / len(bucket)
-        print(f"{target:>10.2f} {true_j:>12.3f} {len(bucket):>6} {recall:>7.3f} {cfg.probability(true_j):>8.3f}")
+        print(
+            f"{target:>10.2f} {true_j:>12.3f} {len(bucket):>6} {recall:>7.3f} {cfg.probability(true_j):>8.3f}"
+        )
     high = [p for p, (_, j) in planted.items() if j >= 0.8]
-    print(f"recall at true J >= 0.8: {sum(p in found for p in high) / len(high):.3f} (target >= 0.9); "
-          f"{'median of 3 after a warm-up' if args.quick else 'one run after a warm-up'}")
+    print(
+        f"recall at true J >= 0.8: {sum(p in found for p in high) / len(high):.3f} (target >= 0.9); "
+        f"{'median of 3 after a warm-up' if args.quick else 'one run after a warm-up'}"
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "warc"
 DATATROVE_TRAFILATURA_RECORDS = 200
 INPUT_FILES = 4
 
-DATATROVE_CHILD = r'''
+DATATROVE_CHILD = r"""
 import json, shutil, statistics, sys, time
 from pathlib import Path
 from datatrove.data import Document
@@ -88,14 +88,16 @@ def once(i: int) -> float:
 
 once(0)
 print(json.dumps({"seconds": statistics.median(once(i) for i in (1, 2, 3)), "language_filter": lang}))
-'''
+"""
 
 
 def html_records(path: Path) -> int:
     """HTML response records in one WARC (no extraction)."""
     with open(path, "rb") as f:
-        return sum((r.http_content_type or "").lower() in HTML_TYPES
-                   for r in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True))
+        return sum(
+            (r.http_content_type or "").lower() in HTML_TYPES
+            for r in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True)
+        )
 
 
 def ours(cfg: PrepConfig, out: Path) -> int:
@@ -107,8 +109,9 @@ def ours(cfg: PrepConfig, out: Path) -> int:
 
 def datatrove(python: str, src: Path, work: Path, extractor: str) -> tuple[float, str] | str:
     """(seconds, language-filter note) from the datatrove child, or why it could not run."""
-    proc = subprocess.run([python, "-c", DATATROVE_CHILD, str(src), str(work), extractor],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [python, "-c", DATATROVE_CHILD, str(src), str(work), extractor], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         errors = [line for line in proc.stderr.splitlines() if "Error" in line]
         return (errors or proc.stderr.splitlines() or ["no output"])[-1][:200]
@@ -116,7 +119,9 @@ def datatrove(python: str, src: Path, work: Path, extractor: str) -> tuple[float
     return result["seconds"], result["language_filter"]
 
 
-def concatenated_inputs(fixtures: list[Path], copies: int, dest: Path, files: int = INPUT_FILES) -> list[Path]:
+def concatenated_inputs(
+    fixtures: list[Path], copies: int, dest: Path, files: int = INPUT_FILES
+) -> list[Path]:
     """``copies`` of every fixture, concatenated into ``files`` WARCs (each record is its own gzip
     member, so concatenation is a valid WARC): tasks of realistic size, not one per tiny fixture."""
     dest.mkdir(parents=True)
@@ -132,8 +137,11 @@ def concatenated_inputs(fixtures: list[Path], copies: int, dest: Path, files: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="~1,000 records instead of >= 5,000")
-    parser.add_argument("--datatrove-python", default="/tmp/dtvenv/bin/python",
-                        help="python of a venv with datatrove installed (skipped if missing)")
+    parser.add_argument(
+        "--datatrove-python",
+        default="/tmp/dtvenv/bin/python",
+        help="python of a venv with datatrove installed (skipped if missing)",
+    )
     args = parser.parse_args()
     fixtures = sorted(p for p in FIXTURES.glob("*.warc.gz") if html_records(p))
     if not fixtures:
@@ -150,15 +158,22 @@ def main() -> None:
         work = Path(tmp)
         paths = concatenated_inputs(fixtures, copies, work / "in")
         default = PrepConfig(input=[str(p) for p in paths])
-        cc = PrepConfig.load(ROOT / "configs" / "data" / "cc.yaml",
-                             [f"input=[{','.join(map(str, paths))}]", f"output={work / 'cc'}",
-                              f"language.languages=[{','.join(sorted(langs))}]"])
-        seconds, counts = median_seconds({
-            "resiliparse alone": lambda: resiliparse_anchor(paths, detect=False),
-            "resiliparse + detect_fast": lambda: resiliparse_anchor(paths, detect=True),
-            "ours, default config": lambda: ours(default, work / "default"),
-            "ours, cc.yaml recipe": lambda: ours(cc, work / "cc"),
-        })
+        cc = PrepConfig.load(
+            ROOT / "configs" / "data" / "cc.yaml",
+            [
+                f"input=[{','.join(map(str, paths))}]",
+                f"output={work / 'cc'}",
+                f"language.languages=[{','.join(sorted(langs))}]",
+            ],
+        )
+        seconds, counts = median_seconds(
+            {
+                "resiliparse alone": lambda: resiliparse_anchor(paths, detect=False),
+                "resiliparse + detect_fast": lambda: resiliparse_anchor(paths, detect=True),
+                "ours, default config": lambda: ours(default, work / "default"),
+                "ours, cc.yaml recipe": lambda: ours(cc, work / "cc"),
+            }
+        )
         if len(set(counts.values())) != 1:
             raise RuntimeError(f"pipelines read different record counts: {counts}")
         n = counts["resiliparse alone"]
@@ -180,27 +195,36 @@ def main() -> None:
                     rows.append((f"datatrove + {extractor}", m, f"could not run: {result}"))
                 else:
                     rows.append((f"datatrove + {extractor}", m, m / result[0]))
-                    notes.append(f"datatrove LanguageFilter left out: {result[1]}" if result[1] != "ok"
-                                 else "datatrove LanguageFilter works offline (left out to match the rest)")
+                    notes.append(
+                        f"datatrove LanguageFilter left out: {result[1]}"
+                        if result[1] != "ok"
+                        else "datatrove LanguageFilter works offline (left out to match the rest)"
+                    )
         else:
             rows.append(("datatrove", 0, f"not run: no {args.datatrove_python} (see the module docstring)"))
 
     base = n / seconds["resiliparse alone"]
-    print(f"\n{'WARC -> docs, 1 process':<28} {'records':>8} {'docs/s/core':>12} {'vs resiliparse':>15} "
-          f"{'target >=' + format(TARGET, '.0f'):>12}")
+    print(
+        f"\n{'WARC -> docs, 1 process':<28} {'records':>8} {'docs/s/core':>12} {'vs resiliparse':>15} "
+        f"{'target >=' + format(TARGET, '.0f'):>12}"
+    )
     for name, records, rate in rows:
         if isinstance(rate, str):
             print(f"{name:<28} {records:>8,} {rate}")
             continue
         verdict = ("PASS" if rate >= TARGET else "BELOW") if name.startswith(("ours", "datatrove")) else "-"
         print(f"{name:<28} {records:>8,} {rate:>12,.0f} {rate / base:>14.2f}x {verdict:>12}")
-    print(f"input: {len(fixtures)} fixture WARCs ({per_copy} HTML pages) x{copies} in {INPUT_FILES} files; "
-          f"cc.yaml language filter "
-          f"kept on, languages = those resiliparse finds in the fixtures: {','.join(sorted(langs))}")
+    print(
+        f"input: {len(fixtures)} fixture WARCs ({per_copy} HTML pages) x{copies} in {INPUT_FILES} files; "
+        f"cc.yaml language filter "
+        f"kept on, languages = those resiliparse finds in the fixtures: {','.join(sorted(langs))}"
+    )
     for note in dict.fromkeys(notes):
         print(note)
-    print("median of 3 after a warm-up; datatrove extracts in a sandbox subprocess (its design), one task, "
-          "one worker; datatrove + trafilatura on a subset (it is slow)")
+    print(
+        "median of 3 after a warm-up; datatrove extracts in a sandbox subprocess (its design), one task, "
+        "one worker; datatrove + trafilatura on a subset (it is slow)"
+    )
 
 
 if __name__ == "__main__":

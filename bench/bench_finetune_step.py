@@ -44,7 +44,7 @@ def chat_examples(n: int, rng: np.random.Generator) -> list[Example]:
         length = int(rng.integers(15, 121))
         tokens = rng.integers(0, VOCAB, length + 1).tolist()
         prompt = int(length * 0.4)
-        targets = [IGNORE_INDEX] * prompt + tokens[prompt + 1:]
+        targets = [IGNORE_INDEX] * prompt + tokens[prompt + 1 :]
         examples.append(Example(tokens[:-1], targets, truncated=False))
     return examples
 
@@ -56,9 +56,11 @@ def batches(rng: np.random.Generator) -> dict[str, tuple]:
     padded = SFTDataset(examples[:BATCH], seq_len=SEQ, pad=0)
     packed = SFTDataset(examples, seq_len=SEQ, pad=0, packing=True)
     assert packed.doc_starts is not None and len(packed) >= BATCH, len(packed)
-    return {"pretrain": (tokens[:, :-1], tokens[:, 1:], None),
-            "finetune": (padded.inputs, padded.targets, None),
-            "finetune packed": (packed.inputs[:BATCH], packed.targets[:BATCH], packed.doc_starts[:BATCH])}
+    return {
+        "pretrain": (tokens[:, :-1], tokens[:, 1:], None),
+        "finetune": (padded.inputs, padded.targets, None),
+        "finetune packed": (packed.inputs[:BATCH], packed.targets[:BATCH], packed.doc_starts[:BATCH]),
+    }
 
 
 def step_fns(size: str, steps: int) -> tuple[dict[str, Callable[[], int]], dict[str, float]]:
@@ -79,6 +81,7 @@ def step_fns(size: str, steps: int) -> tuple[dict[str, Callable[[], int]], dict[
                 loss.backward()
                 optimizer.step()
             return steps * inputs.numel()
+
         return run
 
     learned = {name: float((batch[1] != IGNORE_INDEX).float().mean()) for name, batch in variants.items()}
@@ -87,8 +90,12 @@ def step_fns(size: str, steps: int) -> tuple[dict[str, Callable[[], int]], dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(STEPS), action="append",
-                        help="model size (repeatable; default: tiny and 14m)")
+    parser.add_argument(
+        "--size",
+        choices=sorted(STEPS),
+        action="append",
+        help="model size (repeatable; default: tiny and 14m)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"train step, fp32, batch {BATCH}x{SEQ}, vocab {VOCAB}, {torch.get_num_threads()} threads")
@@ -98,8 +105,12 @@ def main() -> None:
         seconds, positions = median_seconds(fns, reps=5, clock=process_time)
         rates = {name: positions[name] / seconds[name] for name in fns}
         for name, rate in rates.items():
-            print(f"{size:<6} {name:<16} {learned[name]:>14.0%} {rate:>9,.0f} {rate / rates['pretrain']:>11.2f}x")
-    print("tokens/s: every position of the batch per CPU second; median of 5 interleaved rounds after a warm-up")
+            print(
+                f"{size:<6} {name:<16} {learned[name]:>14.0%} {rate:>9,.0f} {rate / rates['pretrain']:>11.2f}x"
+            )
+    print(
+        "tokens/s: every position of the batch per CPU second; median of 5 interleaved rounds after a warm-up"
+    )
 
 
 if __name__ == "__main__":

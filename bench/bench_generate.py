@@ -59,13 +59,17 @@ def export_pair(size: str, workdir: Path) -> tuple[Transformer, LlamaForCausalLM
     model = build_model(args, device="cpu")
     model.init_weights()
     weights = workdir / f"{size}.safetensors"  # the layout ``lmpipe checkpoint consolidate`` writes
-    save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "output.weight"}, str(weights))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items() if k != "output.weight"}, str(weights)
+    )
     weights.with_suffix(".json").write_text(json.dumps({"model": dataclasses.asdict(args)}))
     tokenizer = Tokenizer(models.WordLevel({"<|eos|>": EOS, "<|pad|>": PAD, "<unk>": 2}, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.save(str(workdir / "tokenizer.json"))
     hf_dir = export_hf(weights, workdir / f"hf-{size}", tokenizer=workdir / "tokenizer.json")
-    return load_consolidated(weights), LlamaForCausalLM.from_pretrained(hf_dir, attn_implementation="sdpa").eval()
+    return load_consolidated(weights), LlamaForCausalLM.from_pretrained(
+        hf_dir, attn_implementation="sdpa"
+    ).eval()
 
 
 def prompt_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,16 +79,19 @@ def prompt_batch() -> tuple[torch.Tensor, torch.Tensor]:
     tokens = torch.full((BATCH, width), PAD)
     valid = torch.zeros(BATCH, width, dtype=torch.bool)
     for row, length in enumerate(PROMPT_LENGTHS):
-        tokens[row, width - length:] = torch.randint(3, VOCAB, (length,), generator=rng)
-        valid[row, width - length:] = True
+        tokens[row, width - length :] = torch.randint(3, VOCAB, (length,), generator=rng)
+        valid[row, width - length :] = True
     return tokens, valid
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="size tiny only")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="time by this process's CPU seconds (steady on a loaded machine; use one thread)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by this process's CPU seconds (steady on a loaded machine; use one thread)",
+    )
     cli = parser.parse_args()
     threads = torch.get_num_threads()  # OMP_NUM_THREADS, else torch's default: one per core
     torch.manual_seed(0)
@@ -101,27 +108,52 @@ def main() -> None:
                 return outputs["ours"].numel()
 
             def run_anchor() -> int:
-                out = theirs.generate(input_ids=tokens, attention_mask=valid.long(), max_new_tokens=NEW_TOKENS,
-                                      min_new_tokens=NEW_TOKENS, do_sample=False, use_cache=True,
-                                      pad_token_id=PAD, eos_token_id=None)
+                out = theirs.generate(
+                    input_ids=tokens,
+                    attention_mask=valid.long(),
+                    max_new_tokens=NEW_TOKENS,
+                    min_new_tokens=NEW_TOKENS,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=PAD,
+                    eos_token_id=None,
+                )
                 outputs["anchor"] = out[:, width:]
                 return outputs["anchor"].numel()
 
-            seconds, counts = median_seconds({"ours": run_ours, "anchor": run_anchor}, reps=5 if cli.cpu_time else 3,
-                                             clock=time.process_time if cli.cpu_time else time.perf_counter)
+            seconds, counts = median_seconds(
+                {"ours": run_ours, "anchor": run_anchor},
+                reps=5 if cli.cpu_time else 3,
+                clock=time.process_time if cli.cpu_time else time.perf_counter,
+            )
             assert counts["ours"] == counts["anchor"] == BATCH * NEW_TOKENS, counts
             agree = (outputs["ours"] == outputs["anchor"]).float().mean().item()
-            rows.append((size, ours.num_params(non_embedding=False), counts["ours"] / seconds["ours"],
-                         counts["anchor"] / seconds["anchor"], agree))
-    print(f"\ngreedy generate, fp32, batch {BATCH} prompts of {'/'.join(map(str, PROMPT_LENGTHS))} tokens "
-          f"(left-padded), {NEW_TOKENS} new tokens each, vocab {VOCAB}, {threads} threads")
-    print(f"{'size':<6} {'params':>11} {'ours tok/s':>11} {'anchor tok/s':>13} {'ratio':>7} {'same tokens':>12}")
+            rows.append(
+                (
+                    size,
+                    ours.num_params(non_embedding=False),
+                    counts["ours"] / seconds["ours"],
+                    counts["anchor"] / seconds["anchor"],
+                    agree,
+                )
+            )
+    print(
+        f"\ngreedy generate, fp32, batch {BATCH} prompts of {'/'.join(map(str, PROMPT_LENGTHS))} tokens "
+        f"(left-padded), {NEW_TOKENS} new tokens each, vocab {VOCAB}, {threads} threads"
+    )
+    print(
+        f"{'size':<6} {'params':>11} {'ours tok/s':>11} {'anchor tok/s':>13} {'ratio':>7} {'same tokens':>12}"
+    )
     for size, n_params, ours_rate, anchor_rate, agree in rows:
-        print(f"{size:<6} {n_params:>11,} {ours_rate:>11,.0f} {anchor_rate:>13,.0f} "
-              f"{ours_rate / anchor_rate:>6.2f}x {agree:>11.1%}")
-    print("anchor: transformers LlamaForCausalLM.from_pretrained(export_hf dir).generate(use_cache=True, greedy); "
-          f"ours: Transformer.generate with the KV cache; median of {5 if cli.cpu_time else 3} after a warm-up"
-          + (", CPU time" if cli.cpu_time else ""))
+        print(
+            f"{size:<6} {n_params:>11,} {ours_rate:>11,.0f} {anchor_rate:>13,.0f} "
+            f"{ours_rate / anchor_rate:>6.2f}x {agree:>11.1%}"
+        )
+    print(
+        "anchor: transformers LlamaForCausalLM.from_pretrained(export_hf dir).generate(use_cache=True, greedy); "
+        f"ours: Transformer.generate with the KV cache; median of {5 if cli.cpu_time else 3} after a warm-up"
+        + (", CPU time" if cli.cpu_time else "")
+    )
 
 
 if __name__ == "__main__":

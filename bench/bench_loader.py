@@ -41,20 +41,26 @@ def write_corpus(root: Path, size_gb: float) -> int:
     rng = np.random.default_rng(0)
     total = int(size_gb * 1e9) // 2
     (root / SHARDS_SUBDIR).mkdir(parents=True)
-    writer = ShardWriter(root, split="train", source="bench", task=0, dtype=np.uint16, shard_size_bytes=SHARD_BYTES)
+    writer = ShardWriter(
+        root, split="train", source="bench", task=0, dtype=np.uint16, shard_size_bytes=SHARD_BYTES
+    )
     written = 0
     with open(root / "tokens.bin", "wb") as flat:
         while written < total:
             tokens = rng.integers(0, VOCAB, min(WRITE_BLOCK, total - written), dtype=np.uint16)
             lengths = rng.integers(*DOC_TOKENS, len(tokens) // DOC_TOKENS[0] + 1)
-            lengths = lengths[:int(np.searchsorted(np.cumsum(lengths), len(tokens))) + 1]
+            lengths = lengths[: int(np.searchsorted(np.cumsum(lengths), len(tokens))) + 1]
             lengths[-1] = len(tokens) - lengths[:-1].sum()
             writer.add(tokens, lengths)
             tokens.tofile(flat)
             written += len(tokens)
     tokenizer = {"path": "tokenizer.json", "sha256": "", "vocab_size": VOCAB, "eos_id": 0}
-    write_manifest(root, build_manifest(tokenizer=tokenizer, dtype="uint16", shards=writer.close(), config={},
-                                        command="bench_loader"))
+    write_manifest(
+        root,
+        build_manifest(
+            tokenizer=tokenizer, dtype="uint16", shards=writer.close(), config={}, command="bench_loader"
+        ),
+    )
     return written
 
 
@@ -78,9 +84,14 @@ def timed(batches, num_batches: int) -> dict:
             anon.append(a)
             files.append(f)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "samples/s": num_batches * BATCH / seconds,
-            "tokens/s": num_batches * BATCH * SEQ_LEN / seconds, "anon_mib": (min(anon) / 1024, max(anon) / 1024),
-            "file_mib": (min(files) / 1024, max(files) / 1024), "checksum": checksum}
+    return {
+        "seconds": seconds,
+        "samples/s": num_batches * BATCH / seconds,
+        "tokens/s": num_batches * BATCH * SEQ_LEN / seconds,
+        "anon_mib": (min(anon) / 1024, max(anon) / 1024),
+        "file_mib": (min(files) / 1024, max(files) / 1024),
+        "checksum": checksum,
+    }
 
 
 def anchor_batches(root: Path, order: np.ndarray):
@@ -88,8 +99,8 @@ def anchor_batches(root: Path, order: np.ndarray):
     stream = np.memmap(root / "tokens.bin", dtype=np.uint16, mode="r")
     for start in range(0, len(order), BATCH):
         rows = np.empty((BATCH, SEQ_LEN + 1), dtype=np.int64)
-        for r, i in enumerate(order[start:start + BATCH].tolist()):
-            rows[r] = stream[i * SEQ_LEN:i * SEQ_LEN + SEQ_LEN + 1]
+        for r, i in enumerate(order[start : start + BATCH].tolist()):
+            rows[r] = stream[i * SEQ_LEN : i * SEQ_LEN + SEQ_LEN + 1]
         tensor = torch.from_numpy(rows)
         yield tensor[:, :-1], tensor[:, 1:]
 
@@ -106,23 +117,35 @@ def main() -> None:
         tokens = write_corpus(root, size_gb)
         num_windows = (tokens - 1) // SEQ_LEN
         num_batches = num_windows // BATCH
-        print(f"{tokens * 2 / 1e9:.2f} GB of uint16 shards, {num_windows} windows of {SEQ_LEN + 1}, "
-              f"{num_batches} batches of {BATCH} (one epoch), 1 torch thread")
+        print(
+            f"{tokens * 2 / 1e9:.2f} GB of uint16 shards, {num_windows} windows of {SEQ_LEN + 1}, "
+            f"{num_batches} batches of {BATCH} (one epoch), 1 torch thread"
+        )
         order = np.random.default_rng((0, 0)).permutation(num_windows)  # the loader's epoch-0 order, seed 0
         results = {}
-        for name, make in [("anchor numpy memmap", lambda: anchor_batches(root, order)),
-                           ("lmpipe prefetch=0", lambda: iter(TokenLoader(root, seq_len=SEQ_LEN, batch_size=BATCH,
-                                                                          prefetch=0))),
-                           ("lmpipe prefetch=2", lambda: iter(TokenLoader(root, seq_len=SEQ_LEN, batch_size=BATCH,
-                                                                          prefetch=2)))]:
+        for name, make in [
+            ("anchor numpy memmap", lambda: anchor_batches(root, order)),
+            (
+                "lmpipe prefetch=0",
+                lambda: iter(TokenLoader(root, seq_len=SEQ_LEN, batch_size=BATCH, prefetch=0)),
+            ),
+            (
+                "lmpipe prefetch=2",
+                lambda: iter(TokenLoader(root, seq_len=SEQ_LEN, batch_size=BATCH, prefetch=2)),
+            ),
+        ]:
             timed(make(), min(num_batches, 512))  # warm the page cache and the code paths
             results[name] = timed(make(), num_batches)
-        assert len({r["checksum"] for r in results.values()}) == 1, "the loader and the anchor read different windows"
+        assert len({r["checksum"] for r in results.values()}) == 1, (
+            "the loader and the anchor read different windows"
+        )
         anchor = results["anchor numpy memmap"]["tokens/s"]
         for name, r in results.items():
-            print(f"{name:22s} {r['samples/s']:10.0f} samples/s {r['tokens/s'] / 1e6:8.1f} M tokens/s  "
-                  f"ratio {r['tokens/s'] / anchor:5.2f}  RssAnon {r['anon_mib'][0]:.0f}->{r['anon_mib'][1]:.0f} MiB  "
-                  f"RssFile {r['file_mib'][0]:.0f}->{r['file_mib'][1]:.0f} MiB  ({r['seconds']:.1f} s)")
+            print(
+                f"{name:22s} {r['samples/s']:10.0f} samples/s {r['tokens/s'] / 1e6:8.1f} M tokens/s  "
+                f"ratio {r['tokens/s'] / anchor:5.2f}  RssAnon {r['anon_mib'][0]:.0f}->{r['anon_mib'][1]:.0f} MiB  "
+                f"RssFile {r['file_mib'][0]:.0f}->{r['file_mib'][1]:.0f} MiB  ({r['seconds']:.1f} s)"
+            )
     finally:
         shutil.rmtree(root)
 

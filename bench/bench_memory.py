@@ -34,8 +34,11 @@ TARGET = 2.0
 
 def build_warc(dest: Path, size: int) -> int:
     """Concatenate the fixture WARCs until ``size`` bytes; returns the copies of the set written."""
-    sources = [p.read_bytes() for p in sorted((FIXTURES / "warc").glob("*.warc.gz")) if ".wet." not in p.name
-               and ".wat." not in p.name]
+    sources = [
+        p.read_bytes()
+        for p in sorted((FIXTURES / "warc").glob("*.warc.gz"))
+        if ".wet." not in p.name and ".wat." not in p.name
+    ]
     block = b"".join(sources)
     copies = max(1, size // len(block))
     with open(dest, "wb") as f:
@@ -46,7 +49,9 @@ def build_warc(dest: Path, size: int) -> int:
 
 def build_wiki(dest: Path, size: int) -> int:
     """The enwiki fixture's article pages, retitled and repeated until ``size`` bytes of XML."""
-    xml = bz2.decompress(next((FIXTURES / "wiki").glob("enwiki-latest-pages-articles1*.bz2")).read_bytes()).decode()
+    xml = bz2.decompress(
+        next((FIXTURES / "wiki").glob("enwiki-latest-pages-articles1*.bz2")).read_bytes()
+    ).decode()
     head, rest = xml.split("<page>", 1)
     pages = ["<page>" + p.split("</page>", 1)[0] + "</page>" for p in ("<page>" + rest).split("<page>")[1:]]
     articles = [p for p in pages if "<ns>0</ns>" in p and "<redirect" not in p]
@@ -55,7 +60,9 @@ def build_wiki(dest: Path, size: int) -> int:
         f.write(head)
         while written < size:
             for page in articles:
-                page = re.sub(r"<title>(.*?)</title>", lambda m: f"<title>{m.group(1)} {copies}</title>", page, count=1)
+                page = re.sub(
+                    r"<title>(.*?)</title>", lambda m: f"<title>{m.group(1)} {copies}</title>", page, count=1
+                )
                 written += f.write(page)
             copies += 1
         f.write("</mediawiki>\n")
@@ -103,7 +110,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--format", choices=("warc", "wiki"), default="warc")
-    parser.add_argument("--workdir", help="where to build the inputs (default: a temp dir; needs ~2x size free)")
+    parser.add_argument(
+        "--workdir", help="where to build the inputs (default: a temp dir; needs ~2x size free)"
+    )
     args = parser.parse_args()
     if not (FIXTURES / args.format).is_dir():
         print(f"no fixtures under {FIXTURES}: memory benchmark skipped")
@@ -123,10 +132,14 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{'run':<9} {'input MB':>9} {'seconds':>8} {'median RSS MB':>14} {'peak RSS MB':>12}")
     for label, size, samples, seconds in rows:
-        print(f"{label:<9} {size / 2**20:>9,.0f} {seconds:>8.1f} {statistics.median(samples) / 2**20:>14,.0f} "
-              f"{max(samples) / 2**20:>12,.0f}")
+        print(
+            f"{label:<9} {size / 2**20:>9,.0f} {seconds:>8.1f} {statistics.median(samples) / 2**20:>14,.0f} "
+            f"{max(samples) / 2**20:>12,.0f}"
+        )
     ratio = max(rows[1][2]) / max(rows[0][2])
-    print(f"peak RSS full / baseline: {ratio:.2f}x (target <= {TARGET:.0f}x) for {args.format}, default config")
+    print(
+        f"peak RSS full / baseline: {ratio:.2f}x (target <= {TARGET:.0f}x) for {args.format}, default config"
+    )
 
 
 if __name__ == "__main__":

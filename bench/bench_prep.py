@@ -41,7 +41,9 @@ def ours(paths: list[Path], out: Path) -> int:
 
 
 def compare(label: str, paths: list[Path], work: Path) -> tuple[str, int, float, float]:
-    seconds, counts = median_seconds({"ours": lambda: ours(paths, work / "prep_out"), "anchor": lambda: resiliparse_anchor(paths)})
+    seconds, counts = median_seconds(
+        {"ours": lambda: ours(paths, work / "prep_out"), "anchor": lambda: resiliparse_anchor(paths)}
+    )
     if counts["ours"] != counts["anchor"]:
         raise RuntimeError(f"{label}: ours read {counts['ours']} response records, anchor {counts['anchor']}")
     n = counts["anchor"]
@@ -62,20 +64,30 @@ def main() -> None:
             html_pages = resiliparse_anchor(fixtures)  # all responses in the fixtures are HTML
             copies = max(1, round(FIXTURE_PAGES / html_pages))
             (work / "cc").mkdir()
-            paths = [Path(shutil.copy(p, work / "cc" / f"{i:03d}-{p.name}")) for i in range(copies) for p in fixtures]
+            paths = [
+                Path(shutil.copy(p, work / "cc" / f"{i:03d}-{p.name}"))
+                for i in range(copies)
+                for p in fixtures
+            ]
             rows.append(compare(f"CC fixtures x{copies}", paths, work))
         else:
             print(f"(no {FIXTURES}: real-page comparison skipped)")
 
-    print(f"\n{'prep path (1 worker)':<24} {'responses':>9} {'ours docs/s':>12} {'anchor docs/s':>14} "
-          f"{'ratio':>7} {'target':>7}")
+    print(
+        f"\n{'prep path (1 worker)':<24} {'responses':>9} {'ours docs/s':>12} {'anchor docs/s':>14} "
+        f"{'ratio':>7} {'target':>7}"
+    )
     for label, n, ours_rate, anchor_rate in rows:
         ratio = ours_rate / anchor_rate
         verdict = "ok" if ratio >= TARGET else "BELOW"
-        print(f"{label:<24} {n:>9,} {ours_rate:>12,.0f} {anchor_rate:>14,.0f} {ratio:>6.2f}x "
-              f"{'>=' + format(TARGET, '.1f') + 'x':>7} {verdict}")
-    print("anchor: fastwarc + resiliparse detect_encoding/bytes_to_str/extract_plain_text(main_content)/detect_fast;"
-          " median of 3 after a warm-up")
+        print(
+            f"{label:<24} {n:>9,} {ours_rate:>12,.0f} {anchor_rate:>14,.0f} {ratio:>6.2f}x "
+            f"{'>=' + format(TARGET, '.1f') + 'x':>7} {verdict}"
+        )
+    print(
+        "anchor: fastwarc + resiliparse detect_encoding/bytes_to_str/extract_plain_text(main_content)/detect_fast;"
+        " median of 3 after a warm-up"
+    )
 
 
 if __name__ == "__main__":

@@ -53,15 +53,24 @@ def anchor(tokenizer_file: Path, texts: list[str]) -> int:
     tokenizer.encode_special_tokens = True  # as ours: special-token strings in text are text
     n = 0
     for i in range(0, len(texts), BATCH):
-        n += sum(len(e.ids) for e in tokenizer.encode_batch_fast(texts[i:i + BATCH], add_special_tokens=False))
+        n += sum(
+            len(e.ids) for e in tokenizer.encode_batch_fast(texts[i : i + BATCH], add_special_tokens=False)
+        )
     return n
 
 
 def ours(docs_dir: Path, tokenizer_dir: Path, out: Path, workers: int) -> int:
     """The whole tokenize stage into a fresh ``out``; returns the token count without the EOS per doc."""
     shutil.rmtree(out, ignore_errors=True)
-    manifest = tokenize(TokenizeConfig(input=[str(docs_dir)], tokenizer=str(tokenizer_dir), output=str(out),
-                                       batch_size=BATCH, workers=workers))
+    manifest = tokenize(
+        TokenizeConfig(
+            input=[str(docs_dir)],
+            tokenizer=str(tokenizer_dir),
+            output=str(out),
+            batch_size=BATCH,
+            workers=workers,
+        )
+    )
     return sum(s["tokens"] - s["docs"] for s in manifest["shards"])
 
 
@@ -74,11 +83,13 @@ def cpu_seconds() -> float:
 def with_cpu(fn: Callable[[], int], spent: list[float]) -> Callable[[], int]:
     """``fn`` that also records the CPU seconds of each call: on a shared machine the wall-clock
     scaling of workers=2 depends on who else runs, while its CPU cost per token does not."""
+
     def run() -> int:
         start = cpu_seconds()
         count = fn()
         spent.append(cpu_seconds() - start)
         return count
+
     return run
 
 
@@ -90,37 +101,55 @@ def main() -> None:
     os.environ.update(RAYON_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     with tempfile.TemporaryDirectory(prefix="bench_tokenize_") as tmp:
         work = Path(tmp)
-        inputs = generate_split_corpus(work / "corpus", web_files=4 if args.quick else 8,
-                                       n_entities=300 if args.quick else 2000)
+        inputs = generate_split_corpus(
+            work / "corpus", web_files=4 if args.quick else 8, n_entities=300 if args.quick else 2000
+        )
         docs_dir = work / "docs"
         run_prep(PrepConfig(input=[str(path) for path in inputs], output=str(docs_dir), workers=2))
         train_tokenizer(TokenizerTrainConfig(input=str(docs_dir), output=str(work / "tok"), vocab_size=VOCAB))
         files = find_doc_files(docs_dir)
         texts = [t for path in files for t in pq.read_table(path, columns=["text"])["text"].to_pylist() if t]
         cpu: dict[str, list[float]] = {"ours_1": [], "ours_2": []}
-        seconds, counts = median_seconds({
-            "anchor": lambda: anchor(work / "tok" / "tokenizer.json", texts),
-            "ours_1": with_cpu(lambda: ours(docs_dir, work / "tok", work / "shards", workers=1), cpu["ours_1"]),
-            "ours_2": with_cpu(lambda: ours(docs_dir, work / "tok", work / "shards", workers=2), cpu["ours_2"]),
-        }, reps=REPS)
+        seconds, counts = median_seconds(
+            {
+                "anchor": lambda: anchor(work / "tok" / "tokenizer.json", texts),
+                "ours_1": with_cpu(
+                    lambda: ours(docs_dir, work / "tok", work / "shards", workers=1), cpu["ours_1"]
+                ),
+                "ours_2": with_cpu(
+                    lambda: ours(docs_dir, work / "tok", work / "shards", workers=2), cpu["ours_2"]
+                ),
+            },
+            reps=REPS,
+        )
     if len(set(counts.values())) != 1:
         raise RuntimeError(f"token counts differ: {counts}")
     n = counts["anchor"]
     rate = {name: n / s for name, s in seconds.items()}
     per_core = rate["ours_1"] / rate["anchor"]
-    print(f"\ntokenize, vocab {VOCAB}, {len(texts):,} docs in {len(files)} files, {n:,} tokens; "
-          f"RAYON_NUM_THREADS=1, {os.cpu_count()} cores")
+    print(
+        f"\ntokenize, vocab {VOCAB}, {len(texts):,} docs in {len(files)} files, {n:,} tokens; "
+        f"RAYON_NUM_THREADS=1, {os.cpu_count()} cores"
+    )
     print(f"{'':<44} {'tok/s':>11} {'ratio':>7}")
     print(f"{'anchor: encode_batch_fast, 1 thread':<44} {rate['anchor']:>11,.0f} {'1.00x':>7}")
-    print(f"{'ours: data tokenize, workers=1 (per core)':<44} {rate['ours_1']:>11,.0f} {per_core:>6.2f}x"
-          f"   target >= {TARGET}x: {'met' if per_core >= TARGET else 'MISSED'}")
-    print(f"{'ours: data tokenize, workers=2':<44} {rate['ours_2']:>11,.0f} {rate['ours_2'] / rate['anchor']:>6.2f}x"
-          f"   scaling {rate['ours_2'] / rate['ours_1']:.2f}x over workers=1 (ideal 2.00x)")
+    print(
+        f"{'ours: data tokenize, workers=1 (per core)':<44} {rate['ours_1']:>11,.0f} {per_core:>6.2f}x"
+        f"   target >= {TARGET}x: {'met' if per_core >= TARGET else 'MISSED'}"
+    )
+    print(
+        f"{'ours: data tokenize, workers=2':<44} {rate['ours_2']:>11,.0f} {rate['ours_2'] / rate['anchor']:>6.2f}x"
+        f"   scaling {rate['ours_2'] / rate['ours_1']:.2f}x over workers=1 (ideal 2.00x)"
+    )
     cpu_ratio = statistics.median(cpu["ours_2"]) / statistics.median(cpu["ours_1"])
-    print(f"CPU seconds, workers=2 / workers=1: {cpu_ratio:.2f} (1.00 = no work added by the pool; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores during the run)")
-    print(f"anchor: tokenizers.Tokenizer.encode_batch_fast, batch {BATCH}, texts in memory; "
-          f"ours: parquet in -> shards + manifest out; median of {REPS} after a warm-up")
+    print(
+        f"CPU seconds, workers=2 / workers=1: {cpu_ratio:.2f} (1.00 = no work added by the pool; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores during the run)"
+    )
+    print(
+        f"anchor: tokenizers.Tokenizer.encode_batch_fast, batch {BATCH}, texts in memory; "
+        f"ours: parquet in -> shards + manifest out; median of {REPS} after a warm-up"
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ TIMES: dict[str, float] = {}
 
 def timed_run_loop(original: Any) -> Any:
     """``run_loop`` that records its wall time and the time spent fetching batches."""
+
     def run_loop(parallel: Any, *, batches: Iterator, **kwargs: Any) -> Any:
         def timed(source: Iterator) -> Iterator:
             while True:
@@ -52,11 +53,13 @@ def timed_run_loop(original: Any) -> Any:
         TIMES["loop"] = time.perf_counter() - began
         TIMES["steps"] = outcome.train_seconds
         return outcome
+
     return run_loop
 
 
 def timed_log_metrics(original: Any) -> Any:
     """``Tracker.log_metrics`` plus the memory metrics the loop adds, timed on the calling thread."""
+
     def log_metrics(self: Tracker, metrics: dict[str, float], step: int) -> None:
         began = time.perf_counter()
         if self.run_id is not None:
@@ -64,16 +67,30 @@ def timed_log_metrics(original: Any) -> Any:
         original(self, metrics, step)
         TIMES["logging"] += time.perf_counter() - began
         TIMES["logs"] += 1
+
     return log_metrics
 
 
 def run(shards: Path, out: Path, *, tracking: bool, steps: int, log_interval: int) -> dict[str, float]:
     TIMES.update(loader=0.0, logging=0.0, logs=0)
-    cfg = TrainJobConfig.load(None, [
-        f"data.shards={shards}", f"output_dir={out}", "model.size=tiny", "model.seq_len=128",
-        "train.global_batch_size=8", "train.micro_batch_size=8", "train.warmup_steps=2",
-        f"train.max_steps={steps}", f"train.log_interval={log_interval}", "train.eval_interval=0",
-        "data.val_windows=8", f"tracking.enabled={str(tracking).lower()}", "checkpoint.resume=never"])
+    cfg = TrainJobConfig.load(
+        None,
+        [
+            f"data.shards={shards}",
+            f"output_dir={out}",
+            "model.size=tiny",
+            "model.seq_len=128",
+            "train.global_batch_size=8",
+            "train.micro_batch_size=8",
+            "train.warmup_steps=2",
+            f"train.max_steps={steps}",
+            f"train.log_interval={log_interval}",
+            "train.eval_interval=0",
+            "data.val_windows=8",
+            f"tracking.enabled={str(tracking).lower()}",
+            "checkpoint.resume=never",
+        ],
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         train_module.train(cfg)
     return dict(TIMES)
@@ -92,8 +109,13 @@ def main() -> None:
         results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
         for round_ in range(4):  # round 0 warms up (imports, page cache) and is dropped
             for tracking in (False, True):
-                times = run(shards, Path(tmp) / f"run-{round_}-{tracking}", tracking=tracking,
-                            steps=options.steps, log_interval=options.log_interval)
+                times = run(
+                    shards,
+                    Path(tmp) / f"run-{round_}-{tracking}",
+                    tracking=tracking,
+                    steps=options.steps,
+                    log_interval=options.log_interval,
+                )
                 if round_:
                     results[tracking].append(times)
 
@@ -101,17 +123,23 @@ def main() -> None:
         return statistics.median(t[key] for t in results[tracking])
 
     logs = median(True, "logs")  # train logs and the two validations
-    print(f"{options.steps} steps, a log every {options.log_interval} step(s) ({logs:.0f} log calls), median of 3")
+    print(
+        f"{options.steps} steps, a log every {options.log_interval} step(s) ({logs:.0f} log calls), median of 3"
+    )
     for key, what in (("loop", "loop wall time"), ("steps", "train_step total")):
         off, on = median(False, key), median(True, key)
         print(f"{what:<17} off {off:.3f} s   on {on:.3f} s   ratio on/off {on / off:.4f}")
     print(f"step time         {median(True, 'steps') / options.steps * 1e3:.2f} ms (tracking on)")
     logging_share = median(True, "logging") / median(True, "steps")
-    print(f"logging (training thread)  {median(True, 'logging') / logs * 1e6:.0f} us per log   "
-          f"{logging_share:.3%} of step time")
+    print(
+        f"logging (training thread)  {median(True, 'logging') / logs * 1e6:.0f} us per log   "
+        f"{logging_share:.3%} of step time"
+    )
     loader_share = median(True, "loader") / median(True, "steps")
-    print(f"loader (next batch)        {median(True, 'loader') / options.steps * 1e6:.0f} us per step   "
-          f"{loader_share:.3%} of step time")
+    print(
+        f"loader (next batch)        {median(True, 'loader') / options.steps * 1e6:.0f} us per step   "
+        f"{loader_share:.3%} of step time"
+    )
 
 
 if __name__ == "__main__":

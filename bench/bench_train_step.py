@@ -54,12 +54,23 @@ STEPS = {"tiny": 5, "14m": 2}
 
 def hf_twin(args: ModelArgs) -> LlamaForCausalLM:
     config = LlamaConfig(
-        vocab_size=args.vocab_size, hidden_size=args.d_model, intermediate_size=args.ffn_hidden,
-        num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads, num_key_value_heads=args.n_kv_heads,
-        head_dim=args.head_dim, max_position_embeddings=args.seq_len, rms_norm_eps=args.norm_eps,
+        vocab_size=args.vocab_size,
+        hidden_size=args.d_model,
+        intermediate_size=args.ffn_hidden,
+        num_hidden_layers=args.n_layers,
+        num_attention_heads=args.n_heads,
+        num_key_value_heads=args.n_kv_heads,
+        head_dim=args.head_dim,
+        max_position_embeddings=args.seq_len,
+        rms_norm_eps=args.norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": args.rope_theta},
-        tie_word_embeddings=args.tie_embeddings, attention_dropout=0.0, attention_bias=False, mlp_bias=False,
-        use_cache=False, attn_implementation="sdpa")
+        tie_word_embeddings=args.tie_embeddings,
+        attention_dropout=0.0,
+        attention_bias=False,
+        mlp_bias=False,
+        use_cache=False,
+        attn_implementation="sdpa",
+    )
     model = LlamaForCausalLM(config)
     assert model.config._attn_implementation == "sdpa", model.config._attn_implementation
     return model
@@ -80,8 +91,9 @@ def step_fns(size: str) -> tuple[dict[str, Callable[[], None]], int]:
     assert n_ours == n_theirs, f"{size}: ours has {n_ours:,} parameters, LlamaForCausalLM {n_theirs:,}"
     loop = LoopConfig()
     opt_ours = build_optimizer(ours, loop)
-    opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=loop.lr, betas=(loop.beta1, loop.beta2),
-                                   weight_decay=loop.weight_decay)
+    opt_theirs = torch.optim.AdamW(
+        theirs.parameters(), lr=loop.lr, betas=(loop.beta1, loop.beta2), weight_decay=loop.weight_decay
+    )
     tokens = torch.randint(0, VOCAB, (BATCH, SEQ + 1), generator=torch.Generator().manual_seed(0))
     x, y = tokens[:, :-1], tokens[:, 1:]
 
@@ -99,7 +111,9 @@ def step_fns(size: str) -> tuple[dict[str, Callable[[], None]], int]:
     return {"ours": ours_step, "anchor": theirs_step}, n_ours
 
 
-def median_tokens_per_second(fns: dict[str, Callable[[], None]], steps: int, reps: int = 3) -> dict[str, float]:
+def median_tokens_per_second(
+    fns: dict[str, Callable[[], None]], steps: int, reps: int = 3
+) -> dict[str, float]:
     """One warm-up step of each, then ``reps`` rounds of ``steps`` steps, interleaved so drift hits both alike."""
     for fn in fns.values():
         fn()
@@ -127,9 +141,13 @@ def main() -> None:
     print(f"\ntrain step, fp32, batch {BATCH}x{SEQ}, vocab {VOCAB}, {threads} threads")
     print(f"{'size':<6} {'params (both)':>14} {'ours tok/s':>11} {'anchor tok/s':>13} {'ratio':>7}")
     for size, n_params, ours_rate, anchor_rate in rows:
-        print(f"{size:<6} {n_params:>14,} {ours_rate:>11,.0f} {anchor_rate:>13,.0f} {ours_rate / anchor_rate:>6.2f}x")
-    print("anchor: transformers LlamaForCausalLM (sdpa, same shape, tied embeddings) + torch AdamW; "
-          "ours: fused head + loss, blockwise causal attention, fused AdamW; median of 3 after a warm-up")
+        print(
+            f"{size:<6} {n_params:>14,} {ours_rate:>11,.0f} {anchor_rate:>13,.0f} {ours_rate / anchor_rate:>6.2f}x"
+        )
+    print(
+        "anchor: transformers LlamaForCausalLM (sdpa, same shape, tied embeddings) + torch AdamW; "
+        "ours: fused head + loss, blockwise causal attention, fused AdamW; median of 3 after a warm-up"
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from time import perf_counter
 
 
-def median_seconds(fns: dict[str, Callable[[], int]], reps: int = 3, *,
-                   clock: Callable[[], float] = perf_counter) -> tuple[dict[str, float], dict[str, int]]:
+def median_seconds(
+    fns: dict[str, Callable[[], int]], reps: int = 3, *, clock: Callable[[], float] = perf_counter
+) -> tuple[dict[str, float], dict[str, int]]:
     """One warm-up call of each, then ``reps`` rounds, interleaved so drift hits both alike.
 
     Each function returns a count (records, tokens) so the caller can check both did the same work.

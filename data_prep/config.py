@@ -25,8 +25,11 @@ class ExtractConfig(Config):
 
     def check(self, prefix: str) -> None:
         require_choice(self.html, f"{prefix}html", HTML_EXTRACTORS)
-        require(self.html != "trafilatura" or _installed("trafilatura"), f"{prefix}html",
-                "trafilatura is not installed; pip install 'lmpipe[extras]'")
+        require(
+            self.html != "trafilatura" or _installed("trafilatura"),
+            f"{prefix}html",
+            "trafilatura is not installed; pip install 'lmpipe[extras]'",
+        )
 
 
 @dataclass
@@ -42,11 +45,19 @@ class LanguageFilterConfig(Config):
 
     def check(self, prefix: str) -> None:
         require(0.0 <= self.min_confidence <= 1.0, f"{prefix}min_confidence", "must be in [0, 1]")
-        require(not self.fasttext_model or os.path.isfile(self.fasttext_model), f"{prefix}fasttext_model",
-                f"no such file: {self.fasttext_model}")
-        require(not self.fasttext_model or _installed("fasttext"), f"{prefix}fasttext_model",
-                "fasttext is not installed; pip install 'lmpipe[extras]'")
-        require(bool(self.languages) or not self.enabled, f"{prefix}languages", "must name at least one language")
+        require(
+            not self.fasttext_model or os.path.isfile(self.fasttext_model),
+            f"{prefix}fasttext_model",
+            f"no such file: {self.fasttext_model}",
+        )
+        require(
+            not self.fasttext_model or _installed("fasttext"),
+            f"{prefix}fasttext_model",
+            "fasttext is not installed; pip install 'lmpipe[extras]'",
+        )
+        require(
+            bool(self.languages) or not self.enabled, f"{prefix}languages", "must name at least one language"
+        )
 
 
 @dataclass
@@ -82,7 +93,11 @@ class QualityFilterConfig(Config):
         for key in ("min_alpha_word_fraction", "max_bullet_line_fraction", "max_ellipsis_line_fraction"):
             require(0.0 <= getattr(self, key) <= 1.0, f"{prefix}{key}", "must be in [0, 1]")
         require(self.max_symbol_word_ratio >= 0.0, f"{prefix}max_symbol_word_ratio", "must be >= 0")
-        require(0 <= self.min_stop_words <= 8, f"{prefix}min_stop_words", "must be in [0, 8] (there are 8 stop words)")
+        require(
+            0 <= self.min_stop_words <= 8,
+            f"{prefix}min_stop_words",
+            "must be in [0, 8] (there are 8 stop words)",
+        )
 
 
 @dataclass
@@ -103,19 +118,34 @@ class RepetitionFilterConfig(Config):
     max_duplicate_paragraph_char_fraction: float = 0.20
     top_ngram_fractions: list[float] = field(default_factory=lambda: [0.20, 0.18, 0.16])
     """For n = 2, 3, 4: characters covered by the most frequent word n-gram, over all word characters."""
-    duplicate_ngram_fractions: list[float] = field(default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10])
+    duplicate_ngram_fractions: list[float] = field(
+        default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10]
+    )
     """For n = 5..10: characters of the words covered by any n-gram seen twice or more (each word
     counted once), over all word characters."""
 
     def check(self, prefix: str) -> None:
-        for key in ("max_duplicate_line_fraction", "max_duplicate_line_char_fraction",
-                    "max_duplicate_paragraph_fraction", "max_duplicate_paragraph_char_fraction"):
+        for key in (
+            "max_duplicate_line_fraction",
+            "max_duplicate_line_char_fraction",
+            "max_duplicate_paragraph_fraction",
+            "max_duplicate_paragraph_char_fraction",
+        ):
             require(0.0 <= getattr(self, key) <= 1.0, f"{prefix}{key}", "must be in [0, 1]")
-        require(len(self.top_ngram_fractions) == 3, f"{prefix}top_ngram_fractions", "give 3 fractions (n = 2, 3, 4)")
-        require(len(self.duplicate_ngram_fractions) == 6, f"{prefix}duplicate_ngram_fractions",
-                "give 6 fractions (n = 5..10)")
+        require(
+            len(self.top_ngram_fractions) == 3,
+            f"{prefix}top_ngram_fractions",
+            "give 3 fractions (n = 2, 3, 4)",
+        )
+        require(
+            len(self.duplicate_ngram_fractions) == 6,
+            f"{prefix}duplicate_ngram_fractions",
+            "give 6 fractions (n = 5..10)",
+        )
         for key in ("top_ngram_fractions", "duplicate_ngram_fractions"):
-            require(all(0.0 <= f <= 1.0 for f in getattr(self, key)), f"{prefix}{key}", "each must be in [0, 1]")
+            require(
+                all(0.0 <= f <= 1.0 for f in getattr(self, key)), f"{prefix}{key}", "each must be in [0, 1]"
+            )
 
 
 @dataclass
@@ -213,7 +243,7 @@ class MinHashConfig(Config):
 
     def probability(self, jaccard: float) -> float:
         """Chance that two documents of this Jaccard similarity become candidates."""
-        return 1.0 - (1.0 - jaccard ** self.rows_per_band) ** self.num_bands
+        return 1.0 - (1.0 - jaccard**self.rows_per_band) ** self.num_bands
 
     def check(self, prefix: str) -> None:
         require(self.ngram >= 1, f"{prefix}ngram", "must be >= 1")

@@ -23,10 +23,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 CC_PREFIX = "https://data.commoncrawl.org/"
 """What relative entries of a ``*.paths`` listing are resolved against (Common Crawl's own)."""
@@ -121,7 +122,9 @@ def expand_inputs(patterns: Iterable[str], *, paths_prefix: str = CC_PREFIX) -> 
                 if is_hf_dataset(match):
                     add(str(match.resolve()), "hf")
                     continue
-                found = sorted(p for p in match.iterdir() if p.is_file() and (detect_format(p) or _is_listing(p)))
+                found = sorted(
+                    p for p in match.iterdir() if p.is_file() and (detect_format(p) or _is_listing(p))
+                )
                 if not found:
                     raise ValueError(f"no WARC files or wiki dumps in directory {match}")
             else:
@@ -271,13 +274,16 @@ class HttpFile(io.RawIOBase):
                 error = exc
             failures += 1
             if failures >= self.retry.attempts:
-                raise RemoteInputError(f"cannot read {self.url} at byte {self.pos} after {failures} attempts: "
-                                       f"{type(error).__name__}: {error}") from error
+                raise RemoteInputError(
+                    f"cannot read {self.url} at byte {self.pos} after {failures} attempts: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
             time.sleep(self.retry.wait(failures))
 
     def _connect(self) -> None:
-        request = urllib.request.Request(self.url, headers={"User-Agent": "lmpipe-data-prep",
-                                                            "Accept-Encoding": "identity"})
+        request = urllib.request.Request(
+            self.url, headers={"User-Agent": "lmpipe-data-prep", "Accept-Encoding": "identity"}
+        )
         if self.pos:
             request.add_header("Range", f"bytes={self.pos}-")
         try:
@@ -294,7 +300,11 @@ class HttpFile(io.RawIOBase):
                 self.size = int(total)
         else:
             length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and response.headers.get("Content-Encoding") in (None, "identity"):
+            if (
+                length is not None
+                and length.isdigit()
+                and response.headers.get("Content-Encoding") in (None, "identity")
+            ):
                 self.size = int(length)
             self._skip(response, self.pos)  # the server sent the whole file: skip what we already have
         self._response = response

@@ -31,12 +31,13 @@ import os
 import re
 import shutil
 import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from data_prep.config import PrepConfig
 from data_prep.dedup.keys import compute_keys, enabled_kinds, keys_path
@@ -122,7 +123,9 @@ def pending_stages(cfg: PrepConfig, tasks: list[Task]) -> list[Stage]:
         for stage in ("cluster", "dedup"):
             shutil.rmtree(out / COMPLETIONS / stage, ignore_errors=True)
         stages[0].tasks = [task for task in tasks if task in prep or not _filtered_intact(cfg, task)]
-    stages.append(Stage("cluster", [CLUSTER_TASK] if redo_cluster else [], partial(_run_stage_task, "cluster", cfg)))
+    stages.append(
+        Stage("cluster", [CLUSTER_TASK] if redo_cluster else [], partial(_run_stage_task, "cluster", cfg))
+    )
     dedup = [task for task in tasks if redo_cluster or not is_done(cfg, "dedup", task)]
     stages.append(Stage("dedup", dedup, partial(_run_stage_task, "dedup", cfg)))
     return [stage for stage in stages if stage.tasks]
@@ -147,13 +150,16 @@ def plan_tasks(cfg: PrepConfig) -> list[Task]:
     for item in expand_inputs(cfg.input):
         fmt = item.format if cfg.format == "auto" else cfg.format
         if fmt is None:
-            raise ValueError(f"cannot tell the format of {item.location} from its name; "
-                             f"pass --format {'|'.join(READERS)}")
+            raise ValueError(
+                f"cannot tell the format of {item.location} from its name; pass --format {'|'.join(READERS)}"
+            )
         tasks.append(Task(_task_name(item), item.location, fmt))
     return sorted(tasks, key=lambda task: task.name)
 
 
-def run_stage_task(stage: str, cfg: PrepConfig, task: Task, progress: Progress | None = None) -> dict[str, Any]:
+def run_stage_task(
+    stage: str, cfg: PrepConfig, task: Task, progress: Progress | None = None
+) -> dict[str, Any]:
     """Run one task of ``stage`` from scratch and mark it done; returns what its marker holds."""
     if stage == "prep":
         return run_task(task, cfg, progress)
@@ -182,7 +188,11 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
     writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard)
     shards = writer.write(docs)
     stages = {"read": read_stats, **{step.name: step.stats for step in steps}}
-    result: dict[str, Any] = {"path": str(task.path), "format": task.format, "shards": [shard.name for shard in shards]}
+    result: dict[str, Any] = {
+        "path": str(task.path),
+        "format": task.format,
+        "shards": [shard.name for shard in shards],
+    }
     if cfg.dedup.enabled:
         # The filtered copy is an intermediate: its write is not a stage of the final chain.
         keys_start = perf_counter()
@@ -217,8 +227,11 @@ def run_dedup_task(task: Task, cfg: PrepConfig) -> dict[str, Any]:
     removal = RemovalFilter.for_task(out / DEDUP, task.name)
     writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard)
     written = writer.write(removal.run(_read_filtered([out / FILTERED / name for name in shards])))
-    result = {"seconds": round(perf_counter() - start, 3), "shards": [shard.name for shard in written],
-              "stages": {removal.name: removal.stats.to_dict(), writer.name: writer.stats.to_dict()}}
+    result = {
+        "seconds": round(perf_counter() - start, 3),
+        "shards": [shard.name for shard in written],
+        "stages": {removal.name: removal.stats.to_dict(), writer.name: writer.stats.to_dict()},
+    }
     _write_json(marker_path(out, "dedup", task), result)
     return result
 
@@ -231,8 +244,12 @@ def merged_stats(cfg: PrepConfig, tasks: list[Task], wall_seconds: float) -> dic
         result = json.loads(marker_path(out, "prep", task).read_text())
         if cfg.dedup.enabled:
             dedup = json.loads(marker_path(out, "dedup", task).read_text())
-            result = {**result, "shards": dedup["shards"], "seconds": round(result["seconds"] + dedup["seconds"], 3),
-                      "stages": {**result["stages"], **dedup["stages"]}}
+            result = {
+                **result,
+                "shards": dedup["shards"],
+                "seconds": round(result["seconds"] + dedup["seconds"], 3),
+                "stages": {**result["stages"], **dedup["stages"]},
+            }
         results[task.name] = result
     stats = merge_tasks(results, wall_seconds=wall_seconds)
     if cfg.dedup.enabled:
@@ -259,8 +276,10 @@ def output_lock(out: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise ValueError(f"{out} is being written by another lmpipe data prep ({holder}); "
-                             "wait for it or use another --output") from None
+            raise ValueError(
+                f"{out} is being written by another lmpipe data prep ({holder}); "
+                "wait for it or use another --output"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -281,21 +300,27 @@ def check_same_run(out: Path, cfg: PrepConfig) -> None:
     changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
     if changed:
         shown = ", ".join(changed[:5]) + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else "")
-        raise ValueError(f"{out} holds a data prep run with another config (differs in {shown}); "
-                         "rerun with the same config to resume, or use another --output")
+        raise ValueError(
+            f"{out} holds a data prep run with another config (differs in {shown}); "
+            "rerun with the same config to resume, or use another --output"
+        )
 
 
 def _output_keys(flat: dict[str, str]) -> dict[str, str]:
-    return {key: value for key, value in flat.items()
-            if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in EXECUTION_KEYS)}
+    return {
+        key: value
+        for key, value in flat.items()
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in EXECUTION_KEYS)
+    }
 
 
 def _filtered_intact(cfg: PrepConfig, task: Task) -> bool:
     """The task's filtered shards and keys are still on disk (not cleaned up after an earlier run)."""
     out = Path(cfg.output)
     marker = json.loads(marker_path(out, "prep", task).read_text())
-    return (all((out / FILTERED / name).exists() for name in marker["shards"])
-            and all(keys_path(out / KEYS, task.name, kind).exists() for kind in enabled_kinds(cfg.dedup)))
+    return all((out / FILTERED / name).exists() for name in marker["shards"]) and all(
+        keys_path(out / KEYS, task.name, kind).exists() for kind in enabled_kinds(cfg.dedup)
+    )
 
 
 def _read_filtered(paths: list[Path]) -> Iterator[Document]:
@@ -308,7 +333,9 @@ def build_steps(cfg: PrepConfig, fmt: str) -> list[BaseFilter]:
     """The stages after the reader, in order; a disabled stage is absent. URL and C4 act only on
     the sources their config names, so every task has the same stages and stats merge cleanly.
     Raises FileNotFoundError, in one line, for a list file the config names and the disk lacks."""
-    steps: list[BaseFilter] = [] if fmt in PRE_EXTRACTED else [HtmlExtractor(cfg.extract) if fmt == "warc" else WikitextExtractor()]
+    steps: list[BaseFilter] = (
+        [] if fmt in PRE_EXTRACTED else [HtmlExtractor(cfg.extract) if fmt == "warc" else WikitextExtractor()]
+    )
     if cfg.url.enabled and cfg.url.has_lists:
         steps.append(UrlFilter(cfg.url))
     if cfg.c4.enabled:

@@ -17,9 +17,10 @@ stats.json::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 MAX_EXAMPLES = 5
@@ -69,15 +70,30 @@ class StageStats:
             mine["examples"] = (mine["examples"] + entry["examples"])[:MAX_EXAMPLES]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "kept": self.kept, "dropped": dict(sorted(self.dropped.items())),
-                "errors": dict(sorted(self.errors.items())), "bytes": self.bytes, "seconds": round(self.seconds, 4),
-                "counts": dict(sorted(self.counts.items()))}
+        return {
+            "input": self.input,
+            "kept": self.kept,
+            "dropped": dict(sorted(self.dropped.items())),
+            "errors": dict(sorted(self.errors.items())),
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 4),
+            "counts": dict(sorted(self.counts.items())),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageStats:
-        return cls(data["input"], data["kept"], dict(data["dropped"]),
-                   {kind: {"count": e["count"], "examples": list(e["examples"])} for kind, e in data["errors"].items()},
-                   data["bytes"], data["seconds"], dict(data.get("counts", {})))
+        return cls(
+            data["input"],
+            data["kept"],
+            dict(data["dropped"]),
+            {
+                kind: {"count": e["count"], "examples": list(e["examples"])}
+                for kind, e in data["errors"].items()
+            },
+            data["bytes"],
+            data["seconds"],
+            dict(data.get("counts", {})),
+        )
 
 
 def utf8_length(text: str) -> int:
@@ -136,8 +152,12 @@ def merge_tasks(tasks: dict[str, dict[str, Any]], wall_seconds: float | None = N
     totals = {
         "input": first.input,
         "kept": last.kept,
-        "dropped": {f"{name}/{reason}": n for name, s in stages.items() for reason, n in sorted(s.dropped.items())},
-        "errors": {f"{name}/{kind}": e["count"] for name, s in stages.items() for kind, e in sorted(s.errors.items())},
+        "dropped": {
+            f"{name}/{reason}": n for name, s in stages.items() for reason, n in sorted(s.dropped.items())
+        },
+        "errors": {
+            f"{name}/{kind}": e["count"] for name, s in stages.items() for kind, e in sorted(s.errors.items())
+        },
         "bytes_in": first.bytes,
         "bytes_out": last.bytes,
         "seconds": round(seconds, 3),
@@ -148,6 +168,11 @@ def merge_tasks(tasks: dict[str, dict[str, Any]], wall_seconds: float | None = N
     summary = {}
     for name, result in sorted(tasks.items()):
         task_stages = list(result["stages"].values())
-        summary[name] = {"path": result["path"], "format": result["format"], "input": task_stages[0]["input"],
-                         "kept": task_stages[-1]["kept"], "seconds": result["seconds"]}
+        summary[name] = {
+            "path": result["path"],
+            "format": result["format"],
+            "input": task_stages[0]["input"],
+            "kept": task_stages[-1]["kept"],
+            "seconds": result["seconds"],
+        }
     return {"totals": totals, "stages": {name: s.to_dict() for name, s in stages.items()}, "tasks": summary}

@@ -18,7 +18,7 @@ from typing import Any
 from launch.slurm_profile import SlurmProfile
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.config.train import TrainJobConfig
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,29 @@ def _shards_present(cfg: TrainJobConfig) -> list[Check]:
     for directory in sorted(filter(None, directories)):
         manifest_path = Path(directory) / "manifest.json"
         if not manifest_path.is_file():
-            checks.append(Check(False, f"no token shards at {directory} (manifest.json missing); "
-                                       "run `lmpipe data tokenize` first"))
+            checks.append(
+                Check(
+                    False,
+                    f"no token shards at {directory} (manifest.json missing); "
+                    "run `lmpipe data tokenize` first",
+                )
+            )
             continue
         manifest = json.loads(manifest_path.read_text())
         needed = [manifest["tokenizer"]["path"], *(shard["path"] for shard in manifest["shards"])]
         missing = [name for name in needed if not (Path(directory) / name).is_file()]
         if missing:
-            checks.append(Check(False, f"shards {directory}: {len(missing)} file(s) listed in manifest.json are "
-                                       f"missing, e.g. {missing[0]}"))
+            checks.append(
+                Check(
+                    False,
+                    f"shards {directory}: {len(missing)} file(s) listed in manifest.json are "
+                    f"missing, e.g. {missing[0]}",
+                )
+            )
         else:
-            checks.append(Check(True, f"shards {directory}: {len(manifest['shards'])} shard(s) and the tokenizer"))
+            checks.append(
+                Check(True, f"shards {directory}: {len(manifest['shards'])} shard(s) and the tokenizer")
+            )
     return checks
 
 
@@ -90,16 +102,27 @@ def _fits_allocation(cfg: TrainJobConfig | FinetuneJobConfig, profile: SlurmProf
         checks = [Check(False, f"{exc} ({where})")]
     if not profile.gpus_per_node:
         if cfg.train.precision == "bf16":
-            checks.append(Check(False, "train.precision=bf16 on CPU-only nodes (gpus_per_node=0) is ~20x slower "
-                                       "than fp32; set train.precision=fp32 or ask for GPUs"))
+            checks.append(
+                Check(
+                    False,
+                    "train.precision=bf16 on CPU-only nodes (gpus_per_node=0) is ~20x slower "
+                    "than fp32; set train.precision=fp32 or ask for GPUs",
+                )
+            )
         if cfg.parallel.backend == "nccl":
-            checks.append(Check(False, "parallel.backend=nccl needs GPUs, but the profile asks for none "
-                                       "(gpus_per_node=0)"))
+            checks.append(
+                Check(
+                    False, "parallel.backend=nccl needs GPUs, but the profile asks for none (gpus_per_node=0)"
+                )
+            )
     return checks
 
 
 def _resumes_after_requeue(cfg: TrainJobConfig, profile: SlurmProfile) -> Check:
     if profile.max_requeues and cfg.checkpoint.resume != "auto":
-        return Check(False, f"checkpoint.resume={cfg.checkpoint.resume!r}: a requeued job would not continue from "
-                            "its checkpoint; use checkpoint.resume=auto (or max_requeues=0)")
+        return Check(
+            False,
+            f"checkpoint.resume={cfg.checkpoint.resume!r}: a requeued job would not continue from "
+            "its checkpoint; use checkpoint.resume=auto (or max_requeues=0)",
+        )
     return Check(True, "a requeued job resumes from its newest checkpoint (checkpoint.resume=auto)")

@@ -60,19 +60,40 @@ def deepspeed_command(verb_args: Sequence[str], launch: DeepSpeedLaunch) -> list
     """The runner's command line; the current interpreter runs it, so the venv that launched us trains."""
     launch.check()
     flags = [f"--master_port={launch.master_port}"]
-    for flag, value in (("--hostfile", launch.hostfile), ("--include", launch.include),
-                        ("--exclude", launch.exclude), ("--master_addr", launch.master_addr)):
+    for flag, value in (
+        ("--hostfile", launch.hostfile),
+        ("--include", launch.include),
+        ("--exclude", launch.exclude),
+        ("--master_addr", launch.master_addr),
+    ):
         if value:
             flags.append(f"{flag}={value}")
     for flag, number in (("--num_nodes", launch.num_nodes), ("--num_gpus", launch.num_gpus)):
         if number:
             flags.append(f"{flag}={number}")
-    return [sys.executable, "-m", "deepspeed.launcher.runner", *flags, "--no_local_rank", "--module",
-            "pipeline.cli", *verb_args]
+    return [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        *flags,
+        "--no_local_rank",
+        "--module",
+        "pipeline.cli",
+        *verb_args,
+    ]
 
 
-def run_deepspeed(verb_args: Sequence[str], launch: DeepSpeedLaunch, *,
-                  on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None) -> int:
+def run_deepspeed(
+    verb_args: Sequence[str],
+    launch: DeepSpeedLaunch,
+    *,
+    on_line: Callable[[str], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> int:
     """Run the command, handing each output line to ``on_line`` (default: echo); returns the exit code."""
-    return run_streaming(deepspeed_command(verb_args, launch), ranks_on_this_node=max(1, launch.num_gpus),
-                         on_line=on_line, env=env)
+    return run_streaming(
+        deepspeed_command(verb_args, launch),
+        ranks_on_this_node=max(1, launch.num_gpus),
+        on_line=on_line,
+        env=env,
+    )

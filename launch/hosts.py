@@ -27,7 +27,9 @@ def check_hostname(host: str) -> str:
 def check_nodelist(nodelist: str) -> str:
     """``nodelist`` unchanged when it is a Slurm hostlist expression (``gpu[01-04],cpu7``)."""
     if not _NODELIST.fullmatch(nodelist) or nodelist.count("[") != nodelist.count("]"):
-        raise ValueError(f"invalid Slurm node list {nodelist!r}: use host names, '[a-b]' ranges and commas only")
+        raise ValueError(
+            f"invalid Slurm node list {nodelist!r}: use host names, '[a-b]' ranges and commas only"
+        )
     return nodelist
 
 

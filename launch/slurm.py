@@ -64,58 +64,82 @@ def default_env(profile: SlurmProfile) -> dict[str, str]:
 def render_sbatch(profile: SlurmProfile, job: SlurmJob) -> str:
     """The whole script; ``bash -n`` clean, stable for a given profile and job (golden-tested)."""
     if not job.verb_args:
-        raise ValueError("give the verb to run after --, e.g. lmpipe launch slurm --profile P -- train --config C")
+        raise ValueError(
+            "give the verb to run after --, e.g. lmpipe launch slurm --profile P -- train --config C"
+        )
     if job.max_parallel < 0:
         raise ValueError(f"--max-parallel must be >= 0, got {job.max_parallel}")
     if job.launcher not in LAUNCHERS:
         raise ValueError(f"launcher {job.launcher!r}: valid choices: {', '.join(LAUNCHERS)}")
     if job.launcher == "deepspeed" and profile.tasks_per_node > 1:
         raise ValueError("--launcher deepspeed runs one launcher per node: leave tasks_per_node at 1")
-    gpus = f" x {profile.gpus_per_node} GPU(s)" if profile.gpus_per_node else f" x {profile.ranks_per_node} rank(s)"
-    per_node = (f"{profile.tasks_per_node} {job.launcher}s per node, each meeting the others as a node"
-                if profile.tasks_per_node > 1 else f"one {job.launcher} per node")
+    gpus = (
+        f" x {profile.gpus_per_node} GPU(s)"
+        if profile.gpus_per_node
+        else f" x {profile.ranks_per_node} rank(s)"
+    )
+    per_node = (
+        f"{profile.tasks_per_node} {job.launcher}s per node, each meeting the others as a node"
+        if profile.tasks_per_node > 1
+        else f"one {job.launcher} per node"
+    )
     lines = [
         "#!/bin/bash",
         f"# Written by `lmpipe launch slurm`: {profile.nodes} node(s){gpus}, {per_node}.",
-        "# Submit it by hand with `sbatch <this file>`." + (" A preempted or timed-out run checkpoints and is requeued."
-                                                           if profile.max_requeues else ""),
+        "# Submit it by hand with `sbatch <this file>`."
+        + (" A preempted or timed-out run checkpoints and is requeued." if profile.max_requeues else ""),
         *(f"#SBATCH {option}" for option in _sbatch_options(profile, job)),
         "",
         "set -euo pipefail",
-        *_section("Cluster set-up (profile: setup); module systems may read unset variables, so -u waits.",
-                  ["set +u", *profile.setup, "set -u"] if profile.setup else []),
+        *_section(
+            "Cluster set-up (profile: setup); module systems may read unset variables, so -u waits.",
+            ["set +u", *profile.setup, "set -u"] if profile.setup else [],
+        ),
         *_section("Environment (profile: env, over lmpipe's defaults).", _env_lines(default_env(profile))),
         *_section("Job array: element i runs the i-th resolved config.", _array_lines(job.array_configs)),
-        *_section(f"Rendezvous: every node's {job.launcher} meets on the first node, at a port derived from the job "
-                  "id.\n# (sed, not head: head would stop reading and SIGPIPE scontrol, which pipefail makes fatal.)", [
-            'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
-            f"rdzv_port=$(({PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN}))",
-            *(_hostfile_lines(profile) if job.launcher == "deepspeed" else []),
-            'echo "lmpipe: job $SLURM_JOB_ID on $SLURM_NNODES node(s), rendezvous $head_node:$rdzv_port,'
-            ' restart ${SLURM_RESTART_COUNT:-0}"',
-        ]),
-        *_section("Preemption warning (USR2 to this shell): every rank gets SIGTERM, checkpoints and exits "
-                  f"{EXIT_PREEMPTED}.", [
-            "preempted=0",
-            "on_preempt() {",
-            "  preempted=1",
-            '  echo "lmpipe: USR2: asking every rank to checkpoint and stop"',
-            '  scancel --signal=TERM "$SLURM_JOB_ID" || true',
-            "}",
-            "trap on_preempt USR2",
-        ]),
-        *_section("Launch in the background, so the trap can run while the step does.",
-                  [*_launch_lines(profile, job), "step=$!"]),
-        *_section("A trapped signal ends `wait` early: wait on until the ranks have saved and exited.", [
-            "status=0",
-            'wait "$step" || status=$?',
-            'while kill -0 "$step" 2>/dev/null; do',
-            "  status=0",
-            '  wait "$step" || status=$?',
-            "done",
-        ]),
-        *_section("Requeue a preempted run; the rerun resumes from its checkpoint (checkpoint.resume=auto).",
-                  _requeue_lines(profile.max_requeues)),
+        *_section(
+            f"Rendezvous: every node's {job.launcher} meets on the first node, at a port derived from the job "
+            "id.\n# (sed, not head: head would stop reading and SIGPIPE scontrol, which pipefail makes fatal.)",
+            [
+                'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
+                f"rdzv_port=$(({PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN}))",
+                *(_hostfile_lines(profile) if job.launcher == "deepspeed" else []),
+                'echo "lmpipe: job $SLURM_JOB_ID on $SLURM_NNODES node(s), rendezvous $head_node:$rdzv_port,'
+                ' restart ${SLURM_RESTART_COUNT:-0}"',
+            ],
+        ),
+        *_section(
+            "Preemption warning (USR2 to this shell): every rank gets SIGTERM, checkpoints and exits "
+            f"{EXIT_PREEMPTED}.",
+            [
+                "preempted=0",
+                "on_preempt() {",
+                "  preempted=1",
+                '  echo "lmpipe: USR2: asking every rank to checkpoint and stop"',
+                '  scancel --signal=TERM "$SLURM_JOB_ID" || true',
+                "}",
+                "trap on_preempt USR2",
+            ],
+        ),
+        *_section(
+            "Launch in the background, so the trap can run while the step does.",
+            [*_launch_lines(profile, job), "step=$!"],
+        ),
+        *_section(
+            "A trapped signal ends `wait` early: wait on until the ranks have saved and exited.",
+            [
+                "status=0",
+                'wait "$step" || status=$?',
+                'while kill -0 "$step" 2>/dev/null; do',
+                "  status=0",
+                '  wait "$step" || status=$?',
+                "done",
+            ],
+        ),
+        *_section(
+            "Requeue a preempted run; the rerun resumes from its checkpoint (checkpoint.resume=auto).",
+            _requeue_lines(profile.max_requeues),
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -123,8 +147,14 @@ def render_sbatch(profile: SlurmProfile, job: SlurmJob) -> str:
 def submit(script: Path) -> str:
     """``sbatch --parsable SCRIPT``; returns the job id."""
     try:
-        proc = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.run(
+            ["sbatch", "--parsable", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except FileNotFoundError:
         raise FileNotFoundError("sbatch not found on PATH; is this a Slurm login node?") from None
     if proc.returncode != 0:
@@ -137,8 +167,13 @@ def _sbatch_options(profile: SlurmProfile, job: SlurmJob) -> list[str]:
     q = shlex.quote
     log_name = "%x-%A_%a.out" if job.array_configs else "%x-%j.out"
     options = [f"--job-name={q(job.job_name)}", f"--chdir={q(job.workdir)}"]
-    for flag, value in (("partition", profile.partition), ("account", profile.account), ("qos", profile.qos),
-                        ("time", profile.time), ("time-min", profile.time_min)):
+    for flag, value in (
+        ("partition", profile.partition),
+        ("account", profile.account),
+        ("qos", profile.qos),
+        ("time", profile.time),
+        ("time-min", profile.time_min),
+    ):
         if value:
             options.append(f"--{flag}={q(value)}")
     options += [f"--nodes={profile.nodes}", f"--ntasks-per-node={profile.tasks_per_node}"]
@@ -146,7 +181,11 @@ def _sbatch_options(profile: SlurmProfile, job: SlurmJob) -> list[str]:
         options.append(f"--gpus-per-node={profile.gpus_per_node}")
     if profile.cpus_per_task:
         options.append(f"--cpus-per-task={profile.cpus_per_task}")
-    for flag, value in (("mem", profile.mem), ("constraint", profile.constraint), ("nodelist", profile.nodelist)):
+    for flag, value in (
+        ("mem", profile.mem),
+        ("constraint", profile.constraint),
+        ("nodelist", profile.nodelist),
+    ):
         if value:
             options.append(f"--{flag}={q(value)}")
     if profile.exclusive:
@@ -166,14 +205,20 @@ def _section(comment: str, body: Sequence[str]) -> list[str]:
 
 
 def _env_lines(env: dict[str, str]) -> list[str]:
-    return [f"export {name}={shlex.quote(value)}" if value else f"unset {name}" for name, value in env.items()]
+    return [
+        f"export {name}={shlex.quote(value)}" if value else f"unset {name}" for name, value in env.items()
+    ]
 
 
 def _array_lines(configs: Sequence[str]) -> list[str]:
     if not configs:
         return []
-    return ["configs=(", *(f"  {shlex.quote(config)}" for config in configs), ")",
-            'config=${configs[$SLURM_ARRAY_TASK_ID]}']
+    return [
+        "configs=(",
+        *(f"  {shlex.quote(config)}" for config in configs),
+        ")",
+        "config=${configs[$SLURM_ARRAY_TASK_ID]}",
+    ]
 
 
 def _hostfile_lines(profile: SlurmProfile) -> list[str]:
@@ -208,24 +253,40 @@ def _launch_lines(profile: SlurmProfile, job: SlurmJob) -> list[str]:
         launcher = ["torchrun"]
         # Each task is a torchrun "node": with several per node, the rendezvous counts tasks.
         nnodes = '"$SLURM_NTASKS"' if profile.tasks_per_node > 1 else '"$SLURM_NNODES"'
-        options = [f"--nnodes={nnodes}", f"--nproc_per_node={profile.ranks_per_node}", "--rdzv_backend=c10d",
-                   '--rdzv_endpoint="$head_node:$rdzv_port"', '--rdzv_id="$SLURM_JOB_ID"', "-m pipeline.cli"]
+        options = [
+            f"--nnodes={nnodes}",
+            f"--nproc_per_node={profile.ranks_per_node}",
+            "--rdzv_backend=c10d",
+            '--rdzv_endpoint="$head_node:$rdzv_port"',
+            '--rdzv_id="$SLURM_JOB_ID"',
+            "-m pipeline.cli",
+        ]
     else:
         # SLURM_NODEID differs per node, so it is read inside each task (bash -c), not on the batch node;
         # the task's shell ignores the SIGTERM of a preemption so that the launcher below it waits for
         # the ranks' checkpoint instead of the step ending under them.
-        launcher = ["bash -c 'trap \"\" TERM; deepspeed --node_rank=\"$SLURM_NODEID\" \"$@\"' deepspeed"]
-        options = ['--hostfile="$hostfile"', "--no_ssh", '--master_addr="$head_node"', '--master_port="$rdzv_port"',
-                   "--no_local_rank", "--module pipeline.cli"]
-    return [f"{' '.join(srun)} \\", *(f"  {part} \\" for part in [*wrapper, *launcher]),
-            *(f"    {option} \\" for option in options), f"      {' '.join(verb)} &"]
+        launcher = ['bash -c \'trap "" TERM; deepspeed --node_rank="$SLURM_NODEID" "$@"\' deepspeed']
+        options = [
+            '--hostfile="$hostfile"',
+            "--no_ssh",
+            '--master_addr="$head_node"',
+            '--master_port="$rdzv_port"',
+            "--no_local_rank",
+            "--module pipeline.cli",
+        ]
+    return [
+        f"{' '.join(srun)} \\",
+        *(f"  {part} \\" for part in [*wrapper, *launcher]),
+        *(f"    {option} \\" for option in options),
+        f"      {' '.join(verb)} &",
+    ]
 
 
 def _requeue_lines(max_requeues: int) -> list[str]:
     if not max_requeues:
         return ['exit "$status"']
     return [
-        f'if [[ $status -eq {EXIT_PREEMPTED} || $preempted -eq 1 ]]; then',
+        f"if [[ $status -eq {EXIT_PREEMPTED} || $preempted -eq 1 ]]; then",
         f"  if (( ${{SLURM_RESTART_COUNT:-0}} < {max_requeues} )); then",
         '    echo "lmpipe: requeueing job $SLURM_JOB_ID (restart $(( ${SLURM_RESTART_COUNT:-0} + 1 ))'
         f' of at most {max_requeues})"',

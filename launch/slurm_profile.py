@@ -95,22 +95,36 @@ class SlurmProfile(Config):
     def check(self, prefix: str) -> None:
         for key in self.required:
             require_choice(key, f"{prefix}required", [name for name in _fields(self) if name != "required"])
-            require(bool(getattr(self, key)), f"{prefix}{key}",
-                    f"this profile requires it; give it with --set {key}=VALUE")
+            require(
+                bool(getattr(self, key)),
+                f"{prefix}{key}",
+                f"this profile requires it; give it with --set {key}=VALUE",
+            )
         for key in ("partition", "account", "qos", "constraint", "mem", "log_dir"):
             value = getattr(self, key)
             require(value.isprintable(), f"{prefix}{key}", f"{value!r} holds a control character")
-        require(bool(_TIME.fullmatch(self.time)), f"{prefix}time", f"{self.time!r} is not a Slurm time (HH:MM:SS)")
-        require(not self.time_min or bool(_TIME.fullmatch(self.time_min)), f"{prefix}time_min",
-                f"{self.time_min!r} is not a Slurm time (HH:MM:SS)")
+        require(
+            bool(_TIME.fullmatch(self.time)), f"{prefix}time", f"{self.time!r} is not a Slurm time (HH:MM:SS)"
+        )
+        require(
+            not self.time_min or bool(_TIME.fullmatch(self.time_min)),
+            f"{prefix}time_min",
+            f"{self.time_min!r} is not a Slurm time (HH:MM:SS)",
+        )
         require(self.nodes >= 1, f"{prefix}nodes", "must be >= 1")
         require(self.tasks_per_node >= 1, f"{prefix}tasks_per_node", "must be >= 1")
-        require(self.tasks_per_node == 1 or not self.gpus_per_node, f"{prefix}tasks_per_node",
-                "one torchrun per node on GPU nodes; more is only for CPU rendezvous tests")
+        require(
+            self.tasks_per_node == 1 or not self.gpus_per_node,
+            f"{prefix}tasks_per_node",
+            "one torchrun per node on GPU nodes; more is only for CPU rendezvous tests",
+        )
         require(self.gpus_per_node >= 0, f"{prefix}gpus_per_node", "must be >= 0")
         require(self.procs_per_node >= 0, f"{prefix}procs_per_node", "must be >= 0 (0: one per GPU)")
-        require(not self.gpus_per_node or self.procs_per_node in (0, self.gpus_per_node), f"{prefix}procs_per_node",
-                f"one rank per GPU: leave it 0 or set it to gpus_per_node={self.gpus_per_node}")
+        require(
+            not self.gpus_per_node or self.procs_per_node in (0, self.gpus_per_node),
+            f"{prefix}procs_per_node",
+            f"one rank per GPU: leave it 0 or set it to gpus_per_node={self.gpus_per_node}",
+        )
         require(self.cpus_per_task >= 0, f"{prefix}cpus_per_task", "must be >= 0")
         if self.nodelist:
             try:
@@ -120,7 +134,11 @@ class SlurmProfile(Config):
         for line in self.setup:
             require("\n" not in line, f"{prefix}setup", "one shell line per list item")
         for name in self.env:
-            require(bool(_ENV_NAME.fullmatch(name)), f"{prefix}env", f"{name!r} is not an environment variable name")
+            require(
+                bool(_ENV_NAME.fullmatch(name)),
+                f"{prefix}env",
+                f"{name!r} is not an environment variable name",
+            )
         require(self.signal_seconds >= 0, f"{prefix}signal_seconds", "must be >= 0 (0: no warning signal)")
         require(self.max_requeues >= 0, f"{prefix}max_requeues", "must be >= 0")
         require(bool(self.log_dir), f"{prefix}log_dir", "give a directory for the job logs")

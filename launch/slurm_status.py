@@ -33,12 +33,23 @@ class JobState:
 def job_states(job_id: str) -> list[JobState]:
     """Every element of ``job_id`` (one entry for a job that is not an array); empty if Slurm does not know it."""
     if not _JOB_ID.fullmatch(job_id):
-        raise ValueError(f"job id {job_id!r}: give the number sbatch printed (or ID_INDEX for one array element)")
+        raise ValueError(
+            f"job id {job_id!r}: give the number sbatch printed (or ID_INDEX for one array element)"
+        )
     text = _run(["scontrol", "show", "job", "--oneliner", job_id])
     if text is not None:
         return parse_scontrol(text)
-    text = _run(["sacct", "--jobs", job_id, "--allocations", "--noheader", "--parsable2",
-                 "--format=JobID,State,ExitCode,Elapsed"])
+    text = _run(
+        [
+            "sacct",
+            "--jobs",
+            job_id,
+            "--allocations",
+            "--noheader",
+            "--parsable2",
+            "--format=JobID,State,ExitCode,Elapsed",
+        ]
+    )
     return parse_sacct(text) if text else []
 
 
@@ -54,8 +65,16 @@ def parse_scontrol(text: str) -> list[JobState]:
             task = fields["ArrayTaskId"]
             job = f"{fields['ArrayJobId']}_{task if task.isdigit() else f'[{task}]'}"
         reason = fields.get("Reason", "None")
-        states.append(JobState(job, fields["JobState"], "" if reason == "None" else reason,
-                               fields.get("ExitCode", ""), fields.get("Restarts", ""), fields.get("RunTime", "")))
+        states.append(
+            JobState(
+                job,
+                fields["JobState"],
+                "" if reason == "None" else reason,
+                fields.get("ExitCode", ""),
+                fields.get("Restarts", ""),
+                fields.get("RunTime", ""),
+            )
+        )
     return sorted(states, key=_order)
 
 
@@ -71,11 +90,17 @@ def parse_sacct(text: str) -> list[JobState]:
 
 
 def format_states(states: list[JobState]) -> str:
-    rows = [("JOB", "STATE", "REASON", "EXIT", "RESTARTS", "TIME"),
-            *((s.job, s.state, s.reason or "-", s.exit_code or "-", s.restarts or "-", s.run_time or "-")
-              for s in states)]
+    rows = [
+        ("JOB", "STATE", "REASON", "EXIT", "RESTARTS", "TIME"),
+        *(
+            (s.job, s.state, s.reason or "-", s.exit_code or "-", s.restarts or "-", s.run_time or "-")
+            for s in states
+        ),
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
 
 
 def _order(state: JobState) -> tuple[int, ...]:
@@ -87,8 +112,9 @@ def _order(state: JobState) -> tuple[int, ...]:
 def _run(command: list[str]) -> str | None:
     """The command's output; None where it is missing or fails (unknown job, accounting disabled)."""
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-                              check=False)
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False
+        )
     except FileNotFoundError:
         return None
     return proc.stdout if proc.returncode == 0 else None

@@ -19,8 +19,15 @@ from launch.hosts import split_endpoint
 from launch.process import run_streaming
 
 
-def torchrun_command(verb_args: Sequence[str], *, nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None,
-                     rdzv_endpoint: str = "", rdzv_id: str = "lmpipe") -> list[str]:
+def torchrun_command(
+    verb_args: Sequence[str],
+    *,
+    nproc_per_node: int,
+    nnodes: int = 1,
+    node_rank: int | None = None,
+    rdzv_endpoint: str = "",
+    rdzv_id: str = "lmpipe",
+) -> list[str]:
     """``python -m torch.distributed.run <rendezvous> --nproc_per_node N -m pipeline.cli <verb_args>``.
 
     Runs through the current interpreter so the venv that launched us is the one that trains.
@@ -37,14 +44,30 @@ def torchrun_command(verb_args: Sequence[str], *, nproc_per_node: int, nnodes: i
         rendezvous = ["--standalone"]
     elif node_rank is None:
         split_endpoint(rdzv_endpoint)  # validate before any node waits on it
-        rendezvous = [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}",
-                      f"--rdzv_id={rdzv_id}"]
+        rendezvous = [
+            f"--nnodes={nnodes}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={rdzv_endpoint}",
+            f"--rdzv_id={rdzv_id}",
+        ]
     else:
         host, port = split_endpoint(rdzv_endpoint)
-        rendezvous = [f"--nnodes={nnodes}", f"--node_rank={node_rank}", f"--master_addr={host}",
-                      f"--master_port={port}"]
-    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={nproc_per_node}",
-            "-m", "pipeline.cli", *verb_args]
+        rendezvous = [
+            f"--nnodes={nnodes}",
+            f"--node_rank={node_rank}",
+            f"--master_addr={host}",
+            f"--master_port={port}",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *rendezvous,
+        f"--nproc_per_node={nproc_per_node}",
+        "-m",
+        "pipeline.cli",
+        *verb_args,
+    ]
 
 
 def run_torchrun(
@@ -59,6 +82,12 @@ def run_torchrun(
     env: dict[str, str] | None = None,
 ) -> int:
     """Run the command, handing each output line to ``on_line`` (default: echo); returns the exit code."""
-    command = torchrun_command(verb_args, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
-                               rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)
+    command = torchrun_command(
+        verb_args,
+        nproc_per_node=nproc_per_node,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        rdzv_endpoint=rdzv_endpoint,
+        rdzv_id=rdzv_id,
+    )
     return run_streaming(command, ranks_on_this_node=nproc_per_node, on_line=on_line, env=env)

@@ -31,15 +31,27 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def run_distributed_test(func: Callable[..., Any], world_size: int = 2, backend: str = "gloo", *,
-                         start_method: str = "spawn", timeout_s: float = 120.0, **kwargs: Any) -> list[Any]:
+def run_distributed_test(
+    func: Callable[..., Any],
+    world_size: int = 2,
+    backend: str = "gloo",
+    *,
+    start_method: str = "spawn",
+    timeout_s: float = 120.0,
+    **kwargs: Any,
+) -> list[Any]:
     """Call ``func(**kwargs)`` on ``world_size`` ranks; return each rank's return value, by rank.
 
     An exception in any rank is raised here with that rank's traceback.
     """
     with tempfile.TemporaryDirectory(prefix="lmpipe-dist-") as tmp:
-        mp.start_processes(_worker, args=(func, world_size, backend, free_port(), timeout_s, tmp, kwargs),
-                           nprocs=world_size, start_method=start_method, join=True)
+        mp.start_processes(
+            _worker,
+            args=(func, world_size, backend, free_port(), timeout_s, tmp, kwargs),
+            nprocs=world_size,
+            start_method=start_method,
+            join=True,
+        )
         return [pickle.loads((Path(tmp) / f"rank{rank}.pkl").read_bytes()) for rank in range(world_size)]
 
 
@@ -50,10 +62,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, func: Callable[..., Any], world_size: int, backend: str, port: int, timeout_s: float,
-            result_dir: str, kwargs: dict[str, Any]) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size))
+def _worker(
+    rank: int,
+    func: Callable[..., Any],
+    world_size: int,
+    backend: str,
+    port: int,
+    timeout_s: float,
+    result_dir: str,
+    kwargs: dict[str, Any],
+) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_WORLD_SIZE=str(world_size),
+    )
     # As torchrun does: the ranks share the cores instead of each taking all of them.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
@@ -64,8 +90,9 @@ def _worker(rank: int, func: Callable[..., Any], world_size: int, backend: str, 
     (Path(result_dir) / f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
 
 
-def make_tiny_corpus(root: str | Path, *, docs: int = 400, sft_records: int = 300, vocab_size: int = 512,
-                     seed: int = 0) -> tuple[Path, Path]:
+def make_tiny_corpus(
+    root: str | Path, *, docs: int = 400, sft_records: int = 300, vocab_size: int = 512, seed: int = 0
+) -> tuple[Path, Path]:
     """Token shards (train/val) and an SFT JSONL of templated facts, small enough for CPU tests.
 
     Returns ``(shards_dir, sft_jsonl)``; built through the real tokenizer and tokenize stages.
@@ -81,38 +108,76 @@ def make_tiny_corpus(root: str | Path, *, docs: int = 400, sft_records: int = 30
     from data_prep.tokenizer.train import train_tokenizer
 
     root, rng = Path(root), random.Random(seed)
-    towns = [f"{a}{b}" for a in ("Bran", "Kel", "Mor", "Stav", "Tull") for b in ("ford", "holt", "wick", "mere")]
-    facts = {town: (rng.choice(["Amber", "Grey", "Lorn", "Vell"]), rng.choice(["wool", "glass", "cheese", "paper"]))
-             for town in towns}
+    towns = [
+        f"{a}{b}" for a in ("Bran", "Kel", "Mor", "Stav", "Tull") for b in ("ford", "holt", "wick", "mere")
+    ]
+    facts = {
+        town: (
+            rng.choice(["Amber", "Grey", "Lorn", "Vell"]),
+            rng.choice(["wool", "glass", "cheese", "paper"]),
+        )
+        for town in towns
+    }
 
     def sentence(town: str) -> str:
         river, trade = facts[town]
-        return rng.choice([f"{town} lies on the river {river}. ", f"{town} is known for its {trade}. ",
-                           f"The people of {town} make {trade} by the {river}. "])
+        return rng.choice(
+            [
+                f"{town} lies on the river {river}. ",
+                f"{town} is known for its {trade}. ",
+                f"The people of {town} make {trade} by the {river}. ",
+            ]
+        )
 
     texts = ["".join(sentence(rng.choice(towns)) for _ in range(rng.randint(2, 8))) for _ in range(docs)]
     (root / "docs" / "docs").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": [f"doc-{i}" for i in range(docs)], "text": texts, "source": ["wiki"] * docs,
-                             "url": [""] * docs, "metadata": ["{}"] * docs}),
-                   root / "docs" / "docs" / "00000-00000.parquet")
-    train_tokenizer(TokenizerTrainConfig(input=str(root / "docs"), output=str(root / "tokenizer"),
-                                         vocab_size=vocab_size))
-    tokenize(TokenizeConfig(input=[str(root / "docs")], tokenizer=str(root / "tokenizer"),
-                            output=str(root / "shards"), val_fraction=0.1))
+    pq.write_table(
+        pa.table(
+            {
+                "id": [f"doc-{i}" for i in range(docs)],
+                "text": texts,
+                "source": ["wiki"] * docs,
+                "url": [""] * docs,
+                "metadata": ["{}"] * docs,
+            }
+        ),
+        root / "docs" / "docs" / "00000-00000.parquet",
+    )
+    train_tokenizer(
+        TokenizerTrainConfig(input=str(root / "docs"), output=str(root / "tokenizer"), vocab_size=vocab_size)
+    )
+    tokenize(
+        TokenizeConfig(
+            input=[str(root / "docs")],
+            tokenizer=str(root / "tokenizer"),
+            output=str(root / "shards"),
+            val_fraction=0.1,
+        )
+    )
     sft = root / "sft.jsonl"
     with sft.open("w") as f:
         for _ in range(sft_records):
             town = rng.choice(towns)
             river, trade = facts[town]
-            record = rng.choice([{"prompt": f"Which river is {town} on?", "response": f"The river {river}."},
-                                 {"prompt": f"What is {town} known for?", "response": f"Its {trade}."}])
+            record = rng.choice(
+                [
+                    {"prompt": f"Which river is {town} on?", "response": f"The river {river}."},
+                    {"prompt": f"What is {town} known for?", "response": f"Its {trade}."},
+                ]
+            )
             f.write(json.dumps(record) + "\n")
     return root / "shards", sft
 
 
-def write_random_shards(root: str | Path, docs_by_split: dict[str, list[int]], *, vocab_size: int = 300,
-                        sources: tuple[str, ...] = ("cc", "wiki"), shard_size_bytes: int = 200,
-                        seed: int = 0) -> dict[tuple[str, str], Any]:
+def write_random_shards(
+    root: str | Path,
+    docs_by_split: dict[str, list[int]],
+    *,
+    vocab_size: int = 300,
+    sources: tuple[str, ...] = ("cc", "wiki"),
+    shard_size_bytes: int = 200,
+    seed: int = 0,
+) -> dict[tuple[str, str], Any]:
     """Shards of random token ids through the real ShardWriter, plus manifest.json and a stand-in
     tokenizer.json; no tokenizer training, so any size is quick.
 
@@ -139,15 +204,26 @@ def write_random_shards(root: str | Path, docs_by_split: dict[str, list[int]], *
     for split, lengths in docs_by_split.items():
         for source, docs in zip(sources, np.array_split(np.asarray(lengths, dtype=np.int64), len(sources))):
             tokens = rng.integers(0, vocab_size, int(docs.sum())).astype(dtype)
-            writer = ShardWriter(root, split=split, source=source, task=0, dtype=dtype,
-                                 shard_size_bytes=shard_size_bytes)
+            writer = ShardWriter(
+                root, split=split, source=source, task=0, dtype=dtype, shard_size_bytes=shard_size_bytes
+            )
             writer.add(tokens, docs)
             entries += writer.close()
             streams[(split, source)] = (tokens, docs)
-    tokenizer = {"path": tokenizer_file.name, "sha256": file_sha256(tokenizer_file), "vocab_size": vocab_size,
-                 "eos_id": 1, "bos_id": 0, "pad_id": 2}
-    write_manifest(root, build_manifest(tokenizer=tokenizer, dtype=str(dtype), shards=entries, config={},
-                                        command="write_random_shards"))
+    tokenizer = {
+        "path": tokenizer_file.name,
+        "sha256": file_sha256(tokenizer_file),
+        "vocab_size": vocab_size,
+        "eos_id": 1,
+        "bos_id": 0,
+        "pad_id": 2,
+    }
+    write_manifest(
+        root,
+        build_manifest(
+            tokenizer=tokenizer, dtype=str(dtype), shards=entries, config={}, command="write_random_shards"
+        ),
+    )
     return streams
 
 

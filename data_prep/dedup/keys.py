@@ -64,14 +64,21 @@ def _text_hashes(folded: pa.Array) -> np.ndarray:
     folded = folded.cast(pa.large_string())
     offsets = np.frombuffer(folded.buffers()[1], np.int64, len(folded) + 1, folded.offset * 8)
     data = memoryview(folded.buffers()[2]) if folded.buffers()[2] is not None else memoryview(b"")
-    digests = b"".join(hashlib.blake2b(data[lo:hi], digest_size=16).digest()
-                       for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist()))
+    digests = b"".join(
+        hashlib.blake2b(data[lo:hi], digest_size=16).digest()
+        for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist())
+    )
     return np.frombuffer(digests, np.uint64).reshape(len(folded), 2)
 
 
 def _url_hashes(urls: pa.Array, sources: pa.Array, url_sources: frozenset[str]) -> np.ndarray:
-    return np.array([url_hash(url) if url and source in url_sources else 0
-                     for url, source in zip(urls.to_pylist(), sources.to_pylist())], np.uint64).reshape(-1)
+    return np.array(
+        [
+            url_hash(url) if url and source in url_sources else 0
+            for url, source in zip(urls.to_pylist(), sources.to_pylist())
+        ],
+        np.uint64,
+    ).reshape(-1)
 
 
 def compute_keys(paths: Sequence[Path], cfg: DedupConfig, keys_dir: Path, task: str) -> int:
@@ -88,9 +95,14 @@ def compute_keys(paths: Sequence[Path], cfg: DedupConfig, keys_dir: Path, task: 
             if cfg.url:
                 parts["url"].append(_url_hashes(batch.column("url"), batch.column("source"), url_sources))
             if cfg.minhash.enabled:
-                parts["bands"].append(band_hashes(minhash_signatures(folded, cfg.minhash, folded=True), cfg.minhash))
-    empty = {"text": np.zeros((0, 2), np.uint64), "url": np.zeros(0, np.uint64),
-             "bands": np.zeros((cfg.minhash.num_bands, 0), np.uint64)}
+                parts["bands"].append(
+                    band_hashes(minhash_signatures(folded, cfg.minhash, folded=True), cfg.minhash)
+                )
+    empty = {
+        "text": np.zeros((0, 2), np.uint64),
+        "url": np.zeros(0, np.uint64),
+        "bands": np.zeros((cfg.minhash.num_bands, 0), np.uint64),
+    }
     count = 0
     for kind in kinds:
         axis = 1 if kind == "bands" else 0

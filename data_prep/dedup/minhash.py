@@ -72,7 +72,7 @@ def _hash_strings(strings: pa.Array) -> np.ndarray:
     """A 64-bit hash of each (non-empty) string: a polynomial over its UTF-8 bytes, then mixed."""
     strings = strings.cast(pa.large_string())
     offsets = np.frombuffer(strings.buffers()[1], np.int64, len(strings) + 1, strings.offset * 8)
-    data = np.frombuffer(strings.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+    data = np.frombuffer(strings.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
     starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     powers = np.ones(int(lengths.max()), _U64)
     powers[1:] = np.cumprod(np.full(len(powers) - 1, _WORD_BASE, _U64))  # 1, B, B^2, ... mod 2^64
@@ -91,10 +91,16 @@ def fold_texts(texts: Sequence[str] | pa.Array) -> pa.Array:
 def _shingle_hashes(folded: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
     """Shingle folded texts; returns (32-bit shingle hashes as uint64, shingles per doc)."""
     # Splitting "" gives [""]: a null instead gives no words.
-    word_lists = pc.utf8_split_whitespace(pc.if_else(pc.equal(folded, ""), pa.scalar(None, pa.string()), folded))
-    words_per_doc = pc.list_value_length(word_lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    word_lists = pc.utf8_split_whitespace(
+        pc.if_else(pc.equal(folded, ""), pa.scalar(None, pa.string()), folded)
+    )
+    words_per_doc = (
+        pc.list_value_length(word_lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    )
     words = pc.list_flatten(word_lists)
-    shingles_per_doc = np.where(words_per_doc >= ngram, words_per_doc - ngram + 1, np.minimum(words_per_doc, 1))
+    shingles_per_doc = np.where(
+        words_per_doc >= ngram, words_per_doc - ngram + 1, np.minimum(words_per_doc, 1)
+    )
     if len(words) == 0:
         return np.zeros(0, _U64), shingles_per_doc
     encoded = pc.dictionary_encode(words)
@@ -119,7 +125,9 @@ def _permutations(cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def minhash_signatures(texts: Sequence[str] | pa.Array, cfg: MinHashConfig, *, folded: bool = False) -> np.ndarray:
+def minhash_signatures(
+    texts: Sequence[str] | pa.Array, cfg: MinHashConfig, *, folded: bool = False
+) -> np.ndarray:
     """``(docs, num_perm)`` uint32 MinHash signatures; a text without words gets all 0xFFFFFFFF.
     ``folded=True``: ``texts`` already went through ``fold_texts``."""
     texts = texts if folded and isinstance(texts, pa.Array) else fold_texts(texts)
@@ -130,14 +138,16 @@ def minhash_signatures(texts: Sequence[str] | pa.Array, cfg: MinHashConfig, *, f
     doc_of_shingle = np.repeat(np.arange(len(texts)), shingles_per_doc)
     buffer = np.empty((cfg.num_perm, CHUNK_SHINGLES), _U64)
     for lo in range(0, len(shingles), CHUNK_SHINGLES):
-        x, docs = shingles[lo:lo + CHUNK_SHINGLES], doc_of_shingle[lo:lo + CHUNK_SHINGLES]
-        hashed = buffer[:, :len(x)]
+        x, docs = shingles[lo : lo + CHUNK_SHINGLES], doc_of_shingle[lo : lo + CHUNK_SHINGLES]
+        hashed = buffer[:, : len(x)]
         np.multiply(a[:, None], x, out=hashed)
         hashed += b[:, None]
         # The shift to the high 32 bits is monotone, so it can wait until after the min.
         segment_starts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
         segment_docs = docs[segment_starts]  # a doc spanning two chunks gets the min of both
-        mins[:, segment_docs] = np.minimum(mins[:, segment_docs], np.minimum.reduceat(hashed, segment_starts, axis=1))
+        mins[:, segment_docs] = np.minimum(
+            mins[:, segment_docs], np.minimum.reduceat(hashed, segment_starts, axis=1)
+        )
     return (mins.T >> _U64(32)).astype(np.uint32)
 
 

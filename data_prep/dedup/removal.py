@@ -53,8 +53,9 @@ def _not_first(keys: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarr
     return repeated
 
 
-def plan_removals(dedup_dir: Path, keys_dir: Path, tasks: Sequence[str], sizes: Sequence[int],
-                  cfg: DedupConfig) -> dict[str, Any]:
+def plan_removals(
+    dedup_dir: Path, keys_dir: Path, tasks: Sequence[str], sizes: Sequence[int], cfg: DedupConfig
+) -> dict[str, Any]:
     """Write ``remove/<task>.npy`` for every task (``sizes``: its filtered document count); returns
     ``{"docs", "removed": {reason: n}, "clusters", "seconds"}``."""
     start = perf_counter()
@@ -65,7 +66,9 @@ def plan_removals(dedup_dir: Path, keys_dir: Path, tasks: Sequence[str], sizes: 
         arrays = [np.load(keys_path(keys_dir, task, kind), mmap_mode="r") for task in tasks]
         for task, array, size in zip(tasks, arrays, sizes):
             if array.shape[-1 if kind == "bands" else 0] != size:
-                raise ValueError(f"{keys_path(keys_dir, task, kind)}: keys for {array.shape} docs, task has {size}")
+                raise ValueError(
+                    f"{keys_path(keys_dir, task, kind)}: keys for {array.shape} docs, task has {size}"
+                )
         return arrays
 
     clusters = 0
@@ -82,9 +85,11 @@ def plan_removals(dedup_dir: Path, keys_dir: Path, tasks: Sequence[str], sizes: 
         reasons[_not_first(texts)] = 1
     offsets = np.cumsum(sizes) - np.asarray(sizes, np.int64)
     for task, offset, size in zip(tasks, offsets.tolist(), sizes):
-        codes = reasons[offset:offset + size]
+        codes = reasons[offset : offset + size]
         positions = np.flatnonzero(codes)
-        save_atomic(removal_path(dedup_dir, task), np.stack([positions, codes[positions]], axis=1).astype(np.int64))
+        save_atomic(
+            removal_path(dedup_dir, task), np.stack([positions, codes[positions]], axis=1).astype(np.int64)
+        )
     removed = {reason: int((reasons == code).sum()) for code, reason in enumerate(REASONS, start=1)}
     return {"docs": n, "removed": removed, "clusters": clusters, "seconds": round(perf_counter() - start, 3)}
 

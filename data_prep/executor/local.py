@@ -41,8 +41,9 @@ def _run_in_pool(tasks: list[Any], fn: TaskFn, workers: int, progress: Progress 
     their progress comes back through a queue the parent drains while it waits."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue() if progress is not None else None
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
-                             initializer=_init_worker, initargs=(queue,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker, initargs=(queue,)
+    ) as pool:
         futures = [pool.submit(_run_in_worker, fn, task) for task in tasks]
         running = set(futures)
         while running:

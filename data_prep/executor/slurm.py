@@ -35,15 +35,27 @@ MAX_QUEUE_ERRORS = 20
 """Consecutive failed ``squeue`` calls (controller unreachable) before giving up on the job."""
 
 
-def render_script(cfg: Any, n_tasks: int, plan_path: str | Path, log_dir: str | Path, *, job_name: str,
-                  depends_on: str | None = None, python: str = sys.executable, entry: str = TASK_MAIN) -> str:
+def render_script(
+    cfg: Any,
+    n_tasks: int,
+    plan_path: str | Path,
+    log_dir: str | Path,
+    *,
+    job_name: str,
+    depends_on: str | None = None,
+    python: str = sys.executable,
+    entry: str = TASK_MAIN,
+) -> str:
     """The sbatch script for ``n_tasks`` array elements; ``cfg`` is a ``SlurmExecutorConfig``."""
     if n_tasks < 1:
         raise ValueError("a job array needs at least one task")
     q = shlex.quote
     array = f"0-{n_tasks - 1}" + (f"%{cfg.max_parallel}" if cfg.max_parallel else "")
-    options = [f"--job-name={q(job_name)}", f"--array={array}",
-               f"--output={q(str(Path(log_dir) / LOG_PATTERN))}"]
+    options = [
+        f"--job-name={q(job_name)}",
+        f"--array={array}",
+        f"--output={q(str(Path(log_dir) / LOG_PATTERN))}",
+    ]
     if depends_on:
         options += [f"--dependency=afterok:{depends_on}", "--kill-on-invalid-dep=yes"]
     if cfg.partition:
@@ -55,20 +67,29 @@ def render_script(cfg: Any, n_tasks: int, plan_path: str | Path, log_dir: str | 
     if cfg.mem:
         options.append(f"--mem={q(cfg.mem)}")
     options.extend(q(arg) for arg in cfg.sbatch_args)
-    lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in options),
-             "",
-             f"# Written by lmpipe: {n_tasks} array element(s), one per task listed in {plan_path}.",
-             "# Each element runs its task and leaves a completion marker; a rerun skips finished ones.",
-             "set -euo pipefail",
-             'echo "lmpipe: array task ${SLURM_ARRAY_TASK_ID} of job ${SLURM_ARRAY_JOB_ID} on $(hostname)"',
-             f'exec {q(python)} -m {q(entry)} {q(str(plan_path))} "${{SLURM_ARRAY_TASK_ID}}"',
-             ""]
+    lines = [
+        "#!/bin/bash",
+        *(f"#SBATCH {option}" for option in options),
+        "",
+        f"# Written by lmpipe: {n_tasks} array element(s), one per task listed in {plan_path}.",
+        "# Each element runs its task and leaves a completion marker; a rerun skips finished ones.",
+        "set -euo pipefail",
+        'echo "lmpipe: array task ${SLURM_ARRAY_TASK_ID} of job ${SLURM_ARRAY_JOB_ID} on $(hostname)"',
+        f'exec {q(python)} -m {q(entry)} {q(str(plan_path))} "${{SLURM_ARRAY_TASK_ID}}"',
+        "",
+    ]
     return "\n".join(lines)
 
 
 class SlurmExecutor:
-    def __init__(self, cfg: Any, workdir: str | Path, config: dict[str, Any],
-                 is_done: Callable[[str, Any], bool], entry: str = TASK_MAIN) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        workdir: str | Path,
+        config: dict[str, Any],
+        is_done: Callable[[str, Any], bool],
+        entry: str = TASK_MAIN,
+    ) -> None:
         """``cfg``: a ``SlurmExecutorConfig``; ``workdir``: where plans, scripts and logs/ go; ``config``:
         the resolved config the elements rebuild; ``is_done(stage, task)``: its completion marker exists."""
         self.cfg = cfg
@@ -108,23 +129,32 @@ class SlurmExecutor:
                 self.job_ids[stage.name] = self.submit(stage, previous)
                 cap = f", at most {self.cfg.max_parallel} at a time" if self.cfg.max_parallel else ""
                 after = f", after job {previous}" if previous else ""
-                _say(f"submitted Slurm job array {self.job_ids[stage.name]} for stage {stage.name} "
-                     f"({len(stage.tasks)} task(s){cap}{after}); logs in {self.log_dir}")
+                _say(
+                    f"submitted Slurm job array {self.job_ids[stage.name]} for stage {stage.name} "
+                    f"({len(stage.tasks)} task(s){cap}{after}); logs in {self.log_dir}"
+                )
                 previous = self.job_ids[stage.name]
             if stages:
                 self.wait(stages)
         except BaseException:
             if self.job_ids:
-                subprocess.run(["scancel", *self.job_ids.values()], capture_output=True, timeout=60,
-                               stdin=subprocess.DEVNULL, check=False)
+                subprocess.run(
+                    ["scancel", *self.job_ids.values()],
+                    capture_output=True,
+                    timeout=60,
+                    stdin=subprocess.DEVNULL,
+                    check=False,
+                )
             raise
         for stage in stages:
             failed = [index for index, task in enumerate(stage.tasks) if not self.is_done(stage.name, task)]
             if failed:
                 logs = ", ".join(str(self.log_path(stage.name, index)) for index in failed[:5])
                 more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-                raise TaskFailed(f"{len(failed)} of {len(stage.tasks)} {stage.name} task(s) of Slurm job "
-                                 f"{self.job_ids[stage.name]} failed; see {logs}{more}")
+                raise TaskFailed(
+                    f"{len(failed)} of {len(stage.tasks)} {stage.name} task(s) of Slurm job "
+                    f"{self.job_ids[stage.name]} failed; see {logs}{more}"
+                )
 
     def write_plan(self, stage: Stage) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create the log directory
@@ -134,9 +164,18 @@ class SlurmExecutor:
     def submit(self, stage: Stage, depends_on: str | None = None) -> str:
         """Write the stage's sbatch script (after ``write_plan``) and submit it; returns the job id."""
         script_path = self.script_path(stage.name)
-        _write_atomic(script_path, render_script(self.cfg, len(stage.tasks), self.plan_path(stage.name).resolve(),
-                                                 self.log_dir.resolve(), job_name=self.job_name(stage.name),
-                                                 depends_on=depends_on, entry=self.entry))
+        _write_atomic(
+            script_path,
+            render_script(
+                self.cfg,
+                len(stage.tasks),
+                self.plan_path(stage.name).resolve(),
+                self.log_dir.resolve(),
+                job_name=self.job_name(stage.name),
+                depends_on=depends_on,
+                entry=self.entry,
+            ),
+        )
         try:
             return submit(script_path)
         except (FileNotFoundError, ValueError) as exc:
@@ -149,13 +188,21 @@ class SlurmExecutor:
         deadline = time.monotonic() + self.cfg.timeout_minutes * 60 if self.cfg.timeout_minutes else None
         errors, last_report = 0, ""
         while True:
-            report = ", ".join(f"{stage.name} {sum(self.is_done(stage.name, t) for t in stage.tasks)}/{len(stage.tasks)}"
-                               for stage in stages)
+            report = ", ".join(
+                f"{stage.name} {sum(self.is_done(stage.name, t) for t in stage.tasks)}/{len(stage.tasks)}"
+                for stage in stages
+            )
             if report != last_report:
                 _say(f"slurm: done {report}")
                 last_report = report
-            proc = subprocess.run(["squeue", "--noheader", "--jobs", jobs, "--format=%i %T"], capture_output=True,
-                                  text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+            proc = subprocess.run(
+                ["squeue", "--noheader", "--jobs", jobs, "--format=%i %T"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
             if proc.returncode == 0 and not proc.stdout.strip():
                 return
             if proc.returncode != 0:
@@ -167,7 +214,9 @@ class SlurmExecutor:
             else:
                 errors = 0
             if deadline is not None and time.monotonic() > deadline:
-                raise TaskFailed(f"Slurm job(s) {jobs} still running after {self.cfg.timeout_minutes} min; cancelled")
+                raise TaskFailed(
+                    f"Slurm job(s) {jobs} still running after {self.cfg.timeout_minutes} min; cancelled"
+                )
             time.sleep(self.cfg.poll_seconds)
 
 

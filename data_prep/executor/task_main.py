@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     if is_done(cfg, stage, task):
         print(f"lmpipe: {stage} task {index} ({task.name}) is already done; skipped", flush=True)
         return 0
-    print(f"lmpipe: {stage} task {index}: {task.path or task.name} ({task.format or 'all inputs'})", flush=True)
+    print(
+        f"lmpipe: {stage} task {index}: {task.path or task.name} ({task.format or 'all inputs'})", flush=True
+    )
     result = run_stage_task(stage, cfg, task)
     stages = list(result.get("stages", {}).values())
     counts = f"{stages[0]['input']} in, {stages[-1]['kept']} kept, " if stages else ""

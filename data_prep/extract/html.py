@@ -18,7 +18,7 @@ from resiliparse.parse.html import HTMLParserException
 from data_prep.config import ExtractConfig
 from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 
 TRAFILATURA_OPTIONS = {
     "include_comments": False,
@@ -45,8 +45,9 @@ def require_trafilatura() -> None:
     try:
         import trafilatura  # noqa: F401
     except ImportError:
-        raise ConfigError("config error: extract.html: trafilatura is not installed; "
-                          "pip install 'lmpipe[extras]'") from None
+        raise ConfigError(
+            "config error: extract.html: trafilatura is not installed; pip install 'lmpipe[extras]'"
+        ) from None
 
 
 class HtmlExtractor(BaseFilter):

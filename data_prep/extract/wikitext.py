@@ -20,15 +20,50 @@ from mwparserfromhell.wikicode import Wikicode
 from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
 
-DROPPED_TAGS = frozenset({"ref", "references", "table", "gallery", "math", "chem", "score", "timeline", "graph",
-                          "imagemap", "mapframe", "syntaxhighlight", "source", "templatedata", "hiero", "inputbox"})
+DROPPED_TAGS = frozenset(
+    {
+        "ref",
+        "references",
+        "table",
+        "gallery",
+        "math",
+        "chem",
+        "score",
+        "timeline",
+        "graph",
+        "imagemap",
+        "mapframe",
+        "syntaxhighlight",
+        "source",
+        "templatedata",
+        "hiero",
+        "inputbox",
+    }
+)
 LINE_BREAK_TAGS = frozenset({"br", "li", "dt", "dd", "p", "div"})
-MEDIA_NAMESPACES = frozenset({
-    "file", "image", "media", "category",                      # en, and the canonical names every wiki accepts
-    "datei", "bild", "kategorie", "fichier", "catégorie",      # de, fr
-    "archivo", "imagen", "categoría", "categoria", "ficheiro",  # es, it, pt
-    "файл", "изображение", "категория", "kategoria", "plik",   # bg, ru, pl
-})
+MEDIA_NAMESPACES = frozenset(
+    {
+        "file",
+        "image",
+        "media",
+        "category",  # en, and the canonical names every wiki accepts
+        "datei",
+        "bild",
+        "kategorie",
+        "fichier",
+        "catégorie",  # de, fr
+        "archivo",
+        "imagen",
+        "categoría",
+        "categoria",
+        "ficheiro",  # es, it, pt
+        "файл",
+        "изображение",
+        "категория",
+        "kategoria",
+        "plik",  # bg, ru, pl
+    }
+)
 """Link prefixes whose links are not text: images and files, category tags."""
 _HEADING = "\x00"
 """Marks a heading line (followed by its level digit) between the walk and the clean-up."""
@@ -39,7 +74,9 @@ _SPACES = re.compile(r"[ \t\u00a0]+")
 _LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[a-z]+)*")
 
 
-_REFS_AND_COMMENTS = re.compile(r"<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+_REFS_AND_COMMENTS = re.compile(
+    r"<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL
+)
 """Cut before parsing: a ``<ref>`` holding unbalanced markup (an italic ``''`` never closed) is not
 parsed as a tag and would leak into the text; and refs are a large share of article wikitext,
 so the parser has less to do."""
@@ -102,8 +139,10 @@ def _clean(raw: str) -> str:
     kept: list[str] = []
     for i, line in enumerate(lines):
         if line.startswith(_HEADING):
-            following = next((later for later in lines[i + 1:]
-                              if not later.startswith(_HEADING) or later[1] <= line[1]), None)
+            following = next(
+                (later for later in lines[i + 1 :] if not later.startswith(_HEADING) or later[1] <= line[1]),
+                None,
+            )
             if following is None or following.startswith(_HEADING):
                 continue  # nothing but (empty) subsections up to the next heading of its level
             line = line[2:]

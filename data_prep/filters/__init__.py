@@ -10,5 +10,13 @@ from data_prep.filters.quality import QualityFilter
 from data_prep.filters.repetition import RepetitionFilter
 from data_prep.filters.url import UrlFilter
 
-__all__ = ["BadWordsFilter", "BaseFilter", "C4Filter", "LanguageFilter", "PiiRedactor", "QualityFilter",
-           "RepetitionFilter", "UrlFilter"]
+__all__ = [
+    "BadWordsFilter",
+    "BaseFilter",
+    "C4Filter",
+    "LanguageFilter",
+    "PiiRedactor",
+    "QualityFilter",
+    "RepetitionFilter",
+    "UrlFilter",
+]

@@ -9,8 +9,9 @@ empty, so every stage reads and reports the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from time import perf_counter
-from typing import ClassVar, Iterable, Iterator
+from typing import ClassVar
 
 from data_prep.document import Document
 from data_prep.stats import StageStats, utf8_length

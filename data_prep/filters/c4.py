@@ -18,7 +18,14 @@ from data_prep.filters.base import BaseFilter
 
 END_MARKS = (".", "?", "!", '"')
 ELLIPSIS = "..."
-POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+POLICY_PHRASES = (
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+)
 _ENDS_WITH_MARK = methodcaller("endswith", END_MARKS)
 _ENDS_WITH_ELLIPSIS = methodcaller("endswith", ELLIPSIS)
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")

@@ -18,15 +18,16 @@ its probability for the top label, as in datatrove and FineWeb.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from contextlib import redirect_stderr
-from typing import Any, Callable
+from typing import Any
 
 from resiliparse.parse.lang import detect_fast
 
 from data_prep.config import LanguageFilterConfig
 from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 
 RANK_CUTOFF = 1200
 
@@ -47,8 +48,10 @@ class FastTextLanguage:
         try:
             import fasttext
         except ImportError:
-            raise ConfigError("config error: language.fasttext_model: fasttext is not installed; "
-                              "pip install 'lmpipe[extras]'") from None
+            raise ConfigError(
+                "config error: language.fasttext_model: fasttext is not installed; "
+                "pip install 'lmpipe[extras]'"
+            ) from None
         self.model_path = model_path
         with redirect_stderr(io.StringIO()):  # its load_model warns, on every load, of an API change of 2019
             self.model: Any = fasttext.load_model(model_path)
@@ -80,7 +83,8 @@ class LanguageFilter(BaseFilter):
         self.languages = frozenset(cfg.languages)
         self.min_confidence = cfg.min_confidence
         self.detect: Callable[[str], tuple[str, float]] = (
-            FastTextLanguage(cfg.fasttext_model) if cfg.fasttext_model else resiliparse_language)
+            FastTextLanguage(cfg.fasttext_model) if cfg.fasttext_model else resiliparse_language
+        )
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         language, confidence = self.detect(doc.text)

@@ -86,7 +86,9 @@ def duplicate_shares(items: list[str]) -> tuple[float, float]:
     return repeats / len(items), repeated_chars / total_chars
 
 
-def repeated_ngrams(words: list[str], n: int, candidates: list[int] | None = None) -> tuple[Counter, list[int]]:
+def repeated_ngrams(
+    words: list[str], n: int, candidates: list[int] | None = None
+) -> tuple[Counter, list[int]]:
     """Counts of the n-grams starting at ``candidates`` (None: everywhere), and the starts of those
     that occur more than once.
 
@@ -98,7 +100,7 @@ def repeated_ngrams(words: list[str], n: int, candidates: list[int] | None = Non
         starts: range | list[int] = range(max(len(words) - n + 1, 0))
         grams = list(zip(*(words[k:] for k in range(n))))
     else:
-        starts = candidates[:bisect_right(candidates, len(words) - n)]
+        starts = candidates[: bisect_right(candidates, len(words) - n)]
         grams = list(zip(*[map(words.__getitem__, map(add, starts, repeat(k))) for k in range(n)]))
     counts = Counter(grams)
     if len(counts) == len(grams):
@@ -132,5 +134,5 @@ def covered_chars(lengths: list[int], starts: list[int], n: int) -> int:
     covered = bytearray(len(lengths))
     run = b"\x01" * n
     for start in starts:
-        covered[start:start + n] = run
+        covered[start : start + n] = run
     return sum(compress(lengths, covered))

@@ -14,8 +14,9 @@ written by ``datasets.Dataset.save_to_disk``).
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from data_prep.document import Document
 from data_prep.readers.hf import is_hf_dataset, read_hf
@@ -28,8 +29,15 @@ from data_prep.readers.wikipedia import read_wikipedia
 from data_prep.stats import StageStats
 
 Reader = Callable[[Any, StageStats], Iterator[Document]]
-READERS: dict[str, Reader] = {"warc": read_warc, "wet": read_wet, "wat": read_wat, "wiki": read_wikipedia,
-                              "jsonl": read_jsonl, "parquet": read_parquet, "hf": read_hf}
+READERS: dict[str, Reader] = {
+    "warc": read_warc,
+    "wet": read_wet,
+    "wat": read_wat,
+    "wiki": read_wikipedia,
+    "jsonl": read_jsonl,
+    "parquet": read_parquet,
+    "hf": read_hf,
+}
 PRE_EXTRACTED = frozenset({"wet", "wat", "jsonl", "parquet", "hf"})
 """Formats whose documents already hold plain text (``wat``: no documents at all): no extraction step."""
 

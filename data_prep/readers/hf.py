@@ -9,8 +9,9 @@ optional; other columns are ignored. Counted as the Parquet reader counts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from data_prep.document import Document
 from data_prep.stats import StageStats
@@ -20,12 +21,16 @@ BATCH_ROWS = 1024
 
 def is_hf_dataset(path: Path) -> bool:
     """A local directory written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
-    return path.is_dir() and ((path / "dataset_info.json").is_file() and (path / "state.json").is_file()
-                              or (path / "dataset_dict.json").is_file())
+    return path.is_dir() and (
+        (path / "dataset_info.json").is_file()
+        and (path / "state.json").is_file()
+        or (path / "dataset_dict.json").is_file()
+    )
 
 
-def read_hf(source: Any, stats: StageStats, *, default_source: str = "hf",
-            batch_rows: int = BATCH_ROWS) -> Iterator[Document]:
+def read_hf(
+    source: Any, stats: StageStats, *, default_source: str = "hf", batch_rows: int = BATCH_ROWS
+) -> Iterator[Document]:
     from datasets import Dataset, DatasetDict, load_from_disk  # slow to import: only when needed
 
     from data_prep.inputs import input_name, location_of
@@ -34,13 +39,16 @@ def read_hf(source: Any, stats: StageStats, *, default_source: str = "hf",
     path, name = location_of(source), input_name(source)
     loaded = load_from_disk(path)
     splits: list[tuple[str | None, Dataset]] = (
-        sorted(loaded.items()) if isinstance(loaded, DatasetDict) else [(None, loaded)])
+        sorted(loaded.items()) if isinstance(loaded, DatasetDict) else [(None, loaded)]
+    )
     for split, dataset in splits:
         where = f"{path}[{split}]" if split else path
         if "text" not in dataset.column_names:
             stats.input += 1
-            stats.error("missing_text_column",
-                        f"{where} (no 'text' column; it has: {', '.join(dataset.column_names)})")
+            stats.error(
+                "missing_text_column",
+                f"{where} (no 'text' column; it has: {', '.join(dataset.column_names)})",
+            )
             continue
         columns = [c for c in ("id", "text", "source", "url", "metadata") if c in dataset.column_names]
         dataset = dataset.select_columns(columns)

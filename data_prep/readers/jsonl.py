@@ -15,8 +15,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from data_prep.document import Document
 from data_prep.inputs import input_name, location_of, open_input
@@ -25,9 +26,17 @@ from data_prep.stats import StageStats
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def read_jsonl(source: Any, stats: StageStats, *, text_key: str = "text", id_key: str = "id",
-               url_key: str = "url", source_key: str = "source", metadata_key: str = "metadata",
-               default_source: str = "jsonl") -> Iterator[Document]:
+def read_jsonl(
+    source: Any,
+    stats: StageStats,
+    *,
+    text_key: str = "text",
+    id_key: str = "id",
+    url_key: str = "url",
+    source_key: str = "source",
+    metadata_key: str = "metadata",
+    default_source: str = "jsonl",
+) -> Iterator[Document]:
     path, name = location_of(source), input_name(source)
     known = {text_key, id_key, url_key, source_key, metadata_key}
     with _open(source) as f:

@@ -10,7 +10,8 @@ a file that is not Parquet, or is cut, is one ``corrupt_file`` entry (rows befor
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,8 +24,9 @@ COLUMNS = ("id", "text", "source", "url", "metadata")
 BATCH_ROWS = 1024
 
 
-def read_parquet(source: Any, stats: StageStats, *, default_source: str = "parquet",
-                 batch_rows: int = BATCH_ROWS) -> Iterator[Document]:
+def read_parquet(
+    source: Any, stats: StageStats, *, default_source: str = "parquet", batch_rows: int = BATCH_ROWS
+) -> Iterator[Document]:
     path, name = location_of(source), input_name(source)
     with open_input(source) as f:
         row = 0

@@ -19,7 +19,8 @@ not documents and are not counted.
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO, Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, BinaryIO
 
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
@@ -35,7 +36,16 @@ _SCAN_CHUNK = 1 << 20
 MAX_PAYLOAD_BYTES = 8 << 20
 """HTML payloads above this (after HTTP decoding) are dropped as ``too_large``: Common Crawl cuts
 at 1 MiB, and a bigger page is rarely prose but can cost seconds and hundreds of MB downstream."""
-BINARY_MAGIC = (b"%PDF-", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"PK\x03\x04", b"\x1f\x8b", b"RIFF", b"\x00\x00\x01\x00")
+BINARY_MAGIC = (
+    b"%PDF-",
+    b"\x89PNG",
+    b"\xff\xd8\xff",
+    b"GIF8",
+    b"PK\x03\x04",
+    b"\x1f\x8b",
+    b"RIFF",
+    b"\x00\x00\x01\x00",
+)
 
 Convert = Callable[[WarcRecord, StageStats, str, str], "Document | None"]
 """(record, stats, location, file name) -> the document (kept, counted by the caller), or None
@@ -46,8 +56,9 @@ def read_warc(path: Any, stats: StageStats) -> Iterator[Document]:
     yield from read_archive(path, stats, WarcRecordType.response, _html_response, parse_http=True)
 
 
-def read_archive(source: Any, stats: StageStats, record_type: WarcRecordType, convert: Convert, *,
-                 parse_http: bool) -> Iterator[Document]:
+def read_archive(
+    source: Any, stats: StageStats, record_type: WarcRecordType, convert: Convert, *, parse_http: bool
+) -> Iterator[Document]:
     """The records of ``record_type`` in a WARC-format file (WARC, WET), through ``convert``, surviving damage."""
     where, name = location_of(source), input_name(source)
     with open_input(source) as f:
@@ -58,9 +69,19 @@ def read_archive(source: Any, stats: StageStats, record_type: WarcRecordType, co
             offset = yield from _read_from(f, offset, *args, in_damage=True)
 
 
-def _read_from(f: BinaryIO, offset: int, path: str, name: str, marker: bytes, stats: StageStats,
-               record_type: WarcRecordType, convert: Convert, parse_http: bool, *,
-               in_damage: bool) -> Generator[Document, None, int | None]:
+def _read_from(
+    f: BinaryIO,
+    offset: int,
+    path: str,
+    name: str,
+    marker: bytes,
+    stats: StageStats,
+    record_type: WarcRecordType,
+    convert: Convert,
+    parse_http: bool,
+    *,
+    in_damage: bool,
+) -> Generator[Document, None, int | None]:
     """Yield documents from ``offset`` on; on damage, return the next record boundary to try (None: end of file).
 
     A damaged spot is counted once: a retry that fails before any record (``in_damage``)
@@ -134,8 +155,11 @@ def _document(record: WarcRecord, body: bytes, name: str, stats: StageStats) -> 
         text=_decode(body, record.http_charset, stats),
         source="cc",
         url=record.headers.get("WARC-Target-URI", "").strip("<>"),  # wget writes <url>
-        metadata={"date": record_date.isoformat() if record_date else "", "warc_file": name,
-                  "offset": record.stream_pos},
+        metadata={
+            "date": record_date.isoformat() if record_date else "",
+            "warc_file": name,
+            "offset": record.stream_pos,
+        },
     )
 
 
@@ -149,8 +173,10 @@ def _is_cut(record: WarcRecord) -> bool:
 def _was_decoded(record: WarcRecord) -> bool:
     """Chunked or compressed payloads shrink when fastwarc decodes them, so their length proves nothing."""
     headers = record.http_headers
-    return any(headers.get(name, "identity").lower() != "identity"
-               for name in ("Transfer-Encoding", "Content-Encoding"))
+    return any(
+        headers.get(name, "identity").lower() != "identity"
+        for name in ("Transfer-Encoding", "Content-Encoding")
+    )
 
 
 def _decode(body: bytes, declared: str | None, stats: StageStats | None = None) -> str:
@@ -178,6 +204,6 @@ def _find(f: BinaryIO, marker: bytes, start: int) -> int | None:
         found = window.find(marker)
         if found >= 0:
             return position - len(tail) + found
-        tail = window[-(len(marker) - 1):]
+        tail = window[-(len(marker) - 1) :]
         position += len(chunk)
     return None

@@ -7,7 +7,8 @@ one ``input`` ``dropped`` ``not_documents``, and yields nothing.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from data_prep.document import Document
 from data_prep.stats import StageStats

@@ -10,7 +10,8 @@ Counted per conversion record: ``input``; ``dropped`` ``empty_text``; ``errors``
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from fastwarc.warc import WarcRecord, WarcRecordType
 
@@ -40,7 +41,11 @@ def _conversion(record: WarcRecord, stats: StageStats, path: str, name: str) -> 
         text=text,
         source="cc",
         url=headers.get("WARC-Target-URI", "").strip("<>"),
-        metadata={"date": record_date.isoformat() if record_date else "", "warc_file": name,
-                  "offset": record.stream_pos, "language": headers.get("WARC-Identified-Content-Language", ""),
-                  "refers_to": headers.get("WARC-Refers-To", "").strip("<>")},
+        metadata={
+            "date": record_date.isoformat() if record_date else "",
+            "warc_file": name,
+            "offset": record.stream_pos,
+            "language": headers.get("WARC-Identified-Content-Language", ""),
+            "refers_to": headers.get("WARC-Refers-To", "").strip("<>"),
+        },
     )

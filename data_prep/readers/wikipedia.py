@@ -15,8 +15,9 @@ import bz2
 import gzip
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from data_prep.document import Document
 from data_prep.inputs import location_of, open_input
@@ -27,7 +28,9 @@ _REDIRECT = re.compile(r"\s*#[^\s\[]+\s*:?\s*\[\[")
 """``#REDIRECT [[X]]`` in any language (``#WEITERLEITUNG``, ``#ПРЕНАСОЧВАНЕ``); old schemas have no <redirect>."""
 _DISAMBIGUATION = re.compile(
     r"\{\{\s*(disambig\w*|dab|hndis|geodis|numberdis|shipindex|begriffsklärung|homonymie|desambiguación|"
-    r"disambigua|пояснение|многозначность)\s*[|}]", re.IGNORECASE)
+    r"disambigua|пояснение|многозначность)\s*[|}]",
+    re.IGNORECASE,
+)
 
 
 def read_wikipedia(source: Any, stats: StageStats) -> Iterator[Document]:
@@ -110,6 +113,10 @@ def _article(page: ET.Element, wiki: str, namespaces: dict[str, int]) -> Documen
         text=text,
         source="wiki",
         url=title,
-        metadata={"wiki": wiki, "page_id": int(page_id) if page_id.isdigit() else page_id,
-                  "revision_id": revision.get("id", "").strip(), "timestamp": revision.get("timestamp", "").strip()},
+        metadata={
+            "wiki": wiki,
+            "page_id": int(page_id) if page_id.isdigit() else page_id,
+            "revision_id": revision.get("id", "").strip(),
+            "timestamp": revision.get("timestamp", "").strip(),
+        },
     )

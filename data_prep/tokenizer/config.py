@@ -33,21 +33,32 @@ class TokenizerTrainConfig(Config):
     def check(self, prefix: str) -> None:
         require(bool(self.input), f"{prefix}input", "give the docs directory (--input)")
         require(bool(self.output), f"{prefix}output", "give an output directory (--output)")
-        require(256 + len(self.special_tokens) < self.vocab_size <= 4_294_967_295, f"{prefix}vocab_size",
-                "must exceed 256 byte tokens plus the special tokens")
+        require(
+            256 + len(self.special_tokens) < self.vocab_size <= 4_294_967_295,
+            f"{prefix}vocab_size",
+            "must exceed 256 byte tokens plus the special tokens",
+        )
         require(self.max_bytes > 0, f"{prefix}max_bytes", "must be > 0")
         require(self.min_frequency >= 1, f"{prefix}min_frequency", "must be >= 1")
-        require(self.eos_token in self.special_tokens, f"{prefix}special_tokens",
-                f"must include eos_token {self.eos_token!r} (tokenize appends it to every document)")
+        require(
+            self.eos_token in self.special_tokens,
+            f"{prefix}special_tokens",
+            f"must include eos_token {self.eos_token!r} (tokenize appends it to every document)",
+        )
         for role in ("bos_token", "pad_token"):
             token = getattr(self, role)
-            require(not token or token in self.special_tokens, f"{prefix}{role}",
-                    f"{token!r} is not one of special_tokens")
+            require(
+                not token or token in self.special_tokens,
+                f"{prefix}{role}",
+                f"{token!r} is not one of special_tokens",
+            )
 
     @property
     def roles(self) -> dict[str, str]:
         """``{"bos_token": ..., "eos_token": ..., "pad_token": ...}`` for the roles that are set."""
-        return {role: token for role in ("bos_token", "eos_token", "pad_token") if (token := getattr(self, role))}
+        return {
+            role: token for role in ("bos_token", "eos_token", "pad_token") if (token := getattr(self, role))
+        }
 
     @property
     def chat_tokens(self) -> list[str]:
@@ -85,8 +96,11 @@ class TokenizeConfig(Config):
         require(bool(self.tokenizer), f"{prefix}tokenizer", "give the tokenizer directory (--tokenizer)")
         require(bool(self.output), f"{prefix}output", "give an output directory (--output)")
         require(0.0 <= self.val_fraction < 1.0, f"{prefix}val_fraction", "must be in [0, 1)")
-        require(0 < self.shard_size_bytes < 1 << 31, f"{prefix}shard_size_bytes",
-                "must be in (0, 2 GiB): shards use int32 list offsets")
+        require(
+            0 < self.shard_size_bytes < 1 << 31,
+            f"{prefix}shard_size_bytes",
+            "must be in (0, 2 GiB): shards use int32 list offsets",
+        )
         require(self.batch_size >= 1, f"{prefix}batch_size", "must be >= 1")
         require(self.workers >= 1, f"{prefix}workers", "must be >= 1")
         require_choice(self.executor, f"{prefix}executor", EXECUTORS)

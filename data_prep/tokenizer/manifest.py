@@ -21,13 +21,22 @@ SHARD_KEYS = ("path", "split", "source", "docs", "tokens", "sha256")
 TOKENIZER_KEYS = ("path", "sha256", "vocab_size", "eos_id")
 
 
-def build_manifest(*, tokenizer: dict, dtype: str, shards: list[dict], config: dict, command: str,
-                   counts: dict[str, int] | None = None) -> dict:
+def build_manifest(
+    *,
+    tokenizer: dict,
+    dtype: str,
+    shards: list[dict],
+    config: dict,
+    command: str,
+    counts: dict[str, int] | None = None,
+) -> dict:
     """``counts`` are run-wide counts that no shard holds (e.g. ``skipped_empty`` documents); they join the totals."""
     shards = sorted(shards, key=lambda shard: shard["path"])
     by_split = {split: _count([s for s in shards if s["split"] == split]) for split in SPLITS}
-    by_source = {source: _count([s for s in shards if s["source"] == source])
-                 for source in sorted({s["source"] for s in shards})}
+    by_source = {
+        source: _count([s for s in shards if s["source"] == source])
+        for source in sorted({s["source"] for s in shards})
+    }
     return {
         "format_version": FORMAT_VERSION,
         "tokenizer": tokenizer,

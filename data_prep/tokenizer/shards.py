@@ -59,8 +59,16 @@ class ShardWriter:
     ``output_dir`` (the directory that holds ``shards/``).
     """
 
-    def __init__(self, output_dir: str | Path, *, split: str, source: str, task: int,
-                 dtype: np.dtype, shard_size_bytes: int):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        *,
+        split: str,
+        source: str,
+        task: int,
+        dtype: np.dtype,
+        shard_size_bytes: int,
+    ):
         self.output_dir = Path(output_dir)
         self.split, self.source, self.task = split, source, task
         self.dtype = np.dtype(dtype)
@@ -101,7 +109,9 @@ class ShardWriter:
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
         values = np.concatenate(self._tokens)
-        rows = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=self.schema.field(COLUMN).type)
+        rows = pa.ListArray.from_arrays(
+            pa.array(offsets), pa.array(values), type=self.schema.field(COLUMN).type
+        )
         name = shard_name(self.split, self.source, self.task, len(self.entries))
         path = self.output_dir / SHARDS_SUBDIR / name
         tmp = path.with_name(f".{name}.tmp")
@@ -109,8 +119,14 @@ class ShardWriter:
             writer.write_batch(pa.record_batch([rows], schema=self.schema))
         sha256 = file_sha256(tmp)
         os.replace(tmp, path)
-        self.entries.append({
-            "path": f"{SHARDS_SUBDIR}/{name}", "split": self.split, "source": self.source,
-            "docs": len(lengths), "tokens": len(values), "sha256": sha256,
-        })
+        self.entries.append(
+            {
+                "path": f"{SHARDS_SUBDIR}/{name}",
+                "split": self.split,
+                "source": self.source,
+                "docs": len(lengths),
+                "tokens": len(values),
+                "sha256": sha256,
+            }
+        )
         self._tokens, self._lengths, self._bytes = [], [], 0

@@ -34,23 +34,41 @@ class SpecialTokens:
 
     def manifest_entry(self) -> dict:
         """The ids (read by the training side) and the names (for people) of the manifest's tokenizer."""
-        return {"eos_id": self.eos_id, "bos_id": self.bos_id, "pad_id": self.pad_id,
-                "eos_token": self.eos, "bos_token": self.bos, "pad_token": self.pad}
+        return {
+            "eos_id": self.eos_id,
+            "bos_id": self.bos_id,
+            "pad_id": self.pad_id,
+            "eos_token": self.eos,
+            "bos_token": self.bos,
+            "pad_token": self.pad,
+        }
 
 
-def find_special_tokens(tokenizer: Tokenizer, path: str | Path, *, eos: str = "", bos: str = "") -> SpecialTokens:
+def find_special_tokens(
+    tokenizer: Tokenizer, path: str | Path, *, eos: str = "", bos: str = ""
+) -> SpecialTokens:
     """Resolve the roles for the tokenizer loaded from ``path`` (a tokenizer.json);
     ``eos``/``bos`` are names from the config ("" = detect). Errors are one line naming ``path``."""
     path = Path(path)
     declared = _declared_roles(path.with_name(HF_CONFIG_FILE))
-    found = {role: _find(tokenizer, path, role, given, declared.get(role))
-             for role, given in (("eos", eos), ("bos", bos), ("pad", ""))}
+    found = {
+        role: _find(tokenizer, path, role, given, declared.get(role))
+        for role, given in (("eos", eos), ("bos", bos), ("pad", ""))
+    }
     if found["eos"] is None:
-        raise ValueError(f"{path}: no end-of-document token: none of {', '.join(CANDIDATES['eos'])} is in its "
-                         "vocabulary; name it with eos_token=...")
+        raise ValueError(
+            f"{path}: no end-of-document token: none of {', '.join(CANDIDATES['eos'])} is in its "
+            "vocabulary; name it with eos_token=..."
+        )
     ids = {role: None if name is None else tokenizer.token_to_id(name) for role, name in found.items()}
-    return SpecialTokens(eos=found["eos"], eos_id=ids["eos"], bos=found["bos"], bos_id=ids["bos"],
-                         pad=found["pad"], pad_id=ids["pad"])
+    return SpecialTokens(
+        eos=found["eos"],
+        eos_id=ids["eos"],
+        bos=found["bos"],
+        bos_id=ids["bos"],
+        pad=found["pad"],
+        pad_id=ids["pad"],
+    )
 
 
 def _find(tokenizer: Tokenizer, path: Path, role: str, given: str, declared: str | None) -> str | None:

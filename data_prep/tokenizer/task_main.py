@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lmpipe: {plan['stage']} task {index}: {task.input}", flush=True)
     start = time.perf_counter()
     docs = run_task(task)
-    print(f"lmpipe: {plan['stage']} task {index} done: {docs} docs, {time.perf_counter() - start:.2f} s", flush=True)
+    print(
+        f"lmpipe: {plan['stage']} task {index} done: {docs} docs, {time.perf_counter() - start:.2f} s",
+        flush=True,
+    )
     return 0
 
 

@@ -77,8 +77,13 @@ class TokenizeTask:
 
     @property
     def settings(self) -> dict:
-        return {"input": self.input, "tokenizer_sha256": self.tokenizer_sha256, "eos_id": self.eos_id,
-                "val_fraction": self.val_fraction, "shard_size_bytes": self.shard_size_bytes}
+        return {
+            "input": self.input,
+            "tokenizer_sha256": self.tokenizer_sha256,
+            "eos_id": self.eos_id,
+            "val_fraction": self.val_fraction,
+            "shard_size_bytes": self.shard_size_bytes,
+        }
 
     @property
     def marker(self) -> Path:
@@ -118,10 +123,20 @@ def tokenize(cfg: TokenizeConfig, progress: Progress | None = None) -> dict:
     tokenizer_file = _copy_tokenizer(source, output)
     tokenizer_sha256 = file_sha256(tokenizer_file)
 
-    tasks = [TokenizeTask(index=i, input=str(path), output=str(output), tokenizer=str(tokenizer_file),
-                          tokenizer_sha256=tokenizer_sha256, eos_id=special.eos_id, val_fraction=cfg.val_fraction,
-                          shard_size_bytes=cfg.shard_size_bytes, batch_size=cfg.batch_size)
-             for i, path in enumerate(files)]
+    tasks = [
+        TokenizeTask(
+            index=i,
+            input=str(path),
+            output=str(output),
+            tokenizer=str(tokenizer_file),
+            tokenizer_sha256=tokenizer_sha256,
+            eos_id=special.eos_id,
+            val_fraction=cfg.val_fraction,
+            shard_size_bytes=cfg.shard_size_bytes,
+            batch_size=cfg.batch_size,
+        )
+        for i, path in enumerate(files)
+    ]
     todo = [task for task in tasks if not is_done(task)]
     _make_executor(cfg).run_stages([Stage(STAGE, todo, _task_fn(cfg.workers, len(todo)))], progress)
 
@@ -134,8 +149,12 @@ def tokenize(cfg: TokenizeConfig, progress: Progress | None = None) -> dict:
     shards = [entry for marker in markers for entry in marker["shards"]]
     _remove_stale_shards(output, {shard["path"] for shard in shards})
     manifest = build_manifest(
-        tokenizer={"path": tokenizer_file.name, "sha256": tokenizer_sha256,
-                   "vocab_size": tokenizer.get_vocab_size(), **special.manifest_entry()},
+        tokenizer={
+            "path": tokenizer_file.name,
+            "sha256": tokenizer_sha256,
+            "vocab_size": tokenizer.get_vocab_size(),
+            **special.manifest_entry(),
+        },
         dtype=str(token_dtype(tokenizer.get_vocab_size())),
         shards=shards,
         config=cfg.to_dict(),
@@ -176,9 +195,17 @@ def run_task(task: TokenizeTask, progress: Progress | None = None) -> int:
         for key, group in groups.items():
             doc_end = doc_start + len(group)
             if key not in writers:
-                writers[key] = ShardWriter(task.output, split=key[0], source=key[1], task=task.index,
-                                           dtype=dtype, shard_size_bytes=task.shard_size_bytes)
-            writers[key].add(tokens[token_offsets[doc_start]:token_offsets[doc_end]], lengths[doc_start:doc_end])
+                writers[key] = ShardWriter(
+                    task.output,
+                    split=key[0],
+                    source=key[1],
+                    task=task.index,
+                    dtype=dtype,
+                    shard_size_bytes=task.shard_size_bytes,
+                )
+            writers[key].add(
+                tokens[token_offsets[doc_start] : token_offsets[doc_end]], lengths[doc_start:doc_end]
+            )
             doc_start = doc_end
         docs += len(texts)
         if progress is not None:
@@ -191,7 +218,9 @@ def run_task(task: TokenizeTask, progress: Progress | None = None) -> int:
     return docs
 
 
-def flat_with_eos(token_lists: list[list[int]], eos_id: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def flat_with_eos(
+    token_lists: list[list[int]], eos_id: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
     """(concatenated tokens with EOS after each document, per-document lengths with the EOS).
 
     One pass over the ids into a typed array, then one vectorised insert: no per-document
@@ -222,8 +251,10 @@ def _texts_by_key(batch: Any, task: TokenizeTask) -> dict[tuple[str, str], list[
         if not text:
             continue
         if source not in valid:
-            raise ValueError(f"{task.input}: document {doc_id!r} has source {source!r}; "
-                             f"sources must match {SOURCE_PATTERN.pattern}")
+            raise ValueError(
+                f"{task.input}: document {doc_id!r} has source {source!r}; "
+                f"sources must match {SOURCE_PATTERN.pattern}"
+            )
         groups.setdefault((split_of(doc_id, task.val_fraction), source), []).append(text)
     return groups
 
@@ -233,8 +264,13 @@ def _make_executor(cfg: TokenizeConfig) -> Any:
     if cfg.executor == "slurm":
         from data_prep.executor.slurm import SlurmExecutor
 
-        return SlurmExecutor(cfg.slurm, Path(cfg.output) / "slurm", cfg.to_dict(),
-                             lambda _stage, task: is_done(task), entry=TASK_MAIN)
+        return SlurmExecutor(
+            cfg.slurm,
+            Path(cfg.output) / "slurm",
+            cfg.to_dict(),
+            lambda _stage, task: is_done(task),
+            entry=TASK_MAIN,
+        )
     from data_prep.executor.local import LocalExecutor
 
     return LocalExecutor(cfg.workers)

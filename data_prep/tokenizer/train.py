@@ -104,7 +104,11 @@ def write_transformers_files(output: Path, cfg: TokenizerTrainConfig) -> None:
     """tokenizer_config.json and special_tokens_map.json, as ``save_pretrained`` writes them
     (without importing transformers, which is not a runtime dependency)."""
     special = {**cfg.roles, "additional_special_tokens": cfg.chat_tokens}
-    hf_config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **special}
+    hf_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": False,
+        **special,
+    }
     for name, data in ((SPECIAL_TOKENS_MAP_FILE, special), (HF_CONFIG_FILE, hf_config)):
         tmp = output / f".{name}.tmp"
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

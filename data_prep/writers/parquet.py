@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from time import perf_counter
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,8 +19,15 @@ import pyarrow.parquet as pq
 from data_prep.document import Document
 from data_prep.stats import StageStats, utf8_length
 
-SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
-                    ("url", pa.string()), ("metadata", pa.string())])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("url", pa.string()),
+        ("metadata", pa.string()),
+    ]
+)
 ROW_GROUP_DOCS = 2_000
 
 
@@ -67,10 +74,17 @@ class ParquetWriter:
         if self._writer is None:
             self.paths.append(shard_path(self.docs_dir, self.task, len(self.paths)))
             self._writer = pq.ParquetWriter(self._temp_path(), SCHEMA, compression="zstd")
-        columns = [[d.id for d in batch], [d.text for d in batch], [d.source for d in batch], [d.url for d in batch],
-                   [json.dumps(d.metadata, ensure_ascii=False, sort_keys=True) for d in batch]]
+        columns = [
+            [d.id for d in batch],
+            [d.text for d in batch],
+            [d.source for d in batch],
+            [d.url for d in batch],
+            [json.dumps(d.metadata, ensure_ascii=False, sort_keys=True) for d in batch],
+        ]
         # from_arrays, not pa.table(dict): the dict path imports pandas (0.25 s) to check for frames.
-        self._writer.write_table(pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], schema=SCHEMA))
+        self._writer.write_table(
+            pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], schema=SCHEMA)
+        )
         for doc in batch:
             self.stats.keep(utf8_length(doc.text))
         self._rows_in_shard += len(batch)

@@ -55,10 +55,16 @@ class SweepFitConfig(Config):
 
     def check(self, prefix: str) -> None:
         require(all(c > 0 for c in self.compute), f"{prefix}compute", "every budget must be > 0 FLOP")
-        require(bool(self.csv) != bool(self.experiment), f"{prefix}csv",
-                "give the runs CSV (--csv FILE) or an MLflow experiment (--experiment NAME), one of the two")
-        require(not self.experiment or bool(tracking_uri(self.tracking_uri)), f"{prefix}tracking_uri",
-                "give the MLflow store of the experiment (--tracking-uri, or $MLFLOW_TRACKING_URI)")
+        require(
+            bool(self.csv) != bool(self.experiment),
+            f"{prefix}csv",
+            "give the runs CSV (--csv FILE) or an MLflow experiment (--experiment NAME), one of the two",
+        )
+        require(
+            not self.experiment or bool(tracking_uri(self.tracking_uri)),
+            f"{prefix}tracking_uri",
+            "give the MLflow store of the experiment (--tracking-uri, or $MLFLOW_TRACKING_URI)",
+        )
         require(self.n_bootstrap >= 0, f"{prefix}n_bootstrap", "must be >= 0")
         require(0.0 < self.ci_level < 1.0, f"{prefix}ci_level", "must be between 0 and 1")
         require(self.budget_rtol >= 0.0, f"{prefix}budget_rtol", "must be >= 0")
@@ -78,23 +84,35 @@ class SweepCompareConfig(Config):
     def check(self, prefix: str) -> None:
         from pipeline.scaling.compare import SORT_KEYS
 
-        require(bool(self.experiment), f"{prefix}experiment", "give the MLflow experiment (--experiment NAME)")
-        require(bool(tracking_uri(self.tracking_uri)), f"{prefix}tracking_uri",
-                "give the MLflow store (--tracking-uri, or $MLFLOW_TRACKING_URI)")
+        require(
+            bool(self.experiment), f"{prefix}experiment", "give the MLflow experiment (--experiment NAME)"
+        )
+        require(
+            bool(tracking_uri(self.tracking_uri)),
+            f"{prefix}tracking_uri",
+            "give the MLflow store (--tracking-uri, or $MLFLOW_TRACKING_URI)",
+        )
         require_choice(self.sort, f"{prefix}sort", SORT_KEYS)
 
 
-def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
+def add_parsers(verbs: argparse._SubParsersAction) -> None:
     """Add ``sweep`` and its sub-verbs to the top-level ``lmpipe`` parser."""
-    sweep = verbs.add_parser("sweep", help="scaling-law sweeps: plan, run, plot, fit, compare",
-                             description="scaling-law sweeps")
+    sweep = verbs.add_parser(
+        "sweep", help="scaling-law sweeps: plan, run, plot, fit, compare", description="scaling-law sweeps"
+    )
     sweep_verbs = sweep.add_subparsers(title="sweep verbs", metavar="VERB")
-    about = ("fit a runs CSV to L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla approach 3, bootstrap CIs) and, "
-             "where runs share compute budgets, find IsoFLOP optima (approach 2); writes fit.json")
+    about = (
+        "fit a runs CSV to L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla approach 3, bootstrap CIs) and, "
+        "where runs share compute budgets, find IsoFLOP optima (approach 2); writes fit.json"
+    )
     fit = sweep_verbs.add_parser("fit", help=about, description=about)
     fit.add_argument("--config", help="YAML config file (defaults are built in)")
-    fit.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                     help="dotted config overrides, e.g. ci_level=0.9 budget_rtol=0.1")
+    fit.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.sub=value",
+        help="dotted config overrides, e.g. ci_level=0.9 budget_rtol=0.1",
+    )
     fit.add_argument("--csv", help="runs CSV, one row per run")
     fit.add_argument("--experiment", help="instead of --csv: the finished runs of this MLflow experiment")
     fit.add_argument("--tracking-uri", help="the experiment's MLflow store (default $MLFLOW_TRACKING_URI)")
@@ -105,26 +123,49 @@ def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
     fit.add_argument("--output", help="where to write the fit (default fit.json)")
     fit.add_argument("--n-bootstrap", type=int, help="bootstrap refits for the CIs (default 200; 0: none)")
     fit.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
-    fit.add_argument("--compute", type=float, nargs="+", metavar="C",
-                     help="also predict the compute-optimal N*, D* and loss (with CIs) at these budgets, FLOP")
+    fit.add_argument(
+        "--compute",
+        type=float,
+        nargs="+",
+        metavar="C",
+        help="also predict the compute-optimal N*, D* and loss (with CIs) at these budgets, FLOP",
+    )
     fit.set_defaults(run=_run_fit)
 
-    about = ("resolve a sweep config (configs/sweep/*.yaml) into one train config per run under <root>/runs/, "
-             "print the runs with an estimated time, write plan.json and plan.csv")
+    about = (
+        "resolve a sweep config (configs/sweep/*.yaml) into one train config per run under <root>/runs/, "
+        "print the runs with an estimated time, write plan.json and plan.csv"
+    )
     _sweep_verb(sweep_verbs, "plan", about, _run_plan)
-    about = ("train the sweep's unfinished runs one after another (or as one Slurm job array with --slurm), "
-             "children of one MLflow parent run; then log the losses, the fit and the plots on the parent")
+    about = (
+        "train the sweep's unfinished runs one after another (or as one Slurm job array with --slurm), "
+        "children of one MLflow parent run; then log the losses, the fit and the plots on the parent"
+    )
     run = _sweep_verb(sweep_verbs, "run", about, _run_sweep)
-    run.add_argument("--nproc-per-node", type=int, help="ranks per run, under torchrun (default: the config's nproc_per_node; 1 trains in this process)")
-    run.add_argument("--max-runs", type=int, default=0, help="stop after this many runs (0: all); rerun to go on")
-    run.add_argument("--slurm", metavar="PROFILE", help="submit one job array from this cluster profile instead")
+    run.add_argument(
+        "--nproc-per-node",
+        type=int,
+        help="ranks per run, under torchrun (default: the config's nproc_per_node; 1 trains in this process)",
+    )
+    run.add_argument(
+        "--max-runs", type=int, default=0, help="stop after this many runs (0: all); rerun to go on"
+    )
+    run.add_argument(
+        "--slurm", metavar="PROFILE", help="submit one job array from this cluster profile instead"
+    )
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
-    run.add_argument("--max-parallel", type=int, default=0, help="--slurm: array elements at once (0: no cap)")
-    run.add_argument("--dry-run", action="store_true", help="--slurm: print the sbatch script, submit nothing")
+    run.add_argument(
+        "--max-parallel", type=int, default=0, help="--slurm: array elements at once (0: no cap)"
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="--slurm: print the sbatch script, submit nothing"
+    )
     about = "the sweep's plots from its finished runs (and fit.json, if any) into <root>/plots"
     _sweep_verb(sweep_verbs, "plot", about, _run_plot)
 
-    about = "an MLflow experiment's runs side by side: N, D, C, final train/val loss, ppl, tokens/s, wall time"
+    about = (
+        "an MLflow experiment's runs side by side: N, D, C, final train/val loss, ppl, tokens/s, wall time"
+    )
     compare = sweep_verbs.add_parser("compare", help=about, description=about)
     compare.add_argument("--config", help="YAML config file (defaults are built in)")
     compare.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
@@ -139,7 +180,9 @@ def add_sweep_parser(verbs: argparse._SubParsersAction) -> None:
 def _sweep_verb(verbs: argparse._SubParsersAction, name: str, about: str, run) -> argparse.ArgumentParser:
     verb = verbs.add_parser(name, help=about, description=about)
     verb.add_argument("--config", required=True, help="sweep config, e.g. configs/sweep/cpu-small.yaml")
-    verb.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted overrides, e.g. root=runs/s1")
+    verb.add_argument(
+        "overrides", nargs="*", metavar="key.sub=value", help="dotted overrides, e.g. root=runs/s1"
+    )
     verb.set_defaults(run=run)
     return verb
 
@@ -147,8 +190,9 @@ def _sweep_verb(verbs: argparse._SubParsersAction, name: str, about: str, run) -
 def _sweep_config(args: argparse.Namespace):
     from pipeline.scaling.plan import SweepConfig
 
-    return SweepConfig.load(args.config, args.overrides,
-                            values={"nproc_per_node": getattr(args, "nproc_per_node", None)})
+    return SweepConfig.load(
+        args.config, args.overrides, values={"nproc_per_node": getattr(args, "nproc_per_node", None)}
+    )
 
 
 def _write_plan(cfg, parent_run_id: str):
@@ -166,8 +210,10 @@ def _run_plan(args: argparse.Namespace) -> int:
     cfg = _sweep_config(args)
     plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
     print(format_plan(plan))
-    print(f"wrote {len(plan.runs)} run configs under {cfg.root_dir / 'runs'}, {cfg.root_dir / 'plan.json'} and "
-          f"{cfg.root_dir / 'plan.csv'}")
+    print(
+        f"wrote {len(plan.runs)} run configs under {cfg.root_dir / 'runs'}, {cfg.root_dir / 'plan.json'} and "
+        f"{cfg.root_dir / 'plan.csv'}"
+    )
     return 0
 
 
@@ -178,12 +224,23 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.max_runs < 0:
         raise ValueError(f"--max-runs must be >= 0, got {args.max_runs}")
     if args.dry_run and not args.slurm:
-        raise ValueError("--dry-run goes with --slurm PROFILE; `lmpipe sweep plan` shows a local sweep's runs")
+        raise ValueError(
+            "--dry-run goes with --slurm PROFILE; `lmpipe sweep plan` shows a local sweep's runs"
+        )
     cfg = _sweep_config(args)
     if args.dry_run:
         plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
-        print(slurm_script(cfg, plan, profile_path=args.slurm, profile_overrides=args.set,
-                           max_parallel=args.max_parallel, workdir=os.getcwd())[0], end="")
+        print(
+            slurm_script(
+                cfg,
+                plan,
+                profile_path=args.slurm,
+                profile_overrides=args.set,
+                max_parallel=args.max_parallel,
+                workdir=os.getcwd(),
+            )[0],
+            end="",
+        )
         return 0
     plan_sweep(cfg)  # a config that cannot be planned fails before the parent run is made
     parent = ensure_parent_run(cfg)
@@ -191,21 +248,35 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.slurm:
         from launch.slurm import submit
 
-        script, pending = slurm_script(cfg, plan, profile_path=args.slurm, profile_overrides=args.set,
-                                       max_parallel=args.max_parallel, workdir=os.getcwd())
+        script, pending = slurm_script(
+            cfg,
+            plan,
+            profile_path=args.slurm,
+            profile_overrides=args.set,
+            max_parallel=args.max_parallel,
+            workdir=os.getcwd(),
+        )
         path = cfg.root_dir / f"sweep-{cfg.name}.sbatch"
         path.write_text(script)
-        print(f"lmpipe: submitted {path} ({len(pending)} runs) as job {submit(path)}; when it has finished, "
-              f"`lmpipe sweep run --config {args.config}` again logs the results on the parent run", file=sys.stderr)
+        print(
+            f"lmpipe: submitted {path} ({len(pending)} runs) as job {submit(path)}; when it has finished, "
+            f"`lmpipe sweep run --config {args.config}` again logs the results on the parent run",
+            file=sys.stderr,
+        )
         return 0
     left = run_local(cfg, plan, max_runs=args.max_runs)
     if left:
-        print(f"sweep {cfg.name}: stopped with {len(left)} run(s) left (--max-runs); run the same command to go on",
-              file=sys.stderr)
+        print(
+            f"sweep {cfg.name}: stopped with {len(left)} run(s) left (--max-runs); run the same command to go on",
+            file=sys.stderr,
+        )
         return 0
     fit = summarize(cfg, plan, parent)
-    print(f"sweep {cfg.name}: {len(plan.runs)} runs finished; parent MLflow run {parent}"
-          + (f"; fit in {fit}" if fit else "") + f"; plots in {cfg.root_dir / 'plots'}")
+    print(
+        f"sweep {cfg.name}: {len(plan.runs)} runs finished; parent MLflow run {parent}"
+        + (f"; fit in {fit}" if fit else "")
+        + f"; plots in {cfg.root_dir / 'plots'}"
+    )
     return 0
 
 
@@ -217,17 +288,31 @@ def _run_plot(args: argparse.Namespace) -> int:
     cfg = _sweep_config(args)
     plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
     fit = cfg.root_dir / "fit.json"
-    written = write_plots(plan, load_outcomes(cfg, plan), cfg.root_dir / "plots",
-                          fit_file=fit if fit.is_file() else None)
+    written = write_plots(
+        plan, load_outcomes(cfg, plan), cfg.root_dir / "plots", fit_file=fit if fit.is_file() else None
+    )
     print("\n".join(f"wrote {path}" for path in written) or "no finished runs to plot yet")
     return 0
 
 
 def _run_fit(args: argparse.Namespace) -> int:
-    cfg = SweepFitConfig.load(args.config, args.overrides, values=dict(
-        csv=args.csv, experiment=args.experiment, tracking_uri=args.tracking_uri, n_col=args.n_col,
-        c_col=args.c_col, d_col=args.d_col, loss_col=args.loss_col, output=args.output,
-        n_bootstrap=args.n_bootstrap, seed=args.seed, compute=args.compute))
+    cfg = SweepFitConfig.load(
+        args.config,
+        args.overrides,
+        values=dict(
+            csv=args.csv,
+            experiment=args.experiment,
+            tracking_uri=args.tracking_uri,
+            n_col=args.n_col,
+            c_col=args.c_col,
+            d_col=args.d_col,
+            loss_col=args.loss_col,
+            output=args.output,
+            n_bootstrap=args.n_bootstrap,
+            seed=args.seed,
+            compute=args.compute,
+        ),
+    )
     from pipeline.scaling.compare import experiment_runs, fit_points
     from pipeline.scaling.fit import FitOptions, fit_scaling_law
     from pipeline.scaling.io import read_runs
@@ -237,13 +322,25 @@ def _run_fit(args: argparse.Namespace) -> int:
         runs = fit_points(experiment_runs(cfg.experiment, tracking_uri(cfg.tracking_uri)))
     else:
         runs = read_runs(cfg.csv, n_col=cfg.n_col, loss_col=cfg.loss_col, c_col=cfg.c_col, d_col=cfg.d_col)
-    fit = fit_scaling_law(runs.n, runs.d, runs.loss,
-                          FitOptions(n_bootstrap=cfg.n_bootstrap, ci_level=cfg.ci_level, seed=cfg.seed))
+    fit = fit_scaling_law(
+        runs.n,
+        runs.d,
+        runs.loss,
+        FitOptions(n_bootstrap=cfg.n_bootstrap, ci_level=cfg.ci_level, seed=cfg.seed),
+    )
     result = fit.to_json()
     optima = [fit.compute_optimal(budget) for budget in cfg.compute]
     if optima:
-        result["compute_optimal"] = [{"C": o.compute, "N": o.n, "D": o.d, "loss": o.loss,
-                                      "ci": {key: list(bounds) for key, bounds in o.ci.items()}} for o in optima]
+        result["compute_optimal"] = [
+            {
+                "C": o.compute,
+                "N": o.n,
+                "D": o.d,
+                "loss": o.loss,
+                "ci": {key: list(bounds) for key, bounds in o.ci.items()},
+            }
+            for o in optima
+        ]
     isoflop: IsoFlopFit | None = None
     with warnings.catch_warnings(record=True) as skipped_budgets:
         warnings.simplefilter("always")
@@ -258,8 +355,11 @@ def _run_fit(args: argparse.Namespace) -> int:
         for warning in skipped_budgets[:SHOWN_WARNINGS]:
             print(f"lmpipe: warning: {warning.message}", file=sys.stderr)
         if len(skipped_budgets) > SHOWN_WARNINGS:
-            print(f"lmpipe: warning: isoflop: {len(skipped_budgets) - SHOWN_WARNINGS} more budget(s) skipped; "
-                  f"all are listed under isoflop.skipped in {cfg.output}", file=sys.stderr)
+            print(
+                f"lmpipe: warning: isoflop: {len(skipped_budgets) - SHOWN_WARNINGS} more budget(s) skipped; "
+                f"all are listed under isoflop.skipped in {cfg.output}",
+                file=sys.stderr,
+            )
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
@@ -273,8 +373,10 @@ def _run_fit(args: argparse.Namespace) -> int:
 def format_table(fit: ScalingFit, isoflop: IsoFlopFit | None) -> str:
     """The fitted law as a few aligned lines, with the compute-optimal exponents both approaches imply."""
     percent = f"{100 * fit.ci_level:g}% CI"
-    lines = [f"L(N, D) = E + A/N^alpha + B/D^beta  ({fit.n_points} points, Huber objective {fit.objective:.4g})",
-             f"  {'':6} {'value':>11}  {percent if fit.ci else ''}"]
+    lines = [
+        f"L(N, D) = E + A/N^alpha + B/D^beta  ({fit.n_points} points, Huber objective {fit.objective:.4g})",
+        f"  {'':6} {'value':>11}  {percent if fit.ci else ''}",
+    ]
     for key in ("E", "A", "B", "alpha", "beta"):
         bounds = fit.ci.get(key)
         interval = f"[{bounds[0]:.4g}, {bounds[1]:.4g}]" if bounds else ""
@@ -282,31 +384,45 @@ def format_table(fit: ScalingFit, isoflop: IsoFlopFit | None) -> str:
     total = fit.alpha + fit.beta
     lines.append(f"  compute-optimal: N_opt ~ C^{fit.beta / total:.3f}, D_opt ~ C^{fit.alpha / total:.3f}")
     if isoflop is not None:
-        lines.append(f"  IsoFLOP ({len(isoflop.budgets)} budgets): N_opt ~ C^{isoflop.a:.3f}, D_opt ~ C^{isoflop.b:.3f}")
+        lines.append(
+            f"  IsoFLOP ({len(isoflop.budgets)} budgets): N_opt ~ C^{isoflop.a:.3f}, D_opt ~ C^{isoflop.b:.3f}"
+        )
     return "\n".join(lines)
 
 
 def format_optima(optima: list[ComputeOptimal], ci_level: float) -> str:
     """One line per budget: N*, D* and the predicted loss, each with its bootstrap interval when there is one."""
+
     def cell(o: ComputeOptimal, key: str, value: float) -> str:
         bounds = o.ci.get(key)
         return f"{value:.3g}" + (f" [{bounds[0]:.3g}, {bounds[1]:.3g}]" if bounds else "")
 
     lines = [f"compute-optimal at C (fitted law{f', {100 * ci_level:g}% CI' if optima[0].ci else ''}):"]
     for o in optima:
-        lines.append(f"  C={o.compute:.3g}: N*={cell(o, 'N', o.n)}  D*={cell(o, 'D', o.d)}  "
-                     f"loss={cell(o, 'loss', o.loss)}")
+        lines.append(
+            f"  C={o.compute:.3g}: N*={cell(o, 'N', o.n)}  D*={cell(o, 'D', o.d)}  "
+            f"loss={cell(o, 'loss', o.loss)}"
+        )
     return "\n".join(lines)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    cfg = SweepCompareConfig.load(args.config, args.overrides, values=dict(
-        experiment=args.experiment, tracking_uri=args.tracking_uri, sort=args.sort, descending=args.descending,
-        csv=args.csv))
+    cfg = SweepCompareConfig.load(
+        args.config,
+        args.overrides,
+        values=dict(
+            experiment=args.experiment,
+            tracking_uri=args.tracking_uri,
+            sort=args.sort,
+            descending=args.descending,
+            csv=args.csv,
+        ),
+    )
     from pipeline.scaling.compare import experiment_runs, format_table, sort_runs, write_csv
 
-    runs = sort_runs(experiment_runs(cfg.experiment, tracking_uri(cfg.tracking_uri)), cfg.sort,
-                     descending=cfg.descending)
+    runs = sort_runs(
+        experiment_runs(cfg.experiment, tracking_uri(cfg.tracking_uri)), cfg.sort, descending=cfg.descending
+    )
     print(format_table(runs))
     if cfg.csv:
         print(f"wrote {write_csv(runs, cfg.csv)}")

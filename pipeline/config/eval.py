@@ -55,14 +55,26 @@ class EvalJobConfig(Config):
 
     def check(self, prefix: str) -> None:
         require(bool(self.checkpoint), f"{prefix}checkpoint", "give a checkpoint (--checkpoint)")
-        require(not (self.shards and self.text), f"{prefix}text", "give token shards (--shards) or raw text "
-                                                                  "(--text), not both")
-        require(bool(self.shards or self.text or self.sft or self.mc), f"{prefix}shards",
-                "give something to evaluate on: --shards DIR or --text FILE, and/or --sft FILE, --mc FILE")
-        require(not self.text or Path(self.text).suffix in (".txt", ".jsonl"), f"{prefix}text",
-                f"{self.text}: expected a .txt or .jsonl file")
-        require(self.sft_val_fraction is None or 0.0 < self.sft_val_fraction < 1.0, f"{prefix}sft_val_fraction",
-                "must be in (0, 1)")
+        require(
+            not (self.shards and self.text),
+            f"{prefix}text",
+            "give token shards (--shards) or raw text (--text), not both",
+        )
+        require(
+            bool(self.shards or self.text or self.sft or self.mc),
+            f"{prefix}shards",
+            "give something to evaluate on: --shards DIR or --text FILE, and/or --sft FILE, --mc FILE",
+        )
+        require(
+            not self.text or Path(self.text).suffix in (".txt", ".jsonl"),
+            f"{prefix}text",
+            f"{self.text}: expected a .txt or .jsonl file",
+        )
+        require(
+            self.sft_val_fraction is None or 0.0 < self.sft_val_fraction < 1.0,
+            f"{prefix}sft_val_fraction",
+            "must be in (0, 1)",
+        )
         require(self.batch_size > 0, f"{prefix}batch_size", "must be > 0")
         require(self.max_batches >= 0, f"{prefix}max_batches", "must be >= 0")
 
@@ -98,10 +110,16 @@ class GenerateJobConfig(Config):
 
     def check(self, prefix: str) -> None:
         require(bool(self.checkpoint), f"{prefix}checkpoint", "give a checkpoint (--checkpoint)")
-        require(self.prompt is not None or bool(self.prompts), f"{prefix}prompt",
-                "give a prompt (--prompt) or a prompts file (--prompts)")
-        require(self.prompt is None or not self.prompts, f"{prefix}prompt",
-                "give a prompt (--prompt) or a prompts file (--prompts), not both")
+        require(
+            self.prompt is not None or bool(self.prompts),
+            f"{prefix}prompt",
+            "give a prompt (--prompt) or a prompts file (--prompts)",
+        )
+        require(
+            self.prompt is None or not self.prompts,
+            f"{prefix}prompt",
+            "give a prompt (--prompt) or a prompts file (--prompts), not both",
+        )
         require(self.max_new_tokens > 0, f"{prefix}max_new_tokens", "must be > 0")
         require(self.temperature >= 0.0, f"{prefix}temperature", "must be >= 0 (0: greedy)")
         require(self.top_k >= 0, f"{prefix}top_k", "must be >= 0 (0: no top-k)")

@@ -42,17 +42,30 @@ class SFTDataConfig(Config):
     """Several examples per seq_len row (attention kept within each); validation rows stay one example each."""
 
     def check(self, prefix: str) -> None:
-        require(bool(self.path), f"{prefix}path", "give the fine-tuning data (a .jsonl file or a datasets directory)")
+        require(
+            bool(self.path),
+            f"{prefix}path",
+            "give the fine-tuning data (a .jsonl file or a datasets directory)",
+        )
         require(0.0 <= self.val_fraction < 1.0, f"{prefix}val_fraction", "must be in [0, 1)")
         require_choice(self.overlong, f"{prefix}overlong", SFT_OVERLONG)
         unknown = sorted(set(self.columns) - set(SFT_FIELDS))
-        require(not unknown, f"{prefix}columns", f"unknown field {', '.join(unknown)}; map any of "
-                f"{', '.join(SFT_FIELDS)} to a column name")
-        require(all(isinstance(name, str) and name for name in self.columns.values()), f"{prefix}columns",
-                "a column name must not be empty")
-        wrong = sorted(f"{theirs} -> {ours!r}" for theirs, ours in self.roles.items() if ours not in SFT_ROLES)
-        require(not wrong, f"{prefix}roles", f"{', '.join(wrong)}: a role maps to one of {', '.join(SFT_ROLES)}")
-
+        require(
+            not unknown,
+            f"{prefix}columns",
+            f"unknown field {', '.join(unknown)}; map any of {', '.join(SFT_FIELDS)} to a column name",
+        )
+        require(
+            all(isinstance(name, str) and name for name in self.columns.values()),
+            f"{prefix}columns",
+            "a column name must not be empty",
+        )
+        wrong = sorted(
+            f"{theirs} -> {ours!r}" for theirs, ours in self.roles.items() if ours not in SFT_ROLES
+        )
+        require(
+            not wrong, f"{prefix}roles", f"{', '.join(wrong)}: a role maps to one of {', '.join(SFT_ROLES)}"
+        )
 
 
 def _finetune_loop() -> LoopConfig:

@@ -45,18 +45,31 @@ class ModelConfig(Config):
         for key in ("d_model", "n_layers", "n_heads", "n_kv_heads", "vocab_size"):
             value = getattr(self, key)
             require(value is None or value > 0, f"{prefix}{key}", "must be > 0")
-        require(shape.d_model % shape.n_heads == 0, f"{prefix}n_heads",
-                f"{shape.n_heads} does not divide d_model={shape.d_model}")
+        require(
+            shape.d_model % shape.n_heads == 0,
+            f"{prefix}n_heads",
+            f"{shape.n_heads} does not divide d_model={shape.d_model}",
+        )
         require(shape.head_dim % 2 == 0, f"{prefix}n_heads", "d_model / n_heads must be even for RoPE")
-        require(shape.n_heads % shape.n_kv_heads == 0, f"{prefix}n_kv_heads",
-                f"{shape.n_kv_heads} does not divide n_heads={shape.n_heads}")
+        require(
+            shape.n_heads % shape.n_kv_heads == 0,
+            f"{prefix}n_kv_heads",
+            f"{shape.n_kv_heads} does not divide n_heads={shape.n_heads}",
+        )
         require(self.seq_len > 0, f"{prefix}seq_len", "must be > 0")
-
 
     def args(self, *, vocab_size: int) -> ModelArgs:
         """The resolved shape: this section's ladder rung and overrides, with the tokenizer's vocabulary."""
         shape = self.shape()
-        return ModelArgs(vocab_size=vocab_size, d_model=shape.d_model, n_layers=shape.n_layers,
-                         n_heads=shape.n_heads, n_kv_heads=shape.n_kv_heads, seq_len=self.seq_len,
-                         ffn_hidden=ffn_hidden_size(shape.d_model), tie_embeddings=self.tie_embeddings,
-                         rope_theta=self.rope_theta, norm_eps=self.norm_eps)
+        return ModelArgs(
+            vocab_size=vocab_size,
+            d_model=shape.d_model,
+            n_layers=shape.n_layers,
+            n_heads=shape.n_heads,
+            n_kv_heads=shape.n_kv_heads,
+            seq_len=self.seq_len,
+            ffn_hidden=ffn_hidden_size(shape.d_model),
+            tie_embeddings=self.tie_embeddings,
+            rope_theta=self.rope_theta,
+            norm_eps=self.norm_eps,
+        )

@@ -41,9 +41,14 @@ class ParallelConfig(Config):
         require_choice(self.strategy, f"{prefix}strategy", STRATEGIES)
         require_choice(self.backend, f"{prefix}backend", ("auto", "gloo", "nccl"))
         defaults = ParallelConfig()
-        for key, strategies, label in (("fsdp_reshard_after_forward", ("fsdp",), "fsdp"),
-                                       ("fsdp_cpu_offload", ("fsdp",), "fsdp"),
-                                       ("zero_offload_optimizer", ("zero1", "zero2", "zero3"), "zero1/zero2/zero3"),
-                                       ("zero_offload_params", ("zero3",), "zero3")):
-            require(getattr(self, key) == getattr(defaults, key) or self.strategy in strategies, f"{prefix}{key}",
-                    f"only for strategy {label} (strategy is {self.strategy})")
+        for key, strategies, label in (
+            ("fsdp_reshard_after_forward", ("fsdp",), "fsdp"),
+            ("fsdp_cpu_offload", ("fsdp",), "fsdp"),
+            ("zero_offload_optimizer", ("zero1", "zero2", "zero3"), "zero1/zero2/zero3"),
+            ("zero_offload_params", ("zero3",), "zero3"),
+        ):
+            require(
+                getattr(self, key) == getattr(defaults, key) or self.strategy in strategies,
+                f"{prefix}{key}",
+                f"only for strategy {label} (strategy is {self.strategy})",
+            )

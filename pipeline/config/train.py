@@ -57,8 +57,11 @@ class DataConfig(Config):
     keeps plain causal attention."""
 
     def check(self, prefix: str) -> None:
-        require(bool(self.shards) or (bool(self.sources) and all(s.shards for s in self.sources.values())),
-                f"{prefix}shards", "give the token shards directory")
+        require(
+            bool(self.shards) or (bool(self.sources) and all(s.shards for s in self.sources.values())),
+            f"{prefix}shards",
+            "give the token shards directory",
+        )
         require(self.val_windows > 0, f"{prefix}val_windows", "must be > 0")
         require(self.prefetch >= 0, f"{prefix}prefetch", "must be >= 0 (0: no prefetch)")
 
@@ -110,10 +113,16 @@ class LoopConfig(Config):
         require(self.max_steps > 0, f"{prefix}max_steps", "must be > 0")
         require(self.max_tokens >= 0, f"{prefix}max_tokens", "must be >= 0")
         require(self.micro_batch_size > 0, f"{prefix}micro_batch_size", "must be > 0")
-        require(self.global_batch_size is not None and self.global_batch_size > 0, f"{prefix}global_batch_size",
-                "must be > 0 (only pretraining derives a default from the model size)")
-        require(self.lr is not None and self.lr > 0, f"{prefix}lr",
-                "must be > 0 (only pretraining derives a default from the model size)")
+        require(
+            self.global_batch_size is not None and self.global_batch_size > 0,
+            f"{prefix}global_batch_size",
+            "must be > 0 (only pretraining derives a default from the model size)",
+        )
+        require(
+            self.lr is not None and self.lr > 0,
+            f"{prefix}lr",
+            "must be > 0 (only pretraining derives a default from the model size)",
+        )
         require(0.0 <= self.min_lr_ratio <= 1.0, f"{prefix}min_lr_ratio", "must be in [0, 1]")
         require(self.warmup_steps >= 0, f"{prefix}warmup_steps", "must be >= 0")
         require_choice(self.schedule, f"{prefix}schedule", SCHEDULES)
@@ -127,10 +136,12 @@ class LoopConfig(Config):
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step; rejects a global batch the ranks cannot split evenly."""
         per_step = self.micro_batch_size * world_size
-        require(self.global_batch_size % per_step == 0, "train.global_batch_size",
-                f"{self.global_batch_size} is not a multiple of micro_batch_size x world_size = {per_step}")
+        require(
+            self.global_batch_size % per_step == 0,
+            "train.global_batch_size",
+            f"{self.global_batch_size} is not a multiple of micro_batch_size x world_size = {per_step}",
+        )
         return self.global_batch_size // per_step
-
 
 
 @dataclass
@@ -154,8 +165,11 @@ class CheckpointConfig(Config):
 
 def check_async_save(checkpoint: CheckpointConfig, parallel: ParallelConfig, prefix: str) -> None:
     """DeepSpeed writes ZeRO checkpoints itself, synchronously: async_save is refused there, not ignored."""
-    require(not checkpoint.async_save or not parallel.strategy.startswith("zero"), f"{prefix}checkpoint.async_save",
-            f"only for strategies ddp and fsdp (strategy is {parallel.strategy})")
+    require(
+        not checkpoint.async_save or not parallel.strategy.startswith("zero"),
+        f"{prefix}checkpoint.async_save",
+        f"only for strategies ddp and fsdp (strategy is {parallel.strategy})",
+    )
 
 
 @dataclass
@@ -215,16 +229,23 @@ class TrainJobConfig(Config):
             self.train.global_batch_size = default_batch_size(n_params, self.model.seq_len)
 
     def check(self, prefix: str) -> None:
-        require_choice(self.model.size, f"{prefix}model.size", SIZES)  # before the batch rule's values are used
+        require_choice(
+            self.model.size, f"{prefix}model.size", SIZES
+        )  # before the batch rule's values are used
         check_async_save(self.checkpoint, self.parallel, prefix)
-        require(not self.init_from or Path(self.init_from).resolve() != Path(self.output_dir).resolve(),
-                f"{prefix}init_from", "is this run's own output_dir; to continue it, leave init_from empty "
-                "(checkpoint.resume=auto)")
+        require(
+            not self.init_from or Path(self.init_from).resolve() != Path(self.output_dir).resolve(),
+            f"{prefix}init_from",
+            "is this run's own output_dir; to continue it, leave init_from empty (checkpoint.resume=auto)",
+        )
         per_step = self.train.global_batch_size * self.model.seq_len
         budget = self.train.max_tokens
         if budget and self.train.global_batch_size > 0 and self.model.seq_len > 0:
             lower = budget // per_step * per_step
             nearest = " or ".join(str(n) for n in (lower, lower + per_step) if n > 0)
-            require(budget % per_step == 0, f"{prefix}train.max_tokens",
-                    f"{budget} is not a whole number of steps of global_batch_size x seq_len = {per_step} tokens; "
-                    f"nearest: {nearest}")
+            require(
+                budget % per_step == 0,
+                f"{prefix}train.max_tokens",
+                f"{budget} is not a whole number of steps of global_batch_size x seq_len = {per_step} tokens; "
+                f"nearest: {nearest}",
+            )

@@ -11,17 +11,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from pipeline.core.errors import ConfigError
+
 C = TypeVar("C", bound="Config")
-
-
-class ConfigError(ValueError):
-    """A user error in a config file or override; its message is one line."""
 
 
 @dataclasses.dataclass

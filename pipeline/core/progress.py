@@ -25,8 +25,14 @@ def counting_progress(label: str, total: int | None = None) -> Iterator[Callable
     The bar starts on the first ``advance``, so a stage that rejects its input up front
     leaves stderr with nothing but its one-line error.
     """
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    ]
     progress = Progress(*columns, console=console, transient=False)
     task = progress.add_task(label, total=total, rate="", start=False)
 

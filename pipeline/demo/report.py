@@ -21,20 +21,34 @@ def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
     seconds = report.seconds
 
     totals = report.prep["totals"]
-    dropped = "\n".join(f"  {reason:<28} {count:>7,}" for reason, count in
-                         sorted(totals["dropped"].items(), key=lambda item: -item[1]))
+    dropped = "\n".join(
+        f"  {reason:<28} {count:>7,}"
+        for reason, count in sorted(totals["dropped"].items(), key=lambda item: -item[1])
+    )
     errors = sum(totals["errors"].values())
     table.add_row("corpus", "WARC of HTML pages + MediaWiki .xml.bz2 dump + sft.jsonl", _s(seconds, "corpus"))
-    table.add_row("prep", f"{totals['input']:,} records read, {totals['kept']:,} docs kept, {errors} errors\n"
-                          f"dropped:\n{dropped}", _s(seconds, "prep"))
+    table.add_row(
+        "prep",
+        f"{totals['input']:,} records read, {totals['kept']:,} docs kept, {errors} errors\n"
+        f"dropped:\n{dropped}",
+        _s(seconds, "prep"),
+    )
 
     manifest = report.manifest
     by_split = manifest["totals"]["by_split"]
-    table.add_row("tokenizer", f"byte-level BPE, vocab {manifest['tokenizer']['vocab_size']:,}",
-                  _s(seconds, "train-tokenizer"))
-    table.add_row("tokenize", " / ".join(f"{split} {c['tokens']:,} tokens ({c['docs']:,} docs)"
-                                         for split, c in sorted(by_split.items(), key=lambda item: item[0] != "train")),
-                  _s(seconds, "tokenize"))
+    table.add_row(
+        "tokenizer",
+        f"byte-level BPE, vocab {manifest['tokenizer']['vocab_size']:,}",
+        _s(seconds, "train-tokenizer"),
+    )
+    table.add_row(
+        "tokenize",
+        " / ".join(
+            f"{split} {c['tokens']:,} tokens ({c['docs']:,} docs)"
+            for split, c in sorted(by_split.items(), key=lambda item: item[0] != "train")
+        ),
+        _s(seconds, "tokenize"),
+    )
 
     pre = report.pretrain
     beats = pre["final_val_ppl"] < report.unigram_ppl / 2
@@ -49,29 +63,52 @@ def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
         _s(seconds, "pretrain"),
     )
     fin = report.finetune
-    table.add_row("finetune", f"SFT {fin['steps']} steps, response-token loss {fin['first_train_loss']:.3f} -> "
-                              f"{fin['last_train_loss']:.3f}" + _val(fin), _s(seconds, "finetune"))
+    table.add_row(
+        "finetune",
+        f"SFT {fin['steps']} steps, response-token loss {fin['first_train_loss']:.3f} -> "
+        f"{fin['last_train_loss']:.3f}" + _val(fin),
+        _s(seconds, "finetune"),
+    )
     evaluation = report.evaluation
     bpb = f", {evaluation['bpb']:.3f} bits per byte" if evaluation.get("bpb") is not None else ""
-    table.add_row("eval", f"pretrained model on {evaluation['split']}: loss {evaluation['loss']:.3f}, "
-                          f"perplexity {evaluation['ppl']:.1f}{bpb} over {evaluation['tokens']:,} tokens",
-                  _s(seconds, "eval"))
+    table.add_row(
+        "eval",
+        f"pretrained model on {evaluation['split']}: loss {evaluation['loss']:.3f}, "
+        f"perplexity {evaluation['ppl']:.1f}{bpb} over {evaluation['tokens']:,} tokens",
+        _s(seconds, "eval"),
+    )
     sample = " ".join(report.sample.split())
     chat = report.chat
-    table.add_row("generate", Text.assemble(("pretrained: ", "bold"), sample, "\n",
-                                            ("fine-tuned: ", "bold"), f"Q: {chat['prompt']}  A: {chat['answer']}\n",
-                                            ("reference:  ", "bold"), chat["reference"]),
-                  _s(seconds, "generate"))
+    table.add_row(
+        "generate",
+        Text.assemble(
+            ("pretrained: ", "bold"),
+            sample,
+            "\n",
+            ("fine-tuned: ", "bold"),
+            f"Q: {chat['prompt']}  A: {chat['answer']}\n",
+            ("reference:  ", "bold"),
+            chat["reference"],
+        ),
+        _s(seconds, "generate"),
+    )
     export = report.export
     gap = export.get("max_logit_diff")
-    proof = ("transformers not installed: load check skipped" if gap is None else
-             f"transformers LlamaForCausalLM loads it: max |logit difference| to lmpipe {gap:.1e}")
-    table.add_row("export", f"fine-tuned model in Hugging Face format, {export['dir']}\n{proof}", _s(seconds, "export"))
+    proof = (
+        "transformers not installed: load check skipped"
+        if gap is None
+        else f"transformers LlamaForCausalLM loads it: max |logit difference| to lmpipe {gap:.1e}"
+    )
+    table.add_row(
+        "export", f"fine-tuned model in Hugging Face format, {export['dir']}\n{proof}", _s(seconds, "export")
+    )
     table.add_row("total", "", f"{sum(seconds.values()):.1f}", style="bold")
 
     footer = Text.assemble(
-        ("Outputs: ", "bold"), f"{workdir}\n",
-        ("MLflow:  ", "bold"), f"mlflow ui --backend-store-uri sqlite:///{workdir}/mlflow.db",
+        ("Outputs: ", "bold"),
+        f"{workdir}\n",
+        ("MLflow:  ", "bold"),
+        f"mlflow ui --backend-store-uri sqlite:///{workdir}/mlflow.db",
     )
     return table, footer
 

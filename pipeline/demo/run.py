@@ -22,13 +22,28 @@ from pipeline.core.config import Config, require
 
 
 def _demo_pretrain() -> LoopConfig:
-    return LoopConfig(max_steps=250, global_batch_size=32, micro_batch_size=8, lr=3e-3, warmup_steps=15,
-                      log_interval=10, eval_interval=50)
+    return LoopConfig(
+        max_steps=250,
+        global_batch_size=32,
+        micro_batch_size=8,
+        lr=3e-3,
+        warmup_steps=15,
+        log_interval=10,
+        eval_interval=50,
+    )
 
 
 def _demo_finetune() -> LoopConfig:
-    return LoopConfig(max_steps=60, global_batch_size=32, micro_batch_size=8, lr=1e-3, warmup_steps=6,
-                      log_interval=5, eval_interval=0, eval_batches=10)
+    return LoopConfig(
+        max_steps=60,
+        global_batch_size=32,
+        micro_batch_size=8,
+        lr=1e-3,
+        warmup_steps=6,
+        log_interval=5,
+        eval_interval=0,
+        eval_batches=10,
+    )
 
 
 @dataclass
@@ -98,8 +113,9 @@ def run_demo(cfg: DemoConfig) -> int:
         from data_prep.tokenizer.config import TokenizerTrainConfig
         from data_prep.tokenizer.train import train_tokenizer
 
-        tok_cfg = TokenizerTrainConfig(input=str(work / "data"), output=str(work / "tokenizer"),
-                                       vocab_size=cfg.vocab_size)
+        tok_cfg = TokenizerTrainConfig(
+            input=str(work / "data"), output=str(work / "tokenizer"), vocab_size=cfg.vocab_size
+        )
         tok_cfg.validate()
         train_tokenizer(tok_cfg)
 
@@ -109,8 +125,12 @@ def run_demo(cfg: DemoConfig) -> int:
         from pipeline.train.data import unigram_perplexity
 
         shards = work / "shards"
-        tokenize_cfg = TokenizeConfig(input=[str(work / "data")], tokenizer=str(work / "tokenizer"),
-                                      output=str(shards), val_fraction=0.05)
+        tokenize_cfg = TokenizeConfig(
+            input=[str(work / "data")],
+            tokenizer=str(work / "tokenizer"),
+            output=str(shards),
+            val_fraction=0.05,
+        )
         tokenize_cfg.validate()
         with counting_progress("tokenize: documents") as advance:
             report.manifest = tokenize(tokenize_cfg, progress=advance)
@@ -118,34 +138,66 @@ def run_demo(cfg: DemoConfig) -> int:
 
     tracking = TrackingConfig(uri=tracking_uri, experiment="lmpipe-demo")
     with stage("pretrain"):
-        train_cfg = TrainJobConfig(output_dir=str(work / "pretrain"), model=cfg.model,
-                                   data=DataConfig(shards=str(shards)), train=cfg.pretrain,
-                                   tracking=replace(tracking, run_name="demo-pretrain"))
-        report.pretrain = _run_ranks("train", train_cfg, work / "configs" / "pretrain.yaml", cfg.nproc_per_node)
+        train_cfg = TrainJobConfig(
+            output_dir=str(work / "pretrain"),
+            model=cfg.model,
+            data=DataConfig(shards=str(shards)),
+            train=cfg.pretrain,
+            tracking=replace(tracking, run_name="demo-pretrain"),
+        )
+        report.pretrain = _run_ranks(
+            "train", train_cfg, work / "configs" / "pretrain.yaml", cfg.nproc_per_node
+        )
 
     with stage("finetune"):
-        finetune_cfg = FinetuneJobConfig(init_from=str(work / "pretrain"), output_dir=str(work / "finetune"),
-                                         data=SFTDataConfig(path=str(corpus.sft)), train=cfg.finetune,
-                                         tracking=replace(tracking, run_name="demo-finetune"))
-        report.finetune = _run_ranks("finetune", finetune_cfg, work / "configs" / "finetune.yaml", cfg.nproc_per_node)
+        finetune_cfg = FinetuneJobConfig(
+            init_from=str(work / "pretrain"),
+            output_dir=str(work / "finetune"),
+            data=SFTDataConfig(path=str(corpus.sft)),
+            train=cfg.finetune,
+            tracking=replace(tracking, run_name="demo-finetune"),
+        )
+        report.finetune = _run_ranks(
+            "finetune", finetune_cfg, work / "configs" / "finetune.yaml", cfg.nproc_per_node
+        )
 
     with stage("eval"):
         from pipeline.config.eval import EvalJobConfig
         from pipeline.eval.evaluate import evaluate
 
-        report.evaluation = evaluate(EvalJobConfig(checkpoint=str(work / "pretrain"), shards=str(shards)))["lm"]
+        report.evaluation = evaluate(EvalJobConfig(checkpoint=str(work / "pretrain"), shards=str(shards)))[
+            "lm"
+        ]
 
     with stage("generate"):
         from pipeline.config.eval import GenerateJobConfig
         from pipeline.eval.generate import generate
 
-        report.sample = generate(GenerateJobConfig(checkpoint=str(work / "pretrain"), prompt=cfg.prompt,
-                                                   max_new_tokens=48, temperature=0.7, seed=cfg.seed))
+        report.sample = generate(
+            GenerateJobConfig(
+                checkpoint=str(work / "pretrain"),
+                prompt=cfg.prompt,
+                max_new_tokens=48,
+                temperature=0.7,
+                seed=cfg.seed,
+            )
+        )
         with open(corpus.sft) as records:
             instruction = json.loads(records.readline())
-        answer = generate(GenerateJobConfig(checkpoint=str(work / "finetune"), prompt=instruction["prompt"],
-                                            chat=True, max_new_tokens=32, temperature=0.0))
-        report.chat = {"prompt": instruction["prompt"], "answer": answer, "reference": instruction["response"]}
+        answer = generate(
+            GenerateJobConfig(
+                checkpoint=str(work / "finetune"),
+                prompt=instruction["prompt"],
+                chat=True,
+                max_new_tokens=32,
+                temperature=0.0,
+            )
+        )
+        report.chat = {
+            "prompt": instruction["prompt"],
+            "answer": answer,
+            "reference": instruction["response"],
+        }
 
     with stage("export"):
         report.export = _export_and_check(work / "finetune", work / "hf")
@@ -166,9 +218,13 @@ def _run_ranks(verb: str, job_cfg: Config, config_path: Path, nproc_per_node: in
 
     job_cfg.validate()
     job_cfg.save(config_path)
-    code = run_torchrun([verb, "--config", str(config_path)], nproc_per_node=nproc_per_node,
-                        on_line=lambda line: console.print(line.rstrip(), style="dim", soft_wrap=True,
-                                                           markup=False, highlight=False))
+    code = run_torchrun(
+        [verb, "--config", str(config_path)],
+        nproc_per_node=nproc_per_node,
+        on_line=lambda line: console.print(
+            line.rstrip(), style="dim", soft_wrap=True, markup=False, highlight=False
+        ),
+    )
     if code != 0:
         raise RuntimeError(f"{verb} failed under torchrun (exit {code}); its output is above")
     return json.loads((Path(job_cfg.output_dir) / "result.json").read_text())  # type: ignore[attr-defined]
@@ -204,7 +260,9 @@ def _export_and_check(checkpoint: Path, output: Path) -> dict[str, Any]:
         return {"dir": str(output), "max_logit_diff": None}
     ours, args, _ = load_model_for_inference(checkpoint)
     theirs = AutoModelForCausalLM.from_pretrained(output).eval()
-    tokens = torch.randint(0, args.vocab_size, (1, min(64, args.seq_len)), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0, args.vocab_size, (1, min(64, args.seq_len)), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         gap = (ours(tokens) - theirs(tokens).logits).abs().max().item()
     return {"dir": str(output), "max_logit_diff": gap}

@@ -99,23 +99,43 @@ def _require_inputs(cfg: EvalJobConfig) -> None:
 
 def shards_lm(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, step_dir: Path) -> dict[str, Any]:
     """Loss, perplexity and bpb of ``cfg.split`` of ``cfg.shards``, overall and per manifest source."""
-    verify_shards(cfg.shards, tokenizer_path=step_dir / TOKENIZER_FILE, vocab_size=model.args.vocab_size,
-                  check_sha=False)
+    verify_shards(
+        cfg.shards,
+        tokenizer_path=step_dir / TOKENIZER_FILE,
+        vocab_size=model.args.vocab_size,
+        check_sha=False,
+    )
     sources = validation_sources(DataConfig(shards=cfg.shards, val_split=cfg.split))
-    val_set = ValidationSet(sources, split=cfg.split, seq_len=model.args.seq_len,
-                            windows_per_source=cfg.max_batches * cfg.batch_size or None)
-    return {"name": cfg.name or cfg.split, "shards": cfg.shards, "split": cfg.split,
-            **_lm_summary(model, val_set.batches(batch_size=cfg.batch_size), tokenizer, per_source=True)}
+    val_set = ValidationSet(
+        sources,
+        split=cfg.split,
+        seq_len=model.args.seq_len,
+        windows_per_source=cfg.max_batches * cfg.batch_size or None,
+    )
+    return {
+        "name": cfg.name or cfg.split,
+        "shards": cfg.shards,
+        "split": cfg.split,
+        **_lm_summary(model, val_set.batches(batch_size=cfg.batch_size), tokenizer, per_source=True),
+    }
 
 
 def text_lm(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, *, eos_id: int) -> dict[str, Any]:
     """Loss, perplexity and bpb of the documents of ``cfg.text``, tokenized as ``data tokenize`` does."""
     encodings = tokenizer.encode_batch_fast(read_documents(cfg.text), add_special_tokens=False)
     stream, _ = flat_with_eos([encoding.ids for encoding in encodings], eos_id, np.dtype(np.int64))
-    batches = text_batches(stream, seq_len=model.args.seq_len, batch_size=cfg.batch_size,
-                           windows=cfg.max_batches * cfg.batch_size or None, where=cfg.text)
-    return {"name": cfg.name or Path(cfg.text).stem, "text": cfg.text,
-            **_lm_summary(model, batches, tokenizer, per_source=False)}
+    batches = text_batches(
+        stream,
+        seq_len=model.args.seq_len,
+        batch_size=cfg.batch_size,
+        windows=cfg.max_batches * cfg.batch_size or None,
+        where=cfg.text,
+    )
+    return {
+        "name": cfg.name or Path(cfg.text).stem,
+        "text": cfg.text,
+        **_lm_summary(model, batches, tokenizer, per_source=False),
+    }
 
 
 def read_documents(path: str | Path) -> list[str]:
@@ -143,17 +163,23 @@ def read_documents(path: str | Path) -> list[str]:
     return docs
 
 
-def text_batches(stream: np.ndarray, *, seq_len: int, batch_size: int, windows: int | None,
-                 where: str | Path) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+def text_batches(
+    stream: np.ndarray, *, seq_len: int, batch_size: int, windows: int | None, where: str | Path
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """The loader's windows over one token stream: window ``i`` is ``stream[i*T : i*T + T + 1]``;
     all of them, or ``windows`` evenly spaced ones."""
     count = (len(stream) - 1) // seq_len
     if count == 0:
-        raise ValueError(f"{where}: {len(stream)} tokens, too few for one window of seq_len + 1 = {seq_len + 1}")
+        raise ValueError(
+            f"{where}: {len(stream)} tokens, too few for one window of seq_len + 1 = {seq_len + 1}"
+        )
     indices = _evenly_spaced(count, windows or count)
     for start in range(0, len(indices), batch_size):
-        rows = torch.from_numpy(np.stack([stream[i * seq_len:i * seq_len + seq_len + 1]
-                                          for i in indices[start:start + batch_size]]))
+        rows = torch.from_numpy(
+            np.stack(
+                [stream[i * seq_len : i * seq_len + seq_len + 1] for i in indices[start : start + batch_size]]
+            )
+        )
         yield "text", rows[:, :-1], rows[:, 1:]
 
 
@@ -172,7 +198,9 @@ def token_byte_lengths(tokenizer: Tokenizer) -> torch.Tensor | None:
     return lengths
 
 
-def _lm_summary(model: Transformer, batches: Batches, tokenizer: Tokenizer, *, per_source: bool) -> dict[str, Any]:
+def _lm_summary(
+    model: Transformer, batches: Batches, tokenizer: Tokenizer, *, per_source: bool
+) -> dict[str, Any]:
     """Loss, perplexity and bits per byte over ``batches``, overall and (``per_source``) by source."""
     token_bytes = token_byte_lengths(tokenizer)
     sums: dict[str, list[float]] = {}  # source -> [loss_sum, tokens, bytes]
@@ -186,15 +214,23 @@ def _lm_summary(model: Transformer, batches: Batches, tokenizer: Tokenizer, *, p
         batch_count += 1
     total = [sum(column) for column in zip(*sums.values())]
     by_source = {name: _metrics(*entry, bytes_known=token_bytes is not None) for name, entry in sums.items()}
-    return {**_metrics(*total, bytes_known=token_bytes is not None), "batches": batch_count,
-            "by_source": by_source if per_source else {}}
+    return {
+        **_metrics(*total, bytes_known=token_bytes is not None),
+        "batches": batch_count,
+        "by_source": by_source if per_source else {},
+    }
 
 
 def _metrics(loss_sum: float, tokens: int, text_bytes: int, *, bytes_known: bool) -> dict[str, Any]:
     loss = loss_sum / tokens
     bpb = loss_sum / (math.log(2) * text_bytes) if bytes_known and text_bytes else None
-    return {"loss": loss, "ppl": math.exp(loss), "bpb": bpb, "tokens": tokens,
-            "bytes": text_bytes if bytes_known else None}
+    return {
+        "loss": loss,
+        "ppl": math.exp(loss),
+        "bpb": bpb,
+        "tokens": tokens,
+        "bytes": text_bytes if bytes_known else None,
+    }
 
 
 def sft_loss(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, step_dir: Path) -> dict[str, Any]:
@@ -202,25 +238,46 @@ def sft_loss(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, step_
     fine-tuning validates; a fine-tune's checkpoint lends its own data settings (val_fraction, columns, roles,
     split, overlong), so the held-out examples are the ones it held out."""
     data = sft_data_config(cfg, step_dir)
-    examples, _ = read_examples(data.path, tokenizer, seq_len=model.args.seq_len, val_fraction=data.val_fraction,
-                                columns=data.columns, roles=data.roles, split=data.split, overlong=data.overlong)
+    examples, _ = read_examples(
+        data.path,
+        tokenizer,
+        seq_len=model.args.seq_len,
+        val_fraction=data.val_fraction,
+        columns=data.columns,
+        roles=data.roles,
+        split=data.split,
+        overlong=data.overlong,
+    )
     if not examples["val"]:
-        raise ValueError(f"{cfg.sft}: no held-out examples at val_fraction {data.val_fraction} "
-                         "(set sft_val_fraction=...)")
-    dataset = SFTDataset(examples["val"], seq_len=model.args.seq_len, pad=ChatTokens.of(tokenizer, cfg.sft).pad)
+        raise ValueError(
+            f"{cfg.sft}: no held-out examples at val_fraction {data.val_fraction} (set sft_val_fraction=...)"
+        )
+    dataset = SFTDataset(
+        examples["val"], seq_len=model.args.seq_len, pad=ChatTokens.of(tokenizer, cfg.sft).pad
+    )
     loss_sum, tokens = 0.0, 0
     for inputs, targets in sft_eval_batches(dataset, batch_size=cfg.batch_size, max_batches=cfg.max_batches):
         loss_sum += float(model(inputs, targets, reduction="sum")[1])
         tokens += int((targets != IGNORE_INDEX).sum())
     loss = loss_sum / tokens
-    return {"path": cfg.sft, "val_fraction": data.val_fraction, "examples": len(dataset), "tokens": tokens,
-            "loss": loss, "ppl": math.exp(loss)}
+    return {
+        "path": cfg.sft,
+        "val_fraction": data.val_fraction,
+        "examples": len(dataset),
+        "tokens": tokens,
+        "loss": loss,
+        "ppl": math.exp(loss),
+    }
 
 
 def sft_data_config(cfg: EvalJobConfig, step_dir: Path) -> SFTDataConfig:
     """How to read ``cfg.sft``: as the fine-tune that wrote the checkpoint read its data, else by default."""
     section = job_config(step_dir).get("data") or {}
-    data = SFTDataConfig.from_dict({**section, "path": cfg.sft}) if "path" in section else SFTDataConfig(path=cfg.sft)
+    data = (
+        SFTDataConfig.from_dict({**section, "path": cfg.sft})
+        if "path" in section
+        else SFTDataConfig(path=cfg.sft)
+    )
     if cfg.sft_val_fraction is not None:
         data.val_fraction = cfg.sft_val_fraction
     return data
@@ -248,8 +305,9 @@ def job_config(step_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((step_dir / CONFIG_FILE).read_text()) or {}
 
 
-def log_to_mlflow(cfg: EvalJobConfig, step_dir: Path, meta: dict[str, Any],
-                  metrics: dict[str, float]) -> dict[str, Any]:
+def log_to_mlflow(
+    cfg: EvalJobConfig, step_dir: Path, meta: dict[str, Any], metrics: dict[str, float]
+) -> dict[str, Any]:
     """Log ``metrics`` at the checkpoint's step, to its run or to a new ``eval`` run; returns where they went.
     The store is the job's own, found as ``TrackingConfig.resolve_uri`` found it for the job."""
     job = job_config(step_dir)
@@ -265,15 +323,29 @@ def log_to_mlflow(cfg: EvalJobConfig, step_dir: Path, meta: dict[str, Any],
         tracker.log_metrics(metrics, step=step)
         tracker.flush()  # and no finish(): the run's status stays as it is
     else:
-        tracker = Tracker.start(TrackingConfig(uri=uri, experiment=cfg.tracking.experiment,
-                                               run_name=f"eval {output_dir.name}/{step_dir.name}"),
-                                output_dir=output_dir, params=cfg.flat(),
-                                tags={"checkpoint": str(step_dir), "checkpoint_step": step,
-                                      "checkpoint_run_id": checkpoint_run or ""})
+        tracker = Tracker.start(
+            TrackingConfig(
+                uri=uri,
+                experiment=cfg.tracking.experiment,
+                run_name=f"eval {output_dir.name}/{step_dir.name}",
+            ),
+            output_dir=output_dir,
+            params=cfg.flat(),
+            tags={
+                "checkpoint": str(step_dir),
+                "checkpoint_step": step,
+                "checkpoint_run_id": checkpoint_run or "",
+            },
+        )
         tracker.log_metrics(metrics, step=step)
         tracker.finish()
-    return {"uri": uri, "run_id": tracker.run_id, "new_run": tracker.run_id != checkpoint_run, "step": step,
-            "metrics": sorted(metrics)}
+    return {
+        "uri": uri,
+        "run_id": tracker.run_id,
+        "new_run": tracker.run_id != checkpoint_run,
+        "step": step,
+        "metrics": sorted(metrics),
+    }
 
 
 def _client_of_run(uri: str, run_id: str, step_dir: Path) -> Any:
@@ -307,15 +379,21 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(f"{'':<{width}}  {'tokens':>12}  {'loss':>8}  {'ppl':>10}  {'bpb':>7}")
         for name, values in rows:
             bpb = "-" if values["bpb"] is None else f"{values['bpb']:.4f}"
-            lines.append(f"{name:<{width}}  {values['tokens']:>12,}  {values['loss']:>8.4f}  "
-                         f"{values['ppl']:>10.2f}  {bpb:>7}")
+            lines.append(
+                f"{name:<{width}}  {values['tokens']:>12,}  {values['loss']:>8.4f}  "
+                f"{values['ppl']:>10.2f}  {bpb:>7}"
+            )
     if "mc" in results:
         mc = results["mc"]
-        lines.append(f"mc {mc['task']}: acc {mc['acc']:.4f}  acc_norm {mc['acc_norm']:.4f}  "
-                     f"({mc['records']} records, {mc['skipped']} skipped)")
+        lines.append(
+            f"mc {mc['task']}: acc {mc['acc']:.4f}  acc_norm {mc['acc_norm']:.4f}  "
+            f"({mc['records']} records, {mc['skipped']} skipped)"
+        )
     if "mlflow" in results:
         logged = results["mlflow"]
         run = "new run" if logged["new_run"] else "run"
-        lines.append(f"mlflow: {len(logged['metrics'])} metrics to {run} {logged['run_id']} at step "
-                     f"{logged['step']} ({logged['uri']})")
+        lines.append(
+            f"mlflow: {len(logged['metrics'])} metrics to {run} {logged['run_id']} at step "
+            f"{logged['step']} ({logged['uri']})"
+        )
     return "\n".join(lines)

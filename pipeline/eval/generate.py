@@ -44,9 +44,11 @@ def complete(cfg: GenerateJobConfig) -> list[dict[str, Any]]:
     generator = torch.Generator().manual_seed(cfg.seed)
     records = []
     for start in range(0, len(prompts), cfg.batch_size):
-        batch = prompts[start:start + cfg.batch_size]
+        batch = prompts[start : start + cfg.batch_size]
         completions = complete_batch(model, tokenizer, special, batch, cfg, generator)
-        records += [prompt_record(prompt, cfg) | {"completion": text} for prompt, text in zip(batch, completions)]
+        records += [
+            prompt_record(prompt, cfg) | {"completion": text} for prompt, text in zip(batch, completions)
+        ]
     if cfg.output:
         write_jsonl(records, Path(cfg.output))
     return records
@@ -106,8 +108,9 @@ def chat_messages(prompt: Prompt, system: str = "") -> list[Message]:
     return messages
 
 
-def prompt_tokens(tokenizer: Tokenizer, special: ChatTokens, prompt: Prompt, *, chat: bool,
-                  system: str = "") -> list[int]:
+def prompt_tokens(
+    tokenizer: Tokenizer, special: ChatTokens, prompt: Prompt, *, chat: bool, system: str = ""
+) -> list[int]:
     """The context a prompt becomes: with ``chat``, its conversation as fine-tuning renders it, then the
     assistant marker; else its tokens, or EOS alone for an empty prompt (pretraining's document boundary)."""
     if chat:
@@ -116,36 +119,53 @@ def prompt_tokens(tokenizer: Tokenizer, special: ChatTokens, prompt: Prompt, *, 
     return tokenizer.encode(prompt, add_special_tokens=False).ids or [special.eos]
 
 
-def complete_batch(model: Transformer, tokenizer: Tokenizer, special: ChatTokens, prompts: list[Prompt],
-                   cfg: GenerateJobConfig, generator: torch.Generator) -> list[str]:
+def complete_batch(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    special: ChatTokens,
+    prompts: list[Prompt],
+    cfg: GenerateJobConfig,
+    generator: torch.Generator,
+) -> list[str]:
     """The completion text of each prompt, sampled as one left-padded batch."""
-    contexts = [prompt_tokens(tokenizer, special, prompt, chat=cfg.chat, system=cfg.system) for prompt in prompts]
+    contexts = [
+        prompt_tokens(tokenizer, special, prompt, chat=cfg.chat, system=cfg.system) for prompt in prompts
+    ]
     width = max(map(len, contexts))
     tokens = torch.tensor([[special.eos] * (width - len(c)) + c for c in contexts])
     valid = torch.tensor([[False] * (width - len(c)) + [True] * len(c) for c in contexts])
 
     def text_of(row: int, new_ids: list[int]) -> str:
         if special.eos in new_ids:
-            new_ids = new_ids[:new_ids.index(special.eos)]
+            new_ids = new_ids[: new_ids.index(special.eos)]
         if cfg.chat or contexts[row] == [special.eos]:
             return tokenizer.decode(new_ids)
         # Byte-level BPE: decoded with its prompt, a character split across the boundary stays whole.
         prompt_text = tokenizer.decode(contexts[row])
         whole = tokenizer.decode(contexts[row] + new_ids)
-        return whole[len(prompt_text):] if whole.startswith(prompt_text) else tokenizer.decode(new_ids)
+        return whole[len(prompt_text) :] if whole.startswith(prompt_text) else tokenizer.decode(new_ids)
 
     def stopped(new: torch.Tensor) -> torch.Tensor:  # (B, n) -> (B,): rows whose text holds a stop string
         texts = [text_of(row, ids) for row, ids in enumerate(new.tolist())]
         return torch.tensor([any(stop in text for stop in cfg.stop) for text in texts])
 
-    out = model.generate(tokens, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                         eos_id=special.eos, generator=generator, valid=valid, finished=stopped if cfg.stop else None)
+    out = model.generate(
+        tokens,
+        cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        eos_id=special.eos,
+        generator=generator,
+        valid=valid,
+        finished=stopped if cfg.stop else None,
+    )
     return [cut_at_stop(text_of(row, ids), cfg.stop) for row, ids in enumerate(out[:, width:].tolist())]
 
 
 def cut_at_stop(text: str, stops: list[str]) -> str:
     """``text`` up to (not including) the earliest stop string in it."""
-    return text[:min((i for i in (text.find(stop) for stop in stops) if i >= 0), default=len(text))]
+    return text[: min((i for i in (text.find(stop) for stop in stops) if i >= 0), default=len(text))]
 
 
 def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:

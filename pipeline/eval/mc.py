@@ -52,7 +52,9 @@ def read_mc_records(path: str | Path) -> tuple[list[MCRecord], int]:
                 log.warning("%s:%d: skipped: %s", path, number, problem)
                 skipped += 1
             else:
-                records.append(MCRecord(number, record["context"], tuple(record["choices"]), record["answer"]))
+                records.append(
+                    MCRecord(number, record["context"], tuple(record["choices"]), record["answer"])
+                )
     return records, skipped
 
 
@@ -67,7 +69,9 @@ def _parse(line: str) -> tuple[dict, str]:
     choices, answer = record.get("choices"), record.get("answer")
     if not isinstance(record.get("context"), str):
         return {}, "'context' must be a string"
-    if not (isinstance(choices, list) and len(choices) >= 2 and all(isinstance(c, str) and c for c in choices)):
+    if not (
+        isinstance(choices, list) and len(choices) >= 2 and all(isinstance(c, str) and c for c in choices)
+    ):
         return {}, "'choices' must be a list of at least 2 non-empty strings"
     if not (isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(choices)):
         return {}, f"'answer' must be an index into the {len(choices)} choices"
@@ -79,11 +83,11 @@ def choice_log_likelihoods(model: Transformer, context: list[int], choices: list
     """Sum of log p(choice tokens | context) for each choice, in one batch; ``context`` is cut from
     the left so that every sequence fits the model's window."""
     seq_len = model.args.seq_len
-    rows = [(context + choice)[-(seq_len + 1):] for choice in choices]
+    rows = [(context + choice)[-(seq_len + 1) :] for choice in choices]
     width = max(len(row) for row in rows) - 1
     inputs = torch.zeros(len(rows), width, dtype=torch.int64)  # right padding, never scored
     for r, row in enumerate(rows):
-        inputs[r, :len(row) - 1] = torch.tensor(row[:-1])
+        inputs[r, : len(row) - 1] = torch.tensor(row[:-1])
     log_probs = torch.log_softmax(model(inputs).float(), dim=-1)  # (choices, T, vocab)
     scores = []
     for r, (row, choice) in enumerate(zip(rows, choices)):
@@ -100,8 +104,12 @@ def evaluate_mc(model: Transformer, tokenizer: Tokenizer, path: str | Path, *, e
     for record in records:
         choices = [tokenizer.encode(choice, add_special_tokens=False).ids for choice in record.choices]
         if max(map(len, choices)) > model.args.seq_len:
-            log.warning("%s:%d: skipped: a choice is longer than the model's window of %d tokens",
-                        path, record.line, model.args.seq_len)
+            log.warning(
+                "%s:%d: skipped: a choice is longer than the model's window of %d tokens",
+                path,
+                record.line,
+                model.args.seq_len,
+            )
             skipped += 1
             continue
         context = [eos_id, *tokenizer.encode(record.context, add_special_tokens=False).ids]
@@ -111,10 +119,18 @@ def evaluate_mc(model: Transformer, tokenizer: Tokenizer, path: str | Path, *, e
         correct_norm += _argmax(per_char) == record.answer
         scored += 1
     if not scored:
-        raise ValueError(f"{path}: no valid multiple-choice record ({skipped} skipped); expected JSONL of "
-                         '{"context": str, "choices": [str, ...], "answer": int}')
-    return {"task": path.stem, "path": str(path), "records": scored, "skipped": skipped,
-            "acc": correct / scored, "acc_norm": correct_norm / scored}
+        raise ValueError(
+            f"{path}: no valid multiple-choice record ({skipped} skipped); expected JSONL of "
+            '{"context": str, "choices": [str, ...], "answer": int}'
+        )
+    return {
+        "task": path.stem,
+        "path": str(path),
+        "records": scored,
+        "skipped": skipped,
+        "acc": correct / scored,
+        "acc_norm": correct_norm / scored,
+    }
 
 
 def _argmax(values: list[float]) -> int:

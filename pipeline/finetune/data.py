@@ -50,7 +50,13 @@ from data_prep.tokenizer.tokenize import split_of
 from pipeline.model.transformer import IGNORE_INDEX
 
 USER, ASSISTANT, SYSTEM, EOS, PAD = "<|user|>", "<|assistant|>", "<|system|>", "<|eos|>", "<|pad|>"
-ROLE_NAMES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
+ROLE_NAMES = {
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "human": "user",
+    "gpt": "assistant",
+}
 """Role names read without ``data.roles``: ours, and ShareGPT's."""
 BUILDERS = {".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
 """File suffix -> ``datasets`` packaged builder (.jsonl is read line by line, to name lines)."""
@@ -73,7 +79,9 @@ class ChatTokens:
         ids = {name: tokenizer.token_to_id(token) for name, token in tokens.items()}
         missing = [tokens[name] for name, token_id in ids.items() if token_id is None]
         if missing:
-            raise ValueError(f"{where}: tokenizer lacks the special tokens {' '.join(missing)} that SFT needs")
+            raise ValueError(
+                f"{where}: tokenizer lacks the special tokens {' '.join(missing)} that SFT needs"
+            )
         return cls(**ids, system=tokenizer.token_to_id(SYSTEM))
 
 
@@ -108,8 +116,10 @@ def _load_dataset(path: Path, *, split: str) -> tuple[Any, str]:
 
     if path.is_dir():
         if not any((path / marker).is_file() for marker in SAVED_MARKERS):
-            raise FileNotFoundError(f"{path}: not a dataset saved with save_to_disk (none of "
-                                    f"{', '.join(SAVED_MARKERS)}); give that directory or one data file")
+            raise FileNotFoundError(
+                f"{path}: not a dataset saved with save_to_disk (none of "
+                f"{', '.join(SAVED_MARKERS)}); give that directory or one data file"
+            )
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
@@ -119,12 +129,17 @@ def _load_dataset(path: Path, *, split: str) -> tuple[Any, str]:
     if path.is_file():
         builder = BUILDERS.get(path.suffix)
         if builder is None:
-            raise ValueError(f"{path}: SFT data must be .jsonl, {', '.join(BUILDERS)} or a save_to_disk directory")
+            raise ValueError(
+                f"{path}: SFT data must be .jsonl, {', '.join(BUILDERS)} or a save_to_disk directory"
+            )
         with tempfile.TemporaryDirectory() as cache:  # in memory: no cache left behind, none gone stale
-            return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
-                                         keep_in_memory=True), str(path)
-    raise FileNotFoundError(f"SFT data not found: {path} (data.path is a local .jsonl/.json/.parquet/.arrow "
-                            "file or a save_to_disk directory; Hugging Face hub names are not downloaded)")
+            return datasets.load_dataset(
+                builder, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True
+            ), str(path)
+    raise FileNotFoundError(
+        f"SFT data not found: {path} (data.path is a local .jsonl/.json/.parquet/.arrow "
+        "file or a save_to_disk directory; Hugging Face hub names are not downloaded)"
+    )
 
 
 @dataclass(frozen=True)
@@ -145,8 +160,12 @@ class Layout:
         """From ``data.columns`` (our field -> the data's name; a named field is looked for under that
         name only) and ``data.roles`` (more role names, theirs -> ours)."""
         named = {key: (columns[key],) for key in ("messages", "role", "content") if key in columns}
-        return cls(prompt=columns.get("prompt", "prompt"), response=columns.get("response", "response"),
-                   **named, roles={**ROLE_NAMES, **roles})
+        return cls(
+            prompt=columns.get("prompt", "prompt"),
+            response=columns.get("response", "response"),
+            **named,
+            roles={**ROLE_NAMES, **roles},
+        )
 
 
 def conversation(record: Any, layout: Layout = Layout(), *, last: str = "assistant") -> list[Message]:
@@ -163,11 +182,14 @@ def conversation(record: Any, layout: Layout = Layout(), *, last: str = "assista
             raise BadRecord(f"'{found}' is not a list of messages")
         messages = [_message(m, i, layout) for i, m in enumerate(messages)]
     elif isinstance(record.get(layout.prompt), str) and isinstance(record.get(layout.response), str):
-        messages = [{"role": "user", "content": record[layout.prompt]},
-                    {"role": "assistant", "content": record[layout.response]}]
+        messages = [
+            {"role": "user", "content": record[layout.prompt]},
+            {"role": "assistant", "content": record[layout.response]},
+        ]
     else:
-        raise BadRecord(f"expected {_either(layout.messages)}, or string fields '{layout.prompt}' and "
-                        f"'{layout.response}'")
+        raise BadRecord(
+            f"expected {_either(layout.messages)}, or string fields '{layout.prompt}' and '{layout.response}'"
+        )
     _check_turns(messages, last=last)
     return messages
 
@@ -180,8 +202,10 @@ def _message(message: Any, i: int, layout: Layout) -> Message:
         raise BadRecord(f"message {i} has no string {_either(layout.content)}")
     role = message.get(_first_present(message, layout.role) or "")
     if not (isinstance(role, str) and role in layout.roles):
-        raise BadRecord(f"message {i} has role {role!r}, not one of {', '.join(layout.roles)} "
-                        "(data.roles maps other names to ours)")
+        raise BadRecord(
+            f"message {i} has role {role!r}, not one of {', '.join(layout.roles)} "
+            "(data.roles maps other names to ours)"
+        )
     return {"role": layout.roles[role], "content": content}
 
 
@@ -201,8 +225,10 @@ def _check_turns(messages: list[Message], *, last: str) -> None:
     for i, message in enumerate(turns):
         expected = "user" if i % 2 == 0 else "assistant"
         if message["role"] != expected:
-            raise BadRecord(f"turn {i} is {message['role']}, expected {expected} (an optional system message "
-                            "first, then user and assistant alternating)")
+            raise BadRecord(
+                f"turn {i} is {message['role']}, expected {expected} (an optional system message "
+                "first, then user and assistant alternating)"
+            )
         if expected == "assistant" and not message["content"].strip():
             raise BadRecord(f"turn {i} is an empty assistant turn")
     if turns[-1]["role"] != last:
@@ -245,8 +271,14 @@ class Example(NamedTuple):
     truncated: bool
 
 
-def encode_example(tokenizer: Tokenizer, chat: ChatTokens, messages: list[Message], *, seq_len: int,
-                   overlong: str = "truncate") -> Example | None:
+def encode_example(
+    tokenizer: Tokenizer,
+    chat: ChatTokens,
+    messages: list[Message],
+    *,
+    seq_len: int,
+    overlong: str = "truncate",
+) -> Example | None:
     """The example, at most ``seq_len`` long; None when it is too long and ``overlong="drop"``, or
     when truncation leaves no learned token."""
     tokens, labels = render(tokenizer, chat, messages)
@@ -254,7 +286,7 @@ def encode_example(tokenizer: Tokenizer, chat: ChatTokens, messages: list[Messag
     if truncated:
         if overlong == "drop":
             return None
-        tokens, labels = tokens[:seq_len + 1], labels[:seq_len + 1]
+        tokens, labels = tokens[: seq_len + 1], labels[: seq_len + 1]
     targets = labels[1:]
     if all(label == IGNORE_INDEX for label in targets):
         return None
@@ -276,7 +308,9 @@ class SFTStats:
     """``where: reason`` of the first few bad records."""
 
     def summary(self) -> str:
-        parts = [f"{self.examples['train']} train / {self.examples['val']} val examples of {self.records} records"]
+        parts = [
+            f"{self.examples['train']} train / {self.examples['val']} val examples of {self.records} records"
+        ]
         if self.truncated:
             parts.append(f"{self.truncated} truncated to seq_len")
         if self.dropped_overlong:
@@ -286,14 +320,27 @@ class SFTStats:
         return ", ".join(parts)
 
     def counts(self) -> dict[str, int]:
-        return {"records": self.records, "train_examples": self.examples["train"],
-                "val_examples": self.examples["val"], "truncated": self.truncated,
-                "dropped_overlong": self.dropped_overlong, "bad_records": self.bad}
+        return {
+            "records": self.records,
+            "train_examples": self.examples["train"],
+            "val_examples": self.examples["val"],
+            "truncated": self.truncated,
+            "dropped_overlong": self.dropped_overlong,
+            "bad_records": self.bad,
+        }
 
 
-def read_examples(path: str | Path, tokenizer: Tokenizer, *, seq_len: int, val_fraction: float,
-                  columns: Mapping[str, str] = {}, roles: Mapping[str, str] = {}, split: str = "train",
-                  overlong: str = "truncate") -> tuple[dict[str, list[Example]], SFTStats]:
+def read_examples(
+    path: str | Path,
+    tokenizer: Tokenizer,
+    *,
+    seq_len: int,
+    val_fraction: float,
+    columns: Mapping[str, str] = {},
+    roles: Mapping[str, str] = {},
+    split: str = "train",
+    overlong: str = "truncate",
+) -> tuple[dict[str, list[Example]], SFTStats]:
     """The encoded examples of ``path`` by split (``train``, ``val``) in record order, and the counts;
     ``columns`` and ``roles`` as ``Layout.of`` takes them."""
     chat = ChatTokens.of(tokenizer, path)
@@ -327,8 +374,12 @@ class SFTDataset:
     ``pad`` (targets ignored). ``packing``: several examples per row, in order of the ``seed``
     shuffle, and ``doc_starts[i]`` the input positions where row ``i``'s examples begin."""
 
-    def __init__(self, examples: Sequence[Example], *, seq_len: int, pad: int, packing: bool = False, seed: int = 0):
-        groups = _pack(examples, seq_len=seq_len, seed=seed) if packing else [[example] for example in examples]
+    def __init__(
+        self, examples: Sequence[Example], *, seq_len: int, pad: int, packing: bool = False, seed: int = 0
+    ):
+        groups = (
+            _pack(examples, seq_len=seq_len, seed=seed) if packing else [[example] for example in examples]
+        )
         self.inputs = torch.full((len(groups), seq_len), pad, dtype=torch.int64)
         self.targets = torch.full((len(groups), seq_len), IGNORE_INDEX, dtype=torch.int64)
         self.doc_starts: list[np.ndarray] | None = [] if packing else None
@@ -364,10 +415,18 @@ class SFTLoader:
     state is ``(seed, epoch, sample_index)``. Batches of a packed dataset carry the rows' document
     starts as a third item."""
 
-    def __init__(self, dataset: SFTDataset, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+    def __init__(
+        self, dataset: SFTDataset, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0
+    ):
         if len(dataset) == 0:
             raise ValueError("no SFT training examples (all records went to val or were too long)")
-        self.dataset, self.batch_size, self.rank, self.world_size, self.seed = dataset, batch_size, rank, world_size, seed
+        self.dataset, self.batch_size, self.rank, self.world_size, self.seed = (
+            dataset,
+            batch_size,
+            rank,
+            world_size,
+            seed,
+        )
         self.sample_index = 0
         self._permutation_epoch, self._permutation = -1, np.empty(0, dtype=np.int64)
 
@@ -378,8 +437,10 @@ class SFTLoader:
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         while True:
             step = self.batch_size * self.world_size
-            mine = [self._row_of(g) for g in range(self.sample_index + self.rank, self.sample_index + step,
-                                                    self.world_size)]
+            mine = [
+                self._row_of(g)
+                for g in range(self.sample_index + self.rank, self.sample_index + step, self.world_size)
+            ]
             self.sample_index += step
             batch = self.dataset.inputs[mine], self.dataset.targets[mine]
             starts = self.dataset.doc_starts
@@ -400,13 +461,14 @@ class SFTLoader:
         self._permutation_epoch = -1
 
 
-def sft_eval_batches(dataset: SFTDataset, *, batch_size: int, rank: int = 0, world_size: int = 1,
-                     max_batches: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def sft_eval_batches(
+    dataset: SFTDataset, *, batch_size: int, rank: int = 0, world_size: int = 1, max_batches: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The rows in order, row ``i`` to rank ``i % world_size``, the same number of batches on every rank."""
     usable = len(dataset) - len(dataset) % world_size
     mine = torch.arange(rank, usable, world_size)
     for n, start in enumerate(range(0, len(mine), batch_size)):
         if max_batches and n == max_batches:
             return
-        rows = mine[start:start + batch_size]
+        rows = mine[start : start + batch_size]
         yield dataset.inputs[rows], dataset.targets[rows]

@@ -58,25 +58,51 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
         accum = loop.grad_accum_steps(dist.world_size)
         total_steps = plan_steps(loop, seq_len=args.seq_len)
         data = cfg.data
-        examples, stats = read_examples(data.path, tokenizer, seq_len=args.seq_len, val_fraction=data.val_fraction,
-                                        columns=data.columns, roles=data.roles, split=data.split,
-                                        overlong=data.overlong)
+        examples, stats = read_examples(
+            data.path,
+            tokenizer,
+            seq_len=args.seq_len,
+            val_fraction=data.val_fraction,
+            columns=data.columns,
+            roles=data.roles,
+            split=data.split,
+            overlong=data.overlong,
+        )
         pad = ChatTokens.of(tokenizer, tokenizer_file).pad
-        splits = {"train": SFTDataset(examples["train"], seq_len=args.seq_len, pad=pad, packing=data.packing,
-                                      seed=loop.seed),
-                  "val": SFTDataset(examples["val"], seq_len=args.seq_len, pad=pad)}
-        loader = SFTLoader(splits["train"], batch_size=loop.micro_batch_size, rank=dist.rank,
-                           world_size=dist.world_size, seed=loop.seed)
+        splits = {
+            "train": SFTDataset(
+                examples["train"], seq_len=args.seq_len, pad=pad, packing=data.packing, seed=loop.seed
+            ),
+            "val": SFTDataset(examples["val"], seq_len=args.seq_len, pad=pad),
+        }
+        loader = SFTLoader(
+            splits["train"],
+            batch_size=loop.micro_batch_size,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            seed=loop.seed,
+        )
 
         def val_batches() -> Iterable[Batch]:
-            return sft_eval_batches(splits["val"], batch_size=loop.micro_batch_size, rank=dist.rank,
-                                    world_size=dist.world_size, max_batches=loop.eval_batches)
+            return sft_eval_batches(
+                splits["val"],
+                batch_size=loop.micro_batch_size,
+                rank=dist.rank,
+                world_size=dist.world_size,
+                max_batches=loop.eval_batches,
+            )
 
         resume_dir = resume_checkpoint(cfg.output_dir, cfg.checkpoint.resume)
         resume = read_meta(resume_dir) if resume_dir is not None else None
         if resume is not None:
-            check_resumable(resume, resume_dir, model_args=args, strategy=cfg.parallel.strategy,
-                            total_steps=total_steps, tokenizer_file=tokenizer_file)
+            check_resumable(
+                resume,
+                resume_dir,
+                model_args=args,
+                strategy=cfg.parallel.strategy,
+                total_steps=total_steps,
+                tokenizer_file=tokenizer_file,
+            )
             check_same_adapters(resume, resume_dir, cfg.lora)
         model = build_model(args)
         if cfg.lora.enabled:
@@ -96,19 +122,47 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
             packed = f" packed into {len(splits['train'])} rows" if data.packing else ""
             print(f"finetune: {data.path}: {stats.summary()}{packed}", flush=True)
             if cfg.lora.enabled:
-                print(f"finetune: LoRA rank {cfg.lora.rank} on {', '.join(cfg.lora.targets)}: {trainable:,} of "
-                      f"{total:,} parameters train ({trainable / total:.2%})", flush=True)
-        params = {**cfg.flat(), **{f"model.{key}": str(value) for key, value in dataclasses.asdict(args).items()},
-                  "params.trainable": str(trainable), "params.total": str(total),
-                  **{f"data.stats.{key}": str(value) for key, value in stats.counts().items()}}
-        tracker = Tracker.start(cfg.tracking, output_dir=cfg.output_dir, params=params, active=dist.is_main,
-                                tags=run_tags(n_params=parallel.model.num_params(), strategy=cfg.parallel.strategy,
-                                              dist=dist, init_from=str(init_dir),
-                                              init_mlflow_run_id=init_meta.get("mlflow_run_id")),
-                                run_id=resume["mlflow_run_id"] if resume is not None else None)
-        return run_job(cfg, parallel=parallel, loader=loader, val_batches=val_batches, model_args=args,
-                       tokenizer_file=tokenizer_file, tracker=tracker, dist=dist, accum_steps=accum,
-                       total_steps=total_steps, label="finetune", started=started, resume=resume)
+                print(
+                    f"finetune: LoRA rank {cfg.lora.rank} on {', '.join(cfg.lora.targets)}: {trainable:,} of "
+                    f"{total:,} parameters train ({trainable / total:.2%})",
+                    flush=True,
+                )
+        params = {
+            **cfg.flat(),
+            **{f"model.{key}": str(value) for key, value in dataclasses.asdict(args).items()},
+            "params.trainable": str(trainable),
+            "params.total": str(total),
+            **{f"data.stats.{key}": str(value) for key, value in stats.counts().items()},
+        }
+        tracker = Tracker.start(
+            cfg.tracking,
+            output_dir=cfg.output_dir,
+            params=params,
+            active=dist.is_main,
+            tags=run_tags(
+                n_params=parallel.model.num_params(),
+                strategy=cfg.parallel.strategy,
+                dist=dist,
+                init_from=str(init_dir),
+                init_mlflow_run_id=init_meta.get("mlflow_run_id"),
+            ),
+            run_id=resume["mlflow_run_id"] if resume is not None else None,
+        )
+        return run_job(
+            cfg,
+            parallel=parallel,
+            loader=loader,
+            val_batches=val_batches,
+            model_args=args,
+            tokenizer_file=tokenizer_file,
+            tracker=tracker,
+            dist=dist,
+            accum_steps=accum,
+            total_steps=total_steps,
+            label="finetune",
+            started=started,
+            resume=resume,
+        )
     finally:
         shutdown_distributed(dist)
 
@@ -116,6 +170,7 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
 def check_same_adapters(meta: dict[str, Any], step_dir: Path, lora: LoRAConfig) -> None:
     """A fine-tune resumes only with the adapters its checkpoint holds (or none, as it has none): one line,
     before the model is built, rather than DCP's error about missing or misshapen tensors."""
+
     def canonical(adapters: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if adapters is None else {**adapters, "targets": sorted(adapters["targets"])}
 
@@ -125,5 +180,7 @@ def check_same_adapters(meta: dict[str, Any], step_dir: Path, lora: LoRAConfig) 
     saved = meta.get(META_KEY)
     wanted = dataclasses.asdict(lora) if lora.enabled else None
     if canonical(saved) != canonical(wanted):
-        raise ValueError(f"checkpoint {step_dir} was trained with {describe(saved)}, this run asks for "
-                         f"{describe(wanted)}; use another output_dir or checkpoint.resume=never")
+        raise ValueError(
+            f"checkpoint {step_dir} was trained with {describe(saved)}, this run asks for "
+            f"{describe(wanted)}; use another output_dir or checkpoint.resume=never"
+        )

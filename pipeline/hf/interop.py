@@ -91,14 +91,23 @@ def hf_names(n_layers: int, *, tie_embeddings: bool) -> dict[str, str]:
     """Our parameter name -> the ``LlamaForCausalLM`` one, for every tensor written (a tied head is not)."""
     names = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
     per_layer = {
-        "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-        "attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj",
-        "attention.wv": "self_attn.v_proj", "attention.wo": "self_attn.o_proj",
-        "feed_forward.w1": "mlp.gate_proj", "feed_forward.w3": "mlp.up_proj", "feed_forward.w2": "mlp.down_proj",
+        "attention_norm": "input_layernorm",
+        "ffn_norm": "post_attention_layernorm",
+        "attention.wq": "self_attn.q_proj",
+        "attention.wk": "self_attn.k_proj",
+        "attention.wv": "self_attn.v_proj",
+        "attention.wo": "self_attn.o_proj",
+        "feed_forward.w1": "mlp.gate_proj",
+        "feed_forward.w3": "mlp.up_proj",
+        "feed_forward.w2": "mlp.down_proj",
     }
     for i in range(n_layers):
-        names.update({f"layers.{i}.{ours}.weight": f"model.layers.{i}.{theirs}.weight"
-                      for ours, theirs in per_layer.items()})
+        names.update(
+            {
+                f"layers.{i}.{ours}.weight": f"model.layers.{i}.{theirs}.weight"
+                for ours, theirs in per_layer.items()
+            }
+        )
     if not tie_embeddings:
         names[TIED_HEAD] = "lm_head.weight"
     return names
@@ -107,8 +116,14 @@ def hf_names(n_layers: int, *, tie_embeddings: bool) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- export
 
 
-def export_hf(checkpoint: str | Path, output: str | Path, *, dtype: str = "float32",
-              max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE, tokenizer: str | Path | None = None) -> Path:
+def export_hf(
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    dtype: str = "float32",
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    tokenizer: str | Path | None = None,
+) -> Path:
     """Write ``checkpoint`` (a step dir, a training output dir, or a ``checkpoint consolidate`` .safetensors)
     as a Hugging Face Llama directory ``output``; returns it. ``tokenizer``: a tokenizer.json (or its
     directory) instead of the checkpoint's own. ``output`` must not exist yet, or be empty; it appears
@@ -127,12 +142,16 @@ def export_hf(checkpoint: str | Path, output: str | Path, *, dtype: str = "float
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     state = model.state_dict()
-    tensors = {theirs: state[ours].to(DTYPES[dtype]).contiguous()
-               for ours, theirs in hf_names(args.n_layers, tie_embeddings=args.tie_embeddings).items()}
+    tensors = {
+        theirs: state[ours].to(DTYPES[dtype]).contiguous()
+        for ours, theirs in hf_names(args.n_layers, tie_embeddings=args.tie_embeddings).items()
+    }
     write_sharded(tensors, staging, max_shard_bytes=shard_bytes)
     _write_json(staging / CONFIG, llama_config(args, special, dtype=dtype))
-    _write_json(staging / GENERATION_CONFIG, {"bos_token_id": special.bos_id, "eos_token_id": special.eos_id,
-                                              "pad_token_id": special.pad_id})
+    _write_json(
+        staging / GENERATION_CONFIG,
+        {"bos_token_id": special.bos_id, "eos_token_id": special.eos_id, "pad_token_id": special.pad_id},
+    )
     chat = _is_finetune(source_dir) and all(vocab.token_to_id(t) is not None for t in (USER, ASSISTANT, EOS))
     write_tokenizer_files(tokenizer_file, staging, special, model_max_length=args.seq_len, chat=chat)
     if output.exists():
@@ -147,16 +166,32 @@ def llama_config(args: ModelArgs, special: SpecialTokens, *, dtype: str) -> dict
     RoPE's base goes both as ``rope_parameters`` (transformers 5) and as ``rope_theta`` (4.x);
     the weights' dtype as ``dtype`` (``torch_dtype`` before 4.56, deprecated since)."""
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": args.vocab_size, "hidden_size": args.d_model, "intermediate_size": args.ffn_hidden,
-        "num_hidden_layers": args.n_layers, "num_attention_heads": args.n_heads,
-        "num_key_value_heads": args.n_kv_heads, "head_dim": args.head_dim,
-        "max_position_embeddings": args.seq_len, "rms_norm_eps": args.norm_eps,
-        "rope_theta": args.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": args.rope_theta},
-        "rope_scaling": None, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-        "attention_dropout": 0.0, "initializer_range": 0.02, "pretraining_tp": 1, "use_cache": True,
-        "tie_word_embeddings": args.tie_embeddings, "bos_token_id": special.bos_id,
-        "eos_token_id": special.eos_id, "pad_token_id": special.pad_id, "dtype": dtype,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": args.vocab_size,
+        "hidden_size": args.d_model,
+        "intermediate_size": args.ffn_hidden,
+        "num_hidden_layers": args.n_layers,
+        "num_attention_heads": args.n_heads,
+        "num_key_value_heads": args.n_kv_heads,
+        "head_dim": args.head_dim,
+        "max_position_embeddings": args.seq_len,
+        "rms_norm_eps": args.norm_eps,
+        "rope_theta": args.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": args.rope_theta},
+        "rope_scaling": None,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "pretraining_tp": 1,
+        "use_cache": True,
+        "tie_word_embeddings": args.tie_embeddings,
+        "bos_token_id": special.bos_id,
+        "eos_token_id": special.eos_id,
+        "pad_token_id": special.pad_id,
+        "dtype": dtype,
     }
 
 
@@ -180,24 +215,34 @@ def write_sharded(tensors: dict[str, torch.Tensor], directory: Path, *, max_shar
     files = [directory / f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
     for shard, path in zip(shards, files):
         save_file(shard, str(path), metadata={"format": "pt"})
-    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
-             "weight_map": {name: path.name for shard, path in zip(shards, files) for name in shard}}
+    index = {
+        "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+        "weight_map": {name: path.name for shard, path in zip(shards, files) for name in shard},
+    }
     _write_json(directory / WEIGHTS_INDEX, index)
     return files
 
 
-def write_tokenizer_files(tokenizer_file: Path, directory: Path, special: SpecialTokens, *,
-                          model_max_length: int, chat: bool) -> None:
+def write_tokenizer_files(
+    tokenizer_file: Path, directory: Path, special: SpecialTokens, *, model_max_length: int, chat: bool
+) -> None:
     """tokenizer.json as it is, and the side files that tell ``AutoTokenizer`` its class and roles
     (as ``data_prep.tokenizer.train.write_transformers_files`` does), plus the chat template if ``chat``."""
     shutil.copyfile(tokenizer_file, directory / TOKENIZER_FILE)
-    roles = {f"{role}_token": name for role, name in (("bos", special.bos), ("eos", special.eos),
-                                                       ("pad", special.pad)) if name is not None}
+    roles = {
+        f"{role}_token": name
+        for role, name in (("bos", special.bos), ("eos", special.eos), ("pad", special.pad))
+        if name is not None
+    }
     added = json.loads(tokenizer_file.read_text()).get("added_tokens", [])
     extra = [t["content"] for t in added if t.get("special") and t["content"] not in roles.values()]
     special_map = {**roles, "additional_special_tokens": extra}
-    hf_config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-                 "model_max_length": model_max_length, **special_map}
+    hf_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": model_max_length,
+        **special_map,
+    }
     if chat:
         vocab = Tokenizer.from_file(str(tokenizer_file))
         hf_config["chat_template"] = chat_template(system_token=vocab.token_to_id(SYSTEM) is not None)
@@ -228,8 +273,10 @@ def _load_for_export(path: Path) -> tuple[Transformer, ModelArgs, Path | None]:
             raise FileNotFoundError(f"consolidated checkpoint not found: {path}")
         sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
-            raise FileNotFoundError(f"{sidecar} not found: a consolidated checkpoint needs the .json "
-                                    "that `lmpipe checkpoint consolidate` writes beside it")
+            raise FileNotFoundError(
+                f"{sidecar} not found: a consolidated checkpoint needs the .json "
+                "that `lmpipe checkpoint consolidate` writes beside it"
+            )
         model = load_consolidated(path)
         source = Path(json.loads(sidecar.read_text()).get("checkpoint", ""))
         return model, model.args, source if (source / META_FILE).is_file() else None
@@ -246,8 +293,10 @@ def _tokenizer_file(given: str | Path | None, source_dir: Path | None, checkpoin
             raise FileNotFoundError(f"tokenizer not found: {path}")
         return path
     if source_dir is None or not (source_dir / TOKENIZER_FILE).is_file():
-        raise FileNotFoundError(f"{checkpoint}: its tokenizer.json is not found (the checkpoint it was "
-                                "consolidated from is gone?); give one with --tokenizer")
+        raise FileNotFoundError(
+            f"{checkpoint}: its tokenizer.json is not found (the checkpoint it was "
+            "consolidated from is gone?); give one with --tokenizer"
+        )
     return source_dir / TOKENIZER_FILE
 
 
@@ -273,21 +322,31 @@ def import_hf(hf_dir: str | Path, output: str | Path, *, seq_len: int | None = N
     args = model_args_from_config(_read_json(hf_dir / CONFIG), where=hf_dir / CONFIG, seq_len=seq_len)
     tokenizer_file = hf_dir / TOKENIZER_FILE
     if not tokenizer_file.is_file():
-        raise FileNotFoundError(f"{hf_dir}: no {TOKENIZER_FILE} (only fast tokenizers can be imported; "
-                                "save one with AutoTokenizer.from_pretrained(...).save_pretrained(dir))")
+        raise FileNotFoundError(
+            f"{hf_dir}: no {TOKENIZER_FILE} (only fast tokenizers can be imported; "
+            "save one with AutoTokenizer.from_pretrained(...).save_pretrained(dir))"
+        )
     if (Path(output) / CHECKPOINTS_DIR).exists():
         raise ValueError(f"{Path(output) / CHECKPOINTS_DIR} exists already; import into a new --output")
     names = hf_names(args.n_layers, tie_embeddings=args.tie_embeddings)
     theirs = read_hf_weights(hf_dir)
     missing = sorted(set(names.values()) - set(theirs))
     if missing:
-        raise ValueError(f"{hf_dir}: weights lack {len(missing)} tensor(s) of a LlamaForCausalLM "
-                         f"with this config.json, e.g. {', '.join(missing[:3])}")
-    unexpected = sorted(set(theirs) - set(names.values()) - {"lm_head.weight"}
-                        - {n for n in theirs if n.endswith("rotary_emb.inv_freq")})
+        raise ValueError(
+            f"{hf_dir}: weights lack {len(missing)} tensor(s) of a LlamaForCausalLM "
+            f"with this config.json, e.g. {', '.join(missing[:3])}"
+        )
+    unexpected = sorted(
+        set(theirs)
+        - set(names.values())
+        - {"lm_head.weight"}
+        - {n for n in theirs if n.endswith("rotary_emb.inv_freq")}
+    )
     if unexpected:
-        raise ValueError(f"{hf_dir}: unexpected tensors for a LlamaForCausalLM (biases? another "
-                         f"architecture?): {', '.join(unexpected[:3])}")
+        raise ValueError(
+            f"{hf_dir}: unexpected tensors for a LlamaForCausalLM (biases? another "
+            f"architecture?): {', '.join(unexpected[:3])}"
+        )
     model = empty_model(args, device="cpu")
     state = {ours: theirs[name].to(torch.float32) for ours, name in names.items()}
     if args.tie_embeddings:
@@ -295,10 +354,17 @@ def import_hf(hf_dir: str | Path, output: str | Path, *, seq_len: int | None = N
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:  # shapes that disagree with config.json
-        raise ValueError(f"{hf_dir}: weights do not fit config.json: {str(exc).splitlines()[-1].strip()}") from None
+        raise ValueError(
+            f"{hf_dir}: weights do not fit config.json: {str(exc).splitlines()[-1].strip()}"
+        ) from None
     provenance = {"format": "hf", "path": str(hf_dir.resolve())}
-    return save_weights_checkpoint(output, model, tokenizer_file=tokenizer_file,
-                                   extra_files=(hf_dir / HF_CONFIG_FILE,), imported_from=provenance)
+    return save_weights_checkpoint(
+        output,
+        model,
+        tokenizer_file=tokenizer_file,
+        extra_files=(hf_dir / HF_CONFIG_FILE,),
+        imported_from=provenance,
+    )
 
 
 def model_args_from_config(config: dict[str, Any], *, where: Path, seq_len: int | None = None) -> ModelArgs:
@@ -329,17 +395,24 @@ def model_args_from_config(config: dict[str, Any], *, where: Path, seq_len: int 
     n_kv_heads = config.get("num_key_value_heads") or n_heads
     head_dim = config.get("head_dim") or d_model // n_heads
     if d_model % n_heads or head_dim != d_model // n_heads or n_heads % n_kv_heads:
-        raise ValueError(f"{where}: unsupported model: head_dim {head_dim} with hidden_size {d_model}, "
-                         f"{n_heads} heads and {n_kv_heads} key/value heads (needs head_dim = "
-                         "hidden_size / heads, and heads a multiple of key/value heads)")
+        raise ValueError(
+            f"{where}: unsupported model: head_dim {head_dim} with hidden_size {d_model}, "
+            f"{n_heads} heads and {n_kv_heads} key/value heads (needs head_dim = "
+            "hidden_size / heads, and heads a multiple of key/value heads)"
+        )
     # Absent keys take LlamaConfig's defaults.
-    return ModelArgs(vocab_size=config["vocab_size"], d_model=d_model, n_layers=config["num_hidden_layers"],
-                     n_heads=n_heads, n_kv_heads=n_kv_heads,
-                     seq_len=seq_len or config.get("max_position_embeddings", 2048),
-                     ffn_hidden=config["intermediate_size"],
-                     tie_embeddings=bool(config.get("tie_word_embeddings", False)),
-                     rope_theta=float(rope.get("rope_theta", config.get("rope_theta", ROPE_THETA_DEFAULT))),
-                     norm_eps=float(config.get("rms_norm_eps", 1e-6)))
+    return ModelArgs(
+        vocab_size=config["vocab_size"],
+        d_model=d_model,
+        n_layers=config["num_hidden_layers"],
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        seq_len=seq_len or config.get("max_position_embeddings", 2048),
+        ffn_hidden=config["intermediate_size"],
+        tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+        rope_theta=float(rope.get("rope_theta", config.get("rope_theta", ROPE_THETA_DEFAULT))),
+        norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+    )
 
 
 def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
@@ -349,8 +422,10 @@ def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
     if (hf_dir / WEIGHTS).is_file():
         return load_file(str(hf_dir / WEIGHTS))
     if not (hf_dir / WEIGHTS_INDEX).is_file():
-        raise FileNotFoundError(f"{hf_dir}: no {WEIGHTS} or {WEIGHTS_INDEX} (only safetensors weights are read, "
-                                "not pytorch_model.bin)")
+        raise FileNotFoundError(
+            f"{hf_dir}: no {WEIGHTS} or {WEIGHTS_INDEX} (only safetensors weights are read, "
+            "not pytorch_model.bin)"
+        )
     weight_map = _read_json(hf_dir / WEIGHTS_INDEX).get("weight_map", {})
     tensors: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
@@ -360,8 +435,15 @@ def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def save_weights_checkpoint(output_dir: str | Path, model: Transformer, *, tokenizer_file: Path,
-                            imported_from: dict[str, Any], extra_files: tuple[Path, ...] = (), step: int = 0) -> Path:
+def save_weights_checkpoint(
+    output_dir: str | Path,
+    model: Transformer,
+    *,
+    tokenizer_file: Path,
+    imported_from: dict[str, Any],
+    extra_files: tuple[Path, ...] = (),
+    step: int = 0,
+) -> Path:
     """A step directory holding only weights (DCP, as a one-process ``ddp`` save writes them), meta.json
     and the tokenizer, then ``latest``: what ``load_model_for_inference`` and ``finetune --init-from``
     read. No optimizer or loader state, so it cannot be resumed, only started from."""
@@ -375,9 +457,18 @@ def save_weights_checkpoint(output_dir: str | Path, model: Transformer, *, token
     staging.mkdir(parents=True)
     with quiet_without_process_group():
         dcp.save({"model": model.state_dict()}, checkpoint_id=str(staging), no_dist=True)
-    meta = {"step": step, "tokens_seen": 0, "model": dataclasses.asdict(model.args), "strategy": "ddp",
-            "world_size": 1, "loader": {}, "mlflow_run_id": None, "progress": {}, "rng": {},
-            "imported_from": imported_from}
+    meta = {
+        "step": step,
+        "tokens_seen": 0,
+        "model": dataclasses.asdict(model.args),
+        "strategy": "ddp",
+        "world_size": 1,
+        "loader": {},
+        "mlflow_run_id": None,
+        "progress": {},
+        "rng": {},
+        "imported_from": imported_from,
+    }
     _write_json(staging / META_FILE, meta)
     shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
     for extra in extra_files:  # tokenizer_config.json: which tokens are bos/eos/pad (find_special_tokens)
@@ -412,4 +503,3 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
-

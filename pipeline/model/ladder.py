@@ -59,10 +59,18 @@ SIZES: dict[str, ModelShape] = {
     "7b": ModelShape(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32),
 }
 
-NOMINAL_PARAMS: dict[str, int] = {"tiny": 1_000_000, "14m": 14_000_000, "30m": 30_000_000,
-                                  "60m": 60_000_000, "125m": 125_000_000, "350m": 350_000_000,
-                                  "760m": 760_000_000, "1.3b": 1_300_000_000, "3b": 3_000_000_000,
-                                  "7b": 7_000_000_000}
+NOMINAL_PARAMS: dict[str, int] = {
+    "tiny": 1_000_000,
+    "14m": 14_000_000,
+    "30m": 30_000_000,
+    "60m": 60_000_000,
+    "125m": 125_000_000,
+    "350m": 350_000_000,
+    "760m": 760_000_000,
+    "1.3b": 1_300_000_000,
+    "3b": 3_000_000_000,
+    "7b": 7_000_000_000,
+}
 
 
 # Both rules are the OLMo model ladder's (allenai/OLMo scripts/ladder.py), fitted by Porian et al. 2024.
@@ -72,6 +80,8 @@ _REFERENCE_BATCH_TOKENS = 160 * 2048
 _MIN_RULE_N = 10_000_000
 """The fits span ~100M-7B; below 10M the learning rate is held at its 10M value (on the ~1M rung the
 rule's 0.024 did no better than 0.01: val loss 0.57 vs 0.55 after 200 steps, where 3e-3 gave 0.76)."""
+
+
 def default_lr(non_embedding_params: int) -> float:
     """Peak AdamW learning rate: 0.0047 at N = 108M, scaling as N^(-1/3)."""
     n = max(non_embedding_params, _MIN_RULE_N)

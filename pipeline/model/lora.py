@@ -39,8 +39,16 @@ META_KEY = "lora"
 class LoRALinear(nn.Linear):
     """``y = x W^T + scale * dropout(x) A^T B^T``, W frozen; no bias (the model has none)."""
 
-    def __init__(self, in_features: int, out_features: int, *, rank: int, alpha: float, dropout: float,
-                 device: torch.device | str | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        rank: int,
+        alpha: float,
+        dropout: float,
+        device: torch.device | str | None = None,
+    ):
         super().__init__(in_features, out_features, bias=False, device=device)
         self.weight.requires_grad_(False)
         self.rank, self.alpha, self.dropout = rank, alpha, dropout
@@ -56,8 +64,14 @@ class LoRALinear(nn.Linear):
         """Adapters around ``linear``'s own weight tensor (kept, frozen), on its device (meta before init)."""
         if linear.bias is not None:
             raise ValueError("LoRALinear adapts bias-free projections only")
-        adapted = cls(linear.in_features, linear.out_features, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout,
-                      device=linear.weight.device)
+        adapted = cls(
+            linear.in_features,
+            linear.out_features,
+            rank=cfg.rank,
+            alpha=cfg.alpha,
+            dropout=cfg.dropout,
+            device=linear.weight.device,
+        )
         adapted.weight = linear.weight
         adapted.weight.requires_grad_(False)
         return adapted
@@ -114,8 +128,11 @@ def is_adapter(name: str) -> bool:
 
 def adapter_config(model: nn.Module) -> LoRAConfig | None:
     """The adapters a model carries, as a config (what a checkpoint's meta records); None: a plain model."""
-    adapted = [(name.rsplit(".", 1)[-1], module) for name, module in model.named_modules()
-               if isinstance(module, LoRALinear)]
+    adapted = [
+        (name.rsplit(".", 1)[-1], module)
+        for name, module in model.named_modules()
+        if isinstance(module, LoRALinear)
+    ]
     if not adapted:
         return None
     first = adapted[0][1]

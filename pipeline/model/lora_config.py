@@ -11,7 +11,6 @@ LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 w1 gate, w3 up, w2 down); spelled out here so a bad name fails before torch is imported."""
 
 
-
 @dataclass
 class LoRAConfig(Config):
     """Low-rank adapters (``pipeline.lora``): the pretrained weights stay frozen and only
@@ -32,8 +31,11 @@ class LoRAConfig(Config):
         require(self.alpha > 0, f"{prefix}alpha", "must be > 0")
         require(0.0 <= self.dropout < 1.0, f"{prefix}dropout", "must be in [0, 1)")
         unknown = [name for name in self.targets if name not in LORA_TARGETS]
-        require(not unknown, f"{prefix}targets", f"unknown projection {', '.join(map(repr, unknown))}; "
-                f"valid: {', '.join(LORA_TARGETS)}")
+        require(
+            not unknown,
+            f"{prefix}targets",
+            f"unknown projection {', '.join(map(repr, unknown))}; valid: {', '.join(LORA_TARGETS)}",
+        )
         require(bool(self.targets), f"{prefix}targets", f"name at least one of {', '.join(LORA_TARGETS)}")
         require(len(set(self.targets)) == len(self.targets), f"{prefix}targets", "names a projection twice")
 

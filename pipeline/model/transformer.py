@@ -35,7 +35,9 @@ LOSS_CHUNK_LOGITS = 1 << 21
 from the matmul that makes them, through the softmax, to the two matmuls of the gradient."""
 
 
-def rope_tables(args: ModelArgs, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    args: ModelArgs, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of every (position, frequency) pair, each (seq_len, head_dim)."""
     half = args.head_dim // 2
     inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
@@ -51,13 +53,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-def doc_starts_indicator(doc_starts: torch.Tensor | Sequence, shape: tuple[int, int],
-                         device: torch.device | str | None = None) -> torch.Tensor:
+def doc_starts_indicator(
+    doc_starts: torch.Tensor | Sequence, shape: tuple[int, int], device: torch.device | str | None = None
+) -> torch.Tensor:
     """``doc_starts`` (see ``document_mask``) as a (B, T) boolean tensor on ``device``."""
     B, T = shape
     if isinstance(doc_starts, torch.Tensor) and doc_starts.dtype == torch.bool:
         if tuple(doc_starts.shape) != (B, T):
-            raise ValueError(f"doc_starts of shape {tuple(doc_starts.shape)} does not match the tokens' {(B, T)}")
+            raise ValueError(
+                f"doc_starts of shape {tuple(doc_starts.shape)} does not match the tokens' {(B, T)}"
+            )
         return doc_starts.to(device) if device is not None else doc_starts
     if len(doc_starts) != B:
         raise ValueError(f"doc_starts has {len(doc_starts)} rows for a batch of {B}")
@@ -67,8 +72,9 @@ def doc_starts_indicator(doc_starts: torch.Tensor | Sequence, shape: tuple[int, 
     return starts.to(device) if device is not None else starts
 
 
-def document_mask(doc_starts: torch.Tensor | Sequence, shape: tuple[int, int],
-                  device: torch.device | str | None = None) -> torch.Tensor:
+def document_mask(
+    doc_starts: torch.Tensor | Sequence, shape: tuple[int, int], device: torch.device | str | None = None
+) -> torch.Tensor:
     """The (B, 1, T, T) boolean attention mask, True = attend: causal and within one document.
 
     ``doc_starts`` is per row the input positions where a document begins (``TokenLoader(doc_starts=True)``'s
@@ -86,8 +92,9 @@ CAUSAL_QUERY_BLOCK = 64
 """Queries per SDPA call in causal attention on the CPU (``causal_attention``)."""
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     mask: torch.Tensor | None = None) -> torch.Tensor:
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Causal SDPA of q (B, H, T, hd) over k, v (B, KV, T, hd), returned as (B, T, H, hd); with ``mask``
     ((B, 1, T, T) bool, causal itself: ``document_mask``) only where it is True.
 
@@ -105,17 +112,21 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     for start in range(0, T, CAUSAL_QUERY_BLOCK):
         end = min(start + CAUSAL_QUERY_BLOCK, T)
         if mask is None:
-            visible = torch.ones(end - start, end, dtype=torch.bool, device=q.device).tril(start)  # key <= query
+            visible = torch.ones(end - start, end, dtype=torch.bool, device=q.device).tril(
+                start
+            )  # key <= query
         else:
             visible = mask[:, :, start:end, :end].contiguous()  # a strided mask sends SDPA to a slow path
-        y = F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, :end], v[:, :, :end], attn_mask=visible,
-                                           enable_gqa=True)
+        y = F.scaled_dot_product_attention(
+            q[:, :, start:end], k[:, :, :end], v[:, :, :end], attn_mask=visible, enable_gqa=True
+        )
         blocks.append(y.transpose(1, 2))
     return torch.cat(blocks, dim=1)
 
 
 class LayerCache(NamedTuple):
     """One layer's slice of a ``KVCache``: where this forward's keys and values go (slots from ``start``)."""
+
     keys: torch.Tensor  # (B, KV, capacity, hd)
     values: torch.Tensor  # (B, KV, capacity, hd)
     start: int
@@ -123,8 +134,8 @@ class LayerCache(NamedTuple):
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, KV, T, hd) and return every key and value so far, (B, KV, start + T, hd)."""
         end = self.start + k.shape[2]
-        self.keys[:, :, self.start:end] = k
-        self.values[:, :, self.start:end] = v
+        self.keys[:, :, self.start : end] = k
+        self.values[:, :, self.start : end] = v
         return self.keys[:, :, :end], self.values[:, :, :end]
 
 
@@ -132,7 +143,9 @@ class KVCache:
     """Keys and values of every layer for generation, preallocated: (B, KV, capacity, hd) per layer, filled
     left to right, ``length`` slots so far. Rows of unequal prompts are left-padded (``Transformer.generate``)."""
 
-    def __init__(self, args: ModelArgs, batch: int, capacity: int, *, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self, args: ModelArgs, batch: int, capacity: int, *, device: torch.device, dtype: torch.dtype
+    ):
         shape = (batch, args.n_kv_heads, capacity, args.head_dim)
         self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(args.n_layers)]
         self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(args.n_layers)]
@@ -152,8 +165,14 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.d_model, args.n_kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None = None, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
         """Causal self-attention; with ``mask`` ((B, 1, T, T) bool, ``document_mask``) only where it is True.
         With ``cache`` (generation) also over the cached keys: then ``mask`` is (B, 1, T, start + T)."""
         B, T, _ = x.shape
@@ -192,8 +211,14 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(args.d_model, eps=args.norm_eps)
         self.feed_forward = FeedForward(args)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None = None, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
         x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache)
         return x + self.feed_forward(self.ffn_norm(x))
 
@@ -208,24 +233,37 @@ class _LinearCrossEntropy(torch.autograd.Function):
     only scales them by the loss's gradient, exact since the loss is a scalar. The logits carry no gradient."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N, d) and weight (V, d) in the compute dtype, targets (N,) -> logits (N, V), loss ()."""
         with torch.autocast(x.device.type, enabled=False):  # the caller chose the dtype; softmax in fp32
             logits, loss, grad_x, grad_weight = _linear_cross_entropy(
-                x, weight, targets, reduction=reduction, grad_x=ctx.needs_input_grad[0],
-                grad_weight=ctx.needs_input_grad[1])
+                x,
+                weight,
+                targets,
+                reduction=reduction,
+                grad_x=ctx.needs_input_grad[0],
+                grad_weight=ctx.needs_input_grad[1],
+            )
         ctx.mark_non_differentiable(logits)
-        ctx.set_materialize_grads(False)  # no zero-filled (N, V) gradient for the logits, which backward ignores
+        ctx.set_materialize_grads(
+            False
+        )  # no zero-filled (N, V) gradient for the logits, which backward ignores
         ctx.save_for_backward(grad_x, grad_weight)
         return logits, loss
 
     @staticmethod
-    def backward(ctx, _grad_logits: None, grad_loss: torch.Tensor
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+    def backward(
+        ctx, _grad_logits: None, grad_loss: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         grad_x, grad_weight = ctx.saved_tensors
-        return (None if grad_x is None else grad_x * grad_loss,
-                None if grad_weight is None else grad_weight * grad_loss, None, None)
+        return (
+            None if grad_x is None else grad_x * grad_loss,
+            None if grad_weight is None else grad_weight * grad_loss,
+            None,
+            None,
+        )
 
 
 def _loss_chunk_rows(x: torch.Tensor, vocab: int) -> int:
@@ -236,9 +274,15 @@ def _loss_chunk_rows(x: torch.Tensor, vocab: int) -> int:
     return x.shape[0]
 
 
-def _linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, reduction: str,
-                          grad_x: bool, grad_weight: bool
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def _linear_cross_entropy(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    reduction: str,
+    grad_x: bool,
+    grad_weight: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Logits (N, V), the loss, and its gradients with respect to ``x`` and ``weight`` (None where not asked)."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
@@ -253,7 +297,9 @@ def _linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.
     dw = torch.zeros_like(weight) if grad_weight else None
     chunk = _loss_chunk_rows(x, weight.shape[0])
     for rows in (slice(start, start + chunk) for start in range(0, x.shape[0], chunk)):
-        log_probs = torch.log_softmax(torch.mm(x[rows], weight.t(), out=logits[rows]).float(), dim=1)  # (n, V)
+        log_probs = torch.log_softmax(
+            torch.mm(x[rows], weight.t(), out=logits[rows]).float(), dim=1
+        )  # (n, V)
         row_loss[rows] = -log_probs.gather(1, target_ids[rows]).squeeze(1)
         if dx is None and dw is None:
             continue
@@ -268,15 +314,17 @@ def _linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.
     return logits, loss / valid.sum() if reduction == "mean" else loss, dx, dw
 
 
-def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                         reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+def linear_cross_entropy(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x @ weight.T, F.cross_entropy(those logits in fp32, targets, ignore_index=IGNORE_INDEX))`` for
     x (..., d), weight (V, d), targets (...): the same values, computed fused (``_LinearCrossEntropy``),
     so only the loss carries gradient. Under autocast the matmuls run in its dtype, as ``F.linear`` would."""
     device = x.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-    logits, loss = _LinearCrossEntropy.apply(x.reshape(-1, x.shape[-1]).to(dtype), weight.to(dtype),
-                                             targets.reshape(-1), reduction)
+    logits, loss = _LinearCrossEntropy.apply(
+        x.reshape(-1, x.shape[-1]).to(dtype), weight.to(dtype), targets.reshape(-1), reduction
+    )
     return logits.view(*x.shape[:-1], -1), loss
 
 
@@ -288,8 +336,9 @@ class OutputHead(nn.Linear):
     def __init__(self, d_model: int, vocab_size: int):
         super().__init__(d_model, vocab_size, bias=False)
 
-    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None, *, reduction: str = "mean"
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, targets: torch.Tensor | None = None, *, reduction: str = "mean"
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits (..., vocab); with ``targets``, (logits without gradient, loss)."""
         if targets is None:
             return super().forward(x)
@@ -330,9 +379,14 @@ class Transformer(nn.Module):
                 nn.init.normal_(param, mean=0.0, std=0.02)
         self.rope_cos, self.rope_sin = rope_tables(self.args, device=self.tok_embeddings.weight.device)
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
-                reduction: str = "mean", doc_starts: torch.Tensor | Sequence | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        reduction: str = "mean",
+        doc_starts: torch.Tensor | Sequence | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, T, vocab); with ``targets`` also the cross-entropy over targets != IGNORE_INDEX, and
         then only the loss carries gradient (the head and loss are fused: ``linear_cross_entropy``).
 
@@ -364,10 +418,19 @@ class Transformer(nn.Module):
         return total
 
     @torch.no_grad()
-    def generate(self, tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, eos_id: int | None = None, generator: torch.Generator | None = None,
-                 valid: torch.Tensor | None = None,
-                 finished: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        tokens: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+        valid: torch.Tensor | None = None,
+        finished: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Extend (B, T) ``tokens`` by up to ``max_new_tokens`` sampled ones (``sample_next``), returned whole.
 
         A KV cache: the prompts go through in one pass, then one token per step. Prompts of unequal
@@ -388,11 +451,13 @@ class Transformer(nn.Module):
         n = T
         for _ in range(max_new_tokens):
             if n <= cache.capacity:
-                logits = self.forward_cached(out[:, cache.length:n], cache, valid[:, :n])
+                logits = self.forward_cached(out[:, cache.length : n], cache, valid[:, :n])
             else:
                 window = slice(n - seq_len, n)
                 logits = self.forward_cached(out[:, window], self.new_cache(B, seq_len), valid[:, window])
-            next_token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            next_token = sample_next(
+                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+            )
             out[:, n] = next_token
             n += 1
             if eos_id is not None:
@@ -428,8 +493,14 @@ class Transformer(nn.Module):
         return self.output(self.norm(x[:, -1]))  # (B, vocab)
 
 
-def sample_next(logits: torch.Tensor, *, temperature: float, top_k: int = 0, top_p: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """One token id per row of (B, vocab) ``logits``: temperature 0 is greedy (argmax); otherwise drawn
     from softmax(logits / temperature) restricted to the ``top_k`` most probable (0: all), then to the
     nucleus of mass ``top_p`` (1: all)."""

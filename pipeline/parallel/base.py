@@ -58,8 +58,14 @@ class ParallelModel(ABC):
         self.autocast_dtype = torch.bfloat16 if loop.precision == "bf16" else None
 
     @abstractmethod
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
-                 doc_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        reduction: str = "mean",
+        doc_starts: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: (logits, loss); ``doc_starts`` (a (B, T) bool tensor, ``model.document_mask``)
         keeps attention within documents."""
 
@@ -125,8 +131,12 @@ class ParallelModel(ABC):
         (training may change the weights right after), and a thread writes it. ``process_group`` (a
         group of its own, ``checkpoint.AsyncCheckpointer``) carries the write's collectives, so they
         never interleave with training's. The future completes when the files are on disk."""
-        return dcp.async_save(self.state_dict(), checkpoint_id=str(directory), process_group=process_group,
-                              no_dist=not torch.distributed.is_initialized())
+        return dcp.async_save(
+            self.state_dict(),
+            checkpoint_id=str(directory),
+            process_group=process_group,
+            no_dist=not torch.distributed.is_initialized(),
+        )
 
     def load(self, directory: str | Path, *, model_only: bool = False) -> None:
         """Restore what ``save`` wrote; ``model_only`` takes just the weights (fine-tuning from a checkpoint)."""
@@ -136,7 +146,9 @@ class ParallelModel(ABC):
         state = self.state_dict()
         with quiet_without_process_group():
             dcp.load(state, checkpoint_id=str(directory))
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        set_state_dict(
+            self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+        )
         self.scheduler.load_state_dict(state["scheduler"])
 
     def _load_weights(self, directory: str | Path) -> None:
@@ -144,15 +156,20 @@ class ParallelModel(ABC):
         init. A plain checkpoint is read shard by shard (DCP reshards); a LoRA one is merged first
         (``load_model_weights``), so every rank reads it whole."""
         if saved_adapters(directory) is None:
-            weights = {key: value for key, value in get_model_state_dict(self.model).items() if not is_adapter(key)}
+            weights = {
+                key: value for key, value in get_model_state_dict(self.model).items() if not is_adapter(key)
+            }
             with quiet_without_process_group():
                 dcp.load({"model": weights}, checkpoint_id=str(directory))
             options = StateDictOptions(strict=False)
         else:
             weights = read_model_weights(self.model, directory)
             options = StateDictOptions(full_state_dict=True, strict=False)
-        missing = [key for key in set_model_state_dict(self.model, weights, options=options).missing_keys
-                   if not is_adapter(key)]
+        missing = [
+            key
+            for key in set_model_state_dict(self.model, weights, options=options).missing_keys
+            if not is_adapter(key)
+        ]
         if missing:
             raise ValueError(f"{directory} lacks weights of this model: {', '.join(missing[:5])}")
 
@@ -160,8 +177,10 @@ class ParallelModel(ABC):
 def require_process_group(strategy: str) -> None:
     """The sharding strategies run over a process group, one of a single rank in one process."""
     if not torch.distributed.is_initialized():
-        raise ValueError(f"parallel.strategy {strategy} needs a process group: launch with torchrun, or call "
-                         f"init_distributed(strategy={strategy!r}), which makes one of one rank for one process")
+        raise ValueError(
+            f"parallel.strategy {strategy} needs a process group: launch with torchrun, or call "
+            f"init_distributed(strategy={strategy!r}), which makes one of one rank for one process"
+        )
 
 
 def init_on_cpu(model: Transformer) -> Transformer:
@@ -193,8 +212,11 @@ def load_model_weights(model: Transformer, directory: str | Path) -> None:
     adapters and merged (``lora.merged_state_dict``): every reader of weights gets plain ones.
     """
     adapters = saved_adapters(directory)
-    source = model if adapters is None else apply_lora(
-        empty_model(model.args, device=model.tok_embeddings.weight.device), adapters)
+    source = (
+        model
+        if adapters is None
+        else apply_lora(empty_model(model.args, device=model.tok_embeddings.weight.device), adapters)
+    )
     state = {"model": source.state_dict()}
     with quiet_without_process_group():
         dcp.load(state, checkpoint_id=str(directory), no_dist=True)

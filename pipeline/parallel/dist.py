@@ -64,7 +64,9 @@ def init_distributed(backend: str = "auto", *, strategy: str = "ddp") -> DistInf
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, device_id=device_id)
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
-    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device, owns_group=owns_group)
+    return DistInfo(
+        rank=rank, local_rank=local_rank, world_size=world_size, device=device, owns_group=owns_group
+    )
 
 
 def shutdown_distributed(info: DistInfo) -> None:

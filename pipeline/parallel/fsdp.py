@@ -34,28 +34,53 @@ from pipeline.parallel.optim import build_optimizer, build_scheduler
 class FSDPModel(ParallelModel):
     strategy = "fsdp"
 
-    def __init__(self, model: Transformer, *, dist: DistInfo, loop: LoopConfig, total_steps: int,
-                 options: ParallelConfig):
+    def __init__(
+        self,
+        model: Transformer,
+        *,
+        dist: DistInfo,
+        loop: LoopConfig,
+        total_steps: int,
+        options: ParallelConfig,
+    ):
         super().__init__(dist=dist, loop=loop, options=options)
         require_process_group(self.strategy)
         self.autocast_dtype = None  # the policy below casts instead
         mesh = init_device_mesh(dist.device.type, (dist.world_size,))
-        policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-                  if loop.precision == "bf16" else MixedPrecisionPolicy())
-        offload = CPUOffloadPolicy(pin_memory=dist.device.type == "cuda") if options.fsdp_cpu_offload else OffloadPolicy()
+        policy = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if loop.precision == "bf16"
+            else MixedPrecisionPolicy()
+        )
+        offload = (
+            CPUOffloadPolicy(pin_memory=dist.device.type == "cuda")
+            if options.fsdp_cpu_offload
+            else OffloadPolicy()
+        )
         # Same initial weights as every other strategy (parallel_base); fully_shard then keeps each rank's shard.
         prepare_blocks(init_on_cpu(model), loop)
         for block in model.layers:
-            fully_shard(block, mesh=mesh, mp_policy=policy, offload_policy=offload,
-                        reshard_after_forward=options.fsdp_reshard_after_forward)
+            fully_shard(
+                block,
+                mesh=mesh,
+                mp_policy=policy,
+                offload_policy=offload,
+                reshard_after_forward=options.fsdp_reshard_after_forward,
+            )
         # The root's weights (embeddings, head) are needed again first thing in backward: keep them gathered.
         fully_shard(model, mesh=mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=False)
         self.model = model  # fully_shard moved parameters and buffers (the RoPE tables) to the mesh's device
         self.optimizer = build_optimizer(model, loop)
         self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
 
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
-                 doc_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        reduction: str = "mean",
+        doc_starts: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(tokens, targets, reduction=reduction, doc_starts=doc_starts)
 
     def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:

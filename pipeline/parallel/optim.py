@@ -40,12 +40,23 @@ def use_fused(params: Iterable[torch.Tensor]) -> bool:
 
 def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
     """AdamW over ``model``'s parameters; the fused kernel where torch has one (``use_fused``)."""
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=use_fused(model.parameters()) or None)
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=use_fused(model.parameters()) or None,
+    )
 
 
-def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float, schedule: str = "cosine",
-              decay_fraction: float = 0.2) -> float:
+def lr_factor(
+    step: int,
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    min_lr_ratio: float,
+    schedule: str = "cosine",
+    decay_fraction: float = 0.2,
+) -> float:
     """Multiplier of the peak lr at optimizer step ``step`` (0-based): linear warmup to 1 over
     ``warmup_steps``, then down to ``min_lr_ratio`` at ``total_steps``: by a cosine, or (``wsd``)
     constant until the last ``decay_fraction`` of the steps and linear over those."""
@@ -61,6 +72,14 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: f
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, *, total_steps: int) -> LambdaLR:
-    return LambdaLR(optimizer, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
-                                       min_lr_ratio=cfg.min_lr_ratio, schedule=cfg.schedule,
-                                       decay_fraction=cfg.decay_fraction))
+    return LambdaLR(
+        optimizer,
+        partial(
+            lr_factor,
+            warmup_steps=cfg.warmup_steps,
+            total_steps=total_steps,
+            min_lr_ratio=cfg.min_lr_ratio,
+            schedule=cfg.schedule,
+            decay_fraction=cfg.decay_fraction,
+        ),
+    )

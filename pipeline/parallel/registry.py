@@ -34,9 +34,11 @@ __all__ = ["STRATEGIES", "DDPModel", "ParallelModel", "load_model_weights", "par
 
 # The only buffers are the RoPE tables, equal on every rank by construction: no broadcast before each
 # forward. torch 2.13 renamed the switch (the old name warns); older torch knows only the old one.
-_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
-                   if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                   else {"broadcast_buffers": False})
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 class DDPModel(ParallelModel):
@@ -44,18 +46,35 @@ class DDPModel(ParallelModel):
 
     strategy = "ddp"
 
-    def __init__(self, model: Transformer, *, dist: DistInfo, loop: LoopConfig, total_steps: int,
-                 options: ParallelConfig):
+    def __init__(
+        self,
+        model: Transformer,
+        *,
+        dist: DistInfo,
+        loop: LoopConfig,
+        total_steps: int,
+        options: ParallelConfig,
+    ):
         super().__init__(dist=dist, loop=loop, options=options)
         self.model = prepare_blocks(init_on_cpu(model).to(dist.device), loop)
-        self.module = (DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None,
-                                               **_NO_BUFFER_SYNC)
-                       if dist.is_distributed else model)
+        self.module = (
+            DistributedDataParallel(
+                model, device_ids=[dist.device] if dist.device.type == "cuda" else None, **_NO_BUFFER_SYNC
+            )
+            if dist.is_distributed
+            else model
+        )
         self.optimizer = build_optimizer(model, loop)
         self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
 
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
-                 doc_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        reduction: str = "mean",
+        doc_starts: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         with self.autocast():
             return self.module(tokens, targets, reduction=reduction, doc_starts=doc_starts)
 
@@ -66,11 +85,13 @@ class DDPModel(ParallelModel):
 
 
 STRATEGIES: dict[str, type[ParallelModel]] = {
-    cls.strategy: cls for cls in (DDPModel, FSDPModel, ZeRO1Model, ZeRO2Model, ZeRO3Model)}
+    cls.strategy: cls for cls in (DDPModel, FSDPModel, ZeRO1Model, ZeRO2Model, ZeRO3Model)
+}
 
 
-def parallelize(model: Transformer, *, strategy: str | ParallelConfig, dist: DistInfo, loop: LoopConfig,
-                total_steps: int) -> ParallelModel:
+def parallelize(
+    model: Transformer, *, strategy: str | ParallelConfig, dist: DistInfo, loop: LoopConfig, total_steps: int
+) -> ParallelModel:
     """Place, initialise and wrap a model built on the meta device (``model.build_model``).
 
     ``strategy`` is a name (the strategy's default options) or the job's whole ``parallel`` config.

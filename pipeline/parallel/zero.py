@@ -75,8 +75,9 @@ UNIVERSAL_TAG = "zero_universal"
 file per rank), written when a run on another number of ranks resumes the checkpoint."""
 
 
-def ds_config(loop: LoopConfig, options: ParallelConfig, *, stage: int, world_size: int, on_cuda: bool
-              ) -> dict[str, Any]:
+def ds_config(
+    loop: LoopConfig, options: ParallelConfig, *, stage: int, world_size: int, on_cuda: bool
+) -> dict[str, Any]:
     """The engine's configuration, from ours (see the module docstring for why each switch is set)."""
     zero: dict[str, Any] = {"stage": stage}
     if options.zero_offload_optimizer:
@@ -102,14 +103,20 @@ def ds_config(loop: LoopConfig, options: ParallelConfig, *, stage: int, world_si
 
 def import_deepspeed(device_type: str) -> ModuleType:
     """deepspeed, imported on first use (it takes seconds), for ``device_type``, with nothing to JIT-compile."""
-    os.environ.setdefault("DS_ACCELERATOR", device_type)  # read at import; also silences the auto-detect warning
+    os.environ.setdefault(
+        "DS_ACCELERATOR", device_type
+    )  # read at import; also silences the auto-detect warning
     import deepspeed
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     # DeepSpeed's ZeRO code calls these collectives by their old names on every gather: harmless, and loud.
-    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` "
-                            "is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` "
+        "is deprecated",
+        category=FutureWarning,
+    )
     return deepspeed
 
 
@@ -123,8 +130,10 @@ def resume_tag(directory: str | Path, world_size: int) -> str:
     many ranks wrote it, else its universal conversion (``UNIVERSAL_TAG``, made on first need)."""
     saved_by = saved_world_size(directory)
     if not saved_by:
-        raise FileNotFoundError(f"{directory} has no ZeRO state ({TAG}/); a checkpoint of another "
-                                "strategy can only give the weights (model_only)")
+        raise FileNotFoundError(
+            f"{directory} has no ZeRO state ({TAG}/); a checkpoint of another "
+            "strategy can only give the weights (model_only)"
+        )
     return TAG if saved_by == world_size else UNIVERSAL_TAG
 
 
@@ -146,15 +155,22 @@ def convert_to_universal(directory: str | Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="lmpipe_universal_") as tmp:
         plain = Path(tmp) / "checkpoint"
         plain.symlink_to(directory.resolve(), target_is_directory=True)
-        args = argparse.Namespace(input_folder=str(plain / TAG), output_folder=str(plain / staging.name),
-                                  num_extract_workers=1, num_merge_workers=1,  # in this process: no worker pool
-                                  keep_temp_folder=False, strict=True,
-                                  inject_missing_state=True)  # the version stamp our engines do not save
+        args = argparse.Namespace(
+            input_folder=str(plain / TAG),
+            output_folder=str(plain / staging.name),
+            num_extract_workers=1,
+            num_merge_workers=1,  # in this process: no worker pool
+            keep_temp_folder=False,
+            strict=True,
+            inject_missing_state=True,
+        )  # the version stamp our engines do not save
         # It reports every step and file (print and tqdm): keep that out of the training log.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             ds_to_universal.main(args)
     staging.rename(final)
-    (directory / "latest_universal").write_text(UNIVERSAL_TAG)  # DeepSpeed's pointer; it named the staging dir
+    (directory / "latest_universal").write_text(
+        UNIVERSAL_TAG
+    )  # DeepSpeed's pointer; it named the staging dir
     return final
 
 
@@ -163,26 +179,47 @@ class DeepSpeedModel(ParallelModel):
 
     stage: ClassVar[int]
 
-    def __init__(self, model: Transformer, *, dist: DistInfo, loop: LoopConfig, total_steps: int,
-                 options: ParallelConfig):
+    def __init__(
+        self,
+        model: Transformer,
+        *,
+        dist: DistInfo,
+        loop: LoopConfig,
+        total_steps: int,
+        options: ParallelConfig,
+    ):
         super().__init__(dist=dist, loop=loop, options=options)
         require_process_group(self.strategy)
         if loop.compile or loop.activation_checkpointing:
-            raise ValueError(f"train.compile and train.activation_checkpointing are for ddp and fsdp, not "
-                             f"{self.strategy} (ZeRO's parameter hooks are untested under them)")
+            raise ValueError(
+                f"train.compile and train.activation_checkpointing are for ddp and fsdp, not "
+                f"{self.strategy} (ZeRO's parameter hooks are untested under them)"
+            )
         self.autocast_dtype = None  # the engine casts the model itself when bf16 is on
         self.deepspeed = import_deepspeed(dist.device.type)
-        os.environ.setdefault("LOCAL_RANK", str(dist.local_rank))  # the engine asserts it; one process has none
-        config = ds_config(loop, options, stage=self.stage, world_size=dist.world_size,
-                           on_cuda=dist.device.type == "cuda")
-        self.model = init_on_cpu(model).to(dist.device)  # same initial weights as every strategy (parallel_base)
+        os.environ.setdefault(
+            "LOCAL_RANK", str(dist.local_rank)
+        )  # the engine asserts it; one process has none
+        config = ds_config(
+            loop, options, stage=self.stage, world_size=dist.world_size, on_cuda=dist.device.type == "cuda"
+        )
+        self.model = init_on_cpu(model).to(
+            dist.device
+        )  # same initial weights as every strategy (parallel_base)
         self.optimizer = build_optimizer(model, loop)
         self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
-        self.engine, *_ = self.deepspeed.initialize(model=model, optimizer=self.optimizer,
-                                                    lr_scheduler=self.scheduler, config=config)
+        self.engine, *_ = self.deepspeed.initialize(
+            model=model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config
+        )
 
-    def __call__(self, tokens: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
-                 doc_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        reduction: str = "mean",
+        doc_starts: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.engine(tokens, targets, reduction=reduction, doc_starts=doc_starts)
 
     def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:
@@ -234,7 +271,9 @@ class DeepSpeedModel(ParallelModel):
         barrier()
 
     def save_async(self, directory: str | Path, *, process_group: Any) -> Future:
-        raise ValueError("checkpoint.async_save is for ddp and fsdp; DeepSpeed writes ZeRO checkpoints itself")
+        raise ValueError(
+            "checkpoint.async_save is for ddp and fsdp; DeepSpeed writes ZeRO checkpoints itself"
+        )
 
     def load(self, directory: str | Path, *, model_only: bool = False) -> None:
         """DeepSpeed's checkpoint, converted to the universal format first when another number of ranks wrote
@@ -268,8 +307,12 @@ class DeepSpeedModel(ParallelModel):
         frozen = {name: param for name, param in self.model.named_parameters() if not param.requires_grad}
         if not frozen:
             return
-        state = {"model": {name: torch.empty(getattr(param, "ds_shape", param.shape))  # zero3: the full shape
-                           for name, param in frozen.items()}}
+        state = {
+            "model": {
+                name: torch.empty(getattr(param, "ds_shape", param.shape))  # zero3: the full shape
+                for name, param in frozen.items()
+            }
+        }
         with quiet_without_process_group():
             dcp.load(state, checkpoint_id=str(directory), no_dist=True)
         for name, param in frozen.items():
@@ -286,9 +329,10 @@ class DeepSpeedModel(ParallelModel):
                 error = exc
         message = broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
         if message is not None:
-            raise RuntimeError(f"{directory} holds ZeRO state of {saved_world_size(directory)} ranks, and converting "
-                               f"it to DeepSpeed's universal checkpoint for {self.dist.world_size} failed: {message}"
-                               ) from error
+            raise RuntimeError(
+                f"{directory} holds ZeRO state of {saved_world_size(directory)} ranks, and converting "
+                f"it to DeepSpeed's universal checkpoint for {self.dist.world_size} failed: {message}"
+            ) from error
 
     def _repair_zero3_universal_load(self, universal: Path) -> None:
         """Undo two slips of DeepSpeed's ZeRO-3 universal load (0.19.8,
@@ -301,7 +345,9 @@ class DeepSpeedModel(ParallelModel):
 
         # Tensors and plain containers, plus the two DeepSpeed types the file holds (its ZeRO stage, its loss scaler).
         with torch.serialization.safe_globals([ZeroStageEnum, LossScaler]):
-            saved = torch.load(universal / "zero" / "optimizer_state.pt", map_location="cpu", weights_only=True)
+            saved = torch.load(
+                universal / "zero" / "optimizer_state.pt", map_location="cpu", weights_only=True
+            )
         groups = saved["optimizer_state_dict"]["param_groups"]
         for group, saved_group in zip(self.optimizer.param_groups, groups, strict=True):
             group.update({key: value for key, value in saved_group.items() if key != "params"})

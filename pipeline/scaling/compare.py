@@ -18,8 +18,20 @@ from pathlib import Path
 from pipeline.scaling.io import Runs
 from pipeline.scaling.plan import epochs_cell
 
-SORT_KEYS = ("name", "model_size", "N", "D", "C", "epochs", "train_loss", "val_loss", "gap", "val_ppl",
-             "tokens_per_s", "wall_s")
+SORT_KEYS = (
+    "name",
+    "model_size",
+    "N",
+    "D",
+    "C",
+    "epochs",
+    "train_loss",
+    "val_loss",
+    "gap",
+    "val_ppl",
+    "tokens_per_s",
+    "wall_s",
+)
 
 
 @dataclass(frozen=True)
@@ -53,11 +65,17 @@ def experiment_runs(experiment: str, tracking_uri: str) -> list[RunSummary]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise ValueError(f"no MLflow experiment named {experiment!r} at {tracking_uri}; it has: "
-                         f"{', '.join(map(repr, names)) or 'none'}")
-    runs = client.search_runs([found.experiment_id], max_results=50_000, order_by=["attributes.start_time DESC"])
+        raise ValueError(
+            f"no MLflow experiment named {experiment!r} at {tracking_uri}; it has: "
+            f"{', '.join(map(repr, names)) or 'none'}"
+        )
+    runs = client.search_runs(
+        [found.experiment_id], max_results=50_000, order_by=["attributes.start_time DESC"]
+    )
     parents = {run.data.tags.get("mlflow.parentRunId") for run in runs}
-    return [_summary(run) for run in runs if run.info.run_id not in parents]  # a sweep's parent trains nothing
+    return [
+        _summary(run) for run in runs if run.info.run_id not in parents
+    ]  # a sweep's parent trains nothing
 
 
 def _summary(run) -> RunSummary:  # an mlflow.entities.Run
@@ -65,11 +83,21 @@ def _summary(run) -> RunSummary:  # an mlflow.entities.Run
     wall = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
     train, val = metrics.get("train/loss"), metrics.get("val/loss")
     return RunSummary(
-        name=info.run_name or info.run_id[:8], run_id=info.run_id, status=info.status,
-        model_size=tags.get("model_size"), N=_int(tags.get("N")), D=_int(tags.get("D")), C=_int(tags.get("C")),
-        epochs=float(tags["epochs"]) if "epochs" in tags else None, train_loss=train, val_loss=val,
-        gap=val - train if train is not None and val is not None else None, val_ppl=metrics.get("val/ppl"),
-        tokens_per_s=metrics.get("tokens_per_s"), wall_s=wall)
+        name=info.run_name or info.run_id[:8],
+        run_id=info.run_id,
+        status=info.status,
+        model_size=tags.get("model_size"),
+        N=_int(tags.get("N")),
+        D=_int(tags.get("D")),
+        C=_int(tags.get("C")),
+        epochs=float(tags["epochs"]) if "epochs" in tags else None,
+        train_loss=train,
+        val_loss=val,
+        gap=val - train if train is not None and val is not None else None,
+        val_ppl=metrics.get("val/ppl"),
+        tokens_per_s=metrics.get("tokens_per_s"),
+        wall_s=wall,
+    )
 
 
 def _int(tag: str | None) -> int | None:
@@ -81,14 +109,21 @@ def fit_points(runs: list[RunSummary]) -> Runs:
     (a run still going or killed has no final loss to fit)."""
     import numpy as np
 
-    usable = [r for r in runs if r.status == "FINISHED" and r.N and r.D and r.val_loss and math.isfinite(r.val_loss)]
+    usable = [
+        r for r in runs if r.status == "FINISHED" and r.N and r.D and r.val_loss and math.isfinite(r.val_loss)
+    ]
     left_out = [r.name for r in runs if r not in usable]
     if left_out:
         shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
-        print(f"lmpipe: warning: {len(left_out)} run(s) without a finished N, D and val/loss left out: {shown}",
-              file=sys.stderr)
-    return Runs(n=np.array([r.N for r in usable], dtype=float), d=np.array([r.D for r in usable], dtype=float),
-                loss=np.array([r.val_loss for r in usable], dtype=float))
+        print(
+            f"lmpipe: warning: {len(left_out)} run(s) without a finished N, D and val/loss left out: {shown}",
+            file=sys.stderr,
+        )
+    return Runs(
+        n=np.array([r.N for r in usable], dtype=float),
+        d=np.array([r.D for r in usable], dtype=float),
+        loss=np.array([r.val_loss for r in usable], dtype=float),
+    )
 
 
 def sort_runs(runs: list[RunSummary], key: str, *, descending: bool = False) -> list[RunSummary]:
@@ -102,15 +137,47 @@ def sort_runs(runs: list[RunSummary], key: str, *, descending: bool = False) -> 
 
 def format_table(runs: list[RunSummary]) -> str:
     """Aligned columns for a terminal; ``-`` where a run has no value."""
-    header = ("run", "size", "N", "D", "C", "epochs", "train loss", "val loss", "gap", "val ppl", "tokens/s",
-              "wall", "status")
-    rows = [(r.name, r.model_size or "-", _si(r.N), _si(r.D), _si(r.C), epochs_cell(r.epochs), _float(r.train_loss),
-             _float(r.val_loss), _float(r.gap, "+.4f"), _float(r.val_ppl, ".2f"), _si(r.tokens_per_s),
-             _duration(r.wall_s), r.status) for r in runs]
+    header = (
+        "run",
+        "size",
+        "N",
+        "D",
+        "C",
+        "epochs",
+        "train loss",
+        "val loss",
+        "gap",
+        "val ppl",
+        "tokens/s",
+        "wall",
+        "status",
+    )
+    rows = [
+        (
+            r.name,
+            r.model_size or "-",
+            _si(r.N),
+            _si(r.D),
+            _si(r.C),
+            epochs_cell(r.epochs),
+            _float(r.train_loss),
+            _float(r.val_loss),
+            _float(r.gap, "+.4f"),
+            _float(r.val_ppl, ".2f"),
+            _si(r.tokens_per_s),
+            _duration(r.wall_s),
+            r.status,
+        )
+        for r in runs
+    ]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).rjust(width) if i else str(cell).ljust(width)
-                               for i, (cell, width) in enumerate(zip(row, widths)))
-                     for row in [header, *rows])
+    return "\n".join(
+        "  ".join(
+            str(cell).rjust(width) if i else str(cell).ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        )
+        for row in [header, *rows]
+    )
 
 
 def write_csv(runs: list[RunSummary], path: str | Path) -> Path:

@@ -39,8 +39,12 @@ class InitGrid:
 
     def starts(self) -> np.ndarray:
         """Every combination, one row (a, b, e, alpha, beta) each."""
-        return np.array([(a, b, e, alpha, beta) for alpha, beta, e, a, b
-                         in itertools.product(self.alpha, self.beta, self.e, self.a, self.b)])
+        return np.array(
+            [
+                (a, b, e, alpha, beta)
+                for alpha, beta, e, a, b in itertools.product(self.alpha, self.beta, self.e, self.a, self.b)
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -102,20 +106,28 @@ class ScalingFit:
         return ComputeOptimal(float(compute), n, d, loss, ci)
 
     def to_json(self) -> dict[str, Any]:
-        return {**{key: getattr(self, key) for key in PARAMS},
-                "ci": {key: list(bounds) for key, bounds in self.ci.items()},
-                "ci_level": self.ci_level, "n_bootstrap": len(self.bootstrap),
-                "n_points": self.n_points, "objective": self.objective}
+        return {
+            **{key: getattr(self, key) for key in PARAMS},
+            "ci": {key: list(bounds) for key, bounds in self.ci.items()},
+            "ci_level": self.ci_level,
+            "n_bootstrap": len(self.bootstrap),
+            "n_points": self.n_points,
+            "objective": self.objective,
+        }
 
 
 def fit_scaling_law(n: Any, d: Any, loss: Any, options: FitOptions = FitOptions()) -> ScalingFit:
     """Fit E, A, B, alpha, beta to points (n[i], d[i], loss[i]); see the module docstring for the method."""
     n, d, loss = (np.asarray(x, dtype=float) for x in (n, d, loss))
     if not n.shape == d.shape == loss.shape or n.ndim != 1:
-        raise ValueError(f"N, D and loss must be 1-D and of one length; got shapes {n.shape}, {d.shape}, {loss.shape}")
+        raise ValueError(
+            f"N, D and loss must be 1-D and of one length; got shapes {n.shape}, {d.shape}, {loss.shape}"
+        )
     if len(n) < len(PARAMS):
-        raise ValueError(f"need at least {len(PARAMS)} points to fit {len(PARAMS)} parameters "
-                         f"({', '.join(PARAMS)}); got {len(n)}")
+        raise ValueError(
+            f"need at least {len(PARAMS)} points to fit {len(PARAMS)} parameters "
+            f"({', '.join(PARAMS)}); got {len(n)}"
+        )
     for name, values in (("N", n), ("D", d), ("loss", loss)):
         if not np.all(np.isfinite(values) & (values > 0)):
             bad = int(np.argmin(np.isfinite(values) & (values > 0)))
@@ -125,8 +137,9 @@ def fit_scaling_law(n: Any, d: Any, loss: Any, options: FitOptions = FitOptions(
     # L-BFGS-B's 5-dimensional linear algebra is tiny: multi-threaded BLAS only adds its
     # synchronisation, which made each iteration 8x slower on a busy 2-core machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        theta, objective = min((_minimize(start, data, options) for start in options.grid.starts()),
-                               key=lambda result: result[1])
+        theta, objective = min(
+            (_minimize(start, data, options) for start in options.grid.starts()), key=lambda result: result[1]
+        )
         rng = np.random.default_rng(options.seed)
         refits = []
         for _ in range(options.n_bootstrap):
@@ -135,14 +148,29 @@ def fit_scaling_law(n: Any, d: Any, loss: Any, options: FitOptions = FitOptions(
             if np.isfinite(value):
                 refits.append(_natural(refit))
     bootstrap = np.array(refits).reshape(-1, len(PARAMS))
-    ci = {key: _percentiles(bootstrap[:, i], options.ci_level) for i, key in enumerate(PARAMS)} if len(bootstrap) else {}
+    ci = (
+        {key: _percentiles(bootstrap[:, i], options.ci_level) for i, key in enumerate(PARAMS)}
+        if len(bootstrap)
+        else {}
+    )
     E, A, B, alpha, beta = (float(x) for x in _natural(theta))
-    return ScalingFit(E=E, A=A, B=B, alpha=alpha, beta=beta, ci=ci, objective=float(objective),
-                      n_points=len(n), ci_level=options.ci_level, bootstrap=bootstrap)
+    return ScalingFit(
+        E=E,
+        A=A,
+        B=B,
+        alpha=alpha,
+        beta=beta,
+        ci=ci,
+        objective=float(objective),
+        n_points=len(n),
+        ci_level=options.ci_level,
+        bootstrap=bootstrap,
+    )
 
 
-def huber_objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
-                    delta: float) -> tuple[float, np.ndarray]:
+def huber_objective(
+    theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray, delta: float
+) -> tuple[float, np.ndarray]:
     """Summed Huber of the log residuals at theta = (a, b, e, alpha, beta), and its gradient.
 
     d log L_pred / d(term k) is the softmax weight of term k, and Huber' is the residual clipped
@@ -158,18 +186,37 @@ def huber_objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log
     size = np.abs(residual)
     value = np.sum(np.where(size <= delta, 0.5 * residual**2, delta * (size - 0.5 * delta)))
     weights = shifted * (np.clip(residual, -delta, delta) / total)  # softmax * Huber', (3, points)
-    grad = np.array([weights[0].sum(), weights[1].sum(), weights[2].sum(),
-                     -(weights[0] * log_n).sum(), -(weights[1] * log_d).sum()])
+    grad = np.array(
+        [
+            weights[0].sum(),
+            weights[1].sum(),
+            weights[2].sum(),
+            -(weights[0] * log_n).sum(),
+            -(weights[1] * log_d).sum(),
+        ]
+    )
     return float(value), grad
 
 
-def _minimize(start: np.ndarray, data: tuple[np.ndarray, ...], options: FitOptions) -> tuple[np.ndarray, float]:
+def _minimize(
+    start: np.ndarray, data: tuple[np.ndarray, ...], options: FitOptions
+) -> tuple[np.ndarray, float]:
     """One L-BFGS-B run. Its result counts whether or not scipy calls it a success: a run stopped by a
     line search that can no longer improve still reports a real point and its real objective, and the
     objective is what picks the winner."""
-    result = minimize(huber_objective, start, args=(*data, options.huber_delta), jac=True, method="L-BFGS-B",
-                      options={"gtol": options.gtol, "ftol": options.ftol, "maxiter": options.maxiter,
-                               "maxfun": 2 * options.maxiter})
+    result = minimize(
+        huber_objective,
+        start,
+        args=(*data, options.huber_delta),
+        jac=True,
+        method="L-BFGS-B",
+        options={
+            "gtol": options.gtol,
+            "ftol": options.ftol,
+            "maxiter": options.maxiter,
+            "maxfun": 2 * options.maxiter,
+        },
+    )
     value = float(result.fun) if np.all(np.isfinite(result.x)) else np.inf
     return result.x, value
 

@@ -35,9 +35,13 @@ def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d
         wanted = [n_col, c_col or d_col, loss_col]
         missing = [column for column in wanted if column not in header]
         if missing:
-            raise ValueError(f"{path}: no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
-                             f"its columns are {', '.join(map(repr, header)) or 'none (empty file)'}")
-        rows = [[_positive(row.get(column), path, reader.line_num, column) for column in wanted] for row in reader]
+            raise ValueError(
+                f"{path}: no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+                f"its columns are {', '.join(map(repr, header)) or 'none (empty file)'}"
+            )
+        rows = [
+            [_positive(row.get(column), path, reader.line_num, column) for column in wanted] for row in reader
+        ]
     values = np.array(rows, dtype=float).reshape(-1, 3)
     n, second, loss = values.T
     d = second / (6.0 * n) if c_col else second

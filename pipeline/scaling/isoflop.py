@@ -51,8 +51,14 @@ class IsoFlopFit:
     """Why each left-out budget was left out (also issued as warnings)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"a": self.a, "n_coefficient": self.n_coefficient, "b": self.b, "d_coefficient": self.d_coefficient,
-                "budgets": [vars(budget) for budget in self.budgets], "skipped": list(self.skipped)}
+        return {
+            "a": self.a,
+            "n_coefficient": self.n_coefficient,
+            "b": self.b,
+            "d_coefficient": self.d_coefficient,
+            "budgets": [vars(budget) for budget in self.budgets],
+            "skipped": list(self.skipped),
+        }
 
 
 def group_budgets(compute: np.ndarray, rtol: float) -> list[np.ndarray]:
@@ -82,13 +88,20 @@ def fit_isoflop(n: Any, d: Any, loss: Any, rtol: float = 0.05) -> IsoFlopFit:
             skipped.append(f"budget C={budget:.3g}: {reason}; skipped")
             warnings.warn(f"isoflop: {skipped[-1]}", stacklevel=2)
     if len(optima) < 2:
-        raise IsoFlopUnavailable(f"IsoFLOP needs at least 2 budgets with {MIN_SIZES}+ model sizes each; "
-                                 f"got {len(optima)}")
+        raise IsoFlopUnavailable(
+            f"IsoFLOP needs at least 2 budgets with {MIN_SIZES}+ model sizes each; got {len(optima)}"
+        )
     log_c = np.log([o.compute for o in optima])
     a, log_kn = np.polyfit(log_c, np.log([o.n_opt for o in optima]), 1)
     b, log_kd = np.polyfit(log_c, np.log([o.d_opt for o in optima]), 1)
-    return IsoFlopFit(a=float(a), n_coefficient=float(np.exp(log_kn)), b=float(b), d_coefficient=float(np.exp(log_kd)),
-                      budgets=tuple(optima), skipped=tuple(skipped))
+    return IsoFlopFit(
+        a=float(a),
+        n_coefficient=float(np.exp(log_kn)),
+        b=float(b),
+        d_coefficient=float(np.exp(log_kd)),
+        budgets=tuple(optima),
+        skipped=tuple(skipped),
+    )
 
 
 def _budget_optimum(budget: float, n: np.ndarray, loss: np.ndarray) -> BudgetOptimum:
@@ -102,8 +115,15 @@ def _budget_optimum(budget: float, n: np.ndarray, loss: np.ndarray) -> BudgetOpt
         raise _Skipped("loss against log N is not convex, so it has no minimum")
     log_n_opt = -slope / (2.0 * curvature)
     if not np.log(n.min()) <= log_n_opt <= np.log(n.max()):
-        raise _Skipped(f"the minimum, N={np.exp(log_n_opt):.3g}, lies outside the sizes run "
-                       f"({n.min():.3g} to {n.max():.3g})")
+        raise _Skipped(
+            f"the minimum, N={np.exp(log_n_opt):.3g}, lies outside the sizes run "
+            f"({n.min():.3g} to {n.max():.3g})"
+        )
     n_opt = float(np.exp(log_n_opt))
-    return BudgetOptimum(compute=budget, n_opt=n_opt, d_opt=budget / (6.0 * n_opt),
-                         loss=float(intercept - slope**2 / (4.0 * curvature)), n_runs=len(n))
+    return BudgetOptimum(
+        compute=budget,
+        n_opt=n_opt,
+        d_opt=budget / (6.0 * n_opt),
+        loss=float(intercept - slope**2 / (4.0 * curvature)),
+        n_runs=len(n),
+    )

@@ -45,20 +45,35 @@ class ModelSpec(Config):
     """None: ``n_heads`` (no grouped-query attention)."""
 
     def check(self, prefix: str) -> None:
-        require(bool(self.name), f"{prefix}name", "give each model a name (a ladder size, or any name with a shape)")
+        require(
+            bool(self.name),
+            f"{prefix}name",
+            "give each model a name (a ladder size, or any name with a shape)",
+        )
         custom = [key for key in SHAPE_KEYS[:3] if getattr(self, key) is not None]
         if not custom:
-            require(self.name in SIZES, f"{prefix}name", f"{self.name!r} is not a ladder size "
-                    f"({', '.join(SIZES)}); give a custom shape: d_model, n_layers, n_heads")
+            require(
+                self.name in SIZES,
+                f"{prefix}name",
+                f"{self.name!r} is not a ladder size "
+                f"({', '.join(SIZES)}); give a custom shape: d_model, n_layers, n_heads",
+            )
         else:
-            require(len(custom) == 3, f"{prefix}d_model", "a custom shape needs d_model, n_layers and n_heads")
+            require(
+                len(custom) == 3, f"{prefix}d_model", "a custom shape needs d_model, n_layers and n_heads"
+            )
 
     def overrides(self) -> list[str]:
         """The ``model.*`` overrides that train this shape (a custom shape overrides every field of a rung)."""
         if self.d_model is None:
             return [f"model.size={self.name}"]
-        return ["model.size=tiny", f"model.d_model={self.d_model}", f"model.n_layers={self.n_layers}",
-                f"model.n_heads={self.n_heads}", f"model.n_kv_heads={self.n_kv_heads or self.n_heads}"]
+        return [
+            "model.size=tiny",
+            f"model.d_model={self.d_model}",
+            f"model.n_layers={self.n_layers}",
+            f"model.n_heads={self.n_heads}",
+            f"model.n_kv_heads={self.n_kv_heads or self.n_heads}",
+        ]
 
 
 @dataclass
@@ -106,23 +121,41 @@ class SweepConfig(Config):
     """For models without a measured ``tokens_per_s``: a guess of the effective training FLOP/s of one run."""
 
     def check(self, prefix: str) -> None:
-        require(bool(self.models), f"{prefix}models", "give at least one model (a ladder size or a custom shape)")
-        for index, model in enumerate(self.models):  # Config.validate walks nested configs and dicts, not lists
+        require(
+            bool(self.models), f"{prefix}models", "give at least one model (a ladder size or a custom shape)"
+        )
+        for index, model in enumerate(
+            self.models
+        ):  # Config.validate walks nested configs and dicts, not lists
             model.validate(f"{prefix}models.{index}.")
         names = [model.name for model in self.models]
         require(len(set(names)) == len(names), f"{prefix}models", f"names must be unique, got {names}")
         given = [key for key in ("tokens", "tokens_per_param", "compute") if getattr(self, key)]
-        require(len(given) == 1, f"{prefix}tokens", "give the data sizes one way: tokens, tokens_per_param "
-                f"(a grid) or compute (IsoFLOP budgets); got {', '.join(given) or 'none'}")
+        require(
+            len(given) == 1,
+            f"{prefix}tokens",
+            "give the data sizes one way: tokens, tokens_per_param "
+            f"(a grid) or compute (IsoFLOP budgets); got {', '.join(given) or 'none'}",
+        )
         for key in ("tokens", "tokens_per_param", "compute", "lr_multipliers"):
-            require(all(value > 0 for value in getattr(self, key)), f"{prefix}{key}", "every value must be > 0")
-        require(bool(self.lr_multipliers), f"{prefix}lr_multipliers", "give at least one ([1.0]: the rule's lr)")
+            require(
+                all(value > 0 for value in getattr(self, key)), f"{prefix}{key}", "every value must be > 0"
+            )
+        require(
+            bool(self.lr_multipliers), f"{prefix}lr_multipliers", "give at least one ([1.0]: the rule's lr)"
+        )
         require(self.min_tokens >= 0 and self.max_tokens >= 0, f"{prefix}min_tokens", "bounds must be >= 0")
-        require(not self.max_tokens or self.max_tokens >= self.min_tokens, f"{prefix}max_tokens",
-                f"{self.max_tokens} is below min_tokens={self.min_tokens}")
+        require(
+            not self.max_tokens or self.max_tokens >= self.min_tokens,
+            f"{prefix}max_tokens",
+            f"{self.max_tokens} is below min_tokens={self.min_tokens}",
+        )
         require(self.lr is None or self.lr > 0, f"{prefix}lr", "must be > 0 (or unset: the ladder's rule)")
-        require(self.global_batch_size is None or self.global_batch_size > 0, f"{prefix}global_batch_size",
-                "must be > 0 (or unset: the ladder's rule)")
+        require(
+            self.global_batch_size is None or self.global_batch_size > 0,
+            f"{prefix}global_batch_size",
+            "must be > 0 (or unset: the ladder's rule)",
+        )
         require(self.warmup_tokens_per_param >= 0, f"{prefix}warmup_tokens_per_param", "must be >= 0")
         require(0 <= self.max_warmup_fraction <= 1, f"{prefix}max_warmup_fraction", "must be in [0, 1]")
         require(self.nproc_per_node >= 1, f"{prefix}nproc_per_node", "must be >= 1")
@@ -139,8 +172,11 @@ class SweepConfig(Config):
         return self.experiment or self.name
 
     def resolve_uri(self) -> str:
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
+        return (
+            self.tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
             or f"sqlite:///{self.root_dir.resolve()}/mlflow.db"
+        )
 
 
 @dataclass(frozen=True)
@@ -188,38 +224,70 @@ def plan_sweep(cfg: SweepConfig, *, parent_run_id: str = "") -> Plan:
         shape = _shape(model)
         n_params = shape.non_embedding_params()
         batch = cfg.global_batch_size or default_batch_size(n_params, seq_len)
-        require(batch % cfg.nproc_per_node == 0, "nproc_per_node",
-                f"model {model.name}: global batch {batch} does not split over {cfg.nproc_per_node} ranks")
+        require(
+            batch % cfg.nproc_per_node == 0,
+            "nproc_per_node",
+            f"model {model.name}: global batch {batch} does not split over {cfg.nproc_per_node} ranks",
+        )
         step_tokens = batch * seq_len
         micro = math.gcd(base.train.micro_batch_size, batch // cfg.nproc_per_node)
         for point, tokens in _data_sizes(cfg, n_params):
             if cfg.compute and not _within(tokens, cfg.min_tokens, cfg.max_tokens):
-                skipped.append(f"{model.name} at C={point:.3g}: D={tokens:.3g} is outside "
-                               f"[{cfg.min_tokens:.3g}, {cfg.max_tokens or math.inf:.3g}]")
+                skipped.append(
+                    f"{model.name} at C={point:.3g}: D={tokens:.3g} is outside "
+                    f"[{cfg.min_tokens:.3g}, {cfg.max_tokens or math.inf:.3g}]"
+                )
                 continue
             steps = max(1, round(tokens / step_tokens))
             tokens = steps * step_tokens
-            warmup = min(round(cfg.warmup_tokens_per_param * n_params / step_tokens),
-                         math.floor(cfg.max_warmup_fraction * steps))
+            warmup = min(
+                round(cfg.warmup_tokens_per_param * n_params / step_tokens),
+                math.floor(cfg.max_warmup_fraction * steps),
+            )
             for multiplier in cfg.lr_multipliers:
                 lr = (cfg.lr or default_lr(n_params)) * multiplier
                 name = _run_name(model.name, point, multiplier, cfg)
                 require(name not in configs, "models", f"two runs are both named {name}")
                 out = cfg.root_dir / "runs" / name
-                configs[name] = TrainJobConfig.load(cfg.base or None, [
-                    *cfg.overrides, *model.overrides(), f"output_dir={out}", f"train.max_tokens={tokens}",
-                    f"train.global_batch_size={batch}", f"train.micro_batch_size={micro}", f"train.lr={lr!r}",
-                    f"train.warmup_steps={warmup}", "train.schedule=cosine", "checkpoint.resume=auto",
-                    f"tracking.experiment={cfg.experiment_name}", f"tracking.uri={cfg.resolve_uri()}",
-                    f"tracking.run_name={name}",
-                    *([f"tracking.parent_run_id={parent_run_id}"] if parent_run_id else [])])
-                runs.append(PlannedRun(
-                    name=name, model=model.name, N=n_params, D=tokens, C=6 * n_params * tokens,
-                    budget=point if cfg.compute else 0.0, lr=lr, global_batch_size=batch, seq_len=seq_len,
-                    steps=steps, warmup_steps=warmup,
-                    est_seconds=_estimate_seconds(cfg, model.name, shape, seq_len=seq_len, vocab_size=vocab_size,
-                                                  tokens=tokens),
-                    config=str(out / "config.yaml"), epochs=tokens / train_tokens if train_tokens else 0.0))
+                configs[name] = TrainJobConfig.load(
+                    cfg.base or None,
+                    [
+                        *cfg.overrides,
+                        *model.overrides(),
+                        f"output_dir={out}",
+                        f"train.max_tokens={tokens}",
+                        f"train.global_batch_size={batch}",
+                        f"train.micro_batch_size={micro}",
+                        f"train.lr={lr!r}",
+                        f"train.warmup_steps={warmup}",
+                        "train.schedule=cosine",
+                        "checkpoint.resume=auto",
+                        f"tracking.experiment={cfg.experiment_name}",
+                        f"tracking.uri={cfg.resolve_uri()}",
+                        f"tracking.run_name={name}",
+                        *([f"tracking.parent_run_id={parent_run_id}"] if parent_run_id else []),
+                    ],
+                )
+                runs.append(
+                    PlannedRun(
+                        name=name,
+                        model=model.name,
+                        N=n_params,
+                        D=tokens,
+                        C=6 * n_params * tokens,
+                        budget=point if cfg.compute else 0.0,
+                        lr=lr,
+                        global_batch_size=batch,
+                        seq_len=seq_len,
+                        steps=steps,
+                        warmup_steps=warmup,
+                        est_seconds=_estimate_seconds(
+                            cfg, model.name, shape, seq_len=seq_len, vocab_size=vocab_size, tokens=tokens
+                        ),
+                        config=str(out / "config.yaml"),
+                        epochs=tokens / train_tokens if train_tokens else 0.0,
+                    )
+                )
     require(bool(runs), "compute", "no run is left: every model's D is outside min_tokens..max_tokens")
     return Plan(runs=runs, configs=configs, skipped=skipped)
 
@@ -245,18 +313,39 @@ def read_parent_run_id(root: Path) -> str:
 def format_plan(plan: Plan) -> str:
     """Aligned columns; the time is an estimate (measured tokens/s, else a FLOP/s guess)."""
     header = ("run", "N", "D", "C", "lr", "batch", "steps", "warmup", "epochs", "est. time")
-    rows = [(r.name, si(r.N), si(r.D), f"{r.C:.2e}", f"{r.lr:.2e}", str(r.global_batch_size), str(r.steps),
-             str(r.warmup_steps), epochs_cell(r.epochs), duration(r.est_seconds)) for r in plan.runs]
+    rows = [
+        (
+            r.name,
+            si(r.N),
+            si(r.D),
+            f"{r.C:.2e}",
+            f"{r.lr:.2e}",
+            str(r.global_batch_size),
+            str(r.steps),
+            str(r.warmup_steps),
+            epochs_cell(r.epochs),
+            duration(r.est_seconds),
+        )
+        for r in plan.runs
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in
-                       enumerate(zip(row, widths))) for row in [header, *rows]]
+    lines = [
+        "  ".join(
+            cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))
+        )
+        for row in [header, *rows]
+    ]
     total = sum(r.est_seconds for r in plan.runs)
-    lines.append(f"{len(plan.runs)} runs, {si(sum(r.D for r in plan.runs))} tokens, "
-                 f"C = {sum(r.C for r in plan.runs):.2e} FLOP; estimated {duration(total)} one after another")
+    lines.append(
+        f"{len(plan.runs)} runs, {si(sum(r.D for r in plan.runs))} tokens, "
+        f"C = {sum(r.C for r in plan.runs):.2e} FLOP; estimated {duration(total)} one after another"
+    )
     repeating = [r.name for r in plan.runs if r.epochs > 1]
     if repeating:
-        lines.append(f"* {len(repeating)} run(s) repeat their data (more than one epoch of the training split): "
-                     "data-constrained points, where a repeated token is worth less than a new one")
+        lines.append(
+            f"* {len(repeating)} run(s) repeat their data (more than one epoch of the training split): "
+            "data-constrained points, where a repeated token is worth less than a new one"
+        )
     lines += [f"skipped: {reason}" for reason in plan.skipped]
     return "\n".join(lines)
 
@@ -286,8 +375,12 @@ def duration(seconds: float) -> str:
 def _shape(model: ModelSpec) -> ModelShape:
     if model.d_model is None:
         return SIZES[model.name]
-    return ModelShape(d_model=model.d_model, n_layers=model.n_layers, n_heads=model.n_heads,
-                      n_kv_heads=model.n_kv_heads or model.n_heads)
+    return ModelShape(
+        d_model=model.d_model,
+        n_layers=model.n_layers,
+        n_heads=model.n_heads,
+        n_kv_heads=model.n_kv_heads or model.n_heads,
+    )
 
 
 def _data_sizes(cfg: SweepConfig, n_params: int) -> list[tuple[float, float]]:
@@ -311,15 +404,17 @@ def _run_name(model: str, point: float, multiplier: float, cfg: SweepConfig) -> 
     return f"{model}-{data}{lr}"
 
 
-def _estimate_seconds(cfg: SweepConfig, name: str, shape: ModelShape, *, seq_len: int, vocab_size: int,
-                      tokens: int) -> float:
+def _estimate_seconds(
+    cfg: SweepConfig, name: str, shape: ModelShape, *, seq_len: int, vocab_size: int, tokens: int
+) -> float:
     """Training time only (no validation or start-up): measured tokens/s if given, else FLOPs / flops_per_s."""
     if name in cfg.tokens_per_s:
         return tokens / cfg.tokens_per_s[name]
     from pipeline.train.mfu import flops_per_token
 
-    per_token = flops_per_token(shape.non_embedding_params(), shape.n_layers, shape.d_model, seq_len,
-                                vocab_size=vocab_size)
+    per_token = flops_per_token(
+        shape.non_embedding_params(), shape.n_layers, shape.d_model, seq_len, vocab_size=vocab_size
+    )
     return tokens * per_token / cfg.flops_per_s
 
 

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from pipeline.scaling.run import RunOutcome
 
 
-def write_plots(plan: Plan, outcomes: list[RunOutcome], out_dir: Path, *, fit_file: Path | None = None) -> list[Path]:
+def write_plots(
+    plan: Plan, outcomes: list[RunOutcome], out_dir: Path, *, fit_file: Path | None = None
+) -> list[Path]:
     """Every plot the finished runs allow; returns the files written."""
     import matplotlib
 
@@ -57,7 +59,12 @@ def write_plots(plan: Plan, outcomes: list[RunOutcome], out_dir: Path, *, fit_fi
         fig, ax = plt.subplots(figsize=(6, 4))
         for model, runs in by_model.items():
             runs = sorted(runs, key=lambda o: o.D)
-            ax.plot([o.D for o in runs], [o.final_val_loss for o in runs], "o-", label=f"{model} (N={runs[0].N:,})")
+            ax.plot(
+                [o.D for o in runs],
+                [o.final_val_loss for o in runs],
+                "o-",
+                label=f"{model} (N={runs[0].N:,})",
+            )
         _axes(ax, "D (tokens)", "final val loss", "loss vs data, per model size")
         save(fig, "loss_vs_tokens.png")
 
@@ -89,13 +96,21 @@ def write_plots(plan: Plan, outcomes: list[RunOutcome], out_dir: Path, *, fit_fi
     if scored:
         fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(scored)), 4))
         repeated = [bool(o.epochs and o.epochs > 1) for o in scored]
-        ax.bar(range(len(scored)), [o.final_val_loss - o.last_train_loss for o in scored],
-               color=["tab:red" if r else "tab:blue" for r in repeated])
+        ax.bar(
+            range(len(scored)),
+            [o.final_val_loss - o.last_train_loss for o in scored],
+            color=["tab:red" if r else "tab:blue" for r in repeated],
+        )
         if any(repeated):
             from matplotlib.patches import Patch
 
-            ax.legend(handles=[Patch(color="tab:blue", label="one pass or less"),
-                               Patch(color="tab:red", label="repeated data (epochs > 1)")], fontsize=7)
+            ax.legend(
+                handles=[
+                    Patch(color="tab:blue", label="one pass or less"),
+                    Patch(color="tab:red", label="repeated data (epochs > 1)"),
+                ],
+                fontsize=7,
+            )
         ax.set_xticks(range(len(scored)), [o.name for o in scored], rotation=60, ha="right", fontsize=7)
         ax.axhline(0, color="k", linewidth=0.5)
         ax.set_ylabel("val - train loss (final)")
@@ -119,5 +134,13 @@ def _load_fit(path: Path | None) -> Any:
     from pipeline.scaling.fit import ScalingFit
 
     data = json.loads(path.read_text())
-    return ScalingFit(E=data["E"], A=data["A"], B=data["B"], alpha=data["alpha"], beta=data["beta"], ci={},
-                      objective=data["objective"], n_points=data["n_points"])
+    return ScalingFit(
+        E=data["E"],
+        A=data["A"],
+        B=data["B"],
+        alpha=data["alpha"],
+        beta=data["beta"],
+        ci={},
+        objective=data["objective"],
+        n_points=data["n_points"],
+    )

@@ -68,8 +68,12 @@ def ensure_parent_run(cfg: SweepConfig) -> str:
     experiment_id = _experiment_id(client, cfg.experiment_name, root, uri)
     parent = client.create_run(experiment_id, run_name=cfg.name, tags={"sweep": cfg.name}).info.run_id
     root.mkdir(parents=True, exist_ok=True)
-    (root / SWEEP_STATE).write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri,
-                                                "experiment": cfg.experiment_name}, indent=2) + "\n")
+    (root / SWEEP_STATE).write_text(
+        json.dumps(
+            {"parent_run_id": parent, "tracking_uri": uri, "experiment": cfg.experiment_name}, indent=2
+        )
+        + "\n"
+    )
     return parent
 
 
@@ -91,10 +95,15 @@ def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
         # the same batch for every run of one D (one data order), which biases every gap at that D alike.
         train_loss = tracked.data.metrics.get("train/loss", train_loss)
     sources = result.get("data") or {}
-    return RunOutcome(name=run.name, N=result["n_params"], D=result["tokens_seen"],
-                      final_val_loss=result["final_val_loss"], last_train_loss=train_loss,
-                      mlflow_run_id=run_id,
-                      epochs=max((source["epochs"] for source in sources.values()), default=None))
+    return RunOutcome(
+        name=run.name,
+        N=result["n_params"],
+        D=result["tokens_seen"],
+        final_val_loss=result["final_val_loss"],
+        last_train_loss=train_loss,
+        mlflow_run_id=run_id,
+        epochs=max((source["epochs"] for source in sources.values()), default=None),
+    )
 
 
 def run_local(cfg: SweepConfig, plan: Plan, *, max_runs: int = 0) -> list[str]:
@@ -106,8 +115,11 @@ def run_local(cfg: SweepConfig, plan: Plan, *, max_runs: int = 0) -> list[str]:
     for index, run in enumerate(pending):
         if max_runs and index == max_runs:
             return [r.name for r in pending[index:]]
-        print(f"sweep {cfg.name}: run {done + index + 1}/{len(plan.runs)}: {run.name} "
-              f"(N={run.N:,}, D={run.D:,}, {run.steps} steps)", flush=True)
+        print(
+            f"sweep {cfg.name}: run {done + index + 1}/{len(plan.runs)}: {run.name} "
+            f"(N={run.N:,}, D={run.D:,}, {run.steps} steps)",
+            flush=True,
+        )
         _train(run, plan, nproc_per_node=cfg.nproc_per_node)
     return []
 
@@ -122,11 +134,14 @@ def _train(run: PlannedRun, plan: Plan, *, nproc_per_node: int) -> None:
 
     code = run_torchrun(["train", "--config", run.config], nproc_per_node=nproc_per_node)
     if code != 0:
-        raise ValueError(f"run {run.name} failed (exit {code}); its log is above, rerun the sweep to continue it")
+        raise ValueError(
+            f"run {run.name} failed (exit {code}); its log is above, rerun the sweep to continue it"
+        )
 
 
-def summarize(cfg: SweepConfig, plan: Plan, parent_run_id: str, *,
-              fit_options: FitOptions | None = None) -> Path | None:
+def summarize(
+    cfg: SweepConfig, plan: Plan, parent_run_id: str, *, fit_options: FitOptions | None = None
+) -> Path | None:
     """Log the plan, every run's final losses, the fit (5+ runs; ``fit_options`` default: Hoffmann et al.'s
     start grid, 200 bootstrap refits) and the plots on the parent run, and close it; returns fit.json's
     path, or None when there were too few runs to fit."""
@@ -141,17 +156,30 @@ def summarize(cfg: SweepConfig, plan: Plan, parent_run_id: str, *,
     outcomes = load_outcomes(cfg, plan)
     client = MlflowClient(tracking_uri=uri)
     metrics = {f"final_val_loss/{o.name}": o.final_val_loss for o in outcomes if o.final_val_loss is not None}
-    metrics.update({f"final_train_loss/{o.name}": o.last_train_loss for o in outcomes
-                    if math.isfinite(o.last_train_loss)})
-    metrics.update({f"train_val_gap/{o.name}": o.train_val_gap for o in outcomes if o.train_val_gap is not None})
-    client.log_batch(parent_run_id, metrics=[Metric(mlflow_key(key), value, 0, 0) for key, value in metrics.items()])
+    metrics.update(
+        {
+            f"final_train_loss/{o.name}": o.last_train_loss
+            for o in outcomes
+            if math.isfinite(o.last_train_loss)
+        }
+    )
+    metrics.update(
+        {f"train_val_gap/{o.name}": o.train_val_gap for o in outcomes if o.train_val_gap is not None}
+    )
+    client.log_batch(
+        parent_run_id, metrics=[Metric(mlflow_key(key), value, 0, 0) for key, value in metrics.items()]
+    )
     tag_data_use(client, outcomes)
     repeating = [o.name for o in outcomes if o.epochs and o.epochs > 1]
     if repeating:
-        print(f"sweep {cfg.name}: {len(repeating)} run(s) repeated their data (epochs > 1): {', '.join(repeating)}; "
-              "the fit counts their D as if every token were new", file=sys.stderr)
-    (root / "results.json").write_text(json.dumps([asdict(o) | {"train_val_gap": o.train_val_gap}
-                                                   for o in outcomes], indent=2) + "\n")
+        print(
+            f"sweep {cfg.name}: {len(repeating)} run(s) repeated their data (epochs > 1): {', '.join(repeating)}; "
+            "the fit counts their D as if every token were new",
+            file=sys.stderr,
+        )
+    (root / "results.json").write_text(
+        json.dumps([asdict(o) | {"train_val_gap": o.train_val_gap} for o in outcomes], indent=2) + "\n"
+    )
     for name in ("plan.json", "plan.csv", "results.json"):
         client.log_artifact(parent_run_id, str(root / name))
     fit_path = None
@@ -160,8 +188,10 @@ def summarize(cfg: SweepConfig, plan: Plan, parent_run_id: str, *,
         fit_path = write_fit(usable, root / "fit.json", fit_options or FitOptions())
         client.log_artifact(parent_run_id, str(fit_path))
     else:
-        print(f"sweep {cfg.name}: {len(usable)} finished run(s) with a val loss; the fit needs {MIN_FIT_RUNS}",
-              file=sys.stderr)
+        print(
+            f"sweep {cfg.name}: {len(usable)} finished run(s) with a val loss; the fit needs {MIN_FIT_RUNS}",
+            file=sys.stderr,
+        )
     for plot in write_plots(plan, outcomes, root / "plots", fit_file=fit_path):
         client.log_artifact(parent_run_id, str(plot), "plots")
     client.set_terminated(parent_run_id, "FINISHED")
@@ -176,8 +206,14 @@ def tag_data_use(client: Any, outcomes: list[RunOutcome]) -> None:
     for outcome in outcomes:
         if not outcome.mlflow_run_id:
             continue
-        tags = [] if outcome.epochs is None else [RunTag("epochs", f"{outcome.epochs:.4g}"),
-                                                  RunTag("repeats_data", str(outcome.epochs > 1).lower())]
+        tags = (
+            []
+            if outcome.epochs is None
+            else [
+                RunTag("epochs", f"{outcome.epochs:.4g}"),
+                RunTag("repeats_data", str(outcome.epochs > 1).lower()),
+            ]
+        )
         gap = outcome.train_val_gap
         metrics = [] if gap is None else [Metric("train_val_gap", gap, 0, 0)]
         client.log_batch(outcome.mlflow_run_id, metrics=metrics, tags=tags)
@@ -188,14 +224,23 @@ def write_fit(outcomes: list[RunOutcome], path: Path, options: FitOptions) -> Pa
 
     from pipeline.scaling.fit import fit_scaling_law
 
-    n, d, loss = (np.array([getattr(o, key) for o in outcomes], dtype=float) for key in ("N", "D", "final_val_loss"))
+    n, d, loss = (
+        np.array([getattr(o, key) for o in outcomes], dtype=float) for key in ("N", "D", "final_val_loss")
+    )
     fit = fit_scaling_law(n, d, loss, options)
     path.write_text(json.dumps(fit.to_json(), indent=2) + "\n")
     return path
 
 
-def slurm_script(cfg: SweepConfig, plan: Plan, *, profile_path: str, profile_overrides: list[str],
-                 max_parallel: int, workdir: str) -> tuple[str, list[PlannedRun]]:
+def slurm_script(
+    cfg: SweepConfig,
+    plan: Plan,
+    *,
+    profile_path: str,
+    profile_overrides: list[str],
+    max_parallel: int,
+    workdir: str,
+) -> tuple[str, list[PlannedRun]]:
     """The sbatch script of one job array over the unfinished runs (element i trains the i-th), and those runs."""
     from launch.slurm import SlurmJob, render_sbatch
     from launch.slurm_profile import SlurmProfile
@@ -206,8 +251,13 @@ def slurm_script(cfg: SweepConfig, plan: Plan, *, profile_path: str, profile_ove
         raise ValueError(f"every run of sweep {cfg.name} has finished; nothing to submit")
     for run in pending:  # a batch the profile's ranks cannot split fails here, not in the queue
         plan.configs[run.name].train.grad_accum_steps(profile.world_size)
-    job = SlurmJob(("train",), f"sweep-{cfg.name}", workdir,
-                   tuple(str(Path(run.config).resolve()) for run in pending), max_parallel)
+    job = SlurmJob(
+        ("train",),
+        f"sweep-{cfg.name}",
+        workdir,
+        tuple(str(Path(run.config).resolve()) for run in pending),
+        max_parallel,
+    )
     return render_sbatch(profile, job), pending
 
 

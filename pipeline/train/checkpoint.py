@@ -53,10 +53,23 @@ TIED_HEAD = "output.weight"
 """With tied embeddings the same tensor as ``tok_embeddings.weight``; a consolidated file omits it."""
 
 
-def save_checkpoint(output_dir: str | Path, *, parallel: ParallelModel, dist: DistInfo, step: int,
-                    tokens_seen: int, config: Config, model_args: ModelArgs, tokenizer_file: str | Path,
-                    loader_state: dict[str, Any], mlflow_run_id: str | None, seed: int, keep: int,
-                    progress: dict[str, Any] | None = None, writer: AsyncCheckpointer | None = None) -> Path:
+def save_checkpoint(
+    output_dir: str | Path,
+    *,
+    parallel: ParallelModel,
+    dist: DistInfo,
+    step: int,
+    tokens_seen: int,
+    config: Config,
+    model_args: ModelArgs,
+    tokenizer_file: str | Path,
+    loader_state: dict[str, Any],
+    mlflow_run_id: str | None,
+    seed: int,
+    keep: int,
+    progress: dict[str, Any] | None = None,
+    writer: AsyncCheckpointer | None = None,
+) -> Path:
     """Write ``checkpoints/step_<step>/`` (collective: every rank must call it); returns its path.
     ``progress``: what a resumed run needs to report as an uninterrupted one would (first losses).
     ``writer``: write in the background (module docstring); the path is then complete once
@@ -113,8 +126,9 @@ class AsyncCheckpointer:
     the same order, before the first save; ``close()`` waits for the last write."""
 
     def __init__(self) -> None:
-        self.group: ProcessGroup | None = torch.distributed.new_group(backend="gloo") \
-            if torch.distributed.is_initialized() else None
+        self.group: ProcessGroup | None = (
+            torch.distributed.new_group(backend="gloo") if torch.distributed.is_initialized() else None
+        )
         if self.group is None:
             # One process: DCP's write thread warns that it assumes a single process, which is the intent;
             # a catch_warnings block cannot reach into that thread, so this filter is process-wide.
@@ -153,8 +167,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
             return step_dir
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    raise FileNotFoundError(f"no checkpoint in {path} (expected a step_N/ dir with {META_FILE}, "
-                            f"or a training output dir with {CHECKPOINTS_DIR}/{LATEST_FILE})")
+    raise FileNotFoundError(
+        f"no checkpoint in {path} (expected a step_N/ dir with {META_FILE}, "
+        f"or a training output dir with {CHECKPOINTS_DIR}/{LATEST_FILE})"
+    )
 
 
 def newest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -164,8 +180,11 @@ def newest_checkpoint(output_dir: str | Path) -> Path | None:
     root = Path(output_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return None
-    steps = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := STEP_DIR.fullmatch(p.name)) and (p / META_FILE).is_file()]
+    steps = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := STEP_DIR.fullmatch(p.name)) and (p / META_FILE).is_file()
+    ]
     return max(steps)[1] if steps else None
 
 
@@ -173,8 +192,9 @@ def read_meta(step_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(step_dir) / META_FILE).read_text())
 
 
-def load_model_for_inference(path: str | Path, *, device: torch.device | str = "cpu"
-                             ) -> tuple[Transformer, ModelArgs, Tokenizer]:
+def load_model_for_inference(
+    path: str | Path, *, device: torch.device | str = "cpu"
+) -> tuple[Transformer, ModelArgs, Tokenizer]:
     """The model (eval mode), its shape and its tokenizer from a checkpoint, in this process alone.
 
     Works whatever the world size that wrote it: DCP reshards on load.
@@ -203,13 +223,21 @@ def consolidate(path: str | Path, output: str | Path) -> Path:
 
     step_dir = resolve_checkpoint(path)
     model, args, _ = load_model_for_inference(step_dir)
-    state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()
-             if not (args.tie_embeddings and key == TIED_HEAD)}
+    state = {
+        key: tensor.contiguous()
+        for key, tensor in model.state_dict().items()
+        if not (args.tie_embeddings and key == TIED_HEAD)
+    }
     meta = read_meta(step_dir)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(output), metadata={"format": "pt"})
-    sidecar = {"model": dataclasses.asdict(args), "checkpoint": str(step_dir.resolve()), "step": meta["step"],
-               "tokens_seen": meta["tokens_seen"], "strategy": meta["strategy"]}
+    sidecar = {
+        "model": dataclasses.asdict(args),
+        "checkpoint": str(step_dir.resolve()),
+        "step": meta["step"],
+        "tokens_seen": meta["tokens_seen"],
+        "strategy": meta["strategy"],
+    }
     output.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return output
 
@@ -240,8 +268,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def _prune(root: Path, keep: int) -> None:
-    steps = sorted((int(m.group(1)), p) for p in root.iterdir()
-                   if p.is_dir() and (m := STEP_DIR.fullmatch(p.name)))
+    steps = sorted(
+        (int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.fullmatch(p.name))
+    )
     for _, old in steps[:-keep]:
         shutil.rmtree(old)
 

@@ -64,7 +64,9 @@ def select_shards(shards_dir: str | Path, split: str, source: str = "") -> list[
     if not chosen:
         have = sorted({f"{s['split']}/{s['source']}" for s in manifest["shards"]})
         wanted = f"{split!r}" + (f" source {source!r}" if source else "")
-        raise ValueError(f"no {wanted} tokens in {shards_dir} (split/source there: {', '.join(have) or 'none'})")
+        raise ValueError(
+            f"no {wanted} tokens in {shards_dir} (split/source there: {', '.join(have) or 'none'})"
+        )
     return chosen
 
 
@@ -81,7 +83,9 @@ def _mapped_chunks(shards_dir: str | Path, entries: list[dict]) -> list[tuple[np
             column = batch.column(COLUMN)
             values = column.flatten()  # flatten() honours a sliced list array, where .values would not
             if len(values):
-                chunks.append((values.to_numpy(zero_copy_only=True), column.offsets.to_numpy(zero_copy_only=True)))
+                chunks.append(
+                    (values.to_numpy(zero_copy_only=True), column.offsets.to_numpy(zero_copy_only=True))
+                )
     return chunks
 
 
@@ -96,13 +100,17 @@ class TokenWindows:
         mapped = _mapped_chunks(shards_dir, self.entries)
         self.chunks = [values for values, _ in mapped]
         self.offsets = [offsets for _, offsets in mapped]  # document starts, for boundary masks
-        self.starts = np.cumsum([0] + [len(chunk) for chunk in self.chunks])  # chunk c = stream[starts[c]:starts[c+1]]
+        self.starts = np.cumsum(
+            [0] + [len(chunk) for chunk in self.chunks]
+        )  # chunk c = stream[starts[c]:starts[c+1]]
         self.num_tokens = int(self.starts[-1])
         self.num_windows = max(0, (self.num_tokens - 1) // seq_len)
         if self.num_windows == 0:
             what = f"the {split!r} split" + (f" (source {source!r})" if source else "")
-            raise ValueError(f"{what} of {shards_dir} has {self.num_tokens} tokens, "
-                             f"too few for one window of seq_len + 1 = {seq_len + 1}")
+            raise ValueError(
+                f"{what} of {shards_dir} has {self.num_tokens} tokens, "
+                f"too few for one window of seq_len + 1 = {seq_len + 1}"
+            )
 
     def __len__(self) -> int:
         return self.num_windows
@@ -124,12 +132,12 @@ class TokenWindows:
             offset = start - int(self.starts[c])
             chunk = self.chunks[c]
             if offset + width <= len(chunk):
-                out[row] = chunk[offset:offset + width]
+                out[row] = chunk[offset : offset + width]
                 continue
             filled = 0
             while filled < width:  # the window spans shards
-                piece = self.chunks[c][offset:offset + width - filled]
-                out[row, filled:filled + len(piece)] = piece
+                piece = self.chunks[c][offset : offset + width - filled]
+                out[row, filled : filled + len(piece)] = piece
                 filled += len(piece)
                 c, offset = c + 1, 0
 
@@ -156,9 +164,21 @@ class TokenLoader:
     the batches handed out.
     """
 
-    def __init__(self, shards_dir: str | Path | None = None, *, sources: Sequence[SourceSpec] = (),
-                 split: str = "train", seq_len: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, prefetch: int = 2, doc_starts: bool = False, block_size: int = BLOCK_SIZE):
+    def __init__(
+        self,
+        shards_dir: str | Path | None = None,
+        *,
+        sources: Sequence[SourceSpec] = (),
+        split: str = "train",
+        seq_len: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        prefetch: int = 2,
+        doc_starts: bool = False,
+        block_size: int = BLOCK_SIZE,
+    ):
         if (shards_dir is None) == (not sources):
             raise ValueError("give either shards_dir or sources")
         if not 0 <= rank < world_size:
@@ -170,7 +190,9 @@ class TokenLoader:
         self.split, self.seq_len, self.block_size = split, seq_len, block_size
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.prefetch, self.with_doc_starts = prefetch, doc_starts
-        self.fingerprint = _fingerprint(self.sources, self.windows, split=split, seq_len=seq_len, block_size=block_size)
+        self.fingerprint = _fingerprint(
+            self.sources, self.windows, split=split, seq_len=seq_len, block_size=block_size
+        )
         self._reseed(seed)
         self.sample_index = 0  # global: the next sample no rank has consumed yet
 
@@ -191,9 +213,14 @@ class TokenLoader:
         drawn = self.schedule.samples_per_source(self.sample_index if sample_index is None else sample_index)
         report = {}
         for spec, n, windows in zip(self.sources, drawn.tolist(), self.windows):
-            report[spec.name] = {"samples": n, "tokens": n * self.seq_len, "windows": windows.num_windows,
-                                 "weight": spec.weight, "epochs": n / windows.num_windows,
-                                 "repeats": max(0, -(-n // windows.num_windows) - 1)}
+            report[spec.name] = {
+                "samples": n,
+                "tokens": n * self.seq_len,
+                "windows": windows.num_windows,
+                "weight": spec.weight,
+                "epochs": n / windows.num_windows,
+                "repeats": max(0, -(-n // windows.num_windows) - 1),
+            }
         return report
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -209,7 +236,9 @@ class TokenLoader:
                 if prefetcher is None or (prefetcher.next_index, seed) != (self.sample_index, self.seed):
                     if prefetcher is not None:  # a state was loaded: what was built ahead is stale
                         prefetcher.close()
-                    prefetcher = _Prefetcher(self.batch_at, start=self.sample_index, step=step, depth=self.prefetch)
+                    prefetcher = _Prefetcher(
+                        self.batch_at, start=self.sample_index, step=step, depth=self.prefetch
+                    )
                     seed = self.seed
                 batch = prefetcher.get()
                 self.sample_index += step
@@ -255,24 +284,37 @@ class TokenLoader:
 
     def _reseed(self, seed: int) -> None:
         self.seed = seed
-        self.schedule = MixtureSchedule([spec.weight for spec in self.sources], seed=seed, block_size=self.block_size)
+        self.schedule = MixtureSchedule(
+            [spec.weight for spec in self.sources], seed=seed, block_size=self.block_size
+        )
         self._permutations: dict[int, tuple[int, int, np.ndarray]] = {}
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch, "sample_index": self.sample_index,
-                "source_epochs": self.source_epochs(), "fingerprint": self.fingerprint}
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "sample_index": self.sample_index,
+            "source_epochs": self.source_epochs(),
+            "fingerprint": self.fingerprint,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue after the last consumed sample of ``state``; refuses state of other data or seq_len."""
         if state.get("fingerprint", self.fingerprint) != self.fingerprint:
-            raise ValueError(f"loader state was saved for other data (fingerprint {state['fingerprint']}; these "
-                             f"sources/shards/seq_len/weights give {self.fingerprint})")
+            raise ValueError(
+                f"loader state was saved for other data (fingerprint {state['fingerprint']}; these "
+                f"sources/shards/seq_len/weights give {self.fingerprint})"
+            )
         seed, sample_index = int(state["seed"]), int(state["sample_index"])
-        schedule = MixtureSchedule([spec.weight for spec in self.sources], seed=seed, block_size=self.block_size)
+        schedule = MixtureSchedule(
+            [spec.weight for spec in self.sources], seed=seed, block_size=self.block_size
+        )
         drawn = schedule.samples_per_source(sample_index)
         if max(n // w.num_windows for n, w in zip(drawn.tolist(), self.windows)) != state["epoch"]:
-            raise ValueError(f"loader state {state} does not fit the {self.windows[0].num_windows} windows of "
-                             f"{self.windows[0].shards_dir} (were the shards or seq_len changed?)")
+            raise ValueError(
+                f"loader state {state} does not fit the {self.windows[0].num_windows} windows of "
+                f"{self.windows[0].shards_dir} (were the shards or seq_len changed?)"
+            )
         self._reseed(seed)
         self.sample_index = sample_index
 
@@ -286,8 +328,16 @@ def _source_windows(spec: SourceSpec, split: str, seq_len: int) -> TokenWindows:
 
 def _fingerprint(sources: list[SourceSpec], windows: list[TokenWindows], **settings) -> str:
     """A short hash of everything that fixes the sample order except the seed."""
-    described = [{"name": spec.name, "source": spec.source, "weight": spec.weight, "windows": w.num_windows,
-                  "shards": [entry["sha256"] for entry in w.entries]} for spec, w in zip(sources, windows)]
+    described = [
+        {
+            "name": spec.name,
+            "source": spec.source,
+            "weight": spec.weight,
+            "windows": w.num_windows,
+            "shards": [entry["sha256"] for entry in w.entries],
+        }
+        for spec, w in zip(sources, windows)
+    ]
     return hashlib.sha256(json.dumps([described, settings], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -298,8 +348,9 @@ class _Prefetcher:
         self.next_index, self.step = start, step
         self._queue: queue.Queue = queue.Queue(depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(make_batch, start), daemon=True,
-                                        name="token-prefetch")
+        self._thread = threading.Thread(
+            target=self._run, args=(make_batch, start), daemon=True, name="token-prefetch"
+        )
         self._thread.start()
 
     def get(self) -> tuple[torch.Tensor, ...]:
@@ -346,15 +397,23 @@ class ValidationSet:
     the same number of equally shaped batches (collectives stay matched).
     """
 
-    def __init__(self, sources: Sequence[SourceSpec], *, split: str = "val", seq_len: int,
-                 windows_per_source: int | None):
+    def __init__(
+        self,
+        sources: Sequence[SourceSpec],
+        *,
+        split: str = "val",
+        seq_len: int,
+        windows_per_source: int | None,
+    ):
         """``windows_per_source=None``: every window of each source's split."""
         if windows_per_source is not None and windows_per_source < 1:
             raise ValueError(f"windows_per_source must be >= 1, got {windows_per_source}")
         self.windows = {spec.name: _source_windows(spec, split, seq_len) for spec in sources}
         self.seq_len = seq_len
-        self.indices = {name: _evenly_spaced(w.num_windows, windows_per_source or w.num_windows)
-                        for name, w in self.windows.items()}
+        self.indices = {
+            name: _evenly_spaced(w.num_windows, windows_per_source or w.num_windows)
+            for name, w in self.windows.items()
+        }
 
     def tokens(self) -> dict[str, int]:
         """Target tokens each source contributes to a full pass (the weights of an overall val loss)."""
@@ -366,7 +425,7 @@ class ValidationSet:
             mine = indices[rank::world_size]
             rows = -(-len(indices) // world_size)  # every rank: as many as the first
             for start in range(0, rows, batch_size):
-                chosen = mine[start:start + batch_size]
+                chosen = mine[start : start + batch_size]
                 count = min(batch_size, rows - start)
                 buffer = np.zeros((count, self.seq_len + 1), dtype=np.int64)
                 self.windows[name].fill(buffer, chosen)
@@ -374,7 +433,7 @@ class ValidationSet:
                 inputs, targets = tensor[:, :-1], tensor[:, 1:]
                 if len(chosen) < count:  # padding: the targets need memory of their own, inputs stay 0
                     targets = targets.clone()
-                    targets[len(chosen):] = IGNORE_INDEX
+                    targets[len(chosen) :] = IGNORE_INDEX
                 yield ValBatch(name, inputs, targets)
 
 
@@ -382,7 +441,9 @@ def _evenly_spaced(num_windows: int, n: int) -> np.ndarray:
     return np.arange(num_windows) if n >= num_windows else np.arange(n, dtype=np.int64) * num_windows // n
 
 
-def unigram_perplexity(shards_dir: str | Path, *, train_split: str = "train", eval_split: str = "val") -> float:
+def unigram_perplexity(
+    shards_dir: str | Path, *, train_split: str = "train", eval_split: str = "val"
+) -> float:
     """exp(cross-entropy) of the eval tokens under the add-one smoothed train unigram distribution.
 
     The baseline any model must beat: it knows token frequencies and nothing else.
@@ -398,12 +459,17 @@ def _token_counts(chunks: list[np.ndarray], vocab_size: int) -> np.ndarray:
     counts = np.zeros(vocab_size, dtype=np.int64)
     for chunk in chunks:
         for start in range(0, len(chunk), BINCOUNT_BLOCK):
-            counts += np.bincount(chunk[start:start + BINCOUNT_BLOCK], minlength=vocab_size)
+            counts += np.bincount(chunk[start : start + BINCOUNT_BLOCK], minlength=vocab_size)
     return counts
 
 
-def verify_shards(shards_dir: str | Path, *, tokenizer_path: str | Path | None = None, vocab_size: int | None = None,
-                  check_sha: bool = True) -> dict:
+def verify_shards(
+    shards_dir: str | Path,
+    *,
+    tokenizer_path: str | Path | None = None,
+    vocab_size: int | None = None,
+    check_sha: bool = True,
+) -> dict:
     """Check a tokenize output before training; every problem is a one-line error naming the file.
 
     Checks: the manifest and every shard it lists exist; each shard is a complete Arrow stream whose
@@ -422,8 +488,10 @@ def verify_shards(shards_dir: str | Path, *, tokenizer_path: str | Path | None =
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer not found: {path}")
         if (sha256 := _sha256(path)) != tokenizer["sha256"]:
-            raise ValueError(f"tokenizer {path} differs from the one {manifest_path} was made with "
-                             f"(sha256 {sha256[:12]} vs {tokenizer['sha256'][:12]})")
+            raise ValueError(
+                f"tokenizer {path} differs from the one {manifest_path} was made with "
+                f"(sha256 {sha256[:12]} vs {tokenizer['sha256'][:12]})"
+            )
     dtype = np.dtype(manifest["dtype"])
     limit = vocab_size or tokenizer["vocab_size"]
     needed = max(limit, tokenizer["vocab_size"])
@@ -440,8 +508,10 @@ def verify_shards(shards_dir: str | Path, *, tokenizer_path: str | Path | None =
         values = [batch.column(COLUMN).flatten().to_numpy(zero_copy_only=True) for batch in batches]
         shard_tokens = sum(len(v) for v in values)
         if (shard_docs, shard_tokens) != (entry["docs"], entry["tokens"]):
-            raise ValueError(f"{path}: holds {shard_docs} docs / {shard_tokens} tokens, "
-                             f"but {manifest_path} says {entry['docs']} / {entry['tokens']}")
+            raise ValueError(
+                f"{path}: holds {shard_docs} docs / {shard_tokens} tokens, "
+                f"but {manifest_path} says {entry['docs']} / {entry['tokens']}"
+            )
         top = max((int(v.max()) for v in values if len(v)), default=-1)
         if top >= limit:
             raise ValueError(f"{path}: token id {top} is >= the vocabulary size {limit}")

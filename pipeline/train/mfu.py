@@ -17,7 +17,9 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 }
 
 
-def flops_per_token(n_params: int, n_layers: int, d_model: int, seq_len: int, *, vocab_size: int = 0) -> float:
+def flops_per_token(
+    n_params: int, n_layers: int, d_model: int, seq_len: int, *, vocab_size: int = 0
+) -> float:
     """Training FLOPs per token, forward + backward: 6N + 12·L·d·T (PaLM, Chowdhery et al. 2022, appendix B).
 
     ``n_params`` is the non-embedding count; ``vocab_size`` adds the output head's matmul (6·V·d),

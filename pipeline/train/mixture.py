@@ -37,8 +37,10 @@ def sources_from_config(data: DataConfig) -> list[SourceSpec]:
     """The training sources of a data config; no ``sources`` means one source, every shard of ``shards``."""
     if not data.sources:
         return [SourceSpec(name="all", shards=data.shards)]
-    return [SourceSpec(name=name, shards=spec.shards or data.shards, source=spec.source, weight=spec.weight)
-            for name, spec in data.sources.items()]
+    return [
+        SourceSpec(name=name, shards=spec.shards or data.shards, source=spec.source, weight=spec.weight)
+        for name, spec in data.sources.items()
+    ]
 
 
 def validation_sources(data: DataConfig) -> list[SourceSpec]:
@@ -57,8 +59,10 @@ def samples_for_tokens(tokens: int, seq_len: int) -> int:
     """Global samples that hold exactly ``tokens`` training targets (``seq_len`` per sample)."""
     if tokens <= 0 or tokens % seq_len:
         lower = tokens // seq_len * seq_len
-        raise ValueError(f"token budget {tokens} is not a positive multiple of seq_len {seq_len} "
-                         f"(nearest: {lower or seq_len} or {lower + seq_len})")
+        raise ValueError(
+            f"token budget {tokens} is not a positive multiple of seq_len {seq_len} "
+            f"(nearest: {lower or seq_len} or {lower + seq_len})"
+        )
     return tokens // seq_len
 
 
@@ -72,9 +76,15 @@ class MixtureSchedule:
         self.counts = largest_remainder(np.asarray(weights, dtype=np.float64), block_size)
         if (self.counts == 0).any():
             smallest = float(min(weights) / sum(weights))
-            raise ValueError(f"a mixture weight share of {smallest:.2e} rounds to 0 samples in a block of "
-                             f"{block_size}; raise it or drop that source")
-        self._cached = (-1, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))  # one tuple: thread-safe swap
+            raise ValueError(
+                f"a mixture weight share of {smallest:.2e} rounds to 0 samples in a block of "
+                f"{block_size}; raise it or drop that source"
+            )
+        self._cached = (
+            -1,
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.int64),
+        )  # one tuple: thread-safe swap
 
     def locate(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(source, index within source) of each global sample in ``g`` (int64 arrays)."""
@@ -112,7 +122,7 @@ def largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
     exact = weights / weights.sum() * total
     counts = np.floor(exact).astype(np.int64)
     by_remainder = np.argsort(-(exact - counts), kind="stable")
-    counts[by_remainder[:total - counts.sum()]] += 1
+    counts[by_remainder[: total - counts.sum()]] += 1
     return counts
 
 

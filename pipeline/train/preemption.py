@@ -26,8 +26,10 @@ class Preempted(Exception):
 
     def __init__(self, step: int, checkpoint: str, signal_name: str | None):
         signal_name = signal_name or "a signal to another rank"
-        super().__init__(f"stopped by {signal_name} after step {step}; checkpoint {checkpoint}; "
-                         f"rerun with checkpoint.resume=auto to continue")
+        super().__init__(
+            f"stopped by {signal_name} after step {step}; checkpoint {checkpoint}; "
+            f"rerun with checkpoint.resume=auto to continue"
+        )
         self.step, self.checkpoint = step, checkpoint
 
 

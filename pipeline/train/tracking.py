@@ -59,8 +59,16 @@ class Tracker:
         self._error: BaseException | None = None
 
     @classmethod
-    def start(cls, cfg: TrackingConfig, *, output_dir: str | Path, params: dict[str, str], tags: dict[str, str],
-              active: bool = True, run_id: str | None = None) -> Tracker:
+    def start(
+        cls,
+        cfg: TrackingConfig,
+        *,
+        output_dir: str | Path,
+        params: dict[str, str],
+        tags: dict[str, str],
+        active: bool = True,
+        run_id: str | None = None,
+    ) -> Tracker:
         """Open the run (or re-attach to ``run_id``) and log params and tags; ``active=False`` on ranks > 0."""
         if not (cfg.enabled and active):
             return cls()
@@ -70,12 +78,14 @@ class Tracker:
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
         client = MlflowClient(tracking_uri=cfg.resolve_uri(str(output_dir)))
         if run_id is None:
-            experiment_id = _experiment_id(client, cfg.experiment, output_dir, cfg.resolve_uri(str(output_dir)))
+            experiment_id = _experiment_id(
+                client, cfg.experiment, output_dir, cfg.resolve_uri(str(output_dir))
+            )
             parent = {"mlflow.parentRunId": cfg.parent_run_id} if cfg.parent_run_id else None
             run_id = client.create_run(experiment_id, run_name=cfg.run_name or None, tags=parent).info.run_id
             items = [Param(mlflow_key(key), str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
             for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-                client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_BATCH])
+                client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
         else:  # a resumed job: the same run goes on
             client.update_run(run_id, status="RUNNING")
         tracker = cls(client, run_id, system_metrics=cfg.system_metrics)
@@ -90,8 +100,13 @@ class Tracker:
             self._sender = threading.Thread(target=self._send, name="mlflow-metrics", daemon=True)
             self._sender.start()
         now = int(time.time() * 1000)
-        self._queue.put([(mlflow_key(key), float(value), now, step) for key, value in metrics.items()
-                         if value is not None])
+        self._queue.put(
+            [
+                (mlflow_key(key), float(value), now, step)
+                for key, value in metrics.items()
+                if value is not None
+            ]
+        )
 
     def flush(self) -> None:
         """Wait until every queued metric is sent; raise the first error the sender met, if any."""
@@ -122,7 +137,7 @@ class Tracker:
                 if self._error is not None:  # the store is failing: drop the rest, flush() reports it
                     break
                 try:
-                    self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+                    self.client.log_batch(self.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
                 except Exception as exc:  # noqa: BLE001 - reported by flush() in the training thread
                     log.warning("MLflow metric logging failed: %s", exc)
                     self._error = exc
@@ -132,8 +147,10 @@ class Tracker:
             return
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(mlflow_key(key), str(value)[:MAX_TAG_LENGTH])
-                                                 for key, value in tags.items()])
+        self.client.log_batch(
+            self.run_id,
+            tags=[RunTag(mlflow_key(key), str(value)[:MAX_TAG_LENGTH]) for key, value in tags.items()],
+        )
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Copy a file into the run's artifacts (a local dir for sqlite, uploaded to a server's store)."""
@@ -182,8 +199,11 @@ def scaling_tags(*, n_params: int, tokens_seen: int) -> dict[str, int]:
 def model_size_tag(model: ModelConfig) -> dict[str, str]:
     """The ladder rung the run trains, so a sweep's runs group by size; a rung whose shape the config
     overrides is named with its overrides (``14m+d_model=320``), not passed off as the rung."""
-    overrides = [f"{name}={value}" for name in ("d_model", "n_layers", "n_heads", "n_kv_heads")
-                 if (value := getattr(model, name)) is not None]
+    overrides = [
+        f"{name}={value}"
+        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads")
+        if (value := getattr(model, name)) is not None
+    ]
     return {"model_size": "+".join([model.size, *overrides])}
 
 
@@ -205,8 +225,14 @@ def memory_metrics(device: torch.device) -> dict[str, float]:
 def git_commit() -> str | None:
     """The commit of the checkout this code runs from, if it is one."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -224,7 +250,9 @@ def _experiment_id(client: Any, name: str, output_dir: str | Path, uri: str) -> 
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None if uri.startswith(_REMOTE_SCHEMES) else (Path(output_dir).resolve() / "mlartifacts").as_uri()
+    location = (
+        None if uri.startswith(_REMOTE_SCHEMES) else (Path(output_dir).resolve() / "mlartifacts").as_uri()
+    )
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # another job created it between our lookup and our create

@@ -25,7 +25,9 @@ from pipeline.train.tracking import Tracker
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 ARGS = ModelConfig(size="tiny", seq_len=16).args(vocab_size=101)
-LOOP = LoopConfig(global_batch_size=8, micro_batch_size=2, warmup_steps=2, lr=3e-3, grad_clip=1.0, max_bad_steps=2)
+LOOP = LoopConfig(
+    global_batch_size=8, micro_batch_size=2, warmup_steps=2, lr=3e-3, grad_clip=1.0, max_bad_steps=2
+)
 STRATEGIES = ["ddp", "fsdp", "zero1", "zero2", "zero3"]
 NAN_STEP = 99
 
@@ -33,18 +35,25 @@ NAN_STEP = 99
 def micro_batches(step: int, info: DistInfo) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's micro-batches of global batch ``step``."""
     share = LOOP.global_batch_size // info.world_size
-    tokens = torch.randint(0, ARGS.vocab_size, (share, ARGS.seq_len + 1),
-                           generator=torch.Generator().manual_seed(1000 * step + info.rank))
+    tokens = torch.randint(
+        0,
+        ARGS.vocab_size,
+        (share, ARGS.seq_len + 1),
+        generator=torch.Generator().manual_seed(1000 * step + info.rank),
+    )
     inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()
-    return [(inputs[i:i + LOOP.micro_batch_size], targets[i:i + LOOP.micro_batch_size])
-            for i in range(0, share, LOOP.micro_batch_size)]
+    return [
+        (inputs[i : i + LOOP.micro_batch_size], targets[i : i + LOOP.micro_batch_size])
+        for i in range(0, share, LOOP.micro_batch_size)
+    ]
 
 
 def build(strategy: str, info: DistInfo) -> tuple[ParallelModel, list[bool]]:
     """The model, and a switch that (test-only fault) turns the final norm's output to NaN on rank 0 only."""
     torch.manual_seed(0)
-    parallel = parallelize(build_model(ARGS), strategy=ParallelConfig(strategy=strategy), dist=info, loop=LOOP,
-                           total_steps=10)
+    parallel = parallelize(
+        build_model(ARGS), strategy=ParallelConfig(strategy=strategy), dist=info, loop=LOOP, total_steps=10
+    )
     poison = [False]
     if info.rank == 0:
         parallel.model.norm.register_forward_hook(lambda _m, _i, out: out * math.nan if poison[0] else out)
@@ -73,9 +82,19 @@ def diverge(strategy: str, info: DistInfo) -> tuple[str, list[int]]:
 
     batches = iter([mb for step in range(5) for mb in micro_batches(step, info)])
     try:
-        run_loop(parallel, loop=LOOP, batches=batches, val_batches=list, dist=info,
-                 accum_steps=LOOP.grad_accum_steps(info.world_size), total_steps=5, tracker=Tracker(),  # tracking off: a no-op
-                 save_checkpoint=save, checkpoint_interval=0, label="train")
+        run_loop(
+            parallel,
+            loop=LOOP,
+            batches=batches,
+            val_batches=list,
+            dist=info,
+            accum_steps=LOOP.grad_accum_steps(info.world_size),
+            total_steps=5,
+            tracker=Tracker(),  # tracking off: a no-op
+            save_checkpoint=save,
+            checkpoint_interval=0,
+            label="train",
+        )
     except TrainingDiverged as exc:
         return str(exc), saved
     return "", saved
@@ -83,8 +102,14 @@ def diverge(strategy: str, info: DistInfo) -> tuple[str, list[int]]:
 
 def run_all() -> dict[str, Any]:
     info = init_distributed()
-    return {strategy: {"skipping": run([0, NAN_STEP, 1, 2], strategy, info), "plain": run([0, 1, 2], strategy, info),
-                       "diverged": diverge(strategy, info)} for strategy in STRATEGIES}
+    return {
+        strategy: {
+            "skipping": run([0, NAN_STEP, 1, 2], strategy, info),
+            "plain": run([0, 1, 2], strategy, info),
+            "diverged": diverge(strategy, info),
+        }
+        for strategy in STRATEGIES
+    }
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +131,15 @@ def test_a_nan_step_is_skipped_without_a_trace(ranks, strategy):
         assert all(math.isnan(x) for x in skipping[1])  # only rank 0's forward was NaN: every rank skips
         good = [skipping[0], *skipping[2:]]
         assert all(math.isfinite(x) for step in good for x in step)
-        assert [x for step in good for x in step] == pytest.approx([x for step in plain for x in step], rel=1e-6)
+        assert [x for step in good for x in step] == pytest.approx(
+            [x for step in plain for x in step], rel=1e-6
+        )
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_bad_steps_in_a_row_stop_every_rank(ranks, strategy):
     for rank in ranks:
         message, saved = rank[strategy]["diverged"]
-        assert saved == [2] and "2 steps in a row" in message and "step 2" in message and "loss nan" in message
+        assert (
+            saved == [2] and "2 steps in a row" in message and "step 2" in message and "loss nan" in message
+        )

@@ -34,17 +34,26 @@ def one_step(micro_batch_size: int) -> dict:
     torch.manual_seed(info.rank)  # different init per rank: DDP must broadcast rank 0's
     parallel = parallelize(build_model(ARGS), strategy="ddp", dist=info, loop=LoopConfig(), total_steps=10)
     grads = {}
-    parallel.optimizer.register_step_pre_hook(lambda *_: grads.update(
-        {name: p.grad.clone() for name, p in parallel.model.named_parameters()}))
+    parallel.optimizer.register_step_pre_hook(
+        lambda *_: grads.update({name: p.grad.clone() for name, p in parallel.model.named_parameters()})
+    )
     inputs, targets = global_batch()
-    mine = slice(info.rank * GLOBAL_BATCH // info.world_size, (info.rank + 1) * GLOBAL_BATCH // info.world_size)
+    mine = slice(
+        info.rank * GLOBAL_BATCH // info.world_size, (info.rank + 1) * GLOBAL_BATCH // info.world_size
+    )
     inputs, targets = inputs[mine], targets[mine]
-    micro = [(inputs[i:i + micro_batch_size], targets[i:i + micro_batch_size])
-             for i in range(0, len(inputs), micro_batch_size)]
+    micro = [
+        (inputs[i : i + micro_batch_size], targets[i : i + micro_batch_size])
+        for i in range(0, len(inputs), micro_batch_size)
+    ]
     loss, grad_norm = train_step(parallel, micro, dist=info)
-    return {"loss": loss, "grad_norm": grad_norm, "grads": grads,
-            "params": {name: p.detach().clone() for name, p in parallel.model.named_parameters()},
-            "world_size": dist.get_world_size() if dist.is_initialized() else 1}
+    return {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "grads": grads,
+        "params": {name: p.detach().clone() for name, p in parallel.model.named_parameters()},
+        "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+    }
 
 
 @pytest.mark.slow

@@ -22,15 +22,35 @@ LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 
 
 def command(shards: Path, output: Path, uri: str, options: tuple[str, ...] = ()) -> list[str]:
-    return [LMPIPE, "launch", "torchrun", "--nproc-per-node", "2", "--", "train", f"data.shards={shards}",
-            f"output_dir={output}", "model.seq_len=64", "train.global_batch_size=8", "train.micro_batch_size=2",
-            "train.max_steps=10", "train.warmup_steps=2", "train.log_interval=1", "train.eval_interval=0",
-            "data.val_windows=8", "checkpoint.interval=4", "checkpoint.keep=3", f"tracking.uri={uri}", *options]
+    return [
+        LMPIPE,
+        "launch",
+        "torchrun",
+        "--nproc-per-node",
+        "2",
+        "--",
+        "train",
+        f"data.shards={shards}",
+        f"output_dir={output}",
+        "model.seq_len=64",
+        "train.global_batch_size=8",
+        "train.micro_batch_size=2",
+        "train.max_steps=10",
+        "train.warmup_steps=2",
+        "train.log_interval=1",
+        "train.eval_interval=0",
+        "data.val_windows=8",
+        "checkpoint.interval=4",
+        "checkpoint.keep=3",
+        f"tracking.uri={uri}",
+        *options,
+    ]
 
 
 def run(cmd: list[str]) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -40,20 +60,27 @@ def step_losses(output: str) -> dict[int, str]:
 
 
 # ddp with blocking checkpoints; fsdp with async ones (written by a thread over a gloo group of their own).
-@pytest.mark.parametrize("options", [(), ("parallel.strategy=fsdp", "checkpoint.async_save=true")],
-                         ids=["ddp", "fsdp-async"])
+@pytest.mark.parametrize(
+    "options", [(), ("parallel.strategy=fsdp", "checkpoint.async_save=true")], ids=["ddp", "fsdp-async"]
+)
 def test_sigkill_then_resume_auto_continues_the_same_curve(tiny_corpus, tmp_path, options):
     from mlflow.tracking import MlflowClient
 
     shards = tiny_corpus[0]
-    whole = step_losses(run(command(shards, tmp_path / "whole", f"sqlite:///{tmp_path / 'whole.db'}", options)))
+    whole = step_losses(
+        run(command(shards, tmp_path / "whole", f"sqlite:///{tmp_path / 'whole.db'}", options))
+    )
     assert sorted(whole) == list(range(1, 11))
 
     uri = f"sqlite:///{tmp_path / 'killed.db'}"
     output = tmp_path / "killed"
-    process = subprocess.Popen(command(shards, output, uri, options), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        command(shards, output, uri, options),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and newest_checkpoint(output) is None and process.poll() is None:
@@ -71,7 +98,14 @@ def test_sigkill_then_resume_auto_continues_the_same_curve(tiny_corpus, tmp_path
     assert meta["step"] == 10 and meta["loader"]["sample_index"] == 10 * 8  # every sample once
     result = json.loads((output / "result.json").read_text())
     expected = json.loads((tmp_path / "whole" / "result.json").read_text())
-    for key in ("steps", "tokens_seen", "first_train_loss", "last_train_loss", "initial_val_loss", "final_val_loss"):
+    for key in (
+        "steps",
+        "tokens_seen",
+        "first_train_loss",
+        "last_train_loss",
+        "initial_val_loss",
+        "final_val_loss",
+    ):
         assert result[key] == expected[key], key
 
     client = MlflowClient(tracking_uri=uri)

@@ -23,13 +23,28 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
 
 
 def train_args(shards: Path, output: Path) -> list[str]:
-    return ["train", f"data.shards={shards}", f"output_dir={output}", "parallel.strategy=zero2", "model.seq_len=64",
-            "train.global_batch_size=8", "train.micro_batch_size=2", "train.max_steps=4", "train.warmup_steps=2",
-            "train.log_interval=1", "train.eval_interval=0", "data.val_windows=8", "tracking.enabled=false"]
+    return [
+        "train",
+        f"data.shards={shards}",
+        f"output_dir={output}",
+        "parallel.strategy=zero2",
+        "model.seq_len=64",
+        "train.global_batch_size=8",
+        "train.micro_batch_size=2",
+        "train.max_steps=4",
+        "train.warmup_steps=2",
+        "train.log_interval=1",
+        "train.eval_interval=0",
+        "data.val_windows=8",
+        "tracking.enabled=false",
+    ]
 
 
 def step_losses(output: str) -> dict[int, float]:
-    return {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"train step\s+(\d+)/\d+\s+loss (\S+)", output)}
+    return {
+        int(m.group(1)): float(m.group(2))
+        for m in re.finditer(r"train step\s+(\d+)/\d+\s+loss (\S+)", output)
+    }
 
 
 def finished(proc: subprocess.CompletedProcess | subprocess.Popen, output: str) -> str:
@@ -40,8 +55,13 @@ def finished(proc: subprocess.CompletedProcess | subprocess.Popen, output: str) 
 @pytest.fixture(scope="module")
 def one_node_losses(tiny_corpus, tmp_path_factory) -> dict[int, float]:
     output = tmp_path_factory.mktemp("one-node")
-    proc = subprocess.run([LMPIPE, "launch", "torchrun", "--nproc-per-node", "2", "--",
-                           *train_args(tiny_corpus[0], output)], capture_output=True, text=True, timeout=180, env=ENV)
+    proc = subprocess.run(
+        [LMPIPE, "launch", "torchrun", "--nproc-per-node", "2", "--", *train_args(tiny_corpus[0], output)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=ENV,
+    )
     losses = step_losses(finished(proc, proc.stdout + proc.stderr))
     assert sorted(losses) == [1, 2, 3, 4]
     return losses
@@ -49,10 +69,25 @@ def one_node_losses(tiny_corpus, tmp_path_factory) -> dict[int, float]:
 
 def test_two_torchrun_nodes_train_as_one_node_of_two_ranks(tiny_corpus, tmp_path, one_node_losses):
     endpoint = f"127.0.0.1:{free_port()}"
-    node = [LMPIPE, "launch", "torchrun", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", endpoint,
-            "--rdzv-id", "two-nodes", "--", *train_args(tiny_corpus[0], tmp_path / "out")]
-    nodes = [subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-             for _ in range(2)]
+    node = [
+        LMPIPE,
+        "launch",
+        "torchrun",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-endpoint",
+        endpoint,
+        "--rdzv-id",
+        "two-nodes",
+        "--",
+        *train_args(tiny_corpus[0], tmp_path / "out"),
+    ]
+    nodes = [
+        subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+        for _ in range(2)
+    ]
     try:
         outputs = [process.communicate(timeout=180)[0] for process in nodes]
     finally:
@@ -68,9 +103,23 @@ def test_two_torchrun_nodes_train_as_one_node_of_two_ranks(tiny_corpus, tmp_path
 
 
 def test_deepspeed_launcher_trains_zero2_on_cpu_as_torchrun_does(tiny_corpus, tmp_path, one_node_losses):
-    proc = subprocess.run([LMPIPE, "launch", "deepspeed", "--num-gpus", "2", "--master-port", str(free_port()), "--",
-                           *train_args(tiny_corpus[0], tmp_path / "out")], capture_output=True, text=True,
-                          timeout=240, env=ENV)
+    proc = subprocess.run(
+        [
+            LMPIPE,
+            "launch",
+            "deepspeed",
+            "--num-gpus",
+            "2",
+            "--master-port",
+            str(free_port()),
+            "--",
+            *train_args(tiny_corpus[0], tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=ENV,
+    )
     output = finished(proc, proc.stdout + proc.stderr)
     assert step_losses(output) == pytest.approx(one_node_losses, abs=2e-4)
     result = json.loads((tmp_path / "out" / "result.json").read_text())

@@ -25,13 +25,22 @@ FIRST_STEPS, LATER_STEPS = 3, 5  # 4 ranks x 3 steps x 2 = 24 samples, then 2 ra
 
 
 def configs(root: Path) -> dict[str, list[SourceSpec]]:
-    return {"single": [SourceSpec("all", str(root))],
-            "mixture": [SourceSpec("cc", str(root), "cc", 0.5), SourceSpec("wiki", str(root), "wiki", 0.5)]}
+    return {
+        "single": [SourceSpec("all", str(root))],
+        "mixture": [SourceSpec("cc", str(root), "cc", 0.5), SourceSpec("wiki", str(root), "wiki", 0.5)],
+    }
 
 
 def make_loader(sources: list[SourceSpec], rank: int, world_size: int) -> TokenLoader:
-    return TokenLoader(sources=sources, seq_len=SEQ_LEN, batch_size=BATCH, rank=rank, world_size=world_size,
-                       seed=SEED, block_size=8)
+    return TokenLoader(
+        sources=sources,
+        seq_len=SEQ_LEN,
+        batch_size=BATCH,
+        rank=rank,
+        world_size=world_size,
+        seed=SEED,
+        block_size=8,
+    )
 
 
 def run_phase(root: str, steps: int, state_dir: str, load: bool) -> dict[str, list]:
@@ -59,14 +68,22 @@ def run_phase(root: str, steps: int, state_dir: str, load: bool) -> dict[str, li
 def test_resume_from_4_ranks_on_2_ranks_sees_each_sample_once(tmp_path):
     root = tmp_path / "data"
     write_random_shards(root, {"train": [300] * 4 + [25] * 4}, vocab_size=1000)  # cc 74 windows, wiki 6
-    first = run_distributed_test(run_phase, world_size=4, root=str(root), steps=FIRST_STEPS,
-                                 state_dir=str(tmp_path), load=False)[0]
-    later = run_distributed_test(run_phase, world_size=2, root=str(root), steps=LATER_STEPS,
-                                 state_dir=str(tmp_path), load=True)[0]
+    first = run_distributed_test(
+        run_phase, world_size=4, root=str(root), steps=FIRST_STEPS, state_dir=str(tmp_path), load=False
+    )[0]
+    later = run_distributed_test(
+        run_phase, world_size=2, root=str(root), steps=LATER_STEPS, state_dir=str(tmp_path), load=True
+    )[0]
     for name, sources in configs(root).items():
-        ranks = [iter(make_loader(sources, rank, 2)) for rank in range(2)]  # the uninterrupted run, in-process
-        uninterrupted = [tuple(row.tolist()) for _ in range(FIRST_STEPS * 2 + LATER_STEPS)
-                         for it in ranks for row in next(it)[0]]
+        ranks = [
+            iter(make_loader(sources, rank, 2)) for rank in range(2)
+        ]  # the uninterrupted run, in-process
+        uninterrupted = [
+            tuple(row.tolist())
+            for _ in range(FIRST_STEPS * 2 + LATER_STEPS)
+            for it in ranks
+            for row in next(it)[0]
+        ]
         resumed = first[name] + later[name]
         assert len(resumed) == len(uninterrupted) == 44
         assert Counter(resumed) == Counter(uninterrupted), name

@@ -29,23 +29,44 @@ LOSS_RTOL, WEIGHT_RTOL = 1e-6, 1e-4
 
 
 def config(init_from: Path, sft: Path, output_dir: Path, strategy: str, *overrides: str) -> FinetuneJobConfig:
-    return FinetuneJobConfig.load(None, [f"init_from={init_from}", f"output_dir={output_dir}", f"data.path={sft}",
-                                         "data.val_fraction=0.1", "train.max_steps=6", "train.global_batch_size=8",
-                                         "train.micro_batch_size=2", "train.warmup_steps=2", "train.lr=1e-2",
-                                         "train.eval_batches=2", "train.log_interval=3", "checkpoint.interval=3",
-                                         "lora.rank=4", "lora.targets=[wq,wv,w2]", f"parallel.strategy={strategy}",
-                                         "tracking.enabled=false", *overrides])
+    return FinetuneJobConfig.load(
+        None,
+        [
+            f"init_from={init_from}",
+            f"output_dir={output_dir}",
+            f"data.path={sft}",
+            "data.val_fraction=0.1",
+            "train.max_steps=6",
+            "train.global_batch_size=8",
+            "train.micro_batch_size=2",
+            "train.warmup_steps=2",
+            "train.lr=1e-2",
+            "train.eval_batches=2",
+            "train.log_interval=3",
+            "checkpoint.interval=3",
+            "lora.rank=4",
+            "lora.targets=[wq,wv,w2]",
+            f"parallel.strategy={strategy}",
+            "tracking.enabled=false",
+            *overrides,
+        ],
+    )
 
 
 def finetune_each(init_from: str, sft: str, root: str, strategies: list[str]) -> dict[str, dict[str, Any]]:
     """On every rank: one LoRA fine-tune per strategy, into ``root/<strategy>``."""
-    return {strategy: asdict(finetune(config(Path(init_from), Path(sft), Path(root) / strategy, strategy)))
-            for strategy in strategies}
+    return {
+        strategy: asdict(finetune(config(Path(init_from), Path(sft), Path(root) / strategy, strategy)))
+        for strategy in strategies
+    }
 
 
 def resume_one(init_from: str, sft: str, output_dir: str, strategy: str, step_dir: str) -> dict[str, Any]:
-    return asdict(finetune(config(Path(init_from), Path(sft), Path(output_dir), strategy,
-                                  f"checkpoint.resume={step_dir}")))
+    return asdict(
+        finetune(
+            config(Path(init_from), Path(sft), Path(output_dir), strategy, f"checkpoint.resume={step_dir}")
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,23 +74,45 @@ def pretrained(tiny_corpus, tmp_path_factory) -> Path:
     from pipeline.train.pretrain import train
 
     out = tmp_path_factory.mktemp("pretrained")
-    train(TrainJobConfig.load(None, [f"data.shards={tiny_corpus[0]}", f"output_dir={out}", "model.size=tiny",
-                                     "model.seq_len=64", "train.global_batch_size=8", "train.micro_batch_size=4",
-                                     "train.max_steps=10", "train.warmup_steps=2", "train.eval_interval=0",
-                                     "data.val_windows=8", "tracking.enabled=false"]))
+    train(
+        TrainJobConfig.load(
+            None,
+            [
+                f"data.shards={tiny_corpus[0]}",
+                f"output_dir={out}",
+                "model.size=tiny",
+                "model.seq_len=64",
+                "train.global_batch_size=8",
+                "train.micro_batch_size=4",
+                "train.max_steps=10",
+                "train.warmup_steps=2",
+                "train.eval_interval=0",
+                "data.val_windows=8",
+                "tracking.enabled=false",
+            ],
+        )
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def reference(pretrained, tiny_corpus, tmp_path_factory) -> dict[str, Any]:
-    return finetune_each(str(pretrained), str(tiny_corpus[1]), str(tmp_path_factory.mktemp("one")), ["ddp"])["ddp"]
+    return finetune_each(str(pretrained), str(tiny_corpus[1]), str(tmp_path_factory.mktemp("one")), ["ddp"])[
+        "ddp"
+    ]
 
 
 @pytest.fixture(scope="module")
 def launch(pretrained, tiny_corpus, tmp_path_factory) -> list[dict[str, dict[str, Any]]]:
-    return run_distributed_test(finetune_each, world_size=2, timeout_s=300, init_from=str(pretrained),
-                                sft=str(tiny_corpus[1]), root=str(tmp_path_factory.mktemp("two")),
-                                strategies=STRATEGIES)
+    return run_distributed_test(
+        finetune_each,
+        world_size=2,
+        timeout_s=300,
+        init_from=str(pretrained),
+        sft=str(tiny_corpus[1]),
+        root=str(tmp_path_factory.mktemp("two")),
+        strategies=STRATEGIES,
+    )
 
 
 def merged_weights(checkpoint: str) -> dict[str, torch.Tensor]:
@@ -109,7 +152,14 @@ def test_lora_zero_checkpoint_resumes_in_one_process(launch, pretrained, tiny_co
     what its optimizer holds: the frozen base weights must come back too, or the curve jumps."""
     step_3 = Path(launch[0][strategy]["checkpoint"]).parent / "step_3"
     # A process of its own: DeepSpeed keeps its groups in globals, stale after another engine's group is gone.
-    resumed, = run_distributed_test(resume_one, world_size=1, timeout_s=300, init_from=str(pretrained),
-                                    sft=str(tiny_corpus[1]), output_dir=str(tmp_path / "resumed"),
-                                    strategy=strategy, step_dir=str(step_3))
+    (resumed,) = run_distributed_test(
+        resume_one,
+        world_size=1,
+        timeout_s=300,
+        init_from=str(pretrained),
+        sft=str(tiny_corpus[1]),
+        output_dir=str(tmp_path / "resumed"),
+        strategy=strategy,
+        step_dir=str(step_3),
+    )
     assert resumed["last_train_loss"] == pytest.approx(launch[0][strategy]["last_train_loss"], rel=LOSS_RTOL)

@@ -38,12 +38,28 @@ LOSS_RTOL, NORM_RTOL = 1e-5, 1e-5
 
 
 def command(nproc: int, strategy: str, shards: Path, output: Path) -> list[str]:
-    launch = ["train"] if nproc == 1 else ["launch", "torchrun", "--nproc-per-node", str(nproc), "--", "train"]
-    return [LMPIPE, *launch, f"data.shards={shards}", f"output_dir={output}", f"parallel.strategy={strategy}",
-            "model.seq_len=64", f"train.global_batch_size={GLOBAL_BATCH}", "train.micro_batch_size=2",
-            f"train.max_steps={STEPS}", "train.warmup_steps=2", "train.log_interval=1", "train.eval_interval=0",
-            "data.val_windows=8", "checkpoint.interval=4", "checkpoint.keep=3", f"tracking.uri={uri(output)}",
-            "checkpoint.resume=auto"]
+    launch = (
+        ["train"] if nproc == 1 else ["launch", "torchrun", "--nproc-per-node", str(nproc), "--", "train"]
+    )
+    return [
+        LMPIPE,
+        *launch,
+        f"data.shards={shards}",
+        f"output_dir={output}",
+        f"parallel.strategy={strategy}",
+        "model.seq_len=64",
+        f"train.global_batch_size={GLOBAL_BATCH}",
+        "train.micro_batch_size=2",
+        f"train.max_steps={STEPS}",
+        "train.warmup_steps=2",
+        "train.log_interval=1",
+        "train.eval_interval=0",
+        "data.val_windows=8",
+        "checkpoint.interval=4",
+        "checkpoint.keep=3",
+        f"tracking.uri={uri(output)}",
+        "checkpoint.resume=auto",
+    ]
 
 
 def uri(output: Path) -> str:
@@ -51,8 +67,9 @@ def uri(output: Path) -> str:
 
 
 def run(cmd: list[str]) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -74,8 +91,11 @@ def metrics(output: Path) -> Counter:
 
     client = MlflowClient(tracking_uri=uri(output))
     run_id = read_meta(newest_checkpoint(output))["mlflow_run_id"]
-    return Counter((key, m.step, m.timestamp, m.value) for key in ("train/loss", "grad_norm", "lr", "val/loss")
-                   for m in client.get_metric_history(run_id, key))
+    return Counter(
+        (key, m.step, m.timestamp, m.value)
+        for key in ("train/loss", "grad_norm", "lr", "val/loss")
+        for m in client.get_metric_history(run_id, key)
+    )
 
 
 def logged_since(before: Counter, output: Path) -> dict[str, dict[int, float]]:
@@ -87,7 +107,9 @@ def logged_since(before: Counter, output: Path) -> dict[str, dict[int, float]]:
     return values
 
 
-def assert_continues(resumed: dict[str, dict[int, float]], whole: dict[str, dict[int, float]], after: int) -> None:
+def assert_continues(
+    resumed: dict[str, dict[int, float]], whole: dict[str, dict[int, float]], after: int
+) -> None:
     steps = list(range(after + 1, STEPS + 1))
     for key, rtol in (("train/loss", LOSS_RTOL), ("grad_norm", NORM_RTOL), ("lr", 0)):
         assert sorted(resumed[key]) == steps, key
@@ -107,7 +129,10 @@ def as_dict(counter: Counter) -> dict[str, dict[int, float]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["fsdp", "zero1", "zero2", "zero3"])
 def test_resume_on_another_world_size_continues_the_same_curve(tiny_corpus, tmp_path, strategy):
-    shards, root = tiny_corpus[0], tmp_path / "runs+1"  # a '+' in the path: DeepSpeed's trap (convert_to_universal)
+    shards, root = (
+        tiny_corpus[0],
+        tmp_path / "runs+1",
+    )  # a '+' in the path: DeepSpeed's trap (convert_to_universal)
     whole_dir = root / "whole"
     run(command(2, strategy, shards, whole_dir))
     whole = as_dict(metrics(whole_dir))
@@ -121,7 +146,9 @@ def test_resume_on_another_world_size_continues_the_same_curve(tiny_corpus, tmp_
     assert "resuming from" in output and "step 4" in output
     assert_continues(logged_since(before, one), whole, after=4)
     meta = read_meta(newest_checkpoint(one))
-    assert meta["world_size"] == 1 and meta["loader"]["sample_index"] == STEPS * GLOBAL_BATCH  # every sample once
+    assert (
+        meta["world_size"] == 1 and meta["loader"]["sample_index"] == STEPS * GLOBAL_BATCH
+    )  # every sample once
     if strategy.startswith("zero"):  # converted once, into the checkpoint it resumed from
         assert (one / "checkpoints" / "step_4" / UNIVERSAL_TAG).is_dir()
         assert not (one / "checkpoints" / "step_8" / UNIVERSAL_TAG).exists()
@@ -148,8 +175,10 @@ def fake_zero_checkpoint(directory: Path, ranks: int) -> Path:
     return directory
 
 
-@pytest.mark.parametrize(("saved_by", "world_size", "tag"), [(2, 2, TAG), (2, 1, UNIVERSAL_TAG),
-                                                             (1, 2, UNIVERSAL_TAG), (4, 2, UNIVERSAL_TAG)])
+@pytest.mark.parametrize(
+    ("saved_by", "world_size", "tag"),
+    [(2, 2, TAG), (2, 1, UNIVERSAL_TAG), (1, 2, UNIVERSAL_TAG), (4, 2, UNIVERSAL_TAG)],
+)
 def test_zero_resume_converts_only_for_another_world_size(tmp_path, saved_by, world_size, tag):
     assert resume_tag(fake_zero_checkpoint(tmp_path, saved_by), world_size) == tag
 
@@ -169,8 +198,11 @@ def test_a_failed_conversion_fails_the_load_clearly_and_leaves_nothing_to_load(t
     directory = fake_zero_checkpoint(tmp_path, 4)  # empty files: ds_to_universal cannot read them
     zero = object.__new__(ZeRO2Model)  # the conversion comes before the engine is touched
     zero.dist = DistInfo(world_size=2)
-    with pytest.raises(RuntimeError, match="holds ZeRO state of 4 ranks, and converting it to DeepSpeed's "
-                                           "universal checkpoint for 2 failed: "):
+    with pytest.raises(
+        RuntimeError,
+        match="holds ZeRO state of 4 ranks, and converting it to DeepSpeed's "
+        "universal checkpoint for 2 failed: ",
+    ):
         zero.load(directory)
     assert not (directory / UNIVERSAL_TAG).exists()
 

@@ -28,7 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 from pipeline.config.model import ModelConfig
 from pipeline.config.parallel import ParallelConfig
 from pipeline.config.train import LoopConfig
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.model.transformer import build_model
 from pipeline.parallel.base import ParallelModel, load_model_weights
 from pipeline.parallel.dist import DistInfo, init_distributed
@@ -45,14 +45,23 @@ LOOP = LoopConfig(global_batch_size=8, micro_batch_size=2, warmup_steps=2, lr=3e
 STEPS, SAVE_AT, SEED = 4, 2, 1234
 TORCH_RUNS = ["ddp", "fsdp", "fsdp+offload"]
 ZERO_RUNS = ["zero1", "zero2", "zero3", "zero2+offload", "zero3+offload"]
-MODEL_ONLY = ["zero1<-zero3", "zero3<-zero2", "zero3+offload<-zero1", "fsdp<-zero3"]  # {fresh run <- checkpoint}
+MODEL_ONLY = [
+    "zero1<-zero3",
+    "zero3<-zero2",
+    "zero3+offload<-zero1",
+    "fsdp<-zero3",
+]  # {fresh run <- checkpoint}
 LOSS_RTOL, NORM_RTOL, WEIGHT_RTOL = 1e-6, 1e-5, 1e-4  # against the 1-process reference (module docstring)
 PARAMS = [name for name, _ in build_model(ARGS).named_parameters()]  # a tied head is the embedding, once
 
 
 def global_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    tokens = torch.randint(0, ARGS.vocab_size, (LOOP.global_batch_size, ARGS.seq_len + 1),
-                           generator=torch.Generator().manual_seed(step))
+    tokens = torch.randint(
+        0,
+        ARGS.vocab_size,
+        (LOOP.global_batch_size, ARGS.seq_len + 1),
+        generator=torch.Generator().manual_seed(step),
+    )
     inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()
     targets[0, :12] = -100  # ranks and micro-batches hold different numbers of targets
     targets[5, 4:] = -100
@@ -67,8 +76,10 @@ def train_steps(parallel: ParallelModel, info: DistInfo, steps: range) -> tuple[
         inputs, targets = global_batch(step)
         mine = slice(info.rank * share, (info.rank + 1) * share)
         inputs, targets = inputs[mine], targets[mine]
-        micro = [(inputs[i:i + LOOP.micro_batch_size], targets[i:i + LOOP.micro_batch_size])
-                 for i in range(0, share, LOOP.micro_batch_size)]
+        micro = [
+            (inputs[i : i + LOOP.micro_batch_size], targets[i : i + LOOP.micro_batch_size])
+            for i in range(0, share, LOOP.micro_batch_size)
+        ]
         loss, norm = train_step(parallel, micro, dist=info)
         losses.append(loss)
         norms.append(norm)
@@ -91,9 +102,11 @@ def full_weights(parallel: ParallelModel) -> dict[str, torch.Tensor]:
 
 
 # Runs by label: a strategy, optionally with its options ("+offload").
-OPTIONS = {"fsdp+offload": {"fsdp_cpu_offload": True, "fsdp_reshard_after_forward": False},
-           "zero2+offload": {"zero_offload_optimizer": True},
-           "zero3+offload": {"zero_offload_optimizer": True, "zero_offload_params": True}}
+OPTIONS = {
+    "fsdp+offload": {"fsdp_cpu_offload": True, "fsdp_reshard_after_forward": False},
+    "zero2+offload": {"zero_offload_optimizer": True},
+    "zero3+offload": {"zero_offload_optimizer": True, "zero_offload_params": True},
+}
 
 
 def build(label: str, info: DistInfo, seed: int = SEED) -> ParallelModel:
@@ -132,9 +145,16 @@ def run_strategies(labels: list[str], checkpoint_root: str, model_only: dict[str
         resumed.load(directory)
         loaded = full_weights(resumed)
         after = train_steps(resumed, info, range(SAVE_AT, STEPS))
-        out[label] = {"losses": losses + more[0], "norms": norms + more[1], "saved": saved, "final": final,
-                      "loaded": loaded, "resumed_losses": after[0], "resumed_norms": after[1],
-                      "local_fraction": fraction}
+        out[label] = {
+            "losses": losses + more[0],
+            "norms": norms + more[1],
+            "saved": saved,
+            "final": final,
+            "loaded": loaded,
+            "resumed_losses": after[0],
+            "resumed_norms": after[1],
+            "local_fraction": fraction,
+        }
     for label, source in model_only.items():
         fresh = build(label, info, seed=SEED + 2)
         fresh.load(Path(checkpoint_root) / source, model_only=True)
@@ -142,8 +162,10 @@ def run_strategies(labels: list[str], checkpoint_root: str, model_only: dict[str
         if fresh.strategy.startswith("zero"):  # the optimizer's fp32 master copy must have been set too
             import deepspeed
 
-            entry["master"] = {name: deepspeed.utils.safe_get_full_fp32_param(p).cpu()
-                               for name, p in fresh.model.named_parameters()}
+            entry["master"] = {
+                name: deepspeed.utils.safe_get_full_fp32_param(p).cpu()
+                for name, p in fresh.model.named_parameters()
+            }
         entry["losses"] = train_steps(fresh, info, range(SAVE_AT, SAVE_AT + 1))[0]
         out[f"{label}<-{source}"] = entry
     return out
@@ -161,8 +183,9 @@ def reference() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def torch_launch(tmp_path_factory) -> tuple[list[dict], Path]:
     root = tmp_path_factory.mktemp("ckpt-torch")
-    return run_distributed_test(run_strategies, world_size=2, labels=TORCH_RUNS,
-                                checkpoint_root=str(root), model_only={}), root
+    return run_distributed_test(
+        run_strategies, world_size=2, labels=TORCH_RUNS, checkpoint_root=str(root), model_only={}
+    ), root
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +194,14 @@ def zero_launch(tmp_path_factory, monkeypatch_module) -> tuple[list[dict], Path]
     extensions = tmp_path_factory.mktemp("torch-extensions")
     # A fresh extensions dir: a stale JIT lock elsewhere cannot hang the test, and we can see nothing was built.
     monkeypatch_module.setenv("TORCH_EXTENSIONS_DIR", str(extensions))
-    ranks = run_distributed_test(run_strategies, world_size=2, timeout_s=300, labels=ZERO_RUNS,
-                                 checkpoint_root=str(root),
-                                 model_only=dict(load.split("<-") for load in MODEL_ONLY))
+    ranks = run_distributed_test(
+        run_strategies,
+        world_size=2,
+        timeout_s=300,
+        labels=ZERO_RUNS,
+        checkpoint_root=str(root),
+        model_only=dict(load.split("<-") for load in MODEL_ONLY),
+    )
     assert not any(extensions.iterdir()), "DeepSpeed JIT-compiled an op"
     return ranks, root
 
@@ -256,10 +284,16 @@ def test_model_only_load_takes_another_strategys_weights(zero_launch, load):
     assert entry["losses"][0] == pytest.approx(ranks[0][source]["losses"][SAVE_AT], rel=1e-6)
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (ParallelConfig(strategy="pipeline"), "parallel.strategy: got 'pipeline'"),
-    (ParallelConfig(strategy="ddp", zero_offload_optimizer=True), "parallel.zero_offload_optimizer: only for"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (ParallelConfig(strategy="pipeline"), "parallel.strategy: got 'pipeline'"),
+        (
+            ParallelConfig(strategy="ddp", zero_offload_optimizer=True),
+            "parallel.zero_offload_optimizer: only for",
+        ),
+    ],
+)
 def test_bad_strategy_config_fails_before_any_setup(options, message):
     model = build_model(ARGS)  # stays on meta: nothing was materialised
     with pytest.raises(ConfigError, match=message):
@@ -270,7 +304,9 @@ def test_bad_strategy_config_fails_before_any_setup(options, message):
 def test_batch_not_divisible_by_ranks_fails_before_any_setup():
     loop = LoopConfig(global_batch_size=6, micro_batch_size=2)
     with pytest.raises(ConfigError, match="not a multiple of micro_batch_size x world_size = 4"):
-        parallelize(build_model(ARGS), strategy="zero3", dist=DistInfo(world_size=2), loop=loop, total_steps=10)
+        parallelize(
+            build_model(ARGS), strategy="zero3", dist=DistInfo(world_size=2), loop=loop, total_steps=10
+        )
 
 
 @pytest.mark.parametrize("strategy", ["fsdp", "zero2"])
@@ -280,10 +316,16 @@ def test_sharded_strategies_need_a_process_group(strategy):
         build(strategy, DistInfo())
 
 
-@pytest.mark.parametrize(("optim_files", "message"), [
-    (0, "has no ZeRO state"),
-    (4, "holds ZeRO state of 4 ranks, and converting it to DeepSpeed's universal checkpoint for 2 failed"),
-])
+@pytest.mark.parametrize(
+    ("optim_files", "message"),
+    [
+        (0, "has no ZeRO state"),
+        (
+            4,
+            "holds ZeRO state of 4 ranks, and converting it to DeepSpeed's universal checkpoint for 2 failed",
+        ),
+    ],
+)
 def test_zero_resume_refuses_a_checkpoint_it_cannot_restore(tmp_path, optim_files, message):
     (tmp_path / TAG).mkdir()
     for rank in range(optim_files):

@@ -39,9 +39,23 @@ else:
 def torchrun(script: Path, *args: str) -> subprocess.CompletedProcess:
     """One job per torchrun, as users run them (a process group is not re-created within a process)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), *args], cwd=script.parent, env=env, capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            *args,
+        ],
+        cwd=script.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -60,13 +74,20 @@ def test_torchrun_pretrain_and_finetune(tiny_corpus, tmp_path):
     pretrain = json.loads((tmp_path / "pretrain" / "result.json").read_text())
     assert pretrain["world_size"] == 2 and pretrain["steps"] == 12 and pretrain["tokens_seen"] == 12 * 8 * 64
     assert pretrain["final_val_loss"] < pretrain["initial_val_loss"]
-    assert sorted(p.name for p in (tmp_path / "pretrain" / "checkpoints").iterdir()) == ["latest", "step_12", "step_6"]
+    assert sorted(p.name for p in (tmp_path / "pretrain" / "checkpoints").iterdir()) == [
+        "latest",
+        "step_12",
+        "step_6",
+    ]
     assert {p.name for p in Path(pretrain["checkpoint"]).glob("*.distcp")} == {"__0_0.distcp", "__1_0.distcp"}
 
     # The 2-rank checkpoint loads into one process, and validation is 8 fixed windows per source whatever
     # the world size: 2 batches of 4 in one process are the windows the 2 ranks shared.
-    single = evaluate(EvalJobConfig(checkpoint=str(tmp_path / "pretrain"), shards=str(tiny_corpus[0]),
-                                    batch_size=4, max_batches=2))["lm"]
+    single = evaluate(
+        EvalJobConfig(
+            checkpoint=str(tmp_path / "pretrain"), shards=str(tiny_corpus[0]), batch_size=4, max_batches=2
+        )
+    )["lm"]
     assert single["loss"] == pytest.approx(pretrain["final_val_loss"], rel=1e-5)
 
     torchrun(script, "finetune", *corpus)
@@ -75,6 +96,8 @@ def test_torchrun_pretrain_and_finetune(tiny_corpus, tmp_path):
 
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("lmpipe").experiment_id])
-    assert sorted(run.info.run_id for run in runs) == sorted([pretrain["mlflow_run_id"], sft["mlflow_run_id"]])
+    assert sorted(run.info.run_id for run in runs) == sorted(
+        [pretrain["mlflow_run_id"], sft["mlflow_run_id"]]
+    )
     for run in runs:
         assert run.data.tags["world_size"] == "2" and run.info.status == "FINISHED"

@@ -24,7 +24,9 @@ from data_prep.stats import StageStats
 from pipeline.cli.main import main
 from pipeline.demo.corpus import CorpusFiles, generate_corpus
 
-FIXTURES = Path(os.environ.get("LMPIPE_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures"))
+FIXTURES = Path(
+    os.environ.get("LMPIPE_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +57,13 @@ def examples(stats: dict, kind: str) -> list[str]:
 
 def balanced(stats: dict) -> None:
     totals = stats["totals"]
-    assert totals["input"] == totals["kept"] + sum(totals["dropped"].values()) + sum(totals["errors"].values())
+    assert totals["input"] == totals["kept"] + sum(totals["dropped"].values()) + sum(
+        totals["errors"].values()
+    )
 
 
 # --- WARC building blocks -------------------------------------------------------------------
+
 
 def members(data: bytes) -> list[tuple[int, bytes]]:
     """(offset, decompressed record) of each gzip member: one WARC record each."""
@@ -73,15 +78,22 @@ def members(data: bytes) -> list[tuple[int, bytes]]:
 
 def html_responses(data: bytes) -> list[int]:
     """Indexes (into ``members``) of the text/html responses."""
-    return [i for i, (_, rec) in enumerate(members(data))
-            if b"WARC-Type: response" in rec[:300] and b"Content-Type: text/html" in rec]
+    return [
+        i
+        for i, (_, rec) in enumerate(members(data))
+        if b"WARC-Type: response" in rec[:300] and b"Content-Type: text/html" in rec
+    ]
 
 
 def warc_record(url: str, content_type: str, body: bytes, n: int) -> bytes:
-    http = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-    head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Date: 2024-05-18T00:00:00Z\r\n"
-            f"WARC-Record-ID: <urn:uuid:00000000-0000-4000-8000-{n:012d}>\r\nWARC-Target-URI: {url}\r\n"
-            f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http)}\r\n\r\n").encode()
+    http = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    head = (
+        f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Date: 2024-05-18T00:00:00Z\r\n"
+        f"WARC-Record-ID: <urn:uuid:00000000-0000-4000-8000-{n:012d}>\r\nWARC-Target-URI: {url}\r\n"
+        f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http)}\r\n\r\n"
+    ).encode()
     return gzip.compress(head + http + b"\r\n\r\n", compresslevel=1, mtime=0)
 
 
@@ -115,24 +127,31 @@ def test_clean_run_prints_no_warning(clean, corpus, tmp_path, capsys):
 
 # --- damaged WARC files -----------------------------------------------------------------------
 
+
 def test_warc_truncated_mid_record(corpus, clean, tmp_path, capsys):
     data = corpus.warc.read_bytes()
     index = html_responses(data)[len(html_responses(data)) // 2]
     start, record = members(data)[index]
     cut = tmp_path / "cut.warc.gz"
-    cut.write_bytes(data[:start + 300])  # into the record's gzip member
+    cut.write_bytes(data[: start + 300])  # into the record's gzip member
     stats, err = prep([cut, corpus.wiki], tmp_path / "out", capsys)
     read = stats["stages"]["read"]
     (kind,) = read["errors"]  # truncated_record, or corrupt_stream when the cut lands in the gzip data
     assert read["errors"][kind]["count"] == 1
     assert examples(stats, kind)[0].startswith(f"{cut}:{start}")
-    wiki_kept = stats["stages"]["read"]["kept"] - task_of(stats, cut)["input"]  # (web input is html + not_html)
-    assert task_of(stats, cut)["input"] == sum(1 for i, (_, r) in enumerate(members(data))
-                                              if i <= index and b"WARC-Type: response" in r[:300])
+    wiki_kept = (
+        stats["stages"]["read"]["kept"] - task_of(stats, cut)["input"]
+    )  # (web input is html + not_html)
+    assert task_of(stats, cut)["input"] == sum(
+        1 for i, (_, r) in enumerate(members(data)) if i <= index and b"WARC-Type: response" in r[:300]
+    )
     assert wiki_kept >= 0
     docs = read_docs(tmp_path / "out")
-    web = [json.loads(m) for m, s in zip(docs.column("metadata").to_pylist(), docs.column("source").to_pylist())
-           if s == "cc"]
+    web = [
+        json.loads(m)
+        for m, s in zip(docs.column("metadata").to_pylist(), docs.column("source").to_pylist())
+        if s == "cc"
+    ]
     assert web and all(m["offset"] < start for m in web)  # the records before the cut came out
     assert f"lmpipe: warning: 1 record could not be read (read/{kind} 1); see stats.json" in err
     balanced(stats)
@@ -167,19 +186,23 @@ def test_warc_record_with_a_malformed_header(corpus, tmp_path, capsys, damage):
     all_members = members(data)
     start, record = all_members[index]
     length = re.search(rb"Content-Length: \d+\r\n", record).group(0)
-    record = {"bad_version": record.replace(b"WARC/1.0", b"WARX/9.9", 1),
-              "bad_length": record.replace(length, b"Content-Length: 12ab\r\n", 1),
-              "no_length": record.replace(length, b"", 1)}[damage]
+    record = {
+        "bad_version": record.replace(b"WARC/1.0", b"WARX/9.9", 1),
+        "bad_length": record.replace(length, b"Content-Length: 12ab\r\n", 1),
+        "no_length": record.replace(length, b"", 1),
+    }[damage]
     bad = tmp_path / f"{damage}.warc.gz"
-    bad.write_bytes(data[:start] + gzip.compress(record, mtime=0) + data[all_members[index + 1][0]:])
+    bad.write_bytes(data[:start] + gzip.compress(record, mtime=0) + data[all_members[index + 1][0] :])
     stats, err = prep([bad], tmp_path / "out", capsys)
     errors = stats["stages"]["read"]["errors"]
     assert sum(e["count"] for e in errors.values()) == 1, errors
     (example,) = [e["examples"][0] for e in errors.values()]
     assert example.startswith(f"{bad}:{start}")
     assert stats["stages"]["read"]["kept"] == len(responses) - 1
-    assert stats["stages"]["read"]["input"] == stats["stages"]["read"]["kept"] + sum(
-        stats["stages"]["read"]["dropped"].values()) + 1  # the damaged record is counted once, not twice
+    assert (
+        stats["stages"]["read"]["input"]
+        == stats["stages"]["read"]["kept"] + sum(stats["stages"]["read"]["dropped"].values()) + 1
+    )  # the damaged record is counted once, not twice
     offsets = {json.loads(m)["offset"] for m in read_docs(tmp_path / "out").column("metadata").to_pylist()}
     assert max(offsets) > start and start not in offsets
     assert "lmpipe: warning: 1 record could not be read" in err
@@ -187,16 +210,23 @@ def test_warc_record_with_a_malformed_header(corpus, tmp_path, capsys, damage):
 
 # --- odd payloads -------------------------------------------------------------------------------
 
+
 def test_invalid_utf8_and_a_mislabelled_charset(corpus, tmp_path, capsys):
     data = corpus.warc.read_bytes()
     responses = html_responses(data)
     pages = [html_body(data, i) for i in responses[:3]]
     (url_ok, ok), (url_bad, bad), (url_latin, latin) = pages
     bad = bad.replace(b"</title>", b" \xff\xfe\x80\xc3</title>", 1)  # invalid UTF-8 bytes
-    latin = latin.replace(b"</title>", " café naïve".encode("latin-1") + b"</title>", 1)  # latin-1 labelled utf-8
+    latin = latin.replace(
+        b"</title>", " café naïve".encode("latin-1") + b"</title>", 1
+    )  # latin-1 labelled utf-8
     path = tmp_path / "charsets.warc.gz"
-    path.write_bytes(b"".join(warc_record(url, "text/html; charset=utf-8", body, n)
-                              for n, (url, body) in enumerate([(url_ok, ok), (url_bad, bad), (url_latin, latin)])))
+    path.write_bytes(
+        b"".join(
+            warc_record(url, "text/html; charset=utf-8", body, n)
+            for n, (url, body) in enumerate([(url_ok, ok), (url_bad, bad), (url_latin, latin)])
+        )
+    )
     stats, _ = prep([path], tmp_path / "out", capsys)
     read = stats["stages"]["read"]
     assert read["input"] == read["kept"] == 3 and not read["errors"]
@@ -218,11 +248,13 @@ def test_binary_responses_are_dropped_with_a_reason(corpus, clean, tmp_path, cap
     pdf = b"%PDF-1.7\n" + bytes(range(256)) * 40
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
     path = tmp_path / "binary.warc.gz"
-    path.write_bytes(warc_record("https://x.example/a.pdf", "application/pdf", pdf, 0)
-                     + warc_record("https://x.example/b.png", "image/png", png, 1)
-                     + warc_record("https://x.example/c.html", "text/html", pdf, 2)  # a PDF labelled HTML
-                     + warc_record("https://x.example/d.html", "text/html", png, 3)
-                     + warc_record(url, "text/html; charset=utf-8", page, 4))
+    path.write_bytes(
+        warc_record("https://x.example/a.pdf", "application/pdf", pdf, 0)
+        + warc_record("https://x.example/b.png", "image/png", png, 1)
+        + warc_record("https://x.example/c.html", "text/html", pdf, 2)  # a PDF labelled HTML
+        + warc_record("https://x.example/d.html", "text/html", png, 3)
+        + warc_record(url, "text/html; charset=utf-8", page, 4)
+    )
     stats, err = prep([path], tmp_path / "out", capsys)
     read = stats["stages"]["read"]
     assert read["dropped"] == {"not_html": 2, "binary_content": 2}
@@ -236,12 +268,18 @@ def test_a_50mb_html_record_completes_in_bounded_time_and_memory(corpus, clean, 
     paragraph = b"<p>" + b"The quick brown fox jumps over the lazy dog near the river bank. " * 15 + b"</p>\n"
     huge = b"<html><body>" + paragraph * (50_000_000 // len(paragraph)) + b"</body></html>"
     path = tmp_path / "huge.warc.gz"
-    path.write_bytes(warc_record("https://x.example/huge.html", "text/html", huge, 0)
-                     + warc_record(url, "text/html; charset=utf-8", page, 1))
+    path.write_bytes(
+        warc_record("https://x.example/huge.html", "text/html", huge, 0)
+        + warc_record(url, "text/html; charset=utf-8", page, 1)
+    )
     lmpipe = Path(sys.executable).with_name("lmpipe")
     start = time.monotonic()
-    result = subprocess.run([str(lmpipe), "data", "prep", "--input", str(path), "--output", str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(lmpipe), "data", "prep", "--input", str(path), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     seconds = time.monotonic() - start
     assert result.returncode == 0, result.stderr
     assert seconds < 120
@@ -254,6 +292,7 @@ def test_a_50mb_html_record_completes_in_bounded_time_and_memory(corpus, clean, 
 
 
 # --- wiki dumps ---------------------------------------------------------------------------------
+
 
 def test_utf16_wiki_dump_with_bom(corpus, tmp_path, capsys):
     dump = FIXTURES / "wiki" / "bgwiki-latest-pages-articles-shortened.xml.bz2"
@@ -285,6 +324,7 @@ def test_xml_dump_cut_off_without_closing_tags(corpus, tmp_path, capsys, compres
 
 # --- zero-byte files ----------------------------------------------------------------------------
 
+
 def test_zero_byte_file_among_good_ones_is_counted_not_fatal(corpus, clean, tmp_path, capsys):
     empty = tmp_path / "empty.warc.gz"
     empty.touch()
@@ -293,13 +333,24 @@ def test_zero_byte_file_among_good_ones_is_counted_not_fatal(corpus, clean, tmp_
     assert stats["totals"]["errors"] == {"read/empty_file": 1}
     assert stats["totals"]["kept"] == clean[0]["totals"]["kept"]
     assert task_of(stats, empty)["input"] == 1 and task_of(stats, empty)["kept"] == 0
-    assert err.rstrip().endswith("lmpipe: warning: 1 record could not be read (read/empty_file 1); see stats.json")
+    assert err.rstrip().endswith(
+        "lmpipe: warning: 1 record could not be read (read/empty_file 1); see stats.json"
+    )
     balanced(stats)
 
 
 def test_missing_path_is_still_one_clear_error(corpus, tmp_path, capsys):
-    code = main(["data", "prep", "--input", str(corpus.warc), str(tmp_path / "nope.warc.gz"),
-                 "--output", str(tmp_path / "out")])
+    code = main(
+        [
+            "data",
+            "prep",
+            "--input",
+            str(corpus.warc),
+            str(tmp_path / "nope.warc.gz"),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == f"lmpipe: error: input not found: {tmp_path / 'nope.warc.gz'}"
     assert not (tmp_path / "out").exists()

@@ -20,8 +20,12 @@ def test_shard_rows_decode_to_the_cleaned_text(tmp_path: Path):
     prep = PrepConfig(input=[str(corpus.warc), str(corpus.wiki)], output=str(tmp_path / "data"))
     stats = run_prep(prep)
     train_tokenizer(TokenizerTrainConfig(input=prep.output, output=str(tmp_path / "tok"), vocab_size=1024))
-    tok_cfg = TokenizeConfig(input=[prep.output], tokenizer=str(tmp_path / "tok"), output=str(tmp_path / "shards"),
-                             val_fraction=0.1)
+    tok_cfg = TokenizeConfig(
+        input=[prep.output],
+        tokenizer=str(tmp_path / "tok"),
+        output=str(tmp_path / "shards"),
+        val_fraction=0.1,
+    )
     manifest = tokenize(tok_cfg)
 
     docs = pq.read_table(sorted((tmp_path / "data" / "docs").glob("*.parquet"))).to_pylist()
@@ -39,7 +43,9 @@ def test_shard_rows_decode_to_the_cleaned_text(tmp_path: Path):
     # Within one split and source, shard rows keep the order of the docs files.
     expected: dict[tuple[str, str], list[str]] = {}
     for doc in docs:
-        expected.setdefault((split_of(doc["id"], tok_cfg.val_fraction), doc["source"]), []).append(doc["text"])
+        expected.setdefault((split_of(doc["id"], tok_cfg.val_fraction), doc["source"]), []).append(
+            doc["text"]
+        )
     assert rows.keys() == expected.keys()
     for key, texts in expected.items():
         assert len(rows[key]) == len(texts)

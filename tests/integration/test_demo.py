@@ -15,9 +15,19 @@ def test_demo_runs_the_whole_loop(tmp_path: Path):
     workdir = tmp_path / "demo"
     lmpipe = Path(sys.executable).parent / "lmpipe"
     result = subprocess.run(
-        [str(lmpipe), "demo", "--workdir", str(workdir), "pretrain.max_steps=30", "pretrain.eval_interval=0",
-         "finetune.max_steps=6", "model.seq_len=128"],
-        capture_output=True, text=True, timeout=900,
+        [
+            str(lmpipe),
+            "demo",
+            "--workdir",
+            str(workdir),
+            "pretrain.max_steps=30",
+            "pretrain.eval_interval=0",
+            "finetune.max_steps=6",
+            "model.seq_len=128",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     output = result.stdout + result.stderr

@@ -16,14 +16,30 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(os.environ.get("LMPIPE_FIXTURES", REPO.parent / "shared" / "fixtures"))
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 
-pytestmark = pytest.mark.skipif(not (FIXTURES / "warc").is_dir() or not (FIXTURES / "wiki").is_dir(),
-                                reason=f"shared fixtures not present at {FIXTURES}")
+pytestmark = pytest.mark.skipif(
+    not (FIXTURES / "warc").is_dir() or not (FIXTURES / "wiki").is_dir(),
+    reason=f"shared fixtures not present at {FIXTURES}",
+)
 
 
 def prep(recipe: str, inputs: list[Path], output: Path, *overrides: str) -> dict:
-    result = subprocess.run([LMPIPE, "data", "prep", "--config", str(REPO / "configs" / "data" / recipe),
-                             "--input", *map(str, inputs), "--output", str(output), *overrides],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            LMPIPE,
+            "data",
+            "prep",
+            "--config",
+            str(REPO / "configs" / "data" / recipe),
+            "--input",
+            *map(str, inputs),
+            "--output",
+            str(output),
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return json.loads((output / "stats.json").read_text())
@@ -31,7 +47,9 @@ def prep(recipe: str, inputs: list[Path], output: Path, *overrides: str) -> dict
 
 def accounted_for(stats: dict) -> None:
     totals = stats["totals"]
-    assert totals["input"] == totals["kept"] + sum(totals["dropped"].values()) + sum(totals["errors"].values())
+    assert totals["input"] == totals["kept"] + sum(totals["dropped"].values()) + sum(
+        totals["errors"].values()
+    )
     previous = None
     for name, stage in stats["stages"].items():
         errors = sum(e["count"] for e in stage["errors"].values())
@@ -41,13 +59,20 @@ def accounted_for(stats: dict) -> None:
 
 
 def docs(output: Path) -> list[dict]:
-    return [row for path in sorted((output / "docs").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+    return [
+        row for path in sorted((output / "docs").glob("*.parquet")) for row in pq.read_table(path).to_pylist()
+    ]
 
 
 def test_every_fixture_through_the_mixed_recipe_with_the_real_blocklists(tmp_path):
     inputs = [FIXTURES / "warc", FIXTURES / "wiki"]
-    stats = prep("mixed.yaml", inputs, tmp_path, f"url.adblock_lists=[{FIXTURES / 'blocklists' / 'easylist.txt.gz'}]",
-                 f"url.banned_words={FIXTURES / 'blocklists' / 'banned_words.txt'}")
+    stats = prep(
+        "mixed.yaml",
+        inputs,
+        tmp_path,
+        f"url.adblock_lists=[{FIXTURES / 'blocklists' / 'easylist.txt.gz'}]",
+        f"url.banned_words={FIXTURES / 'blocklists' / 'banned_words.txt'}",
+    )
     accounted_for(stats)
     formats = sorted(task["format"] for task in stats["tasks"].values())
     assert formats == ["warc"] * 4 + ["wat", "wet"] + ["wiki"] * 3
@@ -79,7 +104,9 @@ def test_cc_recipe_keeps_english_web_pages_and_drops_the_rest(tmp_path):
 
 
 def test_wiki_recipe_on_the_utf16_and_siteinfo_less_dumps(tmp_path):
-    stats = prep("wiki.yaml", sorted((FIXTURES / "wiki").glob("*.bz2")), tmp_path, "language.languages=[en,bg]")
+    stats = prep(
+        "wiki.yaml", sorted((FIXTURES / "wiki").glob("*.bz2")), tmp_path, "language.languages=[en,bg]"
+    )
     accounted_for(stats)
     tasks = {Path(task["path"]).name: task for task in stats["tasks"].values()}
     assert tasks["bgwiki-latest-pages-articles-shortened.xml.bz2"]["input"] == 3

@@ -23,9 +23,17 @@ def corpus(tmp_path_factory) -> CorpusFiles:
     return generate_corpus(tmp_path_factory.mktemp("corpus"), seed=5, n_entities=150)
 
 
-def prep(corpus: CorpusFiles, output: Path, keep_intermediate: bool = False, **overrides) -> tuple[dict, list[int]]:
-    cfg = PrepConfig.from_dict({"input": [str(corpus.warc), str(corpus.wiki)], "output": str(output),
-                                "dedup": {"keep_intermediate": keep_intermediate}, **overrides})
+def prep(
+    corpus: CorpusFiles, output: Path, keep_intermediate: bool = False, **overrides
+) -> tuple[dict, list[int]]:
+    cfg = PrepConfig.from_dict(
+        {
+            "input": [str(corpus.warc), str(corpus.wiki)],
+            "output": str(output),
+            "dedup": {"keep_intermediate": keep_intermediate},
+            **overrides,
+        }
+    )
     reports: list[int] = []
     return run_prep(cfg, progress=reports.append), reports
 
@@ -43,8 +51,11 @@ def read_docs(output: Path) -> pa.Table:
 
 def snapshot(output: Path) -> dict[str, tuple[bytes, int]]:
     """Every output file's bytes and mtime (not the lock file, which names the last run's process)."""
-    return {str(p.relative_to(output)): (p.read_bytes(), p.stat().st_mtime_ns) for p in output.rglob("*")
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(output)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in output.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def test_rows_have_the_contract_schema_and_match_the_stats(prepped, corpus):
@@ -65,7 +76,9 @@ def test_every_input_record_is_kept_dropped_or_an_error(prepped, corpus):
     stats, reports, output = prepped
     totals = stats["totals"]
     assert totals["input"] == corpus.expected["web_responses"] + corpus.expected["wiki_pages"]
-    assert totals["input"] == totals["kept"] + sum(totals["dropped"].values()) + sum(totals["errors"].values())
+    assert totals["input"] == totals["kept"] + sum(totals["dropped"].values()) + sum(
+        totals["errors"].values()
+    )
     previous_kept = None
     for name, stage in stats["stages"].items():
         errors = sum(e["count"] for e in stage["errors"].values())
@@ -87,7 +100,11 @@ def test_planted_pages_are_dropped_for_the_right_reason(prepped, corpus):
     assert dropped["dedup/duplicate"] == expected["exact_duplicates"]
     # Every foreign page goes; a short English page may rarely read as another language.
     articles = expected["web_articles"] + expected["wiki_articles"]
-    assert expected["non_english"] <= dropped["language/wrong_language"] <= expected["non_english"] + articles // 100
+    assert (
+        expected["non_english"]
+        <= dropped["language/wrong_language"]
+        <= expected["non_english"] + articles // 100
+    )
     texts = read_docs(output).column("text").to_pylist()
     assert not any(word in text for text in texts for word in FOREIGN_WORDS)
     assert not any(phrase in text for text in texts for phrase in BOILERPLATE)
@@ -141,7 +158,9 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_the_lo
     from data_prep.prep import output_lock
 
     with output_lock(tmp_path):
-        with pytest.raises(ValueError, match=f"{tmp_path} is being written by another lmpipe data prep \\(pid "):
+        with pytest.raises(
+            ValueError, match=f"{tmp_path} is being written by another lmpipe data prep \\(pid "
+        ):
             prep(corpus, tmp_path)
     prep(corpus, tmp_path)  # released: the run goes ahead
 
@@ -196,7 +215,11 @@ def test_globs_and_directories_expand_to_their_files(corpus, tmp_path):
     first, second = by_glob["tasks"].values()
     assert first["kept"] > 0 and second["kept"] == 0
     dedup = by_glob["stages"]["dedup"]
-    assert sum(by_glob["cluster"]["removed"].values()) == dedup["input"] - first["kept"] == sum(dedup["dropped"].values())
+    assert (
+        sum(by_glob["cluster"]["removed"].values())
+        == dedup["input"] - first["kept"]
+        == sum(dedup["dropped"].values())
+    )
 
 
 def test_data_stats_prints_a_row_per_stage_and_the_dedup_decision(prepped, capsys):
@@ -206,11 +229,19 @@ def test_data_stats_prints_a_row_per_stage_and_the_dedup_decision(prepped, capsy
     assert main(["data", "stats", str(output)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["stage", "in", "kept", "dropped", "errors", "MB", "kept", "seconds", "docs/s"]
-    rows = {line.split()[0]: line.split() for line in lines[1:len(stats["stages"]) + 1]}
+    rows = {line.split()[0]: line.split() for line in lines[1 : len(stats["stages"]) + 1]}
     assert list(rows) == list(stats["stages"])
     for name, stage in stats["stages"].items():
-        assert rows[name][1:4] == [f"{stage['input']:,}", f"{stage['kept']:,}", f"{sum(stage['dropped'].values()):,}"]
+        assert rows[name][1:4] == [
+            f"{stage['input']:,}",
+            f"{stage['kept']:,}",
+            f"{sum(stage['dropped'].values()):,}",
+        ]
     removed = stats["cluster"]["removed"]
-    assert any(line.startswith(f"dedup over {stats['cluster']['docs']:,} documents: duplicate {removed['duplicate']:,}")
-               for line in lines)
+    assert any(
+        line.startswith(
+            f"dedup over {stats['cluster']['docs']:,} documents: duplicate {removed['duplicate']:,}"
+        )
+        for line in lines
+    )
     assert lines[-1].startswith(f"read {stats['totals']['input']:,}, kept {stats['totals']['kept']:,}")

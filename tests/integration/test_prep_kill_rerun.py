@@ -27,7 +27,17 @@ def inputs(tmp_path_factory) -> list[Path]:
 
 
 def command(inputs: list[Path], output: Path, workers: int) -> list[str]:
-    return [LMPIPE, "data", "prep", "--input", *map(str, inputs), "--output", str(output), "--workers", str(workers)]
+    return [
+        LMPIPE,
+        "data",
+        "prep",
+        "--input",
+        *map(str, inputs),
+        "--output",
+        str(output),
+        "--workers",
+        str(workers),
+    ]
 
 
 def run(inputs: list[Path], output: Path, workers: int = 2) -> None:
@@ -55,8 +65,12 @@ def reference(inputs, tmp_path_factory) -> Path:
 
 
 def kill_after(inputs: list[Path], output: Path, moment) -> None:
-    process = subprocess.Popen(command(inputs, output, 2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command(inputs, output, 2),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         moment(output)
     finally:
@@ -75,16 +89,27 @@ def sleep(seconds: float):
 
 def first_marker(stage: str):
     """Wait until a task of ``stage`` (prep, cluster, dedup) has finished."""
+
     def wait(output: Path) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any((output / "completions" / stage).glob("*.done")):
             time.sleep(0.005)
+
     return wait
 
 
-@pytest.mark.parametrize("moment", [sleep(0.3), sleep(0.8), sleep(1.5), first_marker("prep"),
-                                    first_marker("cluster"), first_marker("dedup")],
-                         ids=["0.3s", "0.8s", "1.5s", "first-prep", "cluster-done", "first-dedup"])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        sleep(0.3),
+        sleep(0.8),
+        sleep(1.5),
+        first_marker("prep"),
+        first_marker("cluster"),
+        first_marker("dedup"),
+    ],
+    ids=["0.3s", "0.8s", "1.5s", "first-prep", "cluster-done", "first-dedup"],
+)
 def test_killed_run_reruns_to_the_same_output(inputs, reference, tmp_path, moment):
     output = tmp_path / "out"
     kill_after(inputs, output, moment)

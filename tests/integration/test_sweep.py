@@ -99,8 +99,23 @@ def test_sweep_slurm_array_dry_run(sweep, capsys, tmp_path):
     config, root = sweep
     profile = Path(__file__).resolve().parents[2] / "configs" / "slurm" / "local.yaml"
     out_root = tmp_path / "fresh"  # no finished runs here: every run is an element
-    assert main(["sweep", "run", "--config", str(config), f"root={out_root}", "--slurm", str(profile),
-                 "--max-parallel", "2", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "run",
+                "--config",
+                str(config),
+                f"root={out_root}",
+                "--slurm",
+                str(profile),
+                "--max-parallel",
+                "2",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     script = capsys.readouterr().out
     assert "#SBATCH --array=0-3%2" in script and "#SBATCH --job-name=sweep-micro" in script
     configs = sorted(str(path.resolve()) for path in (out_root / "runs").glob("*/config.yaml"))

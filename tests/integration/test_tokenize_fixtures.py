@@ -23,9 +23,13 @@ FIXTURES = Path(os.environ.get("LMPIPE_FIXTURES", REPO.parent / "shared" / "fixt
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 LANGUAGES = "[en,bg,es,zh,ja,ru,nl,de,da,fr]"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (FIXTURES / "warc").is_dir() or not (FIXTURES / "wiki").is_dir(),
-                                 reason=f"shared fixtures not present at {FIXTURES}")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (FIXTURES / "warc").is_dir() or not (FIXTURES / "wiki").is_dir(),
+        reason=f"shared fixtures not present at {FIXTURES}",
+    ),
+]
 
 
 def lmpipe(*args: str) -> str:
@@ -37,15 +41,40 @@ def lmpipe(*args: str) -> str:
 
 def test_fixture_docs_come_back_from_every_shard_through_datasets(tmp_path):
     prep, tok, out = tmp_path / "prep", tmp_path / "tok", tmp_path / "shards"
-    lmpipe("data", "prep", "--input", str(FIXTURES / "warc"), str(FIXTURES / "wiki"), "--output", str(prep),
-           "--workers", "2", f"language.languages={LANGUAGES}")
+    lmpipe(
+        "data",
+        "prep",
+        "--input",
+        str(FIXTURES / "warc"),
+        str(FIXTURES / "wiki"),
+        "--output",
+        str(prep),
+        "--workers",
+        "2",
+        f"language.languages={LANGUAGES}",
+    )
     lmpipe("data", "train-tokenizer", "--input", str(prep), "--vocab-size", "2000", "--output", str(tok))
-    summary = lmpipe("data", "tokenize", "--input", str(prep), "--tokenizer", str(tok), "--output", str(out),
-                     "--workers", "2", "--shard-size-mb", "0.25", "val_fraction=0.1")
+    summary = lmpipe(
+        "data",
+        "tokenize",
+        "--input",
+        str(prep),
+        "--tokenizer",
+        str(tok),
+        "--output",
+        str(out),
+        "--workers",
+        "2",
+        "--shard-size-mb",
+        "0.25",
+        "val_fraction=0.1",
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert f"{len(manifest['shards'])} shards, {manifest['totals']['docs']:,} docs" in summary
 
-    docs = [row for path in sorted((prep / "docs").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+    docs = [
+        row for path in sorted((prep / "docs").glob("*.parquet")) for row in pq.read_table(path).to_pylist()
+    ]
     expected = Counter((split_of(d["id"], 0.1), d["source"], d["text"]) for d in docs if d["text"])
     languages = {json.loads(d["metadata"])["language"] for d in docs}
     assert {"cc", "wiki"} <= {d["source"] for d in docs} and len(languages) >= 3, languages
@@ -61,6 +90,8 @@ def test_fixture_docs_come_back_from_every_shard_through_datasets(tmp_path):
         assert len(dataset) == shard["docs"]
         for ids in dataset["input_ids"]:
             assert ids[-1] == eos and eos not in ids[:-1]
-            found[(shard["split"], shard["source"], tokenizer.decode(ids[:-1], skip_special_tokens=False))] += 1
+            found[
+                (shard["split"], shard["source"], tokenizer.decode(ids[:-1], skip_special_tokens=False))
+            ] += 1
     assert found == expected
     assert len(manifest["shards"]) > 4  # --shard-size-mb took effect

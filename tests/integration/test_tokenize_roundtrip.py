@@ -19,7 +19,37 @@ from data_prep.tokenizer.tokenize import split_of, tokenize
 from data_prep.tokenizer.train import train_tokenizer
 from pipeline.train.data import TokenWindows, unigram_perplexity
 
-WORDS = ["the", "of", "and", "river", "language", "model", "history", "city", "music", "small", "large", "ancient", "modern", "café", "naïve", "Zürich", "東京", "مرحبا", "Ελλάδα", "emoji🙂", "👩\u200d🔬", "é", "data", "1887", "3.14", "#tag", "C++", "<|eos|>", "<|pad|>"]
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "river",
+    "language",
+    "model",
+    "history",
+    "city",
+    "music",
+    "small",
+    "large",
+    "ancient",
+    "modern",
+    "café",
+    "naïve",
+    "Zürich",
+    "東京",
+    "مرحبا",
+    "Ελλάδα",
+    "emoji🙂",
+    "👩\u200d🔬",
+    "é",
+    "data",
+    "1887",
+    "3.14",
+    "#tag",
+    "C++",
+    "<|eos|>",
+    "<|pad|>",
+]
 SEPARATORS = [" ", " ", " ", "  ", "\n", "\n\n", "\t", "\r\n", ", ", ". "]
 VAL_FRACTION = 0.25
 
@@ -36,26 +66,43 @@ def docs_dir(tmp_path_factory) -> Path:
     (root / "docs").mkdir()
     for f in range(3):
         ids = [f"{f}/{i}" for i in range(60)]
-        pq.write_table(pa.table({
-            "id": ids,
-            "text": [make_text(rng) for _ in ids],
-            "source": ["wiki" if rng.random() < 0.4 else "cc" for _ in ids],
-            "url": [f"https://example.org/{i}" for i in ids],
-            "metadata": ["{}" for _ in ids],
-        }), root / "docs" / f"{f:05d}.parquet", compression="zstd")
+        pq.write_table(
+            pa.table(
+                {
+                    "id": ids,
+                    "text": [make_text(rng) for _ in ids],
+                    "source": ["wiki" if rng.random() < 0.4 else "cc" for _ in ids],
+                    "url": [f"https://example.org/{i}" for i in ids],
+                    "metadata": ["{}" for _ in ids],
+                }
+            ),
+            root / "docs" / f"{f:05d}.parquet",
+            compression="zstd",
+        )
     return root
 
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(docs_dir, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("tokenizer")
-    train_tokenizer(TokenizerTrainConfig(input=str(docs_dir), output=str(output), vocab_size=400, min_frequency=1))
+    train_tokenizer(
+        TokenizerTrainConfig(input=str(docs_dir), output=str(output), vocab_size=400, min_frequency=1)
+    )
     return output
 
 
 def run(docs_dir, tokenizer_dir, output, workers=1) -> dict:
-    return tokenize(TokenizeConfig(input=[str(docs_dir)], tokenizer=str(tokenizer_dir), output=str(output),
-                                   val_fraction=VAL_FRACTION, shard_size_bytes=2000, batch_size=7, workers=workers))
+    return tokenize(
+        TokenizeConfig(
+            input=[str(docs_dir)],
+            tokenizer=str(tokenizer_dir),
+            output=str(output),
+            val_fraction=VAL_FRACTION,
+            shard_size_bytes=2000,
+            batch_size=7,
+            workers=workers,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +132,9 @@ def test_every_document_decodes_back_exactly(docs_dir, tokenized):
     for task, path in enumerate(sorted((docs_dir / "docs").glob("*.parquet"))):
         for doc in pq.read_table(path).to_pylist():
             if doc["text"]:
-                expected.setdefault((split_of(doc["id"], VAL_FRACTION), doc["source"], task), []).append(doc["text"])
+                expected.setdefault((split_of(doc["id"], VAL_FRACTION), doc["source"], task), []).append(
+                    doc["text"]
+                )
     actual: dict[tuple[str, str, int], list[list[int]]] = {}
     for path, rows in shard_rows(output, manifest).items():
         split, source, task, _ = Path(path).stem.split("-")

@@ -37,15 +37,29 @@ ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 
 
 def train_args(shards: Path, *overrides: str) -> list[str]:
-    return ["train", f"data.shards={shards}", "model.seq_len=64", "train.global_batch_size=8",
-            "train.micro_batch_size=2", f"train.max_steps={STEPS}", "train.warmup_steps=2", "train.log_interval=1",
-            "train.eval_interval=0", "data.val_windows=8", "checkpoint.interval=5", "checkpoint.keep=2",
-            "checkpoint.resume=auto", *overrides]
+    return [
+        "train",
+        f"data.shards={shards}",
+        "model.seq_len=64",
+        "train.global_batch_size=8",
+        "train.micro_batch_size=2",
+        f"train.max_steps={STEPS}",
+        "train.warmup_steps=2",
+        "train.log_interval=1",
+        "train.eval_interval=0",
+        "data.val_windows=8",
+        "checkpoint.interval=5",
+        "checkpoint.keep=2",
+        "checkpoint.resume=auto",
+        *overrides,
+    ]
 
 
 def step_losses(log: str) -> dict[int, float]:
     """Step -> loss; a step printed twice (a rerun after a requeue) keeps its last value."""
-    return {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"train step\s+(\d+)/\d+\s+loss (\S+)", log)}
+    return {
+        int(m.group(1)): float(m.group(2)) for m in re.finditer(r"train step\s+(\d+)/\d+\s+loss (\S+)", log)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +71,22 @@ def shards(tmp_path_factory) -> Path:
 def reference(shards, tmp_path_factory) -> tuple[dict[int, float], dict]:
     """Per-step losses and result.json of the same training under a local 2-rank torchrun."""
     output = tmp_path_factory.mktemp("reference")
-    proc = subprocess.run([LMPIPE, "launch", "torchrun", "--nproc-per-node", "2", "--",
-                           *train_args(shards, f"output_dir={output}", "tracking.enabled=false")],
-                          capture_output=True, text=True, timeout=240, env=ENV, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [
+            LMPIPE,
+            "launch",
+            "torchrun",
+            "--nproc-per-node",
+            "2",
+            "--",
+            *train_args(shards, f"output_dir={output}", "tracking.enabled=false"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     losses = step_losses(proc.stdout + proc.stderr)
     assert sorted(losses) == list(range(1, STEPS + 1))
@@ -75,15 +102,36 @@ class Job:
 
     def __init__(self, tmp_path: Path, verb: list[str], *options: str, name: str = "lmpipe-test"):
         self.logs = tmp_path / "logs"
-        proc = subprocess.run([LMPIPE, "launch", "slurm", "--profile", PROFILE, "--set", f"log_dir={self.logs}",
-                               "--job-name", name, *options, "--", *verb], cwd=REPO, capture_output=True, text=True,
-                              timeout=120, env=ENV, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [
+                LMPIPE,
+                "launch",
+                "slurm",
+                "--profile",
+                PROFILE,
+                "--set",
+                f"log_dir={self.logs}",
+                "--job-name",
+                name,
+                *options,
+                "--",
+                *verb,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=ENV,
+            stdin=subprocess.DEVNULL,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         self.id = proc.stdout.strip().splitlines()[-1]
         self.name = name
 
     def log(self, index: int | None = None) -> str:
-        path = self.logs / (f"{self.name}-{self.id}.out" if index is None else f"{self.name}-{self.id}_{index}.out")
+        path = self.logs / (
+            f"{self.name}-{self.id}.out" if index is None else f"{self.name}-{self.id}_{index}.out"
+        )
         return path.read_text(errors="replace") if path.exists() else "<no log yet>"
 
     def states(self) -> list[JobState]:
@@ -91,8 +139,13 @@ class Job:
 
     def show(self) -> dict[str, str]:
         """``scontrol show job``'s fields (a job that is not an array)."""
-        text = subprocess.run(["scontrol", "show", "job", "--oneliner", self.id], capture_output=True, text=True,
-                              timeout=60, check=True).stdout
+        text = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", self.id],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
         return dict(item.split("=", 1) for item in text.split() if "=" in item)
 
     def ended(self) -> bool:
@@ -119,8 +172,9 @@ def jobs():
         job.cancel()
 
 
-def test_two_torchrun_tasks_meet_by_rendezvous_and_train_as_a_local_run(local_slurm, shards, reference, tmp_path,
-                                                                        jobs):
+def test_two_torchrun_tasks_meet_by_rendezvous_and_train_as_a_local_run(
+    local_slurm, shards, reference, tmp_path, jobs
+):
     output = tmp_path / "run"
     job = Job(tmp_path, train_args(shards, f"output_dir={output}", "tracking.enabled=false"), *TWO_TASKS)
     jobs.append(job)
@@ -129,14 +183,19 @@ def test_two_torchrun_tasks_meet_by_rendezvous_and_train_as_a_local_run(local_sl
     assert state.state == "COMPLETED", f"{state}\n{log[-4000:]}\n{local_slurm.logs()}"
     assert job.show()["NumTasks"] == "2"
     script = (output / "slurm" / "lmpipe-test.sbatch").read_text()
-    for line in ("#SBATCH --ntasks-per-node=2", '    --nnodes="$SLURM_NTASKS" \\', "    --nproc_per_node=1 \\"):
+    for line in (
+        "#SBATCH --ntasks-per-node=2",
+        '    --nnodes="$SLURM_NTASKS" \\',
+        "    --nproc_per_node=1 \\",
+    ):
         assert line in script.splitlines(), line
     assert step_losses(log) == pytest.approx(reference[0], abs=2e-4)
     assert json.loads((output / "result.json").read_text())["world_size"] == 2
 
 
-def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_end(local_slurm, shards, reference, tmp_path,
-                                                                        jobs):
+def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_end(
+    local_slurm, shards, reference, tmp_path, jobs
+):
     from mlflow.tracking import MlflowClient
 
     from pipeline.train.checkpoint import newest_checkpoint
@@ -156,13 +215,19 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_end(local_sl
     job.wait(60, until=lambda states: [(s.state, s.restarts) for s in states] == [("PENDING", "1")])
     [state] = job.wait(240)
     log = job.log()
-    assert (state.state, state.restarts) == ("COMPLETED", "1"), f"{state}\n{log[-4000:]}\n{local_slurm.logs()}"
+    assert (state.state, state.restarts) == ("COMPLETED", "1"), (
+        f"{state}\n{log[-4000:]}\n{local_slurm.logs()}"
+    )
 
     # One log holds both runs (--open-mode=append): the stop at a checkpoint, the requeue, the resume.
     stopped_at = int(re.search(r"stopped by SIGTERM after step (\d+)", log).group(1))
     assert 5 <= stopped_at < STEPS
-    for line in ("restart 0", "lmpipe: USR2: asking every rank to checkpoint and stop",
-                 f"lmpipe: requeueing job {job.id} (restart 1 of at most 3)", "restart 1"):
+    for line in (
+        "restart 0",
+        "lmpipe: USR2: asking every rank to checkpoint and stop",
+        f"lmpipe: requeueing job {job.id} (restart 1 of at most 3)",
+        "restart 1",
+    ):
         assert line in log, line
     assert log.index("restart 0") < log.index("requeueing") < log.index("restart 1")
     assert step_losses(log) == pytest.approx(reference[0], abs=2e-4)
@@ -188,15 +253,31 @@ def test_job_array_runs_each_config_and_reports_each_element(local_slurm, shards
         configs.append(tmp_path / f"lr{index}.yaml")
         configs[-1].write_text(f"output_dir: {tmp_path / f'lr{index}'}\ntrain:\n  lr: {lr}\n")
     verb = train_args(shards, f"tracking.uri={uri}", "train.max_steps=20")
-    job = Job(tmp_path, verb, "--set", "procs_per_node=1", "--set", "cpus_per_task=1",
-              "--array-configs", *map(str, configs), "--max-parallel", "2", name="sweep")
+    job = Job(
+        tmp_path,
+        verb,
+        "--set",
+        "procs_per_node=1",
+        "--set",
+        "cpus_per_task=1",
+        "--array-configs",
+        *map(str, configs),
+        "--max-parallel",
+        "2",
+        name="sweep",
+    )
     jobs.append(job)
     states = job.wait(240, until=lambda states: len(states) == 3 and all_ended(states))
     logs = "\n".join(job.log(index) for index in range(3))
-    assert [(s.job, s.state) for s in states] == [(f"{job.id}_{i}", "COMPLETED") for i in range(3)], logs[-4000:]
-    status = subprocess.run([LMPIPE, "launch", "status", job.id], capture_output=True, text=True, timeout=60,
-                            check=True).stdout
-    assert [line.split()[:2] for line in status.splitlines()[1:]] == [[f"{job.id}_{i}", "COMPLETED"] for i in range(3)]
+    assert [(s.job, s.state) for s in states] == [(f"{job.id}_{i}", "COMPLETED") for i in range(3)], logs[
+        -4000:
+    ]
+    status = subprocess.run(
+        [LMPIPE, "launch", "status", job.id], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert [line.split()[:2] for line in status.splitlines()[1:]] == [
+        [f"{job.id}_{i}", "COMPLETED"] for i in range(3)
+    ]
     assert "#SBATCH --array=0-2%2" in (tmp_path / "logs" / "sweep.sbatch").read_text()
 
     results = [json.loads((tmp_path / f"lr{i}" / "result.json").read_text()) for i in range(3)]
@@ -209,12 +290,33 @@ def test_job_array_runs_each_config_and_reports_each_element(local_slurm, shards
 
 def test_deepspeed_launcher_variant_trains_as_torchrun_does(local_slurm, shards, tmp_path, jobs):
     zero2 = train_args(shards, "tracking.enabled=false", "parallel.strategy=zero2", "train.max_steps=8")
-    local = subprocess.run([LMPIPE, "launch", "torchrun", "--nproc-per-node", "2", "--", *zero2,
-                            f"output_dir={tmp_path / 'local'}"], capture_output=True, text=True, timeout=240, env=ENV,
-                           stdin=subprocess.DEVNULL)
+    local = subprocess.run(
+        [
+            LMPIPE,
+            "launch",
+            "torchrun",
+            "--nproc-per-node",
+            "2",
+            "--",
+            *zero2,
+            f"output_dir={tmp_path / 'local'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+    )
     assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
     output = tmp_path / "run"
-    job = Job(tmp_path, [*zero2, f"output_dir={output}"], "--launcher", "deepspeed", "--set", "env.DS_ACCELERATOR=cpu")
+    job = Job(
+        tmp_path,
+        [*zero2, f"output_dir={output}"],
+        "--launcher",
+        "deepspeed",
+        "--set",
+        "env.DS_ACCELERATOR=cpu",
+    )
     jobs.append(job)
     [state] = job.wait(240)
     log = job.log()
@@ -226,9 +328,16 @@ def test_deepspeed_launcher_variant_trains_as_torchrun_does(local_slurm, shards,
     assert json.loads((output / "result.json").read_text())["world_size"] == 2
 
 
-def test_a_rank_that_dies_ends_the_job_as_failed_with_the_cause_in_the_log(local_slurm, shards, tmp_path, jobs):
-    job = Job(tmp_path, train_args(shards, f"output_dir={tmp_path / 'run'}", "tracking.enabled=false",
-                                   "train.max_steps=100000"), *TWO_TASKS)
+def test_a_rank_that_dies_ends_the_job_as_failed_with_the_cause_in_the_log(
+    local_slurm, shards, tmp_path, jobs
+):
+    job = Job(
+        tmp_path,
+        train_args(
+            shards, f"output_dir={tmp_path / 'run'}", "tracking.enabled=false", "train.max_steps=100000"
+        ),
+        *TWO_TASKS,
+    )
     jobs.append(job)
     deadline = time.monotonic() + 120
     while not re.search(r"train step\s+1/", job.log()):  # both ranks are in the training loop
@@ -240,7 +349,9 @@ def test_a_rank_that_dies_ends_the_job_as_failed_with_the_cause_in_the_log(local
 
     [state] = job.wait(120)
     log = job.log()
-    assert state.state == "FAILED" and state.restarts == "0", f"{state}\n{log[-4000:]}"  # a crash is not requeued
+    assert state.state == "FAILED" and state.restarts == "0", (
+        f"{state}\n{log[-4000:]}"
+    )  # a crash is not requeued
     assert time.monotonic() - killed < 120
     assert f"Signal 9 (SIGKILL) received by PID {rank1}" in log, log[-4000:]
 
@@ -249,7 +360,9 @@ def trainer_pid(job_id: str, *, rank: int) -> int:
     """The trainer process of global ``rank`` in the job: torchrun's child, with RANK in its environment."""
     for proc in Path("/proc").iterdir():
         try:
-            env = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+            env = dict(
+                item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item
+            )
             cmdline = (proc / "cmdline").read_text()
         except (OSError, ValueError):
             continue

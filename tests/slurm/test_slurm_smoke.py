@@ -17,9 +17,21 @@ def sbatch_wait(tmp_path: Path, body: str, *options: str) -> tuple[subprocess.Co
     script.write_text("#!/bin/bash\nset -euo pipefail\n" + body + "\n")
     log = tmp_path / "job.log"
     proc = subprocess.run(
-        ["sbatch", "--wait", "--parsable", "--job-name=lmpipe-smoke", "--time=2",
-         f"--output={log}", f"--chdir={tmp_path}", *options, str(script)],
-        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+        [
+            "sbatch",
+            "--wait",
+            "--parsable",
+            "--job-name=lmpipe-smoke",
+            "--time=2",
+            f"--output={log}",
+            f"--chdir={tmp_path}",
+            *options,
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
     )
     return proc, log.read_text() if log.exists() else "<no job log>"
 
@@ -33,7 +45,7 @@ def test_srun_runs_lmpipe_help(local_slurm, tmp_path):
 def test_two_tasks_run_on_the_node_cpus(local_slurm, tmp_path):
     if (os.cpu_count() or 1) < 2:
         pytest.skip("the node has one CPU; two tasks cannot be placed")
-    body = 'srun bash -c \'echo "task $SLURM_PROCID of $SLURM_NTASKS on $SLURMD_NODENAME"\''
+    body = "srun bash -c 'echo \"task $SLURM_PROCID of $SLURM_NTASKS on $SLURMD_NODENAME\"'"
     proc, log = sbatch_wait(tmp_path, body, "--ntasks=2")
     assert proc.returncode == 0, f"sbatch: {proc.stderr}\njob log:\n{log}\n{local_slurm.logs()}"
     assert "task 0 of 2" in log and "task 1 of 2" in log, log

@@ -11,9 +11,17 @@ from pipeline.config.train import TrainJobConfig
 from pipeline.demo.corpus import CorpusFiles, generate_corpus
 from pipeline.testing import make_tiny_corpus
 
-TINY = ["model.size=tiny", "model.seq_len=64", "train.global_batch_size=8", "train.micro_batch_size=4",
-        "train.warmup_steps=2", "train.log_interval=5", "train.eval_interval=0", "data.val_windows=8",
-        "tracking.enabled=false"]
+TINY = [
+    "model.size=tiny",
+    "model.seq_len=64",
+    "train.global_batch_size=8",
+    "train.micro_batch_size=4",
+    "train.warmup_steps=2",
+    "train.log_interval=5",
+    "train.eval_interval=0",
+    "data.val_windows=8",
+    "tracking.enabled=false",
+]
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +33,12 @@ def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture
 def train_config(tiny_corpus, tmp_path):
     """``train_config("train.max_steps=4", ...)``: a tiny TrainJobConfig writing under tmp_path."""
+
     def make(*overrides: str) -> TrainJobConfig:
-        return TrainJobConfig.load(None, [f"data.shards={tiny_corpus[0]}", f"output_dir={tmp_path / 'run'}",
-                                          *TINY, *overrides])
+        return TrainJobConfig.load(
+            None, [f"data.shards={tiny_corpus[0]}", f"output_dir={tmp_path / 'run'}", *TINY, *overrides]
+        )
+
     return make
 
 
@@ -37,8 +48,18 @@ def pretrained(tiny_corpus, tmp_path_factory) -> Path:
     from pipeline.train.pretrain import train
 
     out = tmp_path_factory.mktemp("pretrained")
-    train(TrainJobConfig.load(None, [f"data.shards={tiny_corpus[0]}", f"output_dir={out}", *TINY,
-                                     "train.max_steps=40", "train.lr=3e-3"]))
+    train(
+        TrainJobConfig.load(
+            None,
+            [
+                f"data.shards={tiny_corpus[0]}",
+                f"output_dir={out}",
+                *TINY,
+                "train.max_steps=40",
+                "train.lr=3e-3",
+            ],
+        )
+    )
     return out
 
 

@@ -9,9 +9,22 @@ import pytest
 from pipeline.cli.main import main
 
 VERBS = [
-    ["demo"], ["data", "prep"], ["data", "train-tokenizer"], ["data", "tokenize"], ["data", "stats"],
-    ["train"], ["finetune"], ["eval"], ["generate"], ["launch", "torchrun"], ["launch", "deepspeed"],
-    ["launch", "slurm"], ["sweep", "fit"], ["sweep", "compare"], ["export", "hf"], ["import", "hf"],
+    ["demo"],
+    ["data", "prep"],
+    ["data", "train-tokenizer"],
+    ["data", "tokenize"],
+    ["data", "stats"],
+    ["train"],
+    ["finetune"],
+    ["eval"],
+    ["generate"],
+    ["launch", "torchrun"],
+    ["launch", "deepspeed"],
+    ["launch", "slurm"],
+    ["sweep", "fit"],
+    ["sweep", "compare"],
+    ["export", "hf"],
+    ["import", "hf"],
 ]
 
 
@@ -21,7 +34,6 @@ def test_every_verb_has_help(verb, capsys):
         main([*verb, "--help"])
     assert info.value.code == 0
     assert f"usage: lmpipe {' '.join(verb)}" in capsys.readouterr().out
-
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 
 from data_prep.config import PrepConfig
 from pipeline.config.train import TrainJobConfig
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.model.ladder import SIZES, default_lr
 
 VALID = ["data.shards=/tmp/shards"]
@@ -86,7 +86,10 @@ def test_saved_config_loads_back_equal(tmp_path: Path):
 
 def test_flat_params_for_tracking():
     flat = TrainJobConfig.load(None, VALID).flat()
-    assert flat["train.lr"] == str(default_lr(SIZES["tiny"].non_embedding_params())) and flat["model.size"] == "tiny"
+    assert (
+        flat["train.lr"] == str(default_lr(SIZES["tiny"].non_embedding_params()))
+        and flat["model.size"] == "tiny"
+    )
 
 
 def test_typed_flag_values_merge_without_reparsing():

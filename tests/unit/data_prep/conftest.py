@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 # ../shared/fixtures beside the checkout (where CI puts it too); LMPIPE_FIXTURES points elsewhere.
-FIXTURES = Path(os.environ.get("LMPIPE_FIXTURES", Path(__file__).resolve().parents[4] / "shared" / "fixtures"))
+FIXTURES = Path(
+    os.environ.get("LMPIPE_FIXTURES", Path(__file__).resolve().parents[4] / "shared" / "fixtures")
+)
 
 
 @pytest.fixture
@@ -23,4 +25,3 @@ def shared_fixture() -> Callable[[str], Path]:
         return path
 
     return find
-

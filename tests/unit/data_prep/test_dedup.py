@@ -16,7 +16,7 @@ from data_prep.dedup.minhash import minhash_signatures
 from data_prep.dedup.removal import RemovalFilter, plan_removals, removal_path
 from data_prep.document import Document
 from data_prep.writers.parquet import ParquetWriter
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 
 CFG = MinHashConfig()
 REPO = Path(__file__).resolve().parents[3]
@@ -38,8 +38,12 @@ def corpus() -> list[Document]:
     a copy of 0's near-duplicate (a 3-member cluster), and 5 more unrelated docs."""
     rng = np.random.default_rng(0)
     texts = [random_text(rng, 200) for _ in range(20)]
-    texts += [with_changes(texts[0], 80), with_changes(texts[3], 80), texts[5].upper() + " !!",
-              with_changes(texts[0], 80)]
+    texts += [
+        with_changes(texts[0], 80),
+        with_changes(texts[3], 80),
+        texts[5].upper() + " !!",
+        with_changes(texts[0], 80),
+    ]
     texts += [random_text(rng, 200) for _ in range(5)]
     return [Document(id=f"doc{i:03d}", text=t, source="cc") for i, t in enumerate(texts)]
 
@@ -47,7 +51,9 @@ def corpus() -> list[Document]:
 EXPECTED_REMOVED = {"doc020", "doc021", "doc022", "doc023"}
 
 
-def dedup_run(docs: list[Document], workdir: Path, n_tasks: int, cfg: DedupConfig | None = None) -> dict[str, str]:
+def dedup_run(
+    docs: list[Document], workdir: Path, n_tasks: int, cfg: DedupConfig | None = None
+) -> dict[str, str]:
     """Split ``docs`` into ``n_tasks`` tasks, run keys -> cluster -> removal; returns {removed id: reason}."""
     cfg = cfg or DedupConfig()
     chunks = np.array_split(np.arange(len(docs)), n_tasks)
@@ -103,11 +109,23 @@ def test_empty_and_punctuation_only_docs_share_the_empty_signature():
 
 
 def test_signatures_do_not_depend_on_pythonhashseed(corpus):
-    code = ("import sys, numpy as np; from data_prep.dedup.minhash import MinHashConfig, minhash_signatures; "
-            "texts = sys.stdin.read().split('\\x00'); sys.stdout.write(minhash_signatures(texts, MinHashConfig()).tobytes().hex())")
+    code = (
+        "import sys, numpy as np; from data_prep.dedup.minhash import MinHashConfig, minhash_signatures; "
+        "texts = sys.stdin.read().split('\\x00'); sys.stdout.write(minhash_signatures(texts, MinHashConfig()).tobytes().hex())"
+    )
     texts = "\x00".join(d.text for d in corpus[:5])
-    outputs = {subprocess.run([sys.executable, "-c", code], input=texts, capture_output=True, text=True, check=True,
-                              cwd=REPO, env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            input=texts,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert outputs == {minhash_signatures(texts.split("\x00"), CFG).tobytes().hex()}
 
 
@@ -120,35 +138,61 @@ def test_filter_drops_exactly_the_listed_positions_with_their_reasons():
 
 def test_reasons_exact_before_url_before_near(corpus, tmp_path):
     docs = [Document(id=d.id, text=d.text, source="cc", url=f"https://example.org/{d.id}") for d in corpus]
-    docs.append(Document(id="same-url", text=corpus[7].text + " extra words here", source="cc",
-                         url="HTTPS://Example.org:443/doc001#top"))
-    docs.append(Document(id="wiki-same-url", text="an unrelated wiki page with words", source="wiki",
-                         url="https://example.org/doc002"))
+    docs.append(
+        Document(
+            id="same-url",
+            text=corpus[7].text + " extra words here",
+            source="cc",
+            url="HTTPS://Example.org:443/doc001#top",
+        )
+    )
+    docs.append(
+        Document(
+            id="wiki-same-url",
+            text="an unrelated wiki page with words",
+            source="wiki",
+            url="https://example.org/doc002",
+        )
+    )
     removed = dedup_run(docs, tmp_path, 2)
-    assert removed == {"doc020": "near_duplicate", "doc021": "near_duplicate", "doc022": "duplicate",
-                       "doc023": "duplicate", "same-url": "duplicate_url"}  # doc023 == doc020, exactly
+    assert removed == {
+        "doc020": "near_duplicate",
+        "doc021": "near_duplicate",
+        "doc022": "duplicate",
+        "doc023": "duplicate",
+        "same-url": "duplicate_url",
+    }  # doc023 == doc020, exactly
 
 
 def test_each_kind_can_be_switched_off(corpus, tmp_path):
     only_exact = DedupConfig(url=False, minhash=MinHashConfig(enabled=False))
-    assert dedup_run(corpus, tmp_path / "exact", 3, only_exact) == {"doc022": "duplicate", "doc023": "duplicate"}
+    assert dedup_run(corpus, tmp_path / "exact", 3, only_exact) == {
+        "doc022": "duplicate",
+        "doc023": "duplicate",
+    }
     only_near = DedupConfig(exact=False, url=False)
     assert set(dedup_run(corpus, tmp_path / "near", 3, only_near).values()) == {"near_duplicate"}
 
 
 def test_exact_keys_fold_case_spacing_and_punctuation(tmp_path):
     base = "Varnholt is a small market town in the north of the region."
-    docs = [Document(id="a", text=base, source="cc"), Document(id="b", text="  VARNHOLT is a small market town -- in "
-                                                                        "the north of the region", source="cc"),
-            Document(id="c", text=base.replace("small", "little"), source="cc")]
-    assert dedup_run(docs, tmp_path, 1, DedupConfig(url=False, minhash=MinHashConfig(enabled=False))) == {"b": "duplicate"}
+    docs = [
+        Document(id="a", text=base, source="cc"),
+        Document(id="b", text="  VARNHOLT is a small market town -- in the north of the region", source="cc"),
+        Document(id="c", text=base.replace("small", "little"), source="cc"),
+    ]
+    assert dedup_run(docs, tmp_path, 1, DedupConfig(url=False, minhash=MinHashConfig(enabled=False))) == {
+        "b": "duplicate"
+    }
 
 
 def test_url_normalisation():
     assert normalize_url("HTTP://Example.COM:80/a/b?x=1#frag") == "http://example.com/a/b?x=1"
     assert normalize_url("https://example.com") == "https://example.com/"
     assert normalize_url("https://example.com:8443/a") == "https://example.com:8443/a"
-    assert normalize_url("https://example.com/A") != normalize_url("https://example.com/a")  # paths are case-sensitive
+    assert normalize_url("https://example.com/A") != normalize_url(
+        "https://example.com/a"
+    )  # paths are case-sensitive
     assert normalize_url("http://[::1") == "http://[::1"  # malformed: compared as written
 
 

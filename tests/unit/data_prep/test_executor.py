@@ -15,7 +15,7 @@ from data_prep.executor.local import LocalExecutor
 from data_prep.executor.slurm import SlurmExecutor, render_script
 from data_prep.prep import Task, make_executor
 from pipeline.cli.main import main
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 def sbatch_options(script: str) -> list[str]:
@@ -38,27 +38,42 @@ def test_script_has_array_range_cap_log_path_and_task_main(tmp_path):
 
 
 def test_script_without_cap_and_with_every_option():
-    cfg = SlurmExecutorConfig(partition="gpu", time="2:00:00", cpus_per_task=4, mem="8G",
-                              sbatch_args=["--qos=high", "--account=lm"])
-    options = sbatch_options(render_script(cfg, 1, "/o/plan.json", "/o/logs", job_name="lmpipe-dedup",
-                                           depends_on="41"))
+    cfg = SlurmExecutorConfig(
+        partition="gpu", time="2:00:00", cpus_per_task=4, mem="8G", sbatch_args=["--qos=high", "--account=lm"]
+    )
+    options = sbatch_options(
+        render_script(cfg, 1, "/o/plan.json", "/o/logs", job_name="lmpipe-dedup", depends_on="41")
+    )
     assert options[:2] == ["--job-name=lmpipe-dedup", "--array=0-0"]
     assert options[3:5] == ["--dependency=afterok:41", "--kill-on-invalid-dep=yes"]
-    assert options[5:] == ["--partition=gpu", "--time=2:00:00", "--cpus-per-task=4", "--mem=8G",
-                           "--qos=high", "--account=lm"]
+    assert options[5:] == [
+        "--partition=gpu",
+        "--time=2:00:00",
+        "--cpus-per-task=4",
+        "--mem=8G",
+        "--qos=high",
+        "--account=lm",
+    ]
 
 
 def test_script_values_are_shell_quoted():
     cfg = SlurmExecutorConfig(partition="a b", sbatch_args=["--comment=it's"])
-    script = render_script(cfg, 3, "/out dir/plan.json", "/out dir/logs", job_name="x;rm -rf /",
-                           python="/my env/python")
+    script = render_script(
+        cfg, 3, "/out dir/plan.json", "/out dir/logs", job_name="x;rm -rf /", python="/my env/python"
+    )
     options = sbatch_options(script)
     assert f"--job-name={shlex.quote('x;rm -rf /')}" in options
     assert f"--partition={shlex.quote('a b')}" in options
     assert f"--output={shlex.quote('/out dir/logs/%x-%A_%a.out')}" in options
     assert shlex.quote("--comment=it's") in options
     assert shlex.split(script.splitlines()[-1]) == [
-        "exec", "/my env/python", "-m", "data_prep.executor.task_main", "/out dir/plan.json", "${SLURM_ARRAY_TASK_ID}"]
+        "exec",
+        "/my env/python",
+        "-m",
+        "data_prep.executor.task_main",
+        "/out dir/plan.json",
+        "${SLURM_ARRAY_TASK_ID}",
+    ]
 
 
 def test_script_needs_a_task():
@@ -71,6 +86,7 @@ def record(calls):
         calls.append(task)
         if progress is not None:
             progress(len(task))
+
     return fn
 
 
@@ -84,8 +100,13 @@ def test_local_executor_runs_each_task_in_order_and_passes_progress():
 
 def test_local_executor_runs_stages_one_after_another():
     calls = []
-    LocalExecutor(workers=1).run_stages([Stage("a", ["1", "2"], record(calls)), Stage("b", [], record(calls)),
-                                         Stage("c", ["3"], record(calls))])
+    LocalExecutor(workers=1).run_stages(
+        [
+            Stage("a", ["1", "2"], record(calls)),
+            Stage("b", [], record(calls)),
+            Stage("c", ["3"], record(calls)),
+        ]
+    )
     assert calls == ["1", "2", "3"]
 
 
@@ -133,17 +154,25 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 def test_slurm_executor_with_no_task_submits_nothing(tmp_path, fake_slurm):
-    SlurmExecutor(SlurmExecutorConfig(), tmp_path / "slurm", {}, lambda stage, task: True).run_stages([Stage("prep")])
+    SlurmExecutor(SlurmExecutorConfig(), tmp_path / "slurm", {}, lambda stage, task: True).run_stages(
+        [Stage("prep")]
+    )
     assert not fake_slurm.exists() and not (tmp_path / "slurm").exists()
 
 
 def test_slurm_executor_chains_stages_and_names_the_logs_of_failed_tasks(tmp_path, fake_slurm, capsys):
     tasks = [Task(f"t{i}", f"/in/{i}.warc.gz", "warc") for i in range(3)]
     cfg = SlurmExecutorConfig(max_parallel=2, poll_seconds=0.01)
-    executor = SlurmExecutor(cfg, tmp_path / "slurm", {"output": "o"},
-                             lambda stage, task: not (stage == "dedup" and task.name == "t1"))
+    executor = SlurmExecutor(
+        cfg,
+        tmp_path / "slurm",
+        {"output": "o"},
+        lambda stage, task: not (stage == "dedup" and task.name == "t1"),
+    )
     with pytest.raises(TaskFailed) as failure:
-        executor.run_stages([Stage("prep", tasks), Stage("cluster", [Task("all", "", "")]), Stage("dedup", tasks)])
+        executor.run_stages(
+            [Stage("prep", tasks), Stage("cluster", [Task("all", "", "")]), Stage("dedup", tasks)]
+        )
     log = tmp_path / "slurm" / "logs" / "lmpipe-dedup-42_1.out"
     assert str(failure.value) == f"1 of 3 dedup task(s) of Slurm job 42 failed; see {log}"
     err = capsys.readouterr().err
@@ -151,18 +180,25 @@ def test_slurm_executor_chains_stages_and_names_the_logs_of_failed_tasks(tmp_pat
     assert "for stage cluster (1 task(s), at most 2 at a time, after job 42)" in err
     assert "slurm: done prep 3/3, cluster 1/1, dedup 2/3" in err
     plan = json.loads((tmp_path / "slurm" / "prep" / "plan.json").read_text())
-    assert plan == {"stage": "prep", "config": {"output": "o"},
-                    "tasks": [{"name": f"t{i}", "path": f"/in/{i}.warc.gz", "format": "warc"} for i in range(3)]}
+    assert plan == {
+        "stage": "prep",
+        "config": {"output": "o"},
+        "tasks": [{"name": f"t{i}", "path": f"/in/{i}.warc.gz", "format": "warc"} for i in range(3)],
+    }
     assert "--array=0-2%2" in sbatch_options((tmp_path / "slurm" / "prep" / "prep.sbatch").read_text())
     dedup_options = sbatch_options((tmp_path / "slurm" / "dedup" / "dedup.sbatch").read_text())
     assert "--dependency=afterok:42" in dedup_options and "--job-name=lmpipe-dedup" in dedup_options
     calls = fake_slurm.read_text().splitlines()
-    assert calls == [f"--parsable {tmp_path / 'slurm' / stage / stage}.sbatch" for stage in ("prep", "cluster", "dedup")]
+    assert calls == [
+        f"--parsable {tmp_path / 'slurm' / stage / stage}.sbatch" for stage in ("prep", "cluster", "dedup")
+    ]
     assert (tmp_path / "slurm" / "logs").is_dir()  # Slurm does not create it
 
 
 def test_slurm_executor_reports_a_failed_sbatch(tmp_path, fake_slurm):
-    (fake_slurm.parent / "bin" / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition' >&2\nexit 1\n")
+    (fake_slurm.parent / "bin" / "sbatch").write_text(
+        "#!/bin/sh\necho 'sbatch: error: invalid partition' >&2\nexit 1\n"
+    )
     executor = SlurmExecutor(SlurmExecutorConfig(), tmp_path / "slurm", {}, lambda stage, task: False)
     with pytest.raises(TaskFailed, match="failed: sbatch: error: invalid partition"):
         executor.run_stages([Stage("prep", [Task("t", "/x", "warc")])])
@@ -171,12 +207,21 @@ def test_slurm_executor_reports_a_failed_sbatch(tmp_path, fake_slurm):
 def test_task_main_skips_a_done_task(tmp_path, capsys):
     from data_prep.executor import task_main
 
-    cfg = PrepConfig.load(None, [], values={"input": [str(tmp_path / "a.warc.gz")], "output": str(tmp_path / "o")})
+    cfg = PrepConfig.load(
+        None, [], values={"input": [str(tmp_path / "a.warc.gz")], "output": str(tmp_path / "o")}
+    )
     (tmp_path / "o" / "completions" / "prep").mkdir(parents=True)
     (tmp_path / "o" / "completions" / "prep" / "t.done").write_text("{}")
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"stage": "prep", "config": cfg.to_dict(),
-                                "tasks": [{"name": "t", "path": "/x", "format": "warc"}]}))
+    plan.write_text(
+        json.dumps(
+            {
+                "stage": "prep",
+                "config": cfg.to_dict(),
+                "tasks": [{"name": "t", "path": "/x", "format": "warc"}],
+            }
+        )
+    )
     assert task_main.main([str(plan), "0"]) == 0
     assert "already done; skipped" in capsys.readouterr().out
     assert task_main.main([]) == 2

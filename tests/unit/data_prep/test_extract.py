@@ -46,9 +46,26 @@ def test_wikitext_keeps_headings_and_prose():
 
 def test_wikitext_drops_templates_refs_tables_files_categories():
     text = wikitext_to_text(ARTICLE)
-    for gone in ("Infobox", "12,000", "cite", "Atlas", "{{", "}}", "<ref", "check this date", "thumb",
-                 "The old bridge", "wikitable", "4,000", "Category", "Towns in the Oster Vale", "de:", "[[", "]]",
-                 "History of Varnholt"):
+    for gone in (
+        "Infobox",
+        "12,000",
+        "cite",
+        "Atlas",
+        "{{",
+        "}}",
+        "<ref",
+        "check this date",
+        "thumb",
+        "The old bridge",
+        "wikitable",
+        "4,000",
+        "Category",
+        "Towns in the Oster Vale",
+        "de:",
+        "[[",
+        "]]",
+        "History of Varnholt",
+    ):
         assert gone not in text, gone
 
 
@@ -73,10 +90,14 @@ def test_html_main_text_without_boilerplate():
 
 def test_extractors_rewrite_text_and_drop_empty_results():
     html = HtmlExtractor()
-    pages = [Document("a", "<html><body><p>Some words here.</p></body></html>", "cc"),
-             Document("b", "<html><body><nav><a href='/'>Home</a></nav></body></html>", "cc")]
+    pages = [
+        Document("a", "<html><body><p>Some words here.</p></body></html>", "cc"),
+        Document("b", "<html><body><nav><a href='/'>Home</a></nav></body></html>", "cc"),
+    ]
     assert [d.text for d in html.run(pages)] == ["Some words here."]
     assert html.stats.dropped == {"empty_text": 1} and html.stats.kept == 1
     wiki = WikitextExtractor()
-    kept = list(wiki.run([Document("c", "{{stub}}[[Category:X]]", "wiki"), Document("d", "'''Hi''' there.", "wiki")]))
+    kept = list(
+        wiki.run([Document("c", "{{stub}}[[Category:X]]", "wiki"), Document("d", "'''Hi''' there.", "wiki")])
+    )
     assert [d.text for d in kept] == ["Hi there."] and wiki.stats.dropped == {"empty_text": 1}

@@ -10,7 +10,7 @@ import pytest
 from data_prep.config import ExtractConfig, PrepConfig
 from data_prep.document import Document
 from data_prep.extract import HtmlExtractor
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 
 PARAGRAPHS = [
     "Varnholt is a market town on the Varn River, in the north of the Oster valley. The old town sits on a "
@@ -20,8 +20,15 @@ PARAGRAPHS = [
     "Today about twelve thousand people live in Varnholt. Most of them work in the timber trade, in the "
     "hospital on the eastern bank, or in the shops and workshops of the old town.",
 ]
-BOILERPLATE = ["Accept all cookies", "Subscribe to our newsletter", "About us", "Contact the editors",
-               "All rights reserved", "Trending now", "var tracking"]
+BOILERPLATE = [
+    "Accept all cookies",
+    "Subscribe to our newsletter",
+    "About us",
+    "Contact the editors",
+    "All rights reserved",
+    "Trending now",
+    "var tracking",
+]
 PAGE = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Varnholt - Oster Valley Guide</title>
 <script>var tracking = {{"id": 1}};</script><style>body {{ font-family: serif; }}</style></head>
@@ -40,7 +47,6 @@ PAGE = f"""<!DOCTYPE html>
 <footer class="site-footer"><div class="newsletter">Subscribe to our newsletter</div>
 <p>Copyright 2024 Oster Valley Guide. All rights reserved.</p></footer>
 </body></html>"""
-
 
 
 def extractor() -> HtmlExtractor:
@@ -75,7 +81,9 @@ def test_prep_runs_end_to_end_with_trafilatura(corpus, tmp_path):
     pytest.importorskip("trafilatura")
     from data_prep.prep import run_prep
 
-    cfg = PrepConfig(input=[str(corpus.warc)], output=str(tmp_path / "out"), extract=ExtractConfig(html="trafilatura"))
+    cfg = PrepConfig(
+        input=[str(corpus.warc)], output=str(tmp_path / "out"), extract=ExtractConfig(html="trafilatura")
+    )
     stats = run_prep(cfg)
     rows = pq.read_table(list((tmp_path / "out" / "docs").glob("*.parquet"))).to_pylist()
     assert rows and all(row["text"].strip() and "</p>" not in row["text"] for row in rows)

@@ -12,12 +12,16 @@ from data_prep.document import Document
 from data_prep.filters import BaseFilter, LanguageFilter, QualityFilter
 from data_prep.filters.language import language_confidence
 
-ENGLISH = ("Varnholt is a small market town in the north of the region. The town lies on the banks of a wide river, "
-           "and most of its old houses were built from local stone more than two hundred years ago. Every summer "
-           "the people of the town hold a festival with music, food and a boat race.")
-GERMAN = ("Varnholt ist eine kleine Stadt im Norden der Region. Die Stadt liegt am Ufer eines breiten Flusses, und "
-          "die meisten alten Häuser wurden vor mehr als zweihundert Jahren aus Stein gebaut. Jeden Sommer feiern "
-          "die Einwohner ein Fest mit Musik, Essen und einem Bootsrennen.")
+ENGLISH = (
+    "Varnholt is a small market town in the north of the region. The town lies on the banks of a wide river, "
+    "and most of its old houses were built from local stone more than two hundred years ago. Every summer "
+    "the people of the town hold a festival with music, food and a boat race."
+)
+GERMAN = (
+    "Varnholt ist eine kleine Stadt im Norden der Region. Die Stadt liegt am Ufer eines breiten Flusses, und "
+    "die meisten alten Häuser wurden vor mehr als zweihundert Jahren aus Stein gebaut. Jeden Sommer feiern "
+    "die Einwohner ein Fest mit Musik, Essen und einem Bootsrennen."
+)
 
 
 def doc(text: str, id: str = "d") -> Document:
@@ -47,7 +51,9 @@ def test_base_counts_kept_dropped_by_reason_and_document_errors():
     assert (stats.input, stats.kept, stats.bytes) == (6, 2, 6)
     assert stats.dropped == {"odd_length": 2, "filtered": 1}
     assert stats.errors["ZeroDivisionError"]["count"] == 1
-    assert stats.input == stats.kept + sum(stats.dropped.values()) + stats.errors["ZeroDivisionError"]["count"]
+    assert (
+        stats.input == stats.kept + sum(stats.dropped.values()) + stats.errors["ZeroDivisionError"]["count"]
+    )
 
 
 def test_base_lets_unexpected_exceptions_through():

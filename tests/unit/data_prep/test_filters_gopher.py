@@ -14,10 +14,12 @@ from data_prep.filters.repetition import (
     top_ngram_chars,
 )
 
-PROSE = ("Varnholt is a small market town in the north of the region. The town lies on the banks of a wide river, "
-         "and most of its old houses were built from local stone more than two hundred years ago. Every summer "
-         "the people of the town hold a festival with music, food and a boat race. A railway line connects it "
-         "with the rest of the region, and buses run every hour to the larger cities in the south.")
+PROSE = (
+    "Varnholt is a small market town in the north of the region. The town lies on the banks of a wide river, "
+    "and most of its old houses were built from local stone more than two hundred years ago. Every summer "
+    "the people of the town hold a festival with music, food and a boat race. A railway line connects it "
+    "with the rest of the region, and buses run every hour to the larger cities in the south."
+)
 WORDS = PROSE.split()
 
 
@@ -30,12 +32,20 @@ def test_quality_new_rules_drop_with_their_reason():
     step = QualityFilter(QualityFilterConfig(min_stop_words=2))
     hashtags = " ".join(f"{w} #tag" if i % 5 == 0 else w for i, w in enumerate(WORDS))  # 0.2 '#' per word
     teaser = " ".join(f"{w}..." if i % 6 == 0 else w for i, w in enumerate(WORDS))  # 0.17 ellipses per word
-    bullets = "\n".join(f"• {' '.join(WORDS[i:i + 8])}" for i in range(0, len(WORDS), 8))
-    truncated = "\n".join(" ".join(WORDS[i:i + 6]) + ("…" if i % 12 == 0 else ".") for i in range(0, len(WORDS), 6))
-    keywords = " ".join(random.Random(0).choices(["cheap", "flights", "hotel", "deals", "London", "Paris"], k=60))
+    bullets = "\n".join(f"• {' '.join(WORDS[i : i + 8])}" for i in range(0, len(WORDS), 8))
+    truncated = "\n".join(
+        " ".join(WORDS[i : i + 6]) + ("…" if i % 12 == 0 else ".") for i in range(0, len(WORDS), 6)
+    )
+    keywords = " ".join(
+        random.Random(0).choices(["cheap", "flights", "hotel", "deals", "London", "Paris"], k=60)
+    )
     assert verdicts(step, PROSE, hashtags, teaser, bullets, truncated, keywords) == [True] + [False] * 5
-    assert step.stats.dropped == {"symbol_word_ratio": 2, "bullet_lines": 1, "ellipsis_lines": 1,
-                                  "too_few_stop_words": 1}
+    assert step.stats.dropped == {
+        "symbol_word_ratio": 2,
+        "bullet_lines": 1,
+        "ellipsis_lines": 1,
+        "too_few_stop_words": 1,
+    }
 
 
 def test_quality_some_bullets_and_one_hashtag_are_fine():
@@ -53,18 +63,26 @@ def test_stop_word_rule_is_off_by_default_and_counts_distinct_words():
 def test_repetition_keeps_prose_and_drops_each_kind_of_repetition():
     step = RepetitionFilter(RepetitionFilterConfig(enabled=True))
     menu = "\n".join([PROSE] + ["Home", "News", "Contact", "Home", "News", "Contact", "Home", "News"])
-    paragraphs = "\n\n".join([PROSE, "Subscribe to our newsletter today.", "Subscribe to our newsletter today."])
+    paragraphs = "\n\n".join(
+        [PROSE, "Subscribe to our newsletter today.", "Subscribe to our newsletter today."]
+    )
     stuffing = PROSE + " " + " ".join(["cheap flights"] * 20)
     loop = PROSE + " " + " ".join(WORDS[:12] * 3)
     assert verdicts(step, PROSE, menu, paragraphs, stuffing, loop) == [True, False, False, False, False]
-    assert step.stats.dropped == {"duplicate_lines": 1, "duplicate_paragraphs": 1, "top_2_gram": 1,
-                                  "duplicate_5_grams": 1}
+    assert step.stats.dropped == {
+        "duplicate_lines": 1,
+        "duplicate_paragraphs": 1,
+        "top_2_gram": 1,
+        "duplicate_5_grams": 1,
+    }
 
 
 def test_repetition_char_fractions_catch_few_but_long_repeats():
     step = RepetitionFilter(RepetitionFilterConfig(enabled=True))
     long_line = " ".join(WORDS[:30])
-    lines = "\n".join([long_line, "a", "b", "c", "d", "e", "f", "g", "h", long_line])  # 1 of 10 lines, ~45% of chars
+    lines = "\n".join(
+        [long_line, "a", "b", "c", "d", "e", "f", "g", "h", long_line]
+    )  # 1 of 10 lines, ~45% of chars
     assert verdicts(step, lines) == [False]
     assert step.stats.dropped == {"duplicate_line_chars": 1}
 
@@ -82,11 +100,16 @@ def test_repetition_helpers_count_overlaps_once():
 
 def test_repetition_is_linear_in_document_length():
     """A 200k-word document of one repeated sentence is dropped quickly (no quadratic pass)."""
-    step = RepetitionFilter(RepetitionFilterConfig(enabled=True, max_duplicate_line_fraction=1.0,
-                                                   max_duplicate_line_char_fraction=1.0,
-                                                   max_duplicate_paragraph_fraction=1.0,
-                                                   max_duplicate_paragraph_char_fraction=1.0,
-                                                   top_ngram_fractions=[1.0, 1.0, 1.0]))
+    step = RepetitionFilter(
+        RepetitionFilterConfig(
+            enabled=True,
+            max_duplicate_line_fraction=1.0,
+            max_duplicate_line_char_fraction=1.0,
+            max_duplicate_paragraph_fraction=1.0,
+            max_duplicate_paragraph_char_fraction=1.0,
+            top_ngram_fractions=[1.0, 1.0, 1.0],
+        )
+    )
     start = time.perf_counter()
     assert verdicts(step, PROSE * 2000) == [False]
     assert time.perf_counter() - start < 5

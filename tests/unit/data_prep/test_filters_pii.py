@@ -16,15 +16,29 @@ def redact(text: str, cfg: PiiConfig | None = None) -> tuple[str, dict[str, int]
 
 
 def test_redacts_emails_and_ips_and_counts_them():
-    text, counts = redact("Write to jane.doe+news@mail.example.co.uk or ops@example.org. "
-                          "The server at 192.168.0.1, and 8.8.8.8: both answer; 255.255.255.255 too. Ask 10.1.2.3.")
-    assert text == "Write to <EMAIL> or <EMAIL>. The server at <IP>, and <IP>: both answer; <IP> too. Ask <IP>."
+    text, counts = redact(
+        "Write to jane.doe+news@mail.example.co.uk or ops@example.org. "
+        "The server at 192.168.0.1, and 8.8.8.8: both answer; 255.255.255.255 too. Ask 10.1.2.3."
+    )
+    assert (
+        text == "Write to <EMAIL> or <EMAIL>. The server at <IP>, and <IP>: both answer; <IP> too. Ask <IP>."
+    )
     assert counts == {"emails": 2, "ips": 4}
 
 
-@pytest.mark.parametrize("text", ["version 1.2.3 is out", "see 1.2.3.4.5 in the table", "999.1.1.1",
-                                  "1.2.3.256", "build v1.2.3.4", "release 2.10.0.1a",
-                                  "user@localhost", "an @ sign alone"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version 1.2.3 is out",
+        "see 1.2.3.4.5 in the table",
+        "999.1.1.1",
+        "1.2.3.256",
+        "build v1.2.3.4",
+        "release 2.10.0.1a",
+        "user@localhost",
+        "an @ sign alone",
+    ],
+)
 def test_leaves_versions_and_non_addresses_alone(text):
     assert redact(text) == (text, {})
 

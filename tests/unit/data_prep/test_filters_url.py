@@ -23,16 +23,26 @@ def test_domain_blocklist_blocks_domains_and_their_subdomains(tmp_path):
     listing = tmp_path / "domains.txt"
     listing.write_text("# spam farms\nspam.example  # seen in 2024\n\nwww.Casino.example\n")
     step = UrlFilter(UrlFilterConfig(domain_blocklists=[str(listing)]))
-    urls = ["https://spam.example/a", "http://www.spam.example/b", "https://casino.example:8080/",
-            "https://notspam.example/", "https://example.org/spam.example", ""]
+    urls = [
+        "https://spam.example/a",
+        "http://www.spam.example/b",
+        "https://casino.example:8080/",
+        "https://notspam.example/",
+        "https://example.org/spam.example",
+        "",
+    ]
     assert kept_urls(step, *urls) == urls[3:]
     assert step.stats.dropped == {"blocked_domain": 3}
 
 
 def test_adblock_rules_only_whole_domain_ones_count(tmp_path):
     rules = tmp_path / "list.txt.gz"
-    rules.write_bytes(gzip.compress(b"[Adblock Plus 2.0]\n! comment\n||ads.example^\n||pop.example^$popup\n"
-                                    b"||cdn.example/banner/*\n@@||good.example^\n##.ad-box\n-ad-300x600-\n"))
+    rules.write_bytes(
+        gzip.compress(
+            b"[Adblock Plus 2.0]\n! comment\n||ads.example^\n||pop.example^$popup\n"
+            b"||cdn.example/banner/*\n@@||good.example^\n##.ad-box\n-ad-300x600-\n"
+        )
+    )
     assert read_adblock_domains(str(rules)) == {"ads.example"}
 
 
@@ -41,7 +51,11 @@ def test_easylist_fixture_blocks_a_listed_domain_and_keeps_others(shared_fixture
     domains = read_adblock_domains(str(easylist))
     assert "01counter.com" in domains and "doubleclick.net" in domains and len(domains) > 10_000
     step = UrlFilter(UrlFilterConfig(adblock_lists=[str(easylist)]))
-    urls = ["https://01counter.com/c.js", "https://ad.doubleclick.net/x", "https://en.wikipedia.org/wiki/River"]
+    urls = [
+        "https://01counter.com/c.js",
+        "https://ad.doubleclick.net/x",
+        "https://en.wikipedia.org/wiki/River",
+    ]
     assert kept_urls(step, *urls) == urls[2:]
     assert step.stats.dropped == {"adblock_domain": 2}
 
@@ -49,8 +63,11 @@ def test_easylist_fixture_blocks_a_listed_domain_and_keeps_others(shared_fixture
 def test_banned_words_in_url_tokens(shared_fixture):
     words = shared_fixture("blocklists/banned_words.txt")
     step = UrlFilter(UrlFilterConfig(banned_words=str(words)))
-    urls = ["https://example.com/free-BDSM-videos", "https://example.com/class/ass/",  # '#ass' is switched off
-            "https://example.com/abdsmith"]  # a whole token must match, not a substring
+    urls = [
+        "https://example.com/free-BDSM-videos",
+        "https://example.com/class/ass/",  # '#ass' is switched off
+        "https://example.com/abdsmith",
+    ]  # a whole token must match, not a substring
     assert kept_urls(step, *urls) == urls[1:]
     assert step.stats.dropped == {"banned_url_word": 1}
 
@@ -68,11 +85,21 @@ def test_bad_words_fraction(tmp_path):
     text_with_one = PROSE + " badword"  # 1 of 20 words
     phrase = PROSE + " a very bad phrase"  # 3 of 22 words
     strict = BadWordsFilter(BadWordsFilterConfig(enabled=True, path=str(listing)))
-    assert [d.id for d in strict.run([Document("clean", PROSE + " off", "cc"), Document("one", text_with_one, "cc"),
-                                      Document("phrase", phrase, "cc")])] == ["clean"]
+    assert [
+        d.id
+        for d in strict.run(
+            [
+                Document("clean", PROSE + " off", "cc"),
+                Document("one", text_with_one, "cc"),
+                Document("phrase", phrase, "cc"),
+            ]
+        )
+    ] == ["clean"]
     assert strict.stats.dropped == {"bad_words": 2}
     loose = BadWordsFilter(BadWordsFilterConfig(enabled=True, path=str(listing), max_fraction=0.1))
-    assert [d.id for d in loose.run([Document("one", text_with_one, "cc"), Document("phrase", phrase, "cc")])] == ["one"]
+    assert [
+        d.id for d in loose.run([Document("one", text_with_one, "cc"), Document("phrase", phrase, "cc")])
+    ] == ["one"]
 
 
 def test_missing_list_file_fails_at_build_in_one_line(tmp_path):

@@ -27,8 +27,9 @@ class FileServer:
     bytes, then cut the connection. ``ranges=False``: Range headers are ignored (200, whole file).
     """
 
-    def __init__(self, files: dict[str, bytes], *, drops: int = 0, drop_after: int = 1000,
-                 ranges: bool = True) -> None:
+    def __init__(
+        self, files: dict[str, bytes], *, drops: int = 0, drop_after: int = 1000, ranges: bool = True
+    ) -> None:
         self.files, self.drops, self.drop_after, self.ranges = files, drops, drop_after, ranges
         self.requests: list[tuple[str, str | None]] = []
         server = self
@@ -65,7 +66,7 @@ class FileServer:
                 self.end_headers()
                 if server.drops > 0:
                     server.drops -= 1
-                    self.wfile.write(body[:server.drop_after])
+                    self.wfile.write(body[: server.drop_after])
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -95,7 +96,9 @@ def fast_retries(monkeypatch):
 
 def read_all(fmt: str, source) -> tuple[list[dict], dict]:
     stats = StageStats()
-    docs = [asdict(doc) if hasattr(doc, "__dataclass_fields__") else doc for doc in READERS[fmt](source, stats)]
+    docs = [
+        asdict(doc) if hasattr(doc, "__dataclass_fields__") else doc for doc in READERS[fmt](source, stats)
+    ]
     return docs, stats.to_dict()
 
 
@@ -106,9 +109,13 @@ def same_as_local(fmt: str, path: Path, url: str) -> None:
         doc["metadata"].pop("warc_file", None)
     assert local_docs and remote_docs == local_docs
     local_stats.pop("seconds"), remote_stats.pop("seconds")
-    assert remote_stats == {**local_stats, "errors": {
-        kind: {**e, "examples": [x.replace(str(path), url) for x in e["examples"]]}
-        for kind, e in local_stats["errors"].items()}}
+    assert remote_stats == {
+        **local_stats,
+        "errors": {
+            kind: {**e, "examples": [x.replace(str(path), url) for x in e["examples"]]}
+            for kind, e in local_stats["errors"].items()
+        },
+    }
 
 
 @pytest.mark.parametrize("drops", [0, 3])
@@ -122,8 +129,9 @@ def test_remote_generated_warc_and_wiki_match_local_despite_drops(corpus, drops)
         assert resumed, "the reader resumed with a Range request"
 
 
-@pytest.mark.parametrize("name", ["warc/whirlwind.warc.gz", "warc/resiliparse-warcfile.warc.gz",
-                                  "warc/whirlwind.warc.wet.gz"])
+@pytest.mark.parametrize(
+    "name", ["warc/whirlwind.warc.gz", "warc/resiliparse-warcfile.warc.gz", "warc/whirlwind.warc.wet.gz"]
+)
 def test_remote_real_files_match_local_when_connection_drops(shared_fixture, name):
     path = shared_fixture(name)
     fmt = "wet" if name.endswith(".wet.gz") else "warc"
@@ -132,7 +140,9 @@ def test_remote_real_files_match_local_when_connection_drops(shared_fixture, nam
 
 
 def test_server_without_range_support_still_resumes(corpus):
-    with FileServer({"/c.warc.gz": corpus.warc.read_bytes()}, drops=2, drop_after=5000, ranges=False) as server:
+    with FileServer(
+        {"/c.warc.gz": corpus.warc.read_bytes()}, drops=2, drop_after=5000, ranges=False
+    ) as server:
         same_as_local("warc", corpus.warc, server.url("c.warc.gz"))
 
 
@@ -181,6 +191,7 @@ def test_s3_without_s3fs_says_what_to_install():
     pytest.importorskip("fsspec")
     try:
         import s3fs  # noqa: F401
+
         pytest.skip("s3fs is installed")
     except ImportError:
         pass
@@ -190,6 +201,7 @@ def test_s3_without_s3fs_says_what_to_install():
 
 
 # --- expand_inputs -------------------------------------------------------------------------
+
 
 def test_expand_local_files_globs_and_dirs(tmp_path):
     (tmp_path / "b.warc.gz").write_bytes(b"x")
@@ -203,10 +215,12 @@ def test_expand_local_files_globs_and_dirs(tmp_path):
 def test_expand_errors_are_one_line(tmp_path):
     (tmp_path / "empty.warc.gz").write_bytes(b"")
     (tmp_path / "emptydir").mkdir()
-    cases = [([str(tmp_path / "nope.warc.gz")], FileNotFoundError, "input not found"),
-             ([str(tmp_path / "*.xml")], FileNotFoundError, "no input file matches"),
-             ([str(tmp_path / "emptydir")], ValueError, "no WARC files or wiki dumps in directory"),
-             (["ftp://host/x.warc.gz"], ValueError, "unsupported URL scheme")]
+    cases = [
+        ([str(tmp_path / "nope.warc.gz")], FileNotFoundError, "input not found"),
+        ([str(tmp_path / "*.xml")], FileNotFoundError, "no input file matches"),
+        ([str(tmp_path / "emptydir")], ValueError, "no WARC files or wiki dumps in directory"),
+        (["ftp://host/x.warc.gz"], ValueError, "unsupported URL scheme"),
+    ]
     for patterns, error, message in cases:
         with pytest.raises(error, match=message):
             expand_inputs(patterns)
@@ -215,10 +229,17 @@ def test_expand_errors_are_one_line(tmp_path):
 
 
 def test_urls_are_kept_as_they_are():
-    found = expand_inputs(["https://h.example/a/CC-1.warc.wet.gz?x=1", "s3://b/c/d.parquet",
-                           "https://h.example/a/CC-1.warc.wet.gz?x=1"])
-    assert found == [InputFile("https://h.example/a/CC-1.warc.wet.gz?x=1", "CC-1.warc.wet.gz", "wet"),
-                     InputFile("s3://b/c/d.parquet", "d.parquet", "parquet")]
+    found = expand_inputs(
+        [
+            "https://h.example/a/CC-1.warc.wet.gz?x=1",
+            "s3://b/c/d.parquet",
+            "https://h.example/a/CC-1.warc.wet.gz?x=1",
+        ]
+    )
+    assert found == [
+        InputFile("https://h.example/a/CC-1.warc.wet.gz?x=1", "CC-1.warc.wet.gz", "wet"),
+        InputFile("s3://b/c/d.parquet", "d.parquet", "parquet"),
+    ]
     assert found[0].is_remote
 
 
@@ -226,19 +247,26 @@ def test_paths_gz_listing_expands_like_common_crawl(tmp_path):
     listing = tmp_path / "wet.paths.gz"
     local = tmp_path / "local.jsonl"
     local.write_text('{"text": "x"}\n')
-    listing.write_bytes(gzip.compress(
-        b"crawl-data/CC-MAIN-2024-22/segments/1/wet/A.warc.wet.gz\n"
-        b"crawl-data/CC-MAIN-2024-22/segments/1/wat/B.warc.wat.gz\n\n"
-        + f"https://mirror.example/C.warc.gz\n{local}\n".encode()))
+    listing.write_bytes(
+        gzip.compress(
+            b"crawl-data/CC-MAIN-2024-22/segments/1/wet/A.warc.wet.gz\n"
+            b"crawl-data/CC-MAIN-2024-22/segments/1/wat/B.warc.wat.gz\n\n"
+            + f"https://mirror.example/C.warc.gz\n{local}\n".encode()
+        )
+    )
     found = expand_inputs([str(listing)])
     assert [(f.location, f.format) for f in found] == [
         ("https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-22/segments/1/wet/A.warc.wet.gz", "wet"),
         ("https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-22/segments/1/wat/B.warc.wat.gz", "wat"),
         ("https://mirror.example/C.warc.gz", "warc"),
-        (str(local), "jsonl")]
+        (str(local), "jsonl"),
+    ]
     plain = tmp_path / "x.paths"
     plain.write_text("a/b.warc.gz\n")
-    assert expand_inputs([str(plain)], paths_prefix="s3://commoncrawl/")[0].location == "s3://commoncrawl/a/b.warc.gz"
+    assert (
+        expand_inputs([str(plain)], paths_prefix="s3://commoncrawl/")[0].location
+        == "s3://commoncrawl/a/b.warc.gz"
+    )
     with pytest.raises(ValueError, match="remote .paths listings"):
         expand_inputs(["https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-22/wet.paths.gz"])
 
@@ -264,9 +292,13 @@ def test_remote_jsonl_zst_and_parquet_match_local(tmp_path, corpus):
     jsonl = tmp_path / "d.jsonl.zst"
     jsonl.write_bytes(sink.getvalue().to_pybytes())
     parquet = tmp_path / "d.parquet"
-    pq.write_table(pa.table({"id": [f"d{i}" for i in range(3000)], "text": [f"doc {i}" for i in range(3000)]}),
-                   parquet, row_group_size=500)
-    with FileServer({"/d.jsonl.zst": jsonl.read_bytes(), "/d.parquet": parquet.read_bytes()},
-                    drops=3, drop_after=2000) as server:
+    pq.write_table(
+        pa.table({"id": [f"d{i}" for i in range(3000)], "text": [f"doc {i}" for i in range(3000)]}),
+        parquet,
+        row_group_size=500,
+    )
+    with FileServer(
+        {"/d.jsonl.zst": jsonl.read_bytes(), "/d.parquet": parquet.read_bytes()}, drops=3, drop_after=2000
+    ) as server:
         same_as_local("jsonl", jsonl, server.url("d.jsonl.zst"))
         same_as_local("parquet", parquet, server.url("d.parquet"))

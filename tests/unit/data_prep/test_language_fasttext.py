@@ -15,15 +15,15 @@ import pytest
 from data_prep.config import LanguageFilterConfig, PrepConfig
 from data_prep.document import Document
 from data_prep.filters.language import LanguageFilter
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 
 WORDS = {
     "en": "the house is big and old we walk over the bridge to the river where children play every morning "
-          "with their friends because weather stays warm this summer".split(),
+    "with their friends because weather stays warm this summer".split(),
     "de": "das haus ist groß und alt wir gehen über die brücke zum fluss wo kinder jeden morgen mit ihren "
-          "freunden spielen weil wetter diesen sommer warm bleibt".split(),
+    "freunden spielen weil wetter diesen sommer warm bleibt".split(),
     "fr": "la maison est grande et vieille nous marchons sur le pont vers la rivière où les enfants jouent "
-          "chaque matin avec leurs amis parce que temps reste chaud cet été".split(),
+    "chaque matin avec leurs amis parce que temps reste chaud cet été".split(),
 }
 
 
@@ -37,8 +37,12 @@ def model_path(tmp_path_factory) -> Path:
     rng = random.Random(0)
     out = tmp_path_factory.mktemp("lid")
     train = out / "train.txt"
-    train.write_text("".join(f"__label__{lang} {sentence(rng, lang)}\n" for _ in range(200) for lang in WORDS))
-    model = fasttext.train_supervised(str(train), epoch=10, lr=0.5, dim=16, minn=2, maxn=4, bucket=20_000, thread=1, verbose=0)
+    train.write_text(
+        "".join(f"__label__{lang} {sentence(rng, lang)}\n" for _ in range(200) for lang in WORDS)
+    )
+    model = fasttext.train_supervised(
+        str(train), epoch=10, lr=0.5, dim=16, minn=2, maxn=4, bucket=20_000, thread=1, verbose=0
+    )
     model.save_model(str(out / "lid.bin"))
     return out / "lid.bin"
 
@@ -49,7 +53,9 @@ def language_filter(model_path: Path, **kwargs) -> LanguageFilter:
 
 def test_keeps_the_configured_languages_and_records_the_score(model_path):
     rng = random.Random(1)
-    docs = [Document(lang, "\n".join(sentence(rng, lang) for _ in range(4)), "cc") for lang in ("en", "de", "fr")]
+    docs = [
+        Document(lang, "\n".join(sentence(rng, lang) for _ in range(4)), "cc") for lang in ("en", "de", "fr")
+    ]
     step = language_filter(model_path, languages=["en", "fr"], min_confidence=0.8)
     kept = list(step.run(docs))
     assert [doc.id for doc in kept] == ["en", "fr"]
@@ -79,7 +85,9 @@ def test_multiline_and_odd_text_is_predicted_not_an_error(model_path):
     texts = ["the house\nis big\r\nand old\n\n", "", "la maison\x00est grande"]
     assert len(list(step.run([Document(str(i), t, "cc") for i, t in enumerate(texts)]))) == len(texts)
     assert step.stats.errors == {}
-    assert step.detect("\ud800 das haus ist groß")[0] == "de"  # a lone surrogate (from a JSON escape) is replaced
+    assert (
+        step.detect("\ud800 das haus ist groß")[0] == "de"
+    )  # a lone surrogate (from a JSON escape) is replaced
 
 
 def test_a_filter_with_a_model_survives_pickling(model_path):
@@ -91,7 +99,9 @@ def test_a_filter_with_a_model_survives_pickling(model_path):
 
 def test_a_missing_model_file_fails_validation(tmp_path):
     with pytest.raises(ConfigError, match="fasttext_model.*no such file: /nope"):
-        PrepConfig.from_dict({"input": ["x.warc.gz"], "output": str(tmp_path), "language": {"fasttext_model": "/nope"}})
+        PrepConfig.from_dict(
+            {"input": ["x.warc.gz"], "output": str(tmp_path), "language": {"fasttext_model": "/nope"}}
+        )
 
 
 def test_missing_fasttext_fails_at_construction_in_one_line(monkeypatch, tmp_path):

@@ -12,8 +12,12 @@ from data_prep.writers.parquet import SCHEMA, ParquetWriter, task_outputs
 
 
 def docs(n: int) -> list[Document]:
-    return [Document(f"id-{i}", f"text {i} é", "cc" if i % 2 else "wiki", f"https://e.org/{i}", {"n": i, "lang": "en"})
-            for i in range(n)]
+    return [
+        Document(
+            f"id-{i}", f"text {i} é", "cc" if i % 2 else "wiki", f"https://e.org/{i}", {"n": i, "lang": "en"}
+        )
+        for i in range(n)
+    ]
 
 
 def test_shards_hold_docs_per_shard_rows_with_the_contract_schema(tmp_path):
@@ -45,4 +49,7 @@ def test_task_outputs_finds_finished_and_unfinished_shards_of_one_task_only(tmp_
     ParquetWriter(docs_dir, "web-10", docs_per_shard=2).write(docs(1))
     (docs_dir / ".web-1-00002.parquet.tmp").write_bytes(b"partial")
     assert [p.name for p in task_outputs(docs_dir, "web-1")] == [
-        ".web-1-00002.parquet.tmp", "web-1-00000.parquet", "web-1-00001.parquet"]
+        ".web-1-00002.parquet.tmp",
+        "web-1-00000.parquet",
+        "web-1-00001.parquet",
+    ]

@@ -22,11 +22,24 @@ def read(fmt: str, source) -> tuple[list[Document], StageStats]:
     return list(READERS[fmt](source, stats)), stats
 
 
-@pytest.mark.parametrize("name, fmt", [
-    ("CC-MAIN-1.warc.wet.gz", "wet"), ("x.warc.wat.gz", "wat"), ("x.warc.gz", "warc"), ("x.warc", "warc"),
-    ("x.jsonl", "jsonl"), ("x.jsonl.gz", "jsonl"), ("x.jsonl.zst", "jsonl"), ("x.parquet", "parquet"),
-    ("enwiki-latest-pages-articles1.xml-p1p41242.bz2", "wiki"), ("x.xml", "wiki"), ("x.txt", None),
-    ("https://data.commoncrawl.org/a/CC.warc.wet.gz", "wet"), ("https://h/x.parquet?sig=1", "parquet")])
+@pytest.mark.parametrize(
+    "name, fmt",
+    [
+        ("CC-MAIN-1.warc.wet.gz", "wet"),
+        ("x.warc.wat.gz", "wat"),
+        ("x.warc.gz", "warc"),
+        ("x.warc", "warc"),
+        ("x.jsonl", "jsonl"),
+        ("x.jsonl.gz", "jsonl"),
+        ("x.jsonl.zst", "jsonl"),
+        ("x.parquet", "parquet"),
+        ("enwiki-latest-pages-articles1.xml-p1p41242.bz2", "wiki"),
+        ("x.xml", "wiki"),
+        ("x.txt", None),
+        ("https://data.commoncrawl.org/a/CC.warc.wet.gz", "wet"),
+        ("https://h/x.parquet?sig=1", "parquet"),
+    ],
+)
 def test_detect_format(name, fmt):
     assert detect_format(name) == fmt
     if "://" not in name:
@@ -56,14 +69,16 @@ def test_warc_reader_reads_a_wet_file_as_no_documents(shared_fixture):
 
 
 def jsonl_lines() -> bytes:
-    return (b'{"text": "first doc", "id": "a", "url": "https://x/1", "source": "web", "lang": "en"}\n'
-            b'{"text": "second", "metadata": {"k": 1}}\n'
-            b'\n'
-            b'{"text": "broken"\n'
-            b'{"text": "bad \xff utf8"}\n'
-            b'{"id": "no text"}\n'
-            b'{"text": "   "}\n'
-            b'{"text": "last", "metadata": "{\\"m\\": 2}"}\n')
+    return (
+        b'{"text": "first doc", "id": "a", "url": "https://x/1", "source": "web", "lang": "en"}\n'
+        b'{"text": "second", "metadata": {"k": 1}}\n'
+        b"\n"
+        b'{"text": "broken"\n'
+        b'{"text": "bad \xff utf8"}\n'
+        b'{"id": "no text"}\n'
+        b'{"text": "   "}\n'
+        b'{"text": "last", "metadata": "{\\"m\\": 2}"}\n'
+    )
 
 
 def zstd(data: bytes) -> bytes:
@@ -73,7 +88,9 @@ def zstd(data: bytes) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-@pytest.mark.parametrize("suffix, encode", [(".jsonl", bytes), (".jsonl.gz", gzip.compress), (".jsonl.zst", zstd)])
+@pytest.mark.parametrize(
+    "suffix, encode", [(".jsonl", bytes), (".jsonl.gz", gzip.compress), (".jsonl.zst", zstd)]
+)
 def test_jsonl_counts_bad_lines_and_yields_the_rest(tmp_path, suffix, encode):
     path = tmp_path / f"d{suffix}"
     path.write_bytes(encode(jsonl_lines()))
@@ -87,7 +104,8 @@ def test_jsonl_counts_bad_lines_and_yields_the_rest(tmp_path, suffix, encode):
     assert {k: e["examples"] for k, e in stats.errors.items()} == {
         "invalid_json": [f"{path}:4 (Expecting ',' delimiter at column 18)"],
         "invalid_utf8": [f"{path}:5 (invalid start byte at byte 14)"],
-        "missing_text": [f"{path}:6 (no string 'text' field)"]}
+        "missing_text": [f"{path}:6 (no string 'text' field)"],
+    }
 
 
 def test_jsonl_cut_gzip_keeps_what_came_before(tmp_path):
@@ -107,8 +125,10 @@ def test_jsonl_fields_are_configurable(tmp_path):
 
 
 def test_parquet_round_trip_with_our_writer(tmp_path):
-    docs = [Document(f"id{i}", f"text {i} é", "cc" if i % 2 else "wiki", f"https://x/{i}", {"i": i, "w": "x"})
-            for i in range(2500)]
+    docs = [
+        Document(f"id{i}", f"text {i} é", "cc" if i % 2 else "wiki", f"https://x/{i}", {"i": i, "w": "x"})
+        for i in range(2500)
+    ]
     [shard, *_] = ParquetWriter(tmp_path / "docs", "t", 10_000).write(iter(docs))
     back, stats = read("parquet", shard)
     assert back == docs and stats.input == stats.kept == 2500 and not stats.errors
@@ -120,8 +140,9 @@ def test_parquet_without_text_column_is_one_clear_error(tmp_path):
     path = tmp_path / "x.parquet"
     pq.write_table(pa.table({"content": ["a", "b"], "id": ["1", "2"]}), path)
     docs, stats = read("parquet", path)
-    assert docs == [] and stats.errors == {"missing_text_column": {
-        "count": 1, "examples": [f"{path} (no 'text' column; it has: content, id)"]}}
+    assert docs == [] and stats.errors == {
+        "missing_text_column": {"count": 1, "examples": [f"{path} (no 'text' column; it has: content, id)"]}
+    }
 
 
 def test_parquet_that_is_not_parquet_is_an_error(tmp_path):
@@ -139,24 +160,36 @@ def test_parquet_defaults_for_missing_columns(tmp_path):
     stats = StageStats()
     docs = list(read_parquet(path, stats))
     assert (stats.input, stats.kept, stats.dropped) == (3, 2, {"empty_text": 1})
-    assert [(d.id, d.source, d.url, d.metadata) for d in docs] == [("y.parquet:0", "parquet", "", {}),
-                                                                  ("y.parquet:2", "parquet", "", {})]
+    assert [(d.id, d.source, d.url, d.metadata) for d in docs] == [
+        ("y.parquet:0", "parquet", "", {}),
+        ("y.parquet:2", "parquet", "", {}),
+    ]
 
 
 def test_saved_hf_dataset_reads_in_batches(tmp_path):
     datasets = pytest.importorskip("datasets")
-    rows = {"text": [f"doc {i}" for i in range(30)] + [""], "id": [f"r{i}" for i in range(31)],
-            "extra": list(range(31))}
+    rows = {
+        "text": [f"doc {i}" for i in range(30)] + [""],
+        "id": [f"r{i}" for i in range(31)],
+        "extra": list(range(31)),
+    }
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["t"]}),
-                          "test": datasets.Dataset.from_dict({"text": ["u"]})}).save_to_disk(str(tmp_path / "dd"))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": ["t"]}),
+            "test": datasets.Dataset.from_dict({"text": ["u"]}),
+        }
+    ).save_to_disk(str(tmp_path / "dd"))
     assert detect_format(tmp_path / "ds") == detect_format(tmp_path / "dd") == "hf"
     stats = StageStats()
     docs = list(READERS["hf"](tmp_path / "ds", stats, batch_rows=7))
     assert [d.id for d in docs] == [f"r{i}" for i in range(30)] and docs[0].source == "hf"
     assert (stats.input, stats.kept, stats.dropped) == (31, 30, {"empty_text": 1})
     split_docs, _ = read("hf", tmp_path / "dd")
-    assert [(d.text, d.metadata["split"], d.id) for d in split_docs] == [("u", "test", "dd:test:0"),
-                                                                         ("t", "train", "dd:train:0")]
+    assert [(d.text, d.metadata["split"], d.id) for d in split_docs] == [
+        ("u", "test", "dd:test:0"),
+        ("t", "train", "dd:train:0"),
+    ]
     from data_prep.inputs import expand_inputs
+
     assert [(f.name, f.format) for f in expand_inputs([str(tmp_path / "ds")])] == [("ds", "hf")]

@@ -12,8 +12,12 @@ def task(inputs: int, bad: int, dropped: int, path: str) -> dict:
     for i in range(bad):
         read.error("corrupt_stream", f"{path}:{i}")
     quality = StageStats(input=inputs - bad, kept=inputs - bad - dropped, dropped={"too_few_words": dropped})
-    return {"path": path, "format": "warc", "seconds": 1.0,
-            "stages": {"read": read.to_dict(), "quality": quality.to_dict()}}
+    return {
+        "path": path,
+        "format": "warc",
+        "seconds": 1.0,
+        "stages": {"read": read.to_dict(), "quality": quality.to_dict()},
+    }
 
 
 def test_merge_sums_stages_and_totals_add_up():
@@ -22,10 +26,18 @@ def test_merge_sums_stages_and_totals_add_up():
     assert totals["input"] == 30 and totals["kept"] == 16
     assert totals["dropped"] == {"quality/too_few_words": 7}
     assert totals["errors"] == {"read/corrupt_stream": 7}
-    assert totals["input"] == totals["kept"] + sum(totals["dropped"].values()) + sum(totals["errors"].values())
+    assert totals["input"] == totals["kept"] + sum(totals["dropped"].values()) + sum(
+        totals["errors"].values()
+    )
     assert stats["stages"]["read"]["errors"]["corrupt_stream"]["count"] == 7
     assert len(stats["stages"]["read"]["errors"]["corrupt_stream"]["examples"]) == MAX_EXAMPLES
-    assert stats["tasks"]["b"] == {"path": "b.warc", "format": "warc", "input": 20, "kept": 12, "seconds": 1.0}
+    assert stats["tasks"]["b"] == {
+        "path": "b.warc",
+        "format": "warc",
+        "input": 20,
+        "kept": 12,
+        "seconds": 1.0,
+    }
     assert totals["docs_per_second"] == 15.0
 
 

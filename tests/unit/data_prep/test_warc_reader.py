@@ -30,8 +30,11 @@ def gzip_members(data: bytes) -> list[tuple[int, int]]:
 
 
 def response_members(data: bytes) -> list[tuple[int, int]]:
-    return [(start, length) for start, length in gzip_members(data)
-            if b"WARC-Type: response" in gzip.decompress(data[start:start + length])[:200]]
+    return [
+        (start, length)
+        for start, length in gzip_members(data)
+        if b"WARC-Type: response" in gzip.decompress(data[start : start + length])[:200]
+    ]
 
 
 def test_generated_warc_yields_every_html_response(corpus):
@@ -85,7 +88,7 @@ def test_truncated_file_keeps_the_complete_records(corpus, tmp_path):
     data = corpus.warc.read_bytes()
     start, length = response_members(data)[-1]
     cut = tmp_path / "cut.warc.gz"
-    cut.write_bytes(data[:start + length // 2])
+    cut.write_bytes(data[: start + length // 2])
     good_docs, _ = read(corpus.warc)
     docs, stats = read(cut)
     assert stats.errors["truncated_record"]["count"] == 1
@@ -101,8 +104,15 @@ def test_a_file_that_is_not_a_warc_is_one_error_not_a_crash(tmp_path):
     assert stats.errors["corrupt_stream"]["count"] == 1 and stats.input == 1
 
 
-@pytest.mark.parametrize("name, responses", [("whirlwind.warc.gz", 1), ("resiliparse-warcfile.warc.gz", 16),
-                                             ("cmoncrawl-mini.warc.gz", 1), ("dolma-sample-0000.warc.gz", 22)])
+@pytest.mark.parametrize(
+    "name, responses",
+    [
+        ("whirlwind.warc.gz", 1),
+        ("resiliparse-warcfile.warc.gz", 16),
+        ("cmoncrawl-mini.warc.gz", 1),
+        ("dolma-sample-0000.warc.gz", 22),
+    ],
+)
 def test_common_crawl_fixtures(shared_fixture, name, responses):
     docs, stats = read(shared_fixture(f"warc/{name}"))
     assert len(docs) == responses and not stats.errors

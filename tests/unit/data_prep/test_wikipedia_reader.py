@@ -18,8 +18,11 @@ def read(path: Path) -> tuple[list, StageStats]:
 
 
 def dump(path: Path, pages: str, schema: str = "0.10", siteinfo: str = "") -> Path:
-    path.write_text(f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-{schema}/" xml:lang="en">'
-                    f"{siteinfo}{pages}</mediawiki>", encoding="utf-8")
+    path.write_text(
+        f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-{schema}/" xml:lang="en">'
+        f"{siteinfo}{pages}</mediawiki>",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -27,15 +30,20 @@ def test_generated_dump_yields_the_articles(corpus):
     docs, stats = read(corpus.wiki)
     expected = corpus.expected
     assert len(docs) == stats.kept == expected["wiki_articles"]
-    assert stats.dropped == {"redirect": expected["wiki_redirects"], "disambiguation": expected["wiki_disambiguation"],
-                             "not_article_namespace": expected["wiki_other_namespaces"]}
+    assert stats.dropped == {
+        "redirect": expected["wiki_redirects"],
+        "disambiguation": expected["wiki_disambiguation"],
+        "not_article_namespace": expected["wiki_other_namespaces"],
+    }
     doc = docs[0]
     assert doc.source == "wiki" and doc.id == f"lmpipewiki:{doc.metadata['page_id']}"
     assert doc.url and "{{Infobox" in doc.text  # the title; raw wikitext until extraction
 
 
 def test_english_dump_drops_redirects_disambiguation_and_project_pages(shared_fixture):
-    docs, stats = read(shared_fixture("wiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"))
+    docs, stats = read(
+        shared_fixture("wiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    )
     assert stats.input == 206 and not stats.errors
     # 100 redirects, one of them the ns-4 page; 8 disambiguation pages ({{disambiguation}}, {{geodis}}).
     assert stats.dropped == {"redirect": 99, "not_article_namespace": 1, "disambiguation": 8}
@@ -57,10 +65,13 @@ def test_dump_without_siteinfo_takes_its_name_from_the_language(shared_fixture):
 
 
 def test_old_schema_without_ns_uses_the_title_prefix(tmp_path):
-    siteinfo = ('<siteinfo><dbname>oldwiki</dbname><namespaces><namespace key="0" />'
-                '<namespace key="1">Talk</namespace></namespaces></siteinfo>')
-    pages = PAGE.format(title="Rome", ns="", id=1, text="Rome is a city.") + \
-        PAGE.format(title="Talk:Rome", ns="", id=2, text="Discussion.")
+    siteinfo = (
+        '<siteinfo><dbname>oldwiki</dbname><namespaces><namespace key="0" />'
+        '<namespace key="1">Talk</namespace></namespaces></siteinfo>'
+    )
+    pages = PAGE.format(title="Rome", ns="", id=1, text="Rome is a city.") + PAGE.format(
+        title="Talk:Rome", ns="", id=2, text="Discussion."
+    )
     docs, stats = read(dump(tmp_path / "old.xml", pages, schema="0.3", siteinfo=siteinfo))
     assert [(d.id, d.url, d.text) for d in docs] == [("oldwiki:1", "Rome", "Rome is a city.")]
     assert stats.dropped == {"not_article_namespace": 1}
@@ -69,7 +80,9 @@ def test_old_schema_without_ns_uses_the_title_prefix(tmp_path):
 def test_malformed_xml_keeps_the_pages_before_and_reports_where(tmp_path):
     good = "".join(PAGE.format(title=f"Page {i}", ns="<ns>0</ns>", id=i, text=f"Text {i}.") for i in range(3))
     path = tmp_path / "broken.xml"
-    path.write_text(f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">{good}\n<page><title>Bad</titel>')
+    path.write_text(
+        f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">{good}\n<page><title>Bad</titel>'
+    )
     bad_line = path.read_text().count("\n") + 1
     docs, stats = read(path)
     assert [d.url for d in docs] == ["Page 0", "Page 1", "Page 2"]

@@ -38,8 +38,13 @@ def test_warc_is_read_by_fastwarc_with_valid_digests(corpus):
 
 def test_planted_pages_are_there(corpus):
     expected = corpus.expected
-    assert expected["web_responses"] == (expected["web_articles"] + 2 * expected["exact_duplicates"]
-                                         + expected["non_english"] + expected["junk"] + expected["non_html"])
+    assert expected["web_responses"] == (
+        expected["web_articles"]
+        + 2 * expected["exact_duplicates"]
+        + expected["non_english"]
+        + expected["junk"]
+        + expected["non_html"]
+    )
     assert min(expected["exact_duplicates"], expected["non_english"], expected["junk"]) > 0
 
 
@@ -54,8 +59,11 @@ def test_wiki_dump_is_a_mediawiki_export(corpus):
     assert namespaces["0"] == corpus.expected["wiki_pages"] - corpus.expected["wiki_other_namespaces"]
     redirects = [p for p in pages if p.find(f"{EXPORT_NS}redirect") is not None]
     assert len(redirects) == corpus.expected["wiki_redirects"]
-    article = next(p.findtext(f"{EXPORT_NS}revision/{EXPORT_NS}text") for p in pages
-                   if p.findtext(f"{EXPORT_NS}ns") == "0" and p.find(f"{EXPORT_NS}redirect") is None)
+    article = next(
+        p.findtext(f"{EXPORT_NS}revision/{EXPORT_NS}text")
+        for p in pages
+        if p.findtext(f"{EXPORT_NS}ns") == "0" and p.find(f"{EXPORT_NS}redirect") is None
+    )
     for markup in ("{{Infobox", "[[", "<ref>", "== ", "[[Category:"):
         assert markup in article
 

@@ -23,8 +23,11 @@ from pipeline.finetune.data import (
 from pipeline.model.transformer import IGNORE_INDEX, build_model
 from pipeline.train.checkpoint import load_tokenizer
 
-PAIRS = [("Which river is Branford on?", "The river Lorn."), ("What is Ashby known for?", "Its wool."),
-         ("Which river is Ashby on?", "The river Tane.")]
+PAIRS = [
+    ("Which river is Branford on?", "The river Lorn."),
+    ("What is Ashby known for?", "Its wool."),
+    ("Which river is Ashby on?", "The river Tane."),
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +58,8 @@ def test_one_turn_is_user_prompt_assistant_response_eos_with_loss_on_the_respons
     first = len(prompt_ids) + 1  # the <|assistant|> position predicts the first response token
     assert example.targets[:first] == [IGNORE_INDEX] * first and example.targets[first] == response_ids[0]
     row = SFTDataset([example], seq_len=40, pad=chat.pad)
-    assert row.inputs[0, len(sequence) - 1:].tolist() == [chat.pad] * (41 - len(sequence))
-    assert set(row.targets[0, len(sequence) - 1:].tolist()) == {IGNORE_INDEX}
+    assert row.inputs[0, len(sequence) - 1 :].tolist() == [chat.pad] * (41 - len(sequence))
+    assert set(row.targets[0, len(sequence) - 1 :].tolist()) == {IGNORE_INDEX}
 
 
 def test_multi_turn_learns_every_assistant_turn_and_its_eos(tokenizer):
@@ -64,7 +67,18 @@ def test_multi_turn_learns_every_assistant_turn_and_its_eos(tokenizer):
     messages = [*turns(*PAIRS[0]), *turns(*PAIRS[1])]
     tokens, labels = render(tokenizer, chat, messages)
     (p1, r1), (p2, r2) = [(ids(tokenizer, p), ids(tokenizer, r)) for p, r in PAIRS[:2]]
-    assert tokens == [chat.user, *p1, chat.assistant, *r1, chat.eos, chat.user, *p2, chat.assistant, *r2, chat.eos]
+    assert tokens == [
+        chat.user,
+        *p1,
+        chat.assistant,
+        *r1,
+        chat.eos,
+        chat.user,
+        *p2,
+        chat.assistant,
+        *r2,
+        chat.eos,
+    ]
     assert [t for t in labels if t != IGNORE_INDEX] == [*r1, chat.eos, *r2, chat.eos]
 
 
@@ -78,9 +92,13 @@ def test_system_message_opens_the_first_user_turn_or_gets_its_token(tokenizer):
     with_token.add_special_tokens([SYSTEM])
     chat = ChatTokens.of(with_token, "tok")
     tokens, labels = render(with_token, chat, [system, *turns(*PAIRS[0])])
-    assert tokens[:1 + len(ids(with_token, "Answer briefly."))] == [chat.system, *ids(with_token, "Answer briefly.")]
-    assert labels[:len(tokens) - len(ids(with_token, PAIRS[0][1])) - 1] == \
-        [IGNORE_INDEX] * (len(tokens) - len(ids(with_token, PAIRS[0][1])) - 1)
+    assert tokens[: 1 + len(ids(with_token, "Answer briefly."))] == [
+        chat.system,
+        *ids(with_token, "Answer briefly."),
+    ]
+    assert labels[: len(tokens) - len(ids(with_token, PAIRS[0][1])) - 1] == [IGNORE_INDEX] * (
+        len(tokens) - len(ids(with_token, PAIRS[0][1])) - 1
+    )
 
 
 def test_overlong_examples_are_truncated_or_dropped_and_counted(tokenizer, tmp_path):
@@ -88,11 +106,20 @@ def test_overlong_examples_are_truncated_or_dropped_and_counted(tokenizer, tmp_p
     cut = encode_example(tokenizer, chat, turns("Which river?", "The river Lorn. " * 10), seq_len=16)
     assert len(cut.inputs) == 16 and cut.truncated and chat.eos not in cut.targets
     assert encode_example(tokenizer, chat, turns("Which river is it? " * 10, "Lorn."), seq_len=16) is None
-    assert encode_example(tokenizer, chat, turns("Which river?", "The river Lorn. " * 10), seq_len=16,
-                          overlong="drop") is None
-    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Which river?", "response": "The river Lorn. " * 10},
-                                              {"prompt": "Which river is it? " * 10, "response": "Lorn."},
-                                              {"prompt": "Which river?", "response": "Lorn."}])
+    assert (
+        encode_example(
+            tokenizer, chat, turns("Which river?", "The river Lorn. " * 10), seq_len=16, overlong="drop"
+        )
+        is None
+    )
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"prompt": "Which river?", "response": "The river Lorn. " * 10},
+            {"prompt": "Which river is it? " * 10, "response": "Lorn."},
+            {"prompt": "Which river?", "response": "Lorn."},
+        ],
+    )
     _, stats = read_examples(path, tokenizer, seq_len=16, val_fraction=0.0)
     assert (stats.examples["train"], stats.truncated, stats.dropped_overlong) == (2, 1, 1)
     _, stats = read_examples(path, tokenizer, seq_len=16, val_fraction=0.0, overlong="drop")
@@ -101,19 +128,24 @@ def test_overlong_examples_are_truncated_or_dropped_and_counted(tokenizer, tmp_p
 
 
 def test_bad_records_are_counted_named_and_skipped(tokenizer, tmp_path):
-    path = write_jsonl(tmp_path / "bad.jsonl", [
-        {"prompt": "a", "response": "b"},
-        "{not json",
-        {"prompt": "a"},
-        {"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]},
-        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]},
-        {"messages": [*turns("a", "b"), {"role": "user", "content": "c"}]},
-        {"messages": [{"role": "assistant", "content": "b"}]},
-        {"messages": turns("a", "b")},
-    ])
+    path = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"prompt": "a", "response": "b"},
+            "{not json",
+            {"prompt": "a"},
+            {"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]},
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]},
+            {"messages": [*turns("a", "b"), {"role": "user", "content": "c"}]},
+            {"messages": [{"role": "assistant", "content": "b"}]},
+            {"messages": turns("a", "b")},
+        ],
+    )
     examples, stats = read_examples(path, tokenizer, seq_len=32, val_fraction=0.0)
     assert len(examples["train"]) == 2 and stats.records == 8 and stats.bad == 6
-    assert [p.split(": ")[0] for p in stats.problems] == [f"{path}:{n}" for n in (2, 3, 4, 5, 6)]  # first five
+    assert [p.split(": ")[0] for p in stats.problems] == [
+        f"{path}:{n}" for n in (2, 3, 4, 5, 6)
+    ]  # first five
     assert "not valid JSON" in stats.problems[0] and "'bot'" in stats.problems[2]
     assert "empty assistant turn" in stats.problems[3] and "6 bad records" in stats.summary()
     only_bad = write_jsonl(tmp_path / "only_bad.jsonl", [{"prompt": "a"}])
@@ -127,12 +159,17 @@ def test_local_hf_datasets_with_mapped_columns_give_the_jsonl_examples(tokenizer
     import datasets
 
     records = [{"prompt": p, "response": r} for p, r in PAIRS]
-    want, _ = read_examples(write_jsonl(tmp_path / "d.jsonl", records), tokenizer, seq_len=32, val_fraction=0.0)
+    want, _ = read_examples(
+        write_jsonl(tmp_path / "d.jsonl", records), tokenizer, seq_len=32, val_fraction=0.0
+    )
     renamed = {"instruction": [p for p, _ in PAIRS], "output": [r for _, r in PAIRS]}
     saved = tmp_path / "saved"
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(renamed),
-                          "test": datasets.Dataset.from_dict({"instruction": ["x"], "output": ["y"]})}
-                         ).save_to_disk(str(saved))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(renamed),
+            "test": datasets.Dataset.from_dict({"instruction": ["x"], "output": ["y"]}),
+        }
+    ).save_to_disk(str(saved))
     mapping = {"prompt": "instruction", "response": "output"}
     got, stats = read_examples(saved, tokenizer, seq_len=32, val_fraction=0.0, columns=mapping)
     assert got == want and stats.records == 3
@@ -142,8 +179,9 @@ def test_local_hf_datasets_with_mapped_columns_give_the_jsonl_examples(tokenizer
     chats.to_parquet(str(tmp_path / "chats.parquet"))
     chats.to_json(str(tmp_path / "chats.json"))
     for name in ("chats.parquet", "chats.json"):
-        got, _ = read_examples(tmp_path / name, tokenizer, seq_len=32, val_fraction=0.0,
-                               columns={"messages": "conversations"})
+        got, _ = read_examples(
+            tmp_path / name, tokenizer, seq_len=32, val_fraction=0.0, columns={"messages": "conversations"}
+        )
         assert got == want, name
     with pytest.raises(ValueError, match=r"no split 'validation' \(data.split\); it has train, test"):
         read_examples(saved, tokenizer, seq_len=32, val_fraction=0.0, split="validation")
@@ -153,8 +191,10 @@ def test_local_hf_datasets_with_mapped_columns_give_the_jsonl_examples(tokenizer
 
 def test_split_is_stable_and_disjoint(tiny_corpus, tokenizer):
     examples, stats = read_examples(tiny_corpus[1], tokenizer, seq_len=64, val_fraction=0.2)
-    assert stats.examples["train"] + stats.examples["val"] == stats.records and 0 < stats.examples["val"] < \
-        stats.examples["train"]
+    assert (
+        stats.examples["train"] + stats.examples["val"] == stats.records
+        and 0 < stats.examples["val"] < stats.examples["train"]
+    )
     assert not {tuple(e.inputs) for e in examples["train"]} & {tuple(e.inputs) for e in examples["val"]}
     assert read_examples(tiny_corpus[1], tokenizer, seq_len=64, val_fraction=0.2)[0] == examples
 
@@ -200,6 +240,10 @@ def test_a_packed_example_gets_the_logits_it_gets_alone(tokenizer):
     with torch.no_grad():
         logits = model(packed.inputs, doc_starts=packed.doc_starts)[0]
         for start in packed.doc_starts[0].tolist():
-            example = next(e for e in examples if packed.inputs[0, start:start + len(e.inputs)].tolist() == e.inputs)
+            example = next(
+                e for e in examples if packed.inputs[0, start : start + len(e.inputs)].tolist() == e.inputs
+            )
             alone = model(torch.tensor([example.inputs]))[0]
-            torch.testing.assert_close(logits[start:start + len(example.inputs)], alone, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                logits[start : start + len(example.inputs)], alone, atol=1e-4, rtol=1e-4
+            )

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.cli.hf import add_export_import_parsers
+from pipeline.cli.hf import add_parsers as add_export_import_parsers
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.config.train import LoopConfig
 from pipeline.finetune.data import ChatTokens
@@ -91,10 +91,14 @@ def test_sharded_export_loads_the_same_weights(pretrained, tmp_path):
     index = json.loads((sharded / "model.safetensors.index.json").read_text())
     files = sorted(set(index["weight_map"].values()))
     assert len(files) > 2 and not (sharded / "model.safetensors").exists()
-    assert all(shard.stat().st_size <= 100_000 + 10_000 or len(load_file(shard)) == 1
-               for shard in map(sharded.joinpath, files))  # 10 kB: the safetensors header
-    assert states_equal(transformers.AutoModelForCausalLM.from_pretrained(whole),
-                        transformers.AutoModelForCausalLM.from_pretrained(sharded))
+    assert all(
+        shard.stat().st_size <= 100_000 + 10_000 or len(load_file(shard)) == 1
+        for shard in map(sharded.joinpath, files)
+    )  # 10 kB: the safetensors header
+    assert states_equal(
+        transformers.AutoModelForCausalLM.from_pretrained(whole),
+        transformers.AutoModelForCausalLM.from_pretrained(sharded),
+    )
 
 
 def test_import_of_export_is_bit_identical(pretrained, tmp_path):
@@ -108,8 +112,10 @@ def test_import_of_export_is_bit_identical(pretrained, tmp_path):
     assert read_meta(step_dir)["model"] == read_meta(resolve_checkpoint(pretrained))["model"]
     assert states_equal(imported, original)
     assert imported.output.weight is imported.tok_embeddings.weight
-    assert tokenizer.encode(SENTENCE).ids == load_tokenizer(resolve_checkpoint(pretrained) / TOKENIZER_FILE
-                                                            ).encode(SENTENCE).ids
+    assert (
+        tokenizer.encode(SENTENCE).ids
+        == load_tokenizer(resolve_checkpoint(pretrained) / TOKENIZER_FILE).encode(SENTENCE).ids
+    )
 
 
 def test_consolidated_file_exports_like_its_checkpoint(pretrained, tmp_path):
@@ -122,14 +128,36 @@ def test_consolidated_file_exports_like_its_checkpoint(pretrained, tmp_path):
 
 
 def test_untied_model_exports_its_head(pretrained, tmp_path):
-    args = ModelArgs(vocab_size=300, d_model=64, n_layers=2, n_heads=4, n_kv_heads=1, seq_len=32, ffn_hidden=96,
-                     tie_embeddings=False, rope_theta=500000.0, norm_eps=1e-6)
+    args = ModelArgs(
+        vocab_size=300,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=1,
+        seq_len=32,
+        ffn_hidden=96,
+        tie_embeddings=False,
+        rope_theta=500000.0,
+        norm_eps=1e-6,
+    )
     torch.manual_seed(0)
-    parallel = parallelize(build_model(args), strategy="ddp", dist=DistInfo(), loop=LoopConfig(), total_steps=1)
-    checkpoint = save_checkpoint(tmp_path / "untied", parallel=parallel, dist=DistInfo(), step=0, tokens_seen=0,
-                                 config=FinetuneJobConfig(init_from="x"), model_args=args,
-                                 tokenizer_file=resolve_checkpoint(pretrained) / TOKENIZER_FILE, loader_state={},
-                                 mlflow_run_id=None, seed=0, keep=1)
+    parallel = parallelize(
+        build_model(args), strategy="ddp", dist=DistInfo(), loop=LoopConfig(), total_steps=1
+    )
+    checkpoint = save_checkpoint(
+        tmp_path / "untied",
+        parallel=parallel,
+        dist=DistInfo(),
+        step=0,
+        tokens_seen=0,
+        config=FinetuneJobConfig(init_from="x"),
+        model_args=args,
+        tokenizer_file=resolve_checkpoint(pretrained) / TOKENIZER_FILE,
+        loader_state={},
+        mlflow_run_id=None,
+        seed=0,
+        keep=1,
+    )
     out = export_hf(checkpoint, tmp_path / "hf")
     assert "lm_head.weight" in load_file(out / "model.safetensors")
     tokens = sample_tokens(args)
@@ -150,10 +178,17 @@ def test_fine_tuned_model_gets_our_chat_template(pretrained, tmp_path):
     prompt, response = "Where is Stavwick?", "In the north."
     prompt_ids = [chat.user, *ours.encode(prompt).ids, chat.assistant]  # as generate --chat and sft_data
     turn = [{"role": "user", "content": prompt}]
-    assert list(theirs.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True)
-                ["input_ids"]) == prompt_ids
-    whole = theirs.apply_chat_template([*turn, {"role": "assistant", "content": response}], tokenize=True,
-                                       return_dict=True)["input_ids"]
+    assert (
+        list(
+            theirs.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
+        == prompt_ids
+    )
+    whole = theirs.apply_chat_template(
+        [*turn, {"role": "assistant", "content": response}], tokenize=True, return_dict=True
+    )["input_ids"]
     assert list(whole) == [*prompt_ids, *ours.encode(response).ids, chat.eos]
 
 
@@ -162,14 +197,17 @@ def write_config(directory, **changes):
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}, "model_type 'mistral'"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope scaling"),
-    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}}, "rope scaling"),
-    ({"attention_bias": True, "mlp_bias": True}, "attention_bias true (no biases); mlp_bias true"),
-    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
-    ({"head_dim": 64}, "head_dim 64"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}, "model_type 'mistral'"),
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope scaling"),
+        ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}}, "rope scaling"),
+        ({"attention_bias": True, "mlp_bias": True}, "attention_bias true (no biases); mlp_bias true"),
+        ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+        ({"head_dim": 64}, "head_dim 64"),
+    ],
+)
 def test_unsupported_config_is_one_clear_line(pretrained, tmp_path, changes, message):
     hf_dir = export_hf(pretrained, tmp_path / "hf")
     write_config(hf_dir, **changes)
@@ -190,7 +228,9 @@ def test_missing_or_wrong_files_are_clear_errors(pretrained, tmp_path):
 
     shard = sorted(hf_dir.glob("model-*.safetensors"))[-1]
     shard.rename(shard.with_suffix(".bak"))
-    with pytest.raises(FileNotFoundError, match=f"shard {shard.name}, listed in model.safetensors.index.json"):
+    with pytest.raises(
+        FileNotFoundError, match=f"shard {shard.name}, listed in model.safetensors.index.json"
+    ):
         import_hf(hf_dir, tmp_path / "x")
     shard.with_suffix(".bak").rename(shard)
 
@@ -216,13 +256,27 @@ def test_missing_or_wrong_files_are_clear_errors(pretrained, tmp_path):
 def test_cli_export_then_import(pretrained, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="lmpipe")
     add_export_import_parsers(parser.add_subparsers())
-    export = parser.parse_args(["export", "hf", str(pretrained), "--output", str(tmp_path / "hf"),
-                                "--dtype", "bfloat16", "--max-shard-size", "1MB"])
+    export = parser.parse_args(
+        [
+            "export",
+            "hf",
+            str(pretrained),
+            "--output",
+            str(tmp_path / "hf"),
+            "--dtype",
+            "bfloat16",
+            "--max-shard-size",
+            "1MB",
+        ]
+    )
     assert export.run(export) == 0
-    imported = parser.parse_args(["import", "hf", str(tmp_path / "hf"), "--output", str(tmp_path / "out"),
-                                  "--seq-len", "32"])
+    imported = parser.parse_args(
+        ["import", "hf", str(tmp_path / "hf"), "--output", str(tmp_path / "out"), "--seq-len", "32"]
+    )
     assert imported.run(imported) == 0
-    assert capsys.readouterr().out.splitlines() == [f"wrote {tmp_path / 'hf'}",
-                                                    f"wrote {tmp_path / 'out' / 'checkpoints' / 'step_0'}"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {tmp_path / 'hf'}",
+        f"wrote {tmp_path / 'out' / 'checkpoints' / 'step_0'}",
+    ]
     model, args, _ = load_model_for_inference(tmp_path / "out")
     assert args.seq_len == 32 and model.tok_embeddings.weight.dtype == torch.float32

@@ -20,8 +20,8 @@ FAKES = {
     "srun": '''echo "srun $*" >> "$FAKE_DIR/calls"
 while [[ $1 == --* ]]; do shift; done
 exec "$@"''',
-    "scontrol": '''echo "scontrol $*" >> "$FAKE_DIR/calls"
-if [[ $1 == show ]]; then printf 'node1\\nnode2\\n'; fi''',
+    "scontrol": """echo "scontrol $*" >> "$FAKE_DIR/calls"
+if [[ $1 == show ]]; then printf 'node1\\nnode2\\n'; fi""",
     "scancel": '''echo "scancel $*" >> "$FAKE_DIR/calls"
 kill -TERM "$(cat "$FAKE_DIR/torchrun.pid")"''',
     "deepspeed": '''printf '%s\\0' "$@" > "$FAKE_DIR/argv"''',
@@ -36,8 +36,11 @@ if [[ -n ${FAKE_WAIT_FOR_TERM:-} ]]; then
 fi
 exit "${FAKE_EXIT:-0}"''',
 }
-JOB = SlurmJob(("train", "--config", "my configs/run 1.yaml", "tracking.run_name=it's $HOME \"x\"", "y=`id`"),
-               job_name="t", workdir="/w")
+JOB = SlurmJob(
+    ("train", "--config", "my configs/run 1.yaml", 'tracking.run_name=it\'s $HOME "x"', "y=`id`"),
+    job_name="t",
+    workdir="/w",
+)
 
 
 @pytest.fixture
@@ -53,10 +56,23 @@ def fake_slurm(tmp_path) -> Path:
 def start(fake: Path, script: str, **env: str) -> subprocess.Popen:
     path = fake / "job.sbatch"
     path.write_text(script)
-    job_env = {"PATH": f"{fake / 'bin'}:{os.environ['PATH']}", "FAKE_DIR": str(fake), "SLURM_JOB_ID": "4242",
-               "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_NNODES": "2", "NCCL_SOCKET_IFNAME": "eth9", **env}
-    return subprocess.Popen(["bash", str(path)], cwd=fake, env=job_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    job_env = {
+        "PATH": f"{fake / 'bin'}:{os.environ['PATH']}",
+        "FAKE_DIR": str(fake),
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "SLURM_NNODES": "2",
+        "NCCL_SOCKET_IFNAME": "eth9",
+        **env,
+    }
+    return subprocess.Popen(
+        ["bash", str(path)],
+        cwd=fake,
+        env=job_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def run(fake: Path, script: str, **env: str) -> tuple[int, str]:
@@ -79,8 +95,15 @@ def test_torchrun_gets_the_rendezvous_and_the_verb_arguments_unchanged(fake_slur
     code, output = run(fake_slurm, render_sbatch(profile, JOB))
     assert code == 0, output
     assert torchrun_argv(fake_slurm) == [
-        "--nnodes=2", "--nproc_per_node=4", "--rdzv_backend=c10d", "--rdzv_endpoint=node1:24242", "--rdzv_id=4242",
-        "-m", "pipeline.cli", *JOB.verb_args]
+        "--nnodes=2",
+        "--nproc_per_node=4",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=node1:24242",
+        "--rdzv_id=4242",
+        "-m",
+        "pipeline.cli",
+        *JOB.verb_args,
+    ]
     env = dict(line.split("=", 1) for line in (fake_slurm / "env").read_text().splitlines() if "=" in line)
     assert env["OMP_NUM_THREADS"] == "8" and env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
     assert "NCCL_SOCKET_IFNAME" not in env  # an empty value in the profile unsets it
@@ -89,8 +112,12 @@ def test_torchrun_gets_the_rendezvous_and_the_verb_arguments_unchanged(fake_slur
 
 @pytest.mark.parametrize("restarts, requeued, exit_code", [("0", True, 0), ("2", True, 0), ("3", False, 75)])
 def test_exit_75_requeues_until_max_requeues(fake_slurm, restarts, requeued, exit_code):
-    code, output = run(fake_slurm, render_sbatch(SlurmProfile(max_requeues=3), JOB), FAKE_EXIT="75",
-                       SLURM_RESTART_COUNT=restarts)
+    code, output = run(
+        fake_slurm,
+        render_sbatch(SlurmProfile(max_requeues=3), JOB),
+        FAKE_EXIT="75",
+        SLURM_RESTART_COUNT=restarts,
+    )
     assert code == exit_code, output
     assert ("scontrol requeue 4242" in calls(fake_slurm)) == requeued
 
@@ -114,7 +141,9 @@ def test_usr2_reaches_the_ranks_as_sigterm_then_the_job_is_requeued(fake_slurm):
 
 
 def test_array_element_runs_its_own_config(fake_slurm):
-    job = SlurmJob(("train", "data.shards=/s"), job_name="t", workdir="/w", array_configs=("a.yaml", "b c.yaml"))
+    job = SlurmJob(
+        ("train", "data.shards=/s"), job_name="t", workdir="/w", array_configs=("a.yaml", "b c.yaml")
+    )
     code, output = run(fake_slurm, render_sbatch(SlurmProfile(), job), SLURM_ARRAY_TASK_ID="1")
     assert code == 0, output
     assert torchrun_argv(fake_slurm)[-4:] == ["train", "--config", "b c.yaml", "data.shards=/s"]
@@ -126,6 +155,14 @@ def test_deepspeed_variant_runs_the_launcher_per_node_with_a_hostfile_of_the_all
     code, output = run(fake_slurm, render_sbatch(SlurmProfile(gpus_per_node=8), job), SLURM_NODEID="1")
     assert code == 0, output
     assert torchrun_argv(fake_slurm) == [
-        "--node_rank=1", "--hostfile=logs/hostfile-4242", "--no_ssh", "--master_addr=node1", "--master_port=24242",
-        "--no_local_rank", "--module", "pipeline.cli", *JOB.verb_args]
+        "--node_rank=1",
+        "--hostfile=logs/hostfile-4242",
+        "--no_ssh",
+        "--master_addr=node1",
+        "--master_port=24242",
+        "--no_local_rank",
+        "--module",
+        "pipeline.cli",
+        *JOB.verb_args,
+    ]
     assert (fake_slurm / "logs" / "hostfile-4242").read_text() == "node1 slots=8\nnode2 slots=8\n"

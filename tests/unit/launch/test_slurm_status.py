@@ -37,7 +37,8 @@ def test_scontrol_records_become_one_state_per_element_in_index_order():
 def test_sacct_lines_parse():
     assert parse_sacct("10_1|COMPLETED|0:0|00:00:03\n10_0|FAILED|1:0|00:00:09\n") == [
         JobState("10_0", "FAILED", exit_code="1:0", run_time="00:00:09"),
-        JobState("10_1", "COMPLETED", exit_code="0:0", run_time="00:00:03")]
+        JobState("10_1", "COMPLETED", exit_code="0:0", run_time="00:00:03"),
+    ]
 
 
 @pytest.fixture
@@ -57,9 +58,12 @@ def test_status_prints_a_table_of_the_elements(fake_bin, capsys):
     assert main(["launch", "status", "10"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["JOB", "STATE", "REASON", "EXIT", "RESTARTS", "TIME"]
-    assert [line.split()[:3] for line in lines[1:]] == [["10_0", "FAILED", "NonZeroExitCode"], ["10_1", "RUNNING", "-"],
-                                                       ["10_2", "PENDING", "BeginTime"],
-                                                       ["10_[3-5%2]", "PENDING", "JobArrayTaskLimit"]]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["10_0", "FAILED", "NonZeroExitCode"],
+        ["10_1", "RUNNING", "-"],
+        ["10_2", "PENDING", "BeginTime"],
+        ["10_[3-5%2]", "PENDING", "JobArrayTaskLimit"],
+    ]
 
 
 def test_a_job_slurmctld_forgot_is_looked_up_in_sacct(fake_bin):

@@ -29,8 +29,12 @@ def tokens(*shape: int, seed: int) -> torch.Tensor:
 def test_the_mask_is_block_diagonal_causal():
     mask = document_mask([np.array([0, 2]), np.array([3])], (2, 5))
     assert mask.shape == (2, 1, 5, 5) and mask.dtype == torch.bool
-    expected0 = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])
-    expected1 = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 1]])
+    expected0 = torch.tensor(
+        [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]
+    )
+    expected1 = torch.tensor(
+        [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 1]]
+    )
     assert torch.equal(mask[0, 0], expected0.bool()) and torch.equal(mask[1, 0], expected1.bool())
     as_bool = torch.zeros(2, 5, dtype=torch.bool)
     as_bool[0, [0, 2]] = as_bool[1, 3] = True
@@ -48,7 +52,9 @@ def test_two_documents_in_a_row_see_only_themselves(model):
     # The second: other tokens in the first document leave its logits unchanged (positions kept absolute).
     other = row.clone()
     other[:, :split] = tokens(1, split, seed=2)
-    torch.testing.assert_close(model(other, doc_starts=starts)[:, split:], masked[:, split:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        model(other, doc_starts=starts)[:, split:], masked[:, split:], rtol=0, atol=1e-5
+    )
     # ... whereas plain causal attention does see them, and differs from the masked logits.
     assert not torch.allclose(model(other)[:, split:], model(row)[:, split:], atol=1e-3)
     assert not torch.allclose(model(row)[:, split:], masked[:, split:], atol=1e-3)

@@ -42,7 +42,10 @@ def test_train_config_takes_lr_and_batch_from_the_ladder_unless_given():
     n = SIZES["125m"].non_embedding_params()
     config = TrainJobConfig.load(None, ["data.shards=s", "model.size=125m", "model.seq_len=2048"])
     assert config.train.lr == default_lr(n) and config.train.global_batch_size == default_batch_size(n, 2048)
-    assert config.flat()["train.lr"] == str(default_lr(n))  # resolved values are what MLflow and checkpoints keep
-    given = TrainJobConfig.load(None, ["data.shards=s", "model.size=125m", "train.lr=1e-4",
-                                       "train.global_batch_size=24"])
+    assert config.flat()["train.lr"] == str(
+        default_lr(n)
+    )  # resolved values are what MLflow and checkpoints keep
+    given = TrainJobConfig.load(
+        None, ["data.shards=s", "model.size=125m", "train.lr=1e-4", "train.global_batch_size=24"]
+    )
     assert (given.train.lr, given.train.global_batch_size) == (1e-4, 24)

@@ -16,7 +16,7 @@ from pipeline.config.eval import EvalJobConfig, EvalTrackingConfig, GenerateJobC
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.config.model import ModelConfig
 from pipeline.config.train import LoopConfig
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.eval.evaluate import evaluate
 from pipeline.eval.generate import generate
 from pipeline.finetune.run import finetune
@@ -56,15 +56,24 @@ def tokens(seed: int = 0) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("override, message", [
-    ("lora.rank=-1", "config error: lora.rank: must be >= 0"),
-    ("lora.targets=[wq,q_proj]", "config error: lora.targets: unknown projection 'q_proj'; valid: wq, wk"),
-    ("lora.targets=[]", "config error: lora.targets: name at least one of"),
-    ("lora.targets=[wq,wq]", "config error: lora.targets: names a projection twice"),
-    ("lora.alpha=0", "config error: lora.alpha: must be > 0"),
-    ("lora.dropout=1.0", "config error: lora.dropout: must be in [0, 1)"),
-    ("lora.ranks=4", "config error: unknown key 'lora.ranks'; valid keys under 'lora': rank, alpha, dropout, targets"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lora.rank=-1", "config error: lora.rank: must be >= 0"),
+        (
+            "lora.targets=[wq,q_proj]",
+            "config error: lora.targets: unknown projection 'q_proj'; valid: wq, wk",
+        ),
+        ("lora.targets=[]", "config error: lora.targets: name at least one of"),
+        ("lora.targets=[wq,wq]", "config error: lora.targets: names a projection twice"),
+        ("lora.alpha=0", "config error: lora.alpha: must be > 0"),
+        ("lora.dropout=1.0", "config error: lora.dropout: must be in [0, 1)"),
+        (
+            "lora.ranks=4",
+            "config error: unknown key 'lora.ranks'; valid keys under 'lora': rank, alpha, dropout, targets",
+        ),
+    ],
+)
 def test_bad_lora_config_is_one_clear_line(override, message):
     with pytest.raises(ConfigError) as error:
         FinetuneJobConfig.load(None, ["init_from=c", "data.path=p", override])
@@ -73,13 +82,22 @@ def test_bad_lora_config_is_one_clear_line(override, message):
 
 def test_lora_defaults_off_on_the_attention_projections():
     cfg = FinetuneJobConfig.load(None, ["init_from=c", "data.path=p"]).lora
-    assert (cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.enabled) == (0, 16.0, 0.0, ["wq", "wk", "wv", "wo"],
-                                                                           False)
+    assert (cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.enabled) == (
+        0,
+        16.0,
+        0.0,
+        ["wq", "wk", "wv", "wo"],
+        False,
+    )
 
 
 def test_the_config_knows_the_models_projections():
     """The torch-free list the config checks names against is every Linear of a block, and nothing else."""
-    linears = {name.rsplit(".", 1)[-1] for name, module in Block(ARGS).named_modules() if isinstance(module, nn.Linear)}
+    linears = {
+        name.rsplit(".", 1)[-1]
+        for name, module in Block(ARGS).named_modules()
+        if isinstance(module, nn.Linear)
+    }
     assert linears == set(LORA_TARGETS)
     assert lora_module.META_FILE == checkpoint_module.META_FILE
 
@@ -93,8 +111,11 @@ def test_adapted_model_starts_as_the_base_model_exactly():
     with torch.no_grad():
         assert torch.equal(adapted(tokens()), base(tokens()))
     assert sum(isinstance(m, LoRALinear) for m in adapted.modules()) == ARGS.n_layers * 4
-    assert all(bool(m.lora_A.detach().abs().sum() > 0) and not m.lora_B.detach().any()
-               for m in adapted.modules() if isinstance(m, LoRALinear))
+    assert all(
+        bool(m.lora_A.detach().abs().sum() > 0) and not m.lora_B.detach().any()
+        for m in adapted.modules()
+        if isinstance(m, LoRALinear)
+    )
 
 
 def test_merged_weights_compute_the_adapted_logits():
@@ -118,8 +139,12 @@ def test_only_adapters_train_and_reach_the_optimizer():
     model = apply_lora(build_model(ARGS), LoRAConfig(rank=2, alpha=4.0, targets=["wq", "w2"]))
     trainable, total = parameter_counts(model)
     adapters = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert adapters == {f"layers.{i}.{where}.{ab}" for i in range(ARGS.n_layers)
-                        for where in ("attention.wq", "feed_forward.w2") for ab in ("lora_A", "lora_B")}
+    assert adapters == {
+        f"layers.{i}.{where}.{ab}"
+        for i in range(ARGS.n_layers)
+        for where in ("attention.wq", "feed_forward.w2")
+        for ab in ("lora_A", "lora_B")
+    }
     assert trainable == sum(p.numel() for n, p in model.named_parameters() if n in adapters)
     assert total == build_model(ARGS).num_params(non_embedding=False) + trainable
 
@@ -128,26 +153,47 @@ def test_only_adapters_train_and_reach_the_optimizer():
     in_optimizer = {id(p) for group in parallel.optimizer.param_groups for p in group["params"]}
     by_id = {id(p): name for name, p in parallel.model.named_parameters()}
     assert {by_id[i] for i in in_optimizer} == adapters
-    frozen = {name: p.detach().clone() for name, p in parallel.model.named_parameters() if not p.requires_grad}
+    frozen = {
+        name: p.detach().clone() for name, p in parallel.model.named_parameters() if not p.requires_grad
+    }
     inputs = tokens()
     for _ in range(2):
         _, loss = parallel(inputs[:, :-1], inputs[:, 1:])
         parallel.backward(loss)
         parallel.step()
     assert {by_id[id(p)] for p in parallel.optimizer.state} == adapters  # no Adam state for frozen weights
-    assert all(torch.equal(p, frozen[name]) for name, p in parallel.model.named_parameters() if name in frozen)
+    assert all(
+        torch.equal(p, frozen[name]) for name, p in parallel.model.named_parameters() if name in frozen
+    )
 
 
 # --------------------------------------------------------------------------------------- a LoRA fine-tune
 
 
-def lora_finetune_config(pretrained: Path, tiny_corpus, output_dir: Path, *overrides: str) -> FinetuneJobConfig:
-    return FinetuneJobConfig.load(None, [f"init_from={pretrained}", f"output_dir={output_dir}",
-                                         f"data.path={tiny_corpus[1]}", "data.val_fraction=0.1",
-                                         "train.max_steps=8", "train.global_batch_size=8",
-                                         "train.micro_batch_size=4", "train.warmup_steps=2", "train.lr=1e-2",
-                                         "train.log_interval=1", "checkpoint.interval=4", "checkpoint.keep=3",
-                                         "lora.rank=8", "lora.alpha=16", "tracking.enabled=false", *overrides])
+def lora_finetune_config(
+    pretrained: Path, tiny_corpus, output_dir: Path, *overrides: str
+) -> FinetuneJobConfig:
+    return FinetuneJobConfig.load(
+        None,
+        [
+            f"init_from={pretrained}",
+            f"output_dir={output_dir}",
+            f"data.path={tiny_corpus[1]}",
+            "data.val_fraction=0.1",
+            "train.max_steps=8",
+            "train.global_batch_size=8",
+            "train.micro_batch_size=4",
+            "train.warmup_steps=2",
+            "train.lr=1e-2",
+            "train.log_interval=1",
+            "checkpoint.interval=4",
+            "checkpoint.keep=3",
+            "lora.rank=8",
+            "lora.alpha=16",
+            "tracking.enabled=false",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +216,9 @@ def step_losses(output: str) -> dict[int, str]:
 def adapted_model(step_dir: Path) -> torch.nn.Module:
     """The LoRA model a checkpoint holds, adapters apart (not what the loaders give: they merge)."""
     meta = read_meta(step_dir)
-    adapted = apply_lora(build_model(ModelArgs(**meta["model"]), device="cpu"), LoRAConfig.from_dict(meta["lora"]))
+    adapted = apply_lora(
+        build_model(ModelArgs(**meta["model"]), device="cpu"), LoRAConfig.from_dict(meta["lora"])
+    )
     adapted.to_empty(device="cpu")
     adapted.init_weights()  # the RoPE tables
     state = {"model": adapted.state_dict()}
@@ -198,11 +246,15 @@ def test_lora_finetune_trains_only_the_adapters(lora_run, pretrained: Path):
     adapters_b = [tensor for name, tensor in trained.items() if name.endswith("lora_B")]
     assert len(adapters_b) == args.n_layers * 4 and all(float(b.abs().max()) > 0 for b in adapters_b)
 
-    trainable = int(re.search(r"LoRA rank 8 on wq, wk, wv, wo: ([\d,]+) of ([\d,]+) parameters train",
-                              lora_run["stdout"])[1].replace(",", ""))
+    trainable = int(
+        re.search(
+            r"LoRA rank 8 on wq, wk, wv, wo: ([\d,]+) of ([\d,]+) parameters train", lora_run["stdout"]
+        )[1].replace(",", "")
+    )
     # rank x (in + out) per adapter: wq and wo d <-> H*hd, wk and wv d -> KV*hd
-    assert trainable == args.n_layers * 8 * (4 * args.d_model + 2 * args.n_heads * args.head_dim
-                                             + 2 * args.n_kv_heads * args.head_dim)
+    assert trainable == args.n_layers * 8 * (
+        4 * args.d_model + 2 * args.n_heads * args.head_dim + 2 * args.n_kv_heads * args.head_dim
+    )
 
     import mlflow
 
@@ -224,18 +276,32 @@ def test_loaders_merge_a_lora_checkpoint(lora_run, tiny_corpus):
         diff = float((merged(sample) - adapted_model(final)(sample)).abs().max())
     assert diff <= 1e-5, diff
 
-    result = evaluate(EvalJobConfig(checkpoint=str(final), sft=str(tiny_corpus[1]), batch_size=4,
-                                    tracking=EvalTrackingConfig(enabled=False)))
+    result = evaluate(
+        EvalJobConfig(
+            checkpoint=str(final),
+            sft=str(tiny_corpus[1]),
+            batch_size=4,
+            tracking=EvalTrackingConfig(enabled=False),
+        )
+    )
     assert result["sft"]["loss"] == pytest.approx(lora_run["result"].final_val_loss, rel=1e-5)
-    text = generate(GenerateJobConfig(checkpoint=str(final), prompt="Which river is Branford on?", chat=True,
-                                      max_new_tokens=8, temperature=0))
+    text = generate(
+        GenerateJobConfig(
+            checkpoint=str(final),
+            prompt="Which river is Branford on?",
+            chat=True,
+            max_new_tokens=8,
+            temperature=0,
+        )
+    )
     assert isinstance(text, str) and text
 
 
 def test_lora_finetune_resumes_on_the_same_curve(lora_run, pretrained: Path, tiny_corpus, tmp_path, capsys):
     step_4 = Path(lora_run["result"].checkpoint).parent / "step_4"
-    resumed = finetune(lora_finetune_config(pretrained, tiny_corpus, tmp_path / "again",
-                                            f"checkpoint.resume={step_4}"))
+    resumed = finetune(
+        lora_finetune_config(pretrained, tiny_corpus, tmp_path / "again", f"checkpoint.resume={step_4}")
+    )
     out = capsys.readouterr().out
     assert f"finetune resuming from {step_4}" in out
     whole = step_losses(lora_run["stdout"])
@@ -263,8 +329,16 @@ def test_init_from_a_lora_checkpoint_starts_from_the_merged_weights(lora_run, ti
         with torch.no_grad():
             sample = torch.randint(0, args.vocab_size, (2, args.seq_len))
             assert float((parallel.model(sample) - merged(sample)).abs().max()) <= 1e-5
-    again = finetune(lora_finetune_config(final, tiny_corpus, tmp_path / "plain", "lora.rank=0",
-                                          "train.max_steps=1", "checkpoint.interval=0"))
+    again = finetune(
+        lora_finetune_config(
+            final,
+            tiny_corpus,
+            tmp_path / "plain",
+            "lora.rank=0",
+            "train.max_steps=1",
+            "checkpoint.interval=0",
+        )
+    )
     assert again.initial_val_loss == pytest.approx(lora_run["result"].final_val_loss, rel=1e-5)
 
 
@@ -278,7 +352,9 @@ def test_lora_finetune_exports_to_transformers_with_our_logits(lora_run, tmp_pat
     out = export_hf(final, tmp_path / "hf")
     ours = adapted_model(final)
     hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
-    sample = torch.randint(0, ours.args.vocab_size, (2, ours.args.seq_len), generator=torch.Generator().manual_seed(0))
+    sample = torch.randint(
+        0, ours.args.vocab_size, (2, ours.args.seq_len), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         diff = float((hf(sample).logits - ours(sample)).abs().max())
     assert diff <= 1e-5, diff

@@ -116,16 +116,19 @@ def test_ignored_targets_do_not_count():
     torch.testing.assert_close(summed, expected * targets[:, 10:].numel())
 
 
-def unfused_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def unfused_loss(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference the fused head + loss must equal: a linear layer, then cross-entropy in fp32."""
     logits = F.linear(x, weight)
-    return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
-                                   reduction=reduction)
+    return logits, F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction=reduction
+    )
 
 
-def fused_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_loss(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     return linear_cross_entropy(x, weight, targets, reduction=reduction)
 
 
@@ -200,7 +203,9 @@ def test_init_weights_is_seeded_and_scaled():
         assert torch.equal(pa, pb), name
     block = a.layers[0]
     assert torch.equal(block.attention_norm.weight, torch.ones(a.args.d_model))
-    assert block.feed_forward.w2.weight.std() < block.feed_forward.w1.weight.std()  # residual projections smaller
+    assert (
+        block.feed_forward.w2.weight.std() < block.feed_forward.w1.weight.std()
+    )  # residual projections smaller
 
 
 def test_generate_greedy_is_deterministic_and_stops_at_eos():

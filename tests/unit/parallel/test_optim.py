@@ -24,7 +24,9 @@ def test_decay_only_on_matrices():
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     # every parameter exactly once (the tied head is the embedding)
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == model.num_params(non_embedding=False)
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == model.num_params(
+        non_embedding=False
+    )
 
 
 def test_fused_adamw_on_the_cpu_steps_like_the_default_path():
@@ -34,7 +36,9 @@ def test_fused_adamw_on_the_cpu_steps_like_the_default_path():
     models[1].load_state_dict(models[0].state_dict())
     cfg = LoopConfig(lr=1e-2, weight_decay=0.1)
     fused = build_optimizer(models[0], cfg)
-    default = torch.optim.AdamW(param_groups(models[1], cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    default = torch.optim.AdamW(
+        param_groups(models[1], cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)
+    )
     assert fused.defaults["fused"] and not default.defaults["fused"]
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):
@@ -49,7 +53,9 @@ def test_fused_adamw_on_the_cpu_steps_like_the_default_path():
 
 def test_fused_only_where_torch_has_the_kernel():
     cpu, meta = (build_model(ARGS, device=device).tok_embeddings.weight for device in ("cpu", "meta"))
-    cuda = SimpleNamespace(device=torch.device("cuda", 0))  # stands in for a CUDA tensor on a machine without one
+    cuda = SimpleNamespace(
+        device=torch.device("cuda", 0)
+    )  # stands in for a CUDA tensor on a machine without one
     assert use_fused([cpu]) and use_fused([cuda]) and not use_fused([cpu, meta])
 
 

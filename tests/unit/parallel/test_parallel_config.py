@@ -7,7 +7,7 @@ import pytest
 from pipeline.config import parallel as parallel_config
 from pipeline.config.parallel import ParallelConfig
 from pipeline.config.train import LoopConfig, TrainJobConfig
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.parallel.registry import STRATEGIES
 from pipeline.parallel.zero import ds_config
 
@@ -26,18 +26,24 @@ def test_each_strategy_loads_with_its_defaults(strategy):
 
 
 def test_unknown_strategy_names_the_choices():
-    with pytest.raises(ConfigError, match=r"^config error: parallel.strategy: got 'zero4'; valid choices: "
-                                          r"ddp, fsdp, zero1, zero2, zero3$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^config error: parallel.strategy: got 'zero4'; valid choices: "
+        r"ddp, fsdp, zero1, zero2, zero3$",
+    ):
         load("parallel.strategy=zero4")
 
 
-@pytest.mark.parametrize(("strategy", "option", "owner"), [
-    ("ddp", "parallel.zero_offload_optimizer=true", "zero1/zero2/zero3"),
-    ("fsdp", "parallel.zero_offload_optimizer=true", "zero1/zero2/zero3"),
-    ("zero2", "parallel.zero_offload_params=true", "zero3"),
-    ("ddp", "parallel.fsdp_cpu_offload=true", "fsdp"),
-    ("zero3", "parallel.fsdp_reshard_after_forward=false", "fsdp"),
-])
+@pytest.mark.parametrize(
+    ("strategy", "option", "owner"),
+    [
+        ("ddp", "parallel.zero_offload_optimizer=true", "zero1/zero2/zero3"),
+        ("fsdp", "parallel.zero_offload_optimizer=true", "zero1/zero2/zero3"),
+        ("zero2", "parallel.zero_offload_params=true", "zero3"),
+        ("ddp", "parallel.fsdp_cpu_offload=true", "fsdp"),
+        ("zero3", "parallel.fsdp_reshard_after_forward=false", "fsdp"),
+    ],
+)
 def test_an_option_of_another_strategy_is_an_error(strategy, option, owner):
     key = option.split("=")[0]
     with pytest.raises(ConfigError) as error:
@@ -45,12 +51,15 @@ def test_an_option_of_another_strategy_is_an_error(strategy, option, owner):
     assert str(error.value) == f"config error: {key}: only for strategy {owner} (strategy is {strategy})"
 
 
-@pytest.mark.parametrize(("strategy", "option"), [
-    ("fsdp", "parallel.fsdp_cpu_offload=true"),
-    ("fsdp", "parallel.fsdp_reshard_after_forward=false"),
-    ("zero1", "parallel.zero_offload_optimizer=true"),
-    ("zero3", "parallel.zero_offload_params=true"),
-])
+@pytest.mark.parametrize(
+    ("strategy", "option"),
+    [
+        ("fsdp", "parallel.fsdp_cpu_offload=true"),
+        ("fsdp", "parallel.fsdp_reshard_after_forward=false"),
+        ("zero1", "parallel.zero_offload_optimizer=true"),
+        ("zero3", "parallel.zero_offload_params=true"),
+    ],
+)
 def test_an_option_of_its_own_strategy_is_accepted(strategy, option):
     load(f"parallel.strategy={strategy}", option)
 
@@ -59,13 +68,19 @@ def test_ds_config_follows_our_config():
     loop = LoopConfig(global_batch_size=32, micro_batch_size=4, grad_clip=0.5, precision="bf16")
     options = ParallelConfig(strategy="zero3", zero_offload_optimizer=True, zero_offload_params=True)
     config = ds_config(loop, options, stage=3, world_size=2, on_cuda=True)
-    assert (config["train_batch_size"], config["train_micro_batch_size_per_gpu"],
-            config["gradient_accumulation_steps"]) == (32, 4, 4)
+    assert (
+        config["train_batch_size"],
+        config["train_micro_batch_size_per_gpu"],
+        config["gradient_accumulation_steps"],
+    ) == (32, 4, 4)
     assert config["managed_gradient_accumulation"] is False  # step() is the accumulation boundary
     assert config["gradient_clipping"] == 0.5
     assert config["bf16"] == {"enabled": True} and config["communication_data_type"] == "fp32"
-    assert config["zero_optimization"] == {"stage": 3, "offload_optimizer": {"device": "cpu", "pin_memory": True},
-                                           "offload_param": {"device": "cpu", "pin_memory": True}}
+    assert config["zero_optimization"] == {
+        "stage": 3,
+        "offload_optimizer": {"device": "cpu", "pin_memory": True},
+        "offload_param": {"device": "cpu", "pin_memory": True},
+    }
 
 
 def test_ds_config_fp32_without_offload():
@@ -76,5 +91,10 @@ def test_ds_config_fp32_without_offload():
 
 def test_ds_config_rejects_a_batch_the_ranks_cannot_split():
     with pytest.raises(ConfigError, match="train.global_batch_size: 16 is not a multiple of"):
-        ds_config(LoopConfig(global_batch_size=16, micro_batch_size=8), ParallelConfig(strategy="zero2"),
-                  stage=2, world_size=4, on_cuda=False)
+        ds_config(
+            LoopConfig(global_batch_size=16, micro_batch_size=8),
+            ParallelConfig(strategy="zero2"),
+            stage=2,
+            world_size=4,
+            on_cuda=False,
+        )

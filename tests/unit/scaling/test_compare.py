@@ -37,8 +37,12 @@ def store(tmp_path_factory) -> str:
             client.set_tag(run, "model_size", size)
             client.set_tag(run, "epochs", str(d / 1e8))  # 1e8 tokens of data: the largest D repeats it
             loss = law(n, d)
-            for key, value in {"train/loss": loss - 0.01, "val/loss": loss, "val/ppl": math.exp(loss),
-                               "tokens_per_s": 1e5 / n * 1e6}.items():
+            for key, value in {
+                "train/loss": loss - 0.01,
+                "val/loss": loss,
+                "val/ppl": math.exp(loss),
+                "tokens_per_s": 1e5 / n * 1e6,
+            }.items():
                 client.log_metric(run, key, value, step=10)
             client.set_terminated(run, "FINISHED")
     killed = client.create_run(experiment, run_name="killed").info.run_id
@@ -49,8 +53,23 @@ def store(tmp_path_factory) -> str:
 
 def test_compare_prints_every_run_sorted_and_writes_csv(store, tmp_path, capsys):
     out = tmp_path / "runs.csv"
-    assert main(["sweep", "compare", "--experiment", "sweep", "--tracking-uri", store, "--sort", "val_loss",
-                 "--csv", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "compare",
+                "--experiment",
+                "sweep",
+                "--tracking-uri",
+                store,
+                "--sort",
+                "val_loss",
+                "--csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["run", "size", "N"]
     names = [line.split()[0] for line in lines[1:11]]
@@ -62,29 +81,71 @@ def test_compare_prints_every_run_sorted_and_writes_csv(store, tmp_path, capsys)
     by_name = {row["name"]: row for row in rows}
     assert float(by_name["l-2e+08"]["val_loss"]) == pytest.approx(law(1e7, 2e8), rel=1e-12)
     assert by_name["killed"]["val_loss"] == "" and by_name["killed"]["status"] == "KILLED"
-    assert float(by_name["l-2e+08"]["gap"]) == pytest.approx(0.01) and float(by_name["l-2e+08"]["epochs"]) == 2.0
+    assert (
+        float(by_name["l-2e+08"]["gap"]) == pytest.approx(0.01) and float(by_name["l-2e+08"]["epochs"]) == 2.0
+    )
     table = {line.split()[0]: line.split() for line in lines[1:11]}
-    assert table["l-2e+08"][5:9] == ["2.00*", f"{law(1e7, 2e8) - 0.01:.4f}", f"{law(1e7, 2e8):.4f}", "+0.0100"]
+    assert table["l-2e+08"][5:9] == [
+        "2.00*",
+        f"{law(1e7, 2e8) - 0.01:.4f}",
+        f"{law(1e7, 2e8):.4f}",
+        "+0.0100",
+    ]
     assert table["s-2e+07"][5] == "0.20" and table["killed"][5] == "-"
 
 
 def test_fit_from_the_experiment_uses_the_finished_runs(store, tmp_path, capsys):
     out = tmp_path / "fit.json"
-    assert main(["sweep", "fit", "--experiment", "sweep", "--tracking-uri", store, "--output", str(out),
-                 "--n-bootstrap", "0"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "fit",
+                "--experiment",
+                "sweep",
+                "--tracking-uri",
+                store,
+                "--output",
+                str(out),
+                "--n-bootstrap",
+                "0",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "1 run(s) without a finished N, D and val/loss left out: killed" in captured.err
     fit = json.loads(out.read_text())
     assert fit["n_points"] == 9
-    assert fit["E"] == pytest.approx(LAW["E"], rel=1e-3) and fit["alpha"] == pytest.approx(LAW["alpha"], abs=1e-3)
+    assert fit["E"] == pytest.approx(LAW["E"], rel=1e-3) and fit["alpha"] == pytest.approx(
+        LAW["alpha"], abs=1e-3
+    )
 
 
 def test_fit_predicts_the_compute_optimal_model_at_given_budgets(store, tmp_path, capsys):
     """N* = G (C/6)^(beta/(alpha+beta)) with G = (alpha A / (beta B))^(1/(alpha+beta)), D* = C / 6N*:
     the fitted law's answer is the true law's, since the points lie exactly on it."""
     out = tmp_path / "fit.json"
-    assert main(["sweep", "fit", "--experiment", "sweep", "--tracking-uri", store, "--output", str(out),
-                 "--n-bootstrap", "20", "--compute", "1e21", "1e23"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "fit",
+                "--experiment",
+                "sweep",
+                "--tracking-uri",
+                store,
+                "--output",
+                str(out),
+                "--n-bootstrap",
+                "20",
+                "--compute",
+                "1e21",
+                "1e23",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     a, b = LAW["alpha"], LAW["beta"]
     g = (a * LAW["A"] / (b * LAW["B"])) ** (1 / (a + b))

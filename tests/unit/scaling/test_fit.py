@@ -14,7 +14,7 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from pipeline.cli.main import USER_ERRORS
-from pipeline.cli.sweep import add_sweep_parser
+from pipeline.cli.sweep import add_parsers as add_sweep_parser
 from pipeline.scaling import fit as fit_module
 from pipeline.scaling.fit import FitOptions, InitGrid, ScalingFit, fit_scaling_law, huber_objective
 from pipeline.scaling.isoflop import IsoFlopUnavailable, fit_isoflop
@@ -47,8 +47,11 @@ def test_gradient_is_exact(theta):
     data = (np.log(n), np.log(d), np.log(loss), 1e-3)
     theta = np.array(theta)
     step = 1e-7
-    central = [(huber_objective(theta + step * unit, *data)[0] - huber_objective(theta - step * unit, *data)[0])
-               / (2 * step) for unit in np.eye(5)]
+    central = [
+        (huber_objective(theta + step * unit, *data)[0] - huber_objective(theta - step * unit, *data)[0])
+        / (2 * step)
+        for unit in np.eye(5)
+    ]
     np.testing.assert_allclose(huber_objective(theta, *data)[1], central, rtol=1e-5, atol=1e-10)
 
 
@@ -63,8 +66,9 @@ def test_noiseless_grid_recovers_the_law_exactly():
 def noisy_fit() -> ScalingFit:
     """0.5% noise on 36 points. Over 20 seeds the worst errors were E 1.3%, alpha 0.010, beta 0.024,
     log A 0.17, log B 0.49 (A and B trade off against the exponents), and every 95% CI held the truth."""
-    return fit_scaling_law(*grid_points(6, noise=0.005, seed=0),
-                           FitOptions(grid=SMALL_GRID, n_bootstrap=100, seed=0))
+    return fit_scaling_law(
+        *grid_points(6, noise=0.005, seed=0), FitOptions(grid=SMALL_GRID, n_bootstrap=100, seed=0)
+    )
 
 
 def test_noisy_grid_recovers_the_law(noisy_fit):
@@ -99,9 +103,12 @@ def test_fit_is_the_best_of_the_grid():
 @pytest.mark.parametrize("compute", [1e19, 5.76e23])
 def test_compute_optimal_is_the_minimum_along_the_budget(noisy_fit, compute):
     optimum = noisy_fit.compute_optimal(compute)
-    along_budget = minimize_scalar(lambda log_n: noisy_fit.predict(np.exp(log_n), compute / (6 * np.exp(log_n))),
-                                   bounds=(np.log(1e5), np.log(1e14)), method="bounded",
-                                   options={"xatol": 1e-9})
+    along_budget = minimize_scalar(
+        lambda log_n: noisy_fit.predict(np.exp(log_n), compute / (6 * np.exp(log_n))),
+        bounds=(np.log(1e5), np.log(1e14)),
+        method="bounded",
+        options={"xatol": 1e-9},
+    )
     assert optimum.n == pytest.approx(np.exp(along_budget.x), rel=1e-5)
     assert optimum.loss == pytest.approx(along_budget.fun, rel=1e-9)
     assert 6 * optimum.n * optimum.d == pytest.approx(compute)
@@ -154,6 +161,7 @@ def test_isoflop_needs_two_budgets():
 
 # --- lmpipe sweep fit ---------------------------------------------------------------------------
 
+
 def sweep(argv: list[str]) -> int:
     """``lmpipe sweep ...`` through the parser that pipeline/cli.py extends, minus its error printing."""
     parser = argparse.ArgumentParser(prog="lmpipe")
@@ -180,16 +188,38 @@ def runs_csv(path: Path, tokens: bool) -> Path:
     """IsoFLOP-shaped runs (5 budgets x 7 sizes), with C or D, and a column the fit ignores."""
     n, d, loss = isoflop_points(np.logspace(18, 22, 5))
     second = d if tokens else 6 * n * d
-    return write_csv(path, ["run", "Model Size", "Tokens" if tokens else "Training FLOP", "loss"],
-                     [(f"r{i}", *row) for i, row in enumerate(zip(n, second, loss))])
+    return write_csv(
+        path,
+        ["run", "Model Size", "Tokens" if tokens else "Training FLOP", "loss"],
+        [(f"r{i}", *row) for i, row in enumerate(zip(n, second, loss))],
+    )
 
 
-@pytest.mark.parametrize("column", [["--c-col", "Training FLOP"], ["--d-col", "Tokens"]], ids=["c-col", "d-col"])
+@pytest.mark.parametrize(
+    "column", [["--c-col", "Training FLOP"], ["--d-col", "Tokens"]], ids=["c-col", "d-col"]
+)
 def test_sweep_fit_writes_fit_json(small_grid, tmp_path, capsys, column):
     source = runs_csv(tmp_path / "runs.csv", tokens=column[0] == "--d-col")
     output = tmp_path / "out" / "fit.json"
-    assert sweep(["fit", "--csv", str(source), "--n-col", "Model Size", *column, "--loss-col", "loss",
-                  "--output", str(output), "--n-bootstrap", "20"]) == 0
+    assert (
+        sweep(
+            [
+                "fit",
+                "--csv",
+                str(source),
+                "--n-col",
+                "Model Size",
+                *column,
+                "--loss-col",
+                "loss",
+                "--output",
+                str(output),
+                "--n-bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
     result = json.loads(output.read_text())
     assert {"E", "A", "B", "alpha", "beta", "ci", "n_points", "objective", "isoflop"} <= set(result)
     assert all(isinstance(result[key], float) for key in TRUE)
@@ -206,7 +236,10 @@ def test_sweep_fit_without_budgets_notes_it_once(small_grid, tmp_path, capsys):
     n, d = (x.ravel() for x in np.meshgrid(np.logspace(7, 10, 4), 10 ** (9 + 1.1 * np.arange(4))))
     source = write_csv(tmp_path / "grid.csv", ["N", "D", "loss"], zip(n, d, true_loss(n, d)))
     output = tmp_path / "fit.json"
-    assert sweep(["fit", "--csv", str(source), "--d-col", "D", "--output", str(output), "--n-bootstrap", "0"]) == 0
+    assert (
+        sweep(["fit", "--csv", str(source), "--d-col", "D", "--output", str(output), "--n-bootstrap", "0"])
+        == 0
+    )
     assert "isoflop" not in json.loads(output.read_text())
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no IsoFLOP fit" in err
@@ -219,7 +252,10 @@ def test_sweep_fit_names_a_few_skipped_budgets_and_counts_the_rest(small_grid, t
     rows = zip(np.r_[n, lone_n], np.r_[d, lone_d], np.r_[loss, true_loss(lone_n, lone_d)])
     source = write_csv(tmp_path / "runs.csv", ["N", "D", "loss"], rows)
     output = tmp_path / "fit.json"
-    assert sweep(["fit", "--csv", str(source), "--d-col", "D", "--output", str(output), "--n-bootstrap", "0"]) == 0
+    assert (
+        sweep(["fit", "--csv", str(source), "--d-col", "D", "--output", str(output), "--n-bootstrap", "0"])
+        == 0
+    )
     assert len(json.loads(output.read_text())["isoflop"]["skipped"]) == 5
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4 and all("1 model size" in line for line in err[:3])
@@ -233,17 +269,38 @@ GOOD = [(1e8, 2e9, 3.1), (2e8, 4e9, 2.9), (4e8, 8e9, 2.7), (8e8, 1.6e10, 2.6), (
     "rows, flags, expected",
     [
         (GOOD, ["--d-col", "tokens"], "no column 'tokens'; its columns are 'N', 'D', 'loss'"),
-        (GOOD[:2] + [(4e8, 8e9, "n/a")] + GOOD[3:], ["--d-col", "D"], "line 4, column 'loss': 'n/a' is not a number"),
-        (GOOD[:1] + [(-2e8, 4e9, 2.9)] + GOOD[2:], ["--d-col", "D"], "line 3, column 'N': '-200000000.0' must be a positive number"),
+        (
+            GOOD[:2] + [(4e8, 8e9, "n/a")] + GOOD[3:],
+            ["--d-col", "D"],
+            "line 4, column 'loss': 'n/a' is not a number",
+        ),
+        (
+            GOOD[:1] + [(-2e8, 4e9, 2.9)] + GOOD[2:],
+            ["--d-col", "D"],
+            "line 3, column 'N': '-200000000.0' must be a positive number",
+        ),
         (GOOD[:4] + [(1.6e9, 0, 2.5)], ["--d-col", "D"], "line 6, column 'D': '0' must be a positive number"),
         (GOOD[:3] + [(8e8, "", 2.6)] + GOOD[4:], ["--d-col", "D"], "line 5, column 'D': empty cell"),
-        (GOOD[:4], ["--d-col", "D"], "need at least 5 points to fit 5 parameters (E, A, B, alpha, beta); got 4"),
+        (
+            GOOD[:4],
+            ["--d-col", "D"],
+            "need at least 5 points to fit 5 parameters (E, A, B, alpha, beta); got 4",
+        ),
         (GOOD, ["--d-col", "D", "--c-col", "D"], "(--c-col) or the tokens column (--d-col), one of the two"),
         (GOOD, [], "(--c-col) or the tokens column (--d-col), one of the two"),
         (GOOD, ["--d-col", "D", "ci_level=1.5"], "ci_level: must be between 0 and 1"),
     ],
-    ids=["missing-column", "non-numeric", "negative-N", "zero-D", "empty-cell", "too-few-points",
-         "both-c-and-d", "neither-c-nor-d", "bad-config"],
+    ids=[
+        "missing-column",
+        "non-numeric",
+        "negative-N",
+        "zero-D",
+        "empty-cell",
+        "too-few-points",
+        "both-c-and-d",
+        "neither-c-nor-d",
+        "bad-config",
+    ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, rows, flags, expected):
     source = write_csv(tmp_path / "runs.csv", ["N", "D", "loss"], rows)

@@ -9,12 +9,15 @@ import pytest
 
 from data_prep.tokenizer.manifest import build_manifest, write_manifest
 from pipeline.config.train import TrainJobConfig
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.model.ladder import SIZES, default_batch_size, default_lr
 from pipeline.scaling.plan import SweepConfig, format_plan, plan_sweep, write_plan
 
-BASE = ["name=t", "overrides=[data.shards=s,model.seq_len=64,train.micro_batch_size=4]",
-        "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1}, {name: b, d_model: 64, n_layers: 2, n_heads: 2}]"]
+BASE = [
+    "name=t",
+    "overrides=[data.shards=s,model.seq_len=64,train.micro_batch_size=4]",
+    "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1}, {name: b, d_model: 64, n_layers: 2, n_heads: 2}]",
+]
 
 
 def sweep(*overrides: str, tmp_path=None) -> SweepConfig:
@@ -45,17 +48,36 @@ def test_grid_of_tokens_rounds_each_run_to_whole_steps():
 def test_runs_past_one_epoch_of_the_training_split_are_flagged(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
-    split_tokens = {"train-a.arrow": ("train", 30000), "train-b.arrow": ("train", 10000), "val.arrow": ("val", 99999)}
+    split_tokens = {
+        "train-a.arrow": ("train", 30000),
+        "train-b.arrow": ("train", 10000),
+        "val.arrow": ("val", 99999),
+    }
     for name in split_tokens:
         (shards / name).touch()
-    write_manifest(shards, build_manifest(
-        tokenizer={"path": "tokenizer.json", "sha256": "", "vocab_size": 512, "eos_id": 1}, dtype="uint16",
-        shards=[{"path": name, "split": split, "source": "web", "docs": 1, "tokens": tokens, "sha256": ""}
-                for name, (split, tokens) in split_tokens.items()], config={}, command="test"))
-    plan = plan_sweep(sweep("tokens=[20000,80000]", f"overrides=[data.shards={shards},model.seq_len=64,"
-                            "train.micro_batch_size=4]", "global_batch_size=4"))
+    write_manifest(
+        shards,
+        build_manifest(
+            tokenizer={"path": "tokenizer.json", "sha256": "", "vocab_size": 512, "eos_id": 1},
+            dtype="uint16",
+            shards=[
+                {"path": name, "split": split, "source": "web", "docs": 1, "tokens": tokens, "sha256": ""}
+                for name, (split, tokens) in split_tokens.items()
+            ],
+            config={},
+            command="test",
+        ),
+    )
+    plan = plan_sweep(
+        sweep(
+            "tokens=[20000,80000]",
+            f"overrides=[data.shards={shards},model.seq_len=64,train.micro_batch_size=4]",
+            "global_batch_size=4",
+        )
+    )
     assert {run.name: run.epochs for run in plan.runs} == pytest.approx(
-        {"a-d20k": 0.5, "a-d80k": 2.0, "b-d20k": 0.5, "b-d80k": 2.0}, rel=0.01)  # D / 40k train tokens
+        {"a-d20k": 0.5, "a-d80k": 2.0, "b-d20k": 0.5, "b-d80k": 2.0}, rel=0.01
+    )  # D / 40k train tokens
     table = format_plan(plan)
     assert [line.split()[8] for line in table.splitlines()[1:5]] == ["0.50", "2.00*", "0.50", "2.00*"]
     assert "* 2 run(s) repeat their data" in table
@@ -86,7 +108,9 @@ def test_lr_and_batch_follow_the_ladder_rule_unless_given():
         assert run.lr == pytest.approx(default_lr(run.N))
         assert run.global_batch_size == default_batch_size(run.N, 64)
         config = plan.configs[run.name]
-        assert config.train.micro_batch_size <= 4 and run.global_batch_size % config.train.micro_batch_size == 0
+        assert (
+            config.train.micro_batch_size <= 4 and run.global_batch_size % config.train.micro_batch_size == 0
+        )
     fixed = plan_sweep(sweep("tokens=[50000]", "lr=0.002", "global_batch_size=8"))
     assert {(run.lr, run.global_batch_size) for run in fixed.runs} == {(0.002, 8)}
 
@@ -100,8 +124,13 @@ def test_lr_multipliers_make_one_run_each():
 
 
 def test_warmup_is_about_n_tokens_capped_at_a_fraction_of_the_run():
-    long, short = plan_sweep(sweep("tokens=[10000000,100000]", "models=[{name: b, d_model: 64, n_layers: 2, "
-                                   "n_heads: 2}]", "global_batch_size=8")).runs
+    long, short = plan_sweep(
+        sweep(
+            "tokens=[10000000,100000]",
+            "models=[{name: b, d_model: 64, n_layers: 2, n_heads: 2}]",
+            "global_batch_size=8",
+        )
+    ).runs
     step_tokens = 8 * 64
     assert long.warmup_steps == round(long.N / step_tokens)
     assert short.warmup_steps == int(0.1 * short.steps) < round(short.N / step_tokens)
@@ -114,24 +143,30 @@ def test_written_configs_load_as_train_configs(tmp_path):
     for run in plan.runs:
         loaded = TrainJobConfig.load(run.config)
         assert loaded == plan.configs[run.name]
-        assert loaded.tracking.parent_run_id == "abc123" and loaded.output_dir == str(tmp_path / "runs" / run.name)
+        assert loaded.tracking.parent_run_id == "abc123" and loaded.output_dir == str(
+            tmp_path / "runs" / run.name
+        )
         assert loaded.tracking.uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert [row["name"] for row in json.loads((tmp_path / "plan.json").read_text())["runs"]] == \
-        [run.name for run in plan.runs]
+    assert [row["name"] for row in json.loads((tmp_path / "plan.json").read_text())["runs"]] == [
+        run.name for run in plan.runs
+    ]
     assert (tmp_path / "plan.csv").read_text().splitlines()[0].startswith("name,model,N,D,C")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["bogus=1", "tokens=[1]"], "unknown key 'bogus'"),
-    (["tokens=[1]", "models=[{name: a, width: 3}]"], "unknown key 'width'"),
-    (["tokens=[1000]", "compute=[1e9]"], "give the data sizes one way"),
-    ([], "give the data sizes one way"),
-    (["tokens=[1000]", "models=[{name: huge}]"], "'huge' is not a ladder size"),
-    (["tokens=[1000]", "models=[{name: c, d_model: 64}]"], "needs d_model, n_layers and n_heads"),
-    (["tokens=[1000]", "models=[{name: 14m}, {name: 14m}]"], "names must be unique"),
-    (["tokens=[1000]", "lr_multipliers=[0]"], "lr_multipliers: every value must be > 0"),
-    (["tokens=[1000]", "tokens_per_s={zz: 1}"], "zz is not a model of the sweep"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["bogus=1", "tokens=[1]"], "unknown key 'bogus'"),
+        (["tokens=[1]", "models=[{name: a, width: 3}]"], "unknown key 'width'"),
+        (["tokens=[1000]", "compute=[1e9]"], "give the data sizes one way"),
+        ([], "give the data sizes one way"),
+        (["tokens=[1000]", "models=[{name: huge}]"], "'huge' is not a ladder size"),
+        (["tokens=[1000]", "models=[{name: c, d_model: 64}]"], "needs d_model, n_layers and n_heads"),
+        (["tokens=[1000]", "models=[{name: 14m}, {name: 14m}]"], "names must be unique"),
+        (["tokens=[1000]", "lr_multipliers=[0]"], "lr_multipliers: every value must be > 0"),
+        (["tokens=[1000]", "tokens_per_s={zz: 1}"], "zz is not a model of the sweep"),
+    ],
+)
 def test_bad_sweep_configs_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as error:
         sweep(*overrides)
@@ -153,25 +188,38 @@ def test_summary_of_a_finished_isoflop_sweep_fits_and_plots_on_the_parent(tmp_pa
     from pipeline.scaling.run import ensure_parent_run, summarize
 
     SMALL_GRID = InitGrid(alpha=(0.5,), beta=(0.5,), e=(0.0, 1.0), a=(5.0, 10.0), b=(5.0, 10.0))
-    cfg = sweep("compute=[1e11,1e12]", "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1}, "
-                "{name: b, d_model: 64, n_layers: 2, n_heads: 2}, {name: c, d_model: 96, n_layers: 3, n_heads: 3}]",
-                tmp_path=tmp_path)
+    cfg = sweep(
+        "compute=[1e11,1e12]",
+        "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1}, "
+        "{name: b, d_model: 64, n_layers: 2, n_heads: 2}, {name: c, d_model: 96, n_layers: 3, n_heads: 3}]",
+        tmp_path=tmp_path,
+    )
     plan = plan_sweep(cfg)
     write_plan(plan, cfg.root_dir)
     client = MlflowClient(tracking_uri=cfg.resolve_uri())
     parent = ensure_parent_run(cfg)
     assert ensure_parent_run(cfg) == parent  # remembered in sweep.json
-    child = client.create_run(client.get_run(parent).info.experiment_id, run_name=plan.runs[0].name).info.run_id
+    child = client.create_run(
+        client.get_run(parent).info.experiment_id, run_name=plan.runs[0].name
+    ).info.run_id
     epochs = {plan.runs[0].name: 2.5, plan.runs[1].name: 0.5}
     for run in plan.runs:
-        loss = 1.5 + 30 / run.N ** 0.3 + 60 / run.D ** 0.3
+        loss = 1.5 + 30 / run.N**0.3 + 60 / run.D**0.3
         if run is plan.runs[0]:  # the last log window's mean, which the gap prefers to the last step's loss
             client.log_metric(child, "train/loss", loss - 0.02, step=10)
             client.set_terminated(child, "FINISHED")
-        (tmp_path / "runs" / run.name / "result.json").write_text(json.dumps(
-            {"n_params": run.N, "tokens_seen": run.D, "final_val_loss": loss, "last_train_loss": loss - 0.05,
-             "mlflow_run_id": child if run is plan.runs[0] else None,
-             "data": {"all": {"epochs": epochs.get(run.name, 0.9)}}}))
+        (tmp_path / "runs" / run.name / "result.json").write_text(
+            json.dumps(
+                {
+                    "n_params": run.N,
+                    "tokens_seen": run.D,
+                    "final_val_loss": loss,
+                    "last_train_loss": loss - 0.05,
+                    "mlflow_run_id": child if run is plan.runs[0] else None,
+                    "data": {"all": {"epochs": epochs.get(run.name, 0.9)}},
+                }
+            )
+        )
     fit = summarize(cfg, plan, parent, fit_options=FitOptions(grid=SMALL_GRID, n_bootstrap=0))
     assert fit is not None and json.loads(fit.read_text())["n_points"] == 6
     assert f"1 run(s) repeated their data (epochs > 1): {plan.runs[0].name}" in capsys.readouterr().err
@@ -182,8 +230,13 @@ def test_summary_of_a_finished_isoflop_sweep_fits_and_plots_on_the_parent(tmp_pa
     assert results[plan.runs[1].name]["epochs"] == 0.5
     assert results[plan.runs[1].name]["train_val_gap"] == pytest.approx(0.05)
     run = client.get_run(parent)
-    assert run.info.status == "FINISHED" and len([k for k in run.data.metrics if k.startswith("final_val_loss/")]) == 6
+    assert (
+        run.info.status == "FINISHED"
+        and len([k for k in run.data.metrics if k.startswith("final_val_loss/")]) == 6
+    )
     plots = {a.path for a in client.list_artifacts(parent, "plots")}
-    assert plots == {f"plots/{name}.png" for name in ("loss_vs_compute", "loss_vs_tokens", "isoflop",
-                                                       "fit_vs_observed", "train_val_gap")}
+    assert plots == {
+        f"plots/{name}.png"
+        for name in ("loss_vs_compute", "loss_vs_tokens", "isoflop", "fit_vs_observed", "train_val_gap")
+    }
     assert "fit.json" in {a.path for a in client.list_artifacts(parent)}

@@ -35,7 +35,9 @@ def test_rolls_over_at_shard_size_keeping_rows_whole(tmp_path):
     rows = [row for e in entries for row in read_rows(tmp_path / e["path"])]
     assert rows == [list(range(i, i + 10)) for i in range(0, 50, 10)]
     assert all(e["sha256"] == file_sha256(tmp_path / e["path"]) for e in entries)
-    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [e["path"][7:] for e in entries]  # no temp files
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
+        e["path"][7:] for e in entries
+    ]  # no temp files
 
 
 def test_a_document_larger_than_a_shard_gets_its_own(tmp_path):
@@ -47,7 +49,9 @@ def test_a_document_larger_than_a_shard_gets_its_own(tmp_path):
 
 def test_datasets_loads_a_shard_unchanged(tmp_path):
     (tmp_path / "shards").mkdir()
-    writer = ShardWriter(tmp_path, split="train", source="cc", task=0, dtype=np.uint16, shard_size_bytes=1 << 20)
+    writer = ShardWriter(
+        tmp_path, split="train", source="cc", task=0, dtype=np.uint16, shard_size_bytes=1 << 20
+    )
     writer.add(*docs([4, 1, 7], start=65000))
     [entry] = writer.close()
     dataset = Dataset.from_file(str(tmp_path / entry["path"]))
@@ -58,7 +62,9 @@ def test_datasets_loads_a_shard_unchanged(tmp_path):
 
 def test_uint32_shards(tmp_path):
     (tmp_path / "shards").mkdir()
-    writer = ShardWriter(tmp_path, split="train", source="cc", task=0, dtype=np.uint32, shard_size_bytes=1 << 20)
+    writer = ShardWriter(
+        tmp_path, split="train", source="cc", task=0, dtype=np.uint32, shard_size_bytes=1 << 20
+    )
     writer.add(np.array([70000, 1], dtype=np.uint32), np.array([2]))
     [entry] = writer.close()
     assert Dataset.from_file(str(tmp_path / entry["path"])).features["input_ids"] == List(Value("uint32"))

@@ -22,9 +22,15 @@ def gpt2_style(path: Path) -> Path:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                             show_progress=False))
+    tokenizer.train_from_iterator(
+        TEXTS,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     tokenizer.save(str(path))
     return path
 
@@ -34,8 +40,10 @@ def llama_style(path: Path, special_tokens=("<unk>", "<s>", "</s>")) -> Path:
     tokenizer = Tokenizer(models.WordPiece(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(TEXTS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=list(special_tokens),
-                                                                   show_progress=False))
+    tokenizer.train_from_iterator(
+        TEXTS,
+        trainers.WordPieceTrainer(vocab_size=200, special_tokens=list(special_tokens), show_progress=False),
+    )
     tokenizer.save(str(path))
     return path
 
@@ -43,8 +51,15 @@ def llama_style(path: Path, special_tokens=("<unk>", "<s>", "</s>")) -> Path:
 def run(tmp_path: Path, tokenizer: Path, write_docs, **overrides) -> dict:
     docs = [{"id": f"d{i}", "text": text, "source": "cc"} for i, text in enumerate(TEXTS)]
     write_docs(tmp_path / "prep" / "docs" / "a.parquet", docs)
-    return tokenize(TokenizeConfig(input=[str(tmp_path / "prep")], tokenizer=str(tokenizer),
-                                   output=str(tmp_path / "out"), val_fraction=0.0, **overrides))
+    return tokenize(
+        TokenizeConfig(
+            input=[str(tmp_path / "prep")],
+            tokenizer=str(tokenizer),
+            output=str(tmp_path / "out"),
+            val_fraction=0.0,
+            **overrides,
+        )
+    )
 
 
 def rows(output: Path, manifest: dict) -> list[list[int]]:
@@ -66,7 +81,11 @@ def test_gpt2_style_tokenizer_appends_endoftext(tmp_path, write_docs):
 def test_llama_style_tokenizer_appends_s_close_and_records_bos(tmp_path, write_docs):
     manifest = run(tmp_path, llama_style(tmp_path / "tokenizer.json"), write_docs)
     assert {key: manifest["tokenizer"][key] for key in ("eos_token", "eos_id", "bos_token", "bos_id")} == {
-        "eos_token": "</s>", "eos_id": 2, "bos_token": "<s>", "bos_id": 1}
+        "eos_token": "</s>",
+        "eos_id": 2,
+        "bos_token": "<s>",
+        "bos_id": 1,
+    }
     assert [row.count(2) for row in rows(tmp_path / "out", manifest)] == [1, 1, 1]
     assert all(row[-1] == 2 for row in rows(tmp_path / "out", manifest))
 
@@ -77,7 +96,10 @@ def test_configured_name_wins_and_tokenizer_config_json_is_read(tmp_path, write_
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "<|eot|>"}}))
     manifest = run(tmp_path, file, write_docs)
     assert manifest["tokenizer"]["eos_token"] == "<|eot|>"
-    assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["eos_token"]["content"] == "<|eot|>"
+    assert (
+        json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["eos_token"]["content"]
+        == "<|eot|>"
+    )
 
 
 def test_no_eos_is_one_line_naming_the_file_and_the_candidates(tmp_path, write_docs):
@@ -93,5 +115,7 @@ def test_no_eos_is_one_line_naming_the_file_and_the_candidates(tmp_path, write_d
 
 def test_a_file_that_is_not_a_tokenizer_is_one_line_naming_it(tmp_path, write_docs):
     (tmp_path / "tokenizer.json").write_text('{"model": "nope"}')
-    with pytest.raises(ValueError, match=rf"^{tmp_path / 'tokenizer.json'}: not a tokenizers tokenizer.json \([^\n]*\)$"):
+    with pytest.raises(
+        ValueError, match=rf"^{tmp_path / 'tokenizer.json'}: not a tokenizers tokenizer.json \([^\n]*\)$"
+    ):
         run(tmp_path, tmp_path / "tokenizer.json", write_docs)

@@ -12,7 +12,9 @@ from data_prep.tokenizer.tokenize import flat_with_eos, split_of, tokenize
 
 
 def config(docs_dir, tokenizer_file, output, **overrides) -> TokenizeConfig:
-    return TokenizeConfig(input=[str(docs_dir)], tokenizer=str(tokenizer_file.parent), output=str(output), **overrides)
+    return TokenizeConfig(
+        input=[str(docs_dir)], tokenizer=str(tokenizer_file.parent), output=str(output), **overrides
+    )
 
 
 def rows(path) -> list[list[int]]:
@@ -32,18 +34,36 @@ def test_split_of_is_stable_and_near_the_fraction():
 
 def test_layout_manifest_and_progress(tmp_path, docs_dir, tokenizer_file):
     seen = []
-    manifest = tokenize(config(docs_dir, tokenizer_file, tmp_path, val_fraction=0.2, batch_size=16), seen.append)
+    manifest = tokenize(
+        config(docs_dir, tokenizer_file, tmp_path, val_fraction=0.2, batch_size=16), seen.append
+    )
     assert (tmp_path / "tokenizer.json").read_bytes() == tokenizer_file.read_bytes()
     assert TokenizeConfig.load(tmp_path / "config.yaml").val_fraction == 0.2
-    assert sorted(p.name for p in (tmp_path / "completions").iterdir()) == ["00000.done", "00001.done", "00002.done"]
+    assert sorted(p.name for p in (tmp_path / "completions").iterdir()) == [
+        "00000.done",
+        "00001.done",
+        "00002.done",
+    ]
     assert sum(seen) == manifest["totals"]["docs"] == 180 and max(seen) <= 16
-    assert manifest["tokenizer"] == {"path": "tokenizer.json", "sha256": file_sha256(tokenizer_file),
-                                     "vocab_size": 400, "eos_id": 1, "bos_id": 0, "pad_id": 2,
-                                     "eos_token": "<|eos|>", "bos_token": "<|bos|>", "pad_token": "<|pad|>"}
+    assert manifest["tokenizer"] == {
+        "path": "tokenizer.json",
+        "sha256": file_sha256(tokenizer_file),
+        "vocab_size": 400,
+        "eos_id": 1,
+        "bos_id": 0,
+        "pad_id": 2,
+        "eos_token": "<|eos|>",
+        "bos_token": "<|bos|>",
+        "pad_token": "<|pad|>",
+    }
     assert manifest["totals"]["input_files"] == 3 and manifest["totals"]["skipped_empty"] == 0
     assert manifest["dtype"] == "uint16"
     assert {(s["split"], s["source"]) for s in manifest["shards"]} == {
-        ("train", "cc"), ("train", "wiki"), ("val", "cc"), ("val", "wiki")}
+        ("train", "cc"),
+        ("train", "wiki"),
+        ("val", "cc"),
+        ("val", "wiki"),
+    }
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
 
 
@@ -76,14 +96,18 @@ def test_fewer_inputs_on_rerun_drop_stale_shards(tmp_path, tokenizer_file, make_
     tokenize(config(docs, tokenizer_file, tmp_path / "out"))
     (docs / "docs" / "00001-00000.parquet").unlink()
     manifest = tokenize(config(docs, tokenizer_file, tmp_path / "out"))
-    assert {p.name for p in (tmp_path / "out" / "shards").iterdir()} == {s["path"][7:] for s in manifest["shards"]}
+    assert {p.name for p in (tmp_path / "out" / "shards").iterdir()} == {
+        s["path"][7:] for s in manifest["shards"]
+    }
     assert manifest["totals"]["docs"] == 5
 
 
 def test_special_token_text_stays_text_and_empty_docs_are_skipped(tmp_path, tokenizer_file, write_docs):
     text = "Stop <|eos|> here <|bos|>"
-    write_docs(tmp_path / "prep" / "docs" / "a.parquet",
-               [{"id": "a", "text": text, "source": "cc"}, {"id": "b", "text": "", "source": "cc"}])
+    write_docs(
+        tmp_path / "prep" / "docs" / "a.parquet",
+        [{"id": "a", "text": text, "source": "cc"}, {"id": "b", "text": "", "source": "cc"}],
+    )
     manifest = tokenize(config(tmp_path / "prep", tokenizer_file, tmp_path / "out", val_fraction=0.0))
     [shard] = manifest["shards"]
     [row] = rows(tmp_path / "out" / shard["path"])
@@ -95,10 +119,13 @@ def test_special_token_text_stays_text_and_empty_docs_are_skipped(tmp_path, toke
     assert "1 empty docs skipped" in summarize_manifest(manifest)
 
 
-def test_rerun_removes_only_its_own_leftovers_when_sources_look_like_task_numbers(tmp_path, tokenizer_file,
-                                                                                    write_docs):
+def test_rerun_removes_only_its_own_leftovers_when_sources_look_like_task_numbers(
+    tmp_path, tokenizer_file, write_docs
+):
     # Task 0's source is "00001", so its shard train-00001-00000-00000.arrow contains "-00001-".
-    write_docs(tmp_path / "prep" / "docs" / "a.parquet", [{"id": "a", "text": "first file", "source": "00001"}])
+    write_docs(
+        tmp_path / "prep" / "docs" / "a.parquet", [{"id": "a", "text": "first file", "source": "00001"}]
+    )
     write_docs(tmp_path / "prep" / "docs" / "b.parquet", [{"id": "b", "text": "second file", "source": "cc"}])
     cfg = config(tmp_path / "prep", tokenizer_file, tmp_path / "out", val_fraction=0.0)
     first = tokenize(cfg)
@@ -107,7 +134,10 @@ def test_rerun_removes_only_its_own_leftovers_when_sources_look_like_task_number
     (tmp_path / "out" / "completions" / "00001.done").unlink()
     (shards / ".train-cc-00001-00003.arrow.tmp").write_bytes(b"partial")
     assert tokenize(cfg)["shards"] == first["shards"]
-    assert sorted(p.name for p in shards.iterdir()) == ["train-00001-00000-00000.arrow", "train-cc-00001-00000.arrow"]
+    assert sorted(p.name for p in shards.iterdir()) == [
+        "train-00001-00000-00000.arrow",
+        "train-cc-00001-00000.arrow",
+    ]
 
 
 def test_flat_with_eos_appends_eos_after_every_document():
@@ -123,7 +153,9 @@ def test_flat_with_eos_appends_eos_after_every_document():
 def test_worker_counts_give_identical_shards_and_progress(tmp_path, docs_dir, tokenizer_file):
     seen = []
     one = tokenize(config(docs_dir, tokenizer_file, tmp_path / "one", shard_size_bytes=500))
-    two = tokenize(config(docs_dir, tokenizer_file, tmp_path / "two", shard_size_bytes=500, workers=2), seen.append)
+    two = tokenize(
+        config(docs_dir, tokenizer_file, tmp_path / "two", shard_size_bytes=500, workers=2), seen.append
+    )
     assert one["shards"] == two["shards"] and len(one["shards"]) > 8
     assert sum(seen) == 180  # the pool reports progress per batch back to this process
 
@@ -136,4 +168,6 @@ def test_bad_source_is_an_error_naming_the_file(tmp_path, tokenizer_file, write_
 
 def test_missing_tokenizer_is_an_error(tmp_path, docs_dir):
     with pytest.raises(FileNotFoundError, match=f"tokenizer not found: {tmp_path}"):
-        tokenize(TokenizeConfig(input=[str(docs_dir)], tokenizer=str(tmp_path / "x.json"), output=str(tmp_path)))
+        tokenize(
+            TokenizeConfig(input=[str(docs_dir)], tokenizer=str(tmp_path / "x.json"), output=str(tmp_path))
+        )

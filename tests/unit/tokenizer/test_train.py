@@ -40,11 +40,21 @@ def test_transformers_loads_the_directory_with_its_special_tokens(tokenizer_file
 
 
 def test_roles_are_configurable_and_checked(tmp_path, docs_dir):
-    train_tokenizer(TokenizerTrainConfig(input=str(docs_dir), output=str(tmp_path), vocab_size=300,
-                                         special_tokens=["<|endoftext|>", "<|user|>"], eos_token="<|endoftext|>",
-                                         bos_token="", pad_token=""))
+    train_tokenizer(
+        TokenizerTrainConfig(
+            input=str(docs_dir),
+            output=str(tmp_path),
+            vocab_size=300,
+            special_tokens=["<|endoftext|>", "<|user|>"],
+            eos_token="<|endoftext|>",
+            bos_token="",
+            pad_token="",
+        )
+    )
     assert json.loads((tmp_path / "special_tokens_map.json").read_text()) == {
-        "eos_token": "<|endoftext|>", "additional_special_tokens": ["<|user|>"]}
+        "eos_token": "<|endoftext|>",
+        "additional_special_tokens": ["<|user|>"],
+    }
     hf = AutoTokenizer.from_pretrained(str(tmp_path))
     assert hf.eos_token_id == 0 and hf.bos_token is None
     with pytest.raises(ValueError, match="pad_token: '<pad>' is not one of special_tokens"):

@@ -25,14 +25,26 @@ def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fresh(seed: int):
     torch.manual_seed(seed)
-    return parallelize(build_model(ARGS), strategy="ddp", dist=DistInfo(), loop=LoopConfig(warmup_steps=2),
-                       total_steps=10)
+    return parallelize(
+        build_model(ARGS), strategy="ddp", dist=DistInfo(), loop=LoopConfig(warmup_steps=2), total_steps=10
+    )
 
 
 def save(parallel, out: Path, step: int, tokenizer: Path) -> Path:
-    return save_checkpoint(out, parallel=parallel, dist=DistInfo(), step=step, tokens_seen=step * 128,
-                           config=TrainJobConfig(), model_args=ARGS, tokenizer_file=tokenizer,
-                           loader_state={"sample_index": step}, mlflow_run_id=None, seed=0, keep=2)
+    return save_checkpoint(
+        out,
+        parallel=parallel,
+        dist=DistInfo(),
+        step=step,
+        tokens_seen=step * 128,
+        config=TrainJobConfig(),
+        model_args=ARGS,
+        tokenizer_file=tokenizer,
+        loader_state={"sample_index": step},
+        mlflow_run_id=None,
+        seed=0,
+        keep=2,
+    )
 
 
 def test_saved_model_gives_the_same_loss_and_training_resumes_exactly(tmp_path, tiny_corpus):
@@ -54,8 +66,9 @@ def test_saved_model_gives_the_same_loss_and_training_resumes_exactly(tmp_path, 
     resumed.load(step_dir)
     assert resumed.lr == original.lr
     for seed in (3, 4):
-        assert train_step(resumed, [batch(seed)], dist=DistInfo()) == train_step(original, [batch(seed)],
-                                                                                 dist=DistInfo())
+        assert train_step(resumed, [batch(seed)], dist=DistInfo()) == train_step(
+            original, [batch(seed)], dist=DistInfo()
+        )
     for a, b in zip(original.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
 

@@ -22,18 +22,37 @@ from pipeline.train.pretrain import train_step
 ZERO_ARGS = ModelConfig(size="tiny", seq_len=32).args(vocab_size=101)
 
 
-def trained_checkpoint(args: ModelArgs, out, tokenizer, *, strategy: str = "ddp", dist: DistInfo | None = None):
+def trained_checkpoint(
+    args: ModelArgs, out, tokenizer, *, strategy: str = "ddp", dist: DistInfo | None = None
+):
     """Two training steps of a fresh model (each rank its half of the batch), checkpointed."""
     dist = dist or DistInfo()
     torch.manual_seed(0)
-    parallel = parallelize(build_model(args), strategy=strategy, dist=dist, loop=LoopConfig(
-        warmup_steps=1, global_batch_size=4, micro_batch_size=4 // dist.world_size), total_steps=4)
+    parallel = parallelize(
+        build_model(args),
+        strategy=strategy,
+        dist=dist,
+        loop=LoopConfig(warmup_steps=1, global_batch_size=4, micro_batch_size=4 // dist.world_size),
+        total_steps=4,
+    )
     for seed in range(2):
         tokens = torch.randint(0, args.vocab_size, (4, 33), generator=torch.Generator().manual_seed(seed))
         mine = tokens.chunk(dist.world_size)[dist.rank]
         train_step(parallel, [(mine[:, :-1], mine[:, 1:])], dist=dist)
-    save_checkpoint(out, parallel=parallel, dist=dist, step=2, tokens_seen=256, config=TrainJobConfig(),
-                    model_args=args, tokenizer_file=tokenizer, loader_state={}, mlflow_run_id=None, seed=0, keep=1)
+    save_checkpoint(
+        out,
+        parallel=parallel,
+        dist=dist,
+        step=2,
+        tokens_seen=256,
+        config=TrainJobConfig(),
+        model_args=args,
+        tokenizer_file=tokenizer,
+        loader_state={},
+        mlflow_run_id=None,
+        seed=0,
+        keep=1,
+    )
     return parallel.model
 
 
@@ -73,8 +92,13 @@ def test_consolidated_file_loads_to_identical_logits(tmp_path, tiny_corpus, tied
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_a_zero2_checkpoint_of_two_ranks_consolidates_in_one_process(tmp_path, tiny_corpus):
-    logits = run_distributed_test(zero2_rank, world_size=2, timeout_s=300, out=str(tmp_path / "run"),
-                                  tokenizer=str(tiny_corpus[0] / "tokenizer.json"))[0]
+    logits = run_distributed_test(
+        zero2_rank,
+        world_size=2,
+        timeout_s=300,
+        out=str(tmp_path / "run"),
+        tokenizer=str(tiny_corpus[0] / "tokenizer.json"),
+    )[0]
     loaded = load_consolidated(consolidate(tmp_path / "run", tmp_path / "model.safetensors"))
     with torch.no_grad():
         assert torch.equal(loaded(probe(ZERO_ARGS)), logits)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.train.pretrain import train
 
 
@@ -19,8 +19,15 @@ def test_init_from_starts_from_the_pretrained_weights(pretrained: Path, train_co
 
     pretrained_val = json.loads((pretrained / "result.json").read_text())["final_val_loss"]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = train(train_config(f"init_from={pretrained}", "train.max_steps=2", "train.lr=3e-4",
-                                "tracking.enabled=true", f"tracking.uri={uri}"))
+    result = train(
+        train_config(
+            f"init_from={pretrained}",
+            "train.max_steps=2",
+            "train.lr=3e-4",
+            "tracking.enabled=true",
+            f"tracking.uri={uri}",
+        )
+    )
     source = pretrained / "checkpoints" / "step_40"
     assert f"train starting from the weights of {source} (step 40)" in capsys.readouterr().out
     assert MlflowClient(tracking_uri=uri).get_run(result.mlflow_run_id).data.tags["init_from"] == str(source)
@@ -28,8 +35,14 @@ def test_init_from_starts_from_the_pretrained_weights(pretrained: Path, train_co
     assert result.initial_val_loss == pytest.approx(pretrained_val, abs=1e-4)
     assert result.initial_val_loss < 0.7 * math.log(512) and result.first_train_loss < 0.7 * math.log(512)
     assert result.steps == 2  # a fresh schedule: this run's own steps, not the pretrained run's 40 + 2
-    shorter = train(train_config(f"init_from={pretrained}", f"output_dir={tmp_path / 'short'}", "model.seq_len=32",
-                                 "train.max_steps=1"))  # RoPE has no weights: another seq_len loads
+    shorter = train(
+        train_config(
+            f"init_from={pretrained}",
+            f"output_dir={tmp_path / 'short'}",
+            "model.seq_len=32",
+            "train.max_steps=1",
+        )
+    )  # RoPE has no weights: another seq_len loads
     assert shorter.initial_val_loss < 0.7 * math.log(512)
 
 

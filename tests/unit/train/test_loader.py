@@ -18,7 +18,10 @@ VAL_DOCS = [30, 41, 12, 25]
 @pytest.fixture
 def data(tmp_path):
     parts = write_random_shards(tmp_path, {"train": TRAIN_DOCS, "val": VAL_DOCS}, vocab_size=VOCAB)
-    streams = {split: np.concatenate([parts[(split, "cc")][0], parts[(split, "wiki")][0]]) for split in ("train", "val")}
+    streams = {
+        split: np.concatenate([parts[(split, "cc")][0], parts[(split, "wiki")][0]])
+        for split in ("train", "val")
+    }
     return tmp_path, streams
 
 
@@ -40,7 +43,7 @@ def test_windows_cover_the_stream_across_shards(data):
     for i in range(windows.num_windows):
         window = windows.window(i)
         assert window.dtype == np.int64 and window.shape == (17,)
-        np.testing.assert_array_equal(window, streams["train"][i * 16: i * 16 + 17])
+        np.testing.assert_array_equal(window, streams["train"][i * 16 : i * 16 + 17])
     with pytest.raises(IndexError):
         windows.window(17)
 
@@ -111,7 +114,9 @@ def test_each_epoch_is_a_fresh_permutation_of_all_windows(data):
 def test_two_ranks_split_the_one_rank_sequence(data):
     root, _ = data
     single = take(TokenLoader(root, seq_len=16, batch_size=4, seed=7), 6)  # crosses an epoch boundary
-    ranks = [take(TokenLoader(root, seq_len=16, batch_size=2, seed=7, rank=r, world_size=2), 6) for r in range(2)]
+    ranks = [
+        take(TokenLoader(root, seq_len=16, batch_size=2, seed=7, rank=r, world_size=2), 6) for r in range(2)
+    ]
     for step, (inputs, targets) in enumerate(single):
         assert torch.equal(ranks[0][step][0], inputs[0::2]) and torch.equal(ranks[1][step][0], inputs[1::2])
         assert torch.equal(ranks[0][step][1], targets[0::2]) and torch.equal(ranks[1][step][1], targets[1::2])
@@ -140,7 +145,9 @@ def test_prefetch_yields_the_same_batches_and_follows_a_loaded_state(data):
     iterator = iter(loader)
     for step in range(5):
         assert torch.equal(next(iterator)[0], plain[step][0])
-    loader.load_state_dict({**loader.state_dict(), "sample_index": 27, "epoch": loader.source_epochs(27)["all"]})
+    loader.load_state_dict(
+        {**loader.state_dict(), "sample_index": 27, "epoch": loader.source_epochs(27)["all"]}
+    )
     assert torch.equal(next(iterator)[0], plain[9][0])  # the live iterator jumps to the loaded state
     assert loader.sample_index == 30
 
@@ -175,14 +182,22 @@ def test_state_from_other_data_is_refused(data):
     loader = TokenLoader(root, seq_len=16, batch_size=1)
     state = loader.state_dict()
     with pytest.raises(ValueError, match="does not fit the 17 windows"):
-        loader.load_state_dict({"seed": 0, "epoch": 0, "sample_index": 40})  # an old state, without fingerprint
+        loader.load_state_dict(
+            {"seed": 0, "epoch": 0, "sample_index": 40}
+        )  # an old state, without fingerprint
     other_seq_len = TokenLoader(root, seq_len=8, batch_size=1)
     with pytest.raises(ValueError, match=f"saved for other data .*give {other_seq_len.fingerprint}"):
         other_seq_len.load_state_dict(state)
-    mixture = TokenLoader(sources=[SourceSpec("cc", str(root), "cc"), SourceSpec("wiki", str(root), "wiki")],
-                          seq_len=16, batch_size=1)
-    reweighted = TokenLoader(sources=[SourceSpec("cc", str(root), "cc", 2.0), SourceSpec("wiki", str(root), "wiki")],
-                             seq_len=16, batch_size=1)
+    mixture = TokenLoader(
+        sources=[SourceSpec("cc", str(root), "cc"), SourceSpec("wiki", str(root), "wiki")],
+        seq_len=16,
+        batch_size=1,
+    )
+    reweighted = TokenLoader(
+        sources=[SourceSpec("cc", str(root), "cc", 2.0), SourceSpec("wiki", str(root), "wiki")],
+        seq_len=16,
+        batch_size=1,
+    )
     with pytest.raises(ValueError, match="saved for other data"):
         reweighted.load_state_dict(mixture.state_dict())
 
@@ -195,12 +210,20 @@ def test_a_single_source_spec_gives_the_plain_order(data):
 
 
 def mixture(root, *, weights=(3.0, 1.0), **kwargs):
-    return TokenLoader(sources=[SourceSpec("cc", str(root), "cc", weights[0]),
-                                SourceSpec("wiki", str(root), "wiki", weights[1])], seq_len=8, **kwargs)
+    return TokenLoader(
+        sources=[
+            SourceSpec("cc", str(root), "cc", weights[0]),
+            SourceSpec("wiki", str(root), "wiki", weights[1]),
+        ],
+        seq_len=8,
+        **kwargs,
+    )
 
 
 def test_mixture_draws_by_weight_and_repeats_the_small_source(tmp_path):
-    write_random_shards(tmp_path, {"train": [400] * 4 + [40] * 4}, vocab_size=VOCAB)  # cc 1600, wiki 160 tokens
+    write_random_shards(
+        tmp_path, {"train": [400] * 4 + [40] * 4}, vocab_size=VOCAB
+    )  # cc 1600, wiki 160 tokens
     loader = mixture(tmp_path, weights=(1.0, 1.0), batch_size=10, block_size=20, seed=0)
     cc, wiki = (TokenWindows(tmp_path, "train", 8, source=s) for s in ("cc", "wiki"))
     assert (cc.num_windows, wiki.num_windows) == (199, 19)
@@ -208,12 +231,20 @@ def test_mixture_draws_by_weight_and_repeats_the_small_source(tmp_path):
     of_wiki = {tuple(wiki.window(i)[:-1].tolist()) for i in range(19)}
     drawn_wiki = [row for row in rows if row in of_wiki]
     assert len(drawn_wiki) == 40
-    assert all(sum(row in of_wiki for row in rows[b:b + 20]) == 10 for b in range(0, 80, 20))  # exact per block
+    assert all(
+        sum(row in of_wiki for row in rows[b : b + 20]) == 10 for b in range(0, 80, 20)
+    )  # exact per block
     assert sorted(drawn_wiki[:19]) == sorted(of_wiki) and sorted(drawn_wiki[19:38]) == sorted(of_wiki)
     assert len(set(rows) - of_wiki) == 40  # cc: no repeats
     report = loader.mixture_report()
-    assert report["wiki"] == {"samples": 40, "tokens": 320, "windows": 19, "weight": 1.0, "epochs": 40 / 19,
-                              "repeats": 2}
+    assert report["wiki"] == {
+        "samples": 40,
+        "tokens": 320,
+        "windows": 19,
+        "weight": 1.0,
+        "epochs": 40 / 19,
+        "repeats": 2,
+    }
     assert report["cc"]["samples"] == 40 and report["cc"]["repeats"] == 0
     assert loader.state_dict()["source_epochs"] == {"cc": 0, "wiki": 2} and loader.epoch == 2
     assert loader.mixture_report(30)["wiki"]["samples"] == sum(row in of_wiki for row in rows[:30])
@@ -249,7 +280,12 @@ def test_doc_starts_mark_where_documents_begin(data):
 
 def val_windows(batches):
     """(source, input row) of every real (not padding) row."""
-    return [(b.source, tuple(x.tolist())) for b in batches for x, y in zip(b.inputs, b.targets) if (y != IGNORE_INDEX).any()]
+    return [
+        (b.source, tuple(x.tolist()))
+        for b in batches
+        for x, y in zip(b.inputs, b.targets)
+        if (y != IGNORE_INDEX).any()
+    ]
 
 
 def test_validation_set_is_fixed_whatever_the_world_and_batch_size(data):
@@ -264,8 +300,13 @@ def test_validation_set_is_fixed_whatever_the_world_and_batch_size(data):
     assert reference[1][1] == tuple(streams["val"][12:16].tolist())
     for world_size in (2, 3, 4):
         for batch_size in (1, 2):
-            ranks = [list(val.batches(batch_size=batch_size, rank=r, world_size=world_size)) for r in range(world_size)]
-            assert len({tuple((b.source, b.inputs.shape) for b in rank) for rank in ranks}) == 1  # matched shapes
+            ranks = [
+                list(val.batches(batch_size=batch_size, rank=r, world_size=world_size))
+                for r in range(world_size)
+            ]
+            assert (
+                len({tuple((b.source, b.inputs.shape) for b in rank) for rank in ranks}) == 1
+            )  # matched shapes
             union = [w for rank in ranks for w in val_windows(rank)]
             assert sorted(union) == sorted(reference)  # each window exactly once
             padded = [b for rank in ranks for b in rank if (b.targets == IGNORE_INDEX).any()]

@@ -27,13 +27,17 @@ ARGS = ModelConfig(size="tiny", seq_len=16).args(vocab_size=101)
 
 
 def batch(seed: int, size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    tokens = torch.randint(0, ARGS.vocab_size, (size, ARGS.seq_len + 1), generator=torch.Generator().manual_seed(seed))
+    tokens = torch.randint(
+        0, ARGS.vocab_size, (size, ARGS.seq_len + 1), generator=torch.Generator().manual_seed(seed)
+    )
     return tokens[:, :-1], tokens[:, 1:].clone()
 
 
 def build(**loop: Any) -> ParallelModel:
     torch.manual_seed(0)
-    return parallelize(build_model(ARGS), strategy="ddp", dist=DistInfo(), loop=LoopConfig(**loop), total_steps=10)
+    return parallelize(
+        build_model(ARGS), strategy="ddp", dist=DistInfo(), loop=LoopConfig(**loop), total_steps=10
+    )
 
 
 @contextlib.contextmanager
@@ -51,6 +55,7 @@ def weights(parallel: ParallelModel) -> list[torch.Tensor]:
 
 
 # -- non-finite steps -------------------------------------------------------------------------------
+
 
 def test_nan_loss_skips_the_update_and_leaves_no_trace():
     """good, NaN, good == good, good: no weight, Adam state or schedule change from the skipped step."""
@@ -107,17 +112,28 @@ def loop_with_faults(bad: set[int], *, max_bad_steps: int, steps: int, capsys) -
 
     forwards = []
 
-    def fault(_module, _inputs, out):  # one micro-batch per step and no validation: the n-th forward is step n
+    def fault(
+        _module, _inputs, out
+    ):  # one micro-batch per step and no validation: the n-th forward is step n
         forwards.append(1)
         return out * math.nan if len(forwards) in bad else out
 
     parallel.model.norm.register_forward_hook(fault)
     outcome: Any
     try:
-        outcome = run_loop(parallel, loop=LoopConfig(max_bad_steps=max_bad_steps, log_interval=1),
-                           batches=batches(), val_batches=list, dist=DistInfo(), accum_steps=1,
-                           total_steps=steps, tracker=recorder, save_checkpoint=recorder.save,
-                           checkpoint_interval=0, label="train")
+        outcome = run_loop(
+            parallel,
+            loop=LoopConfig(max_bad_steps=max_bad_steps, log_interval=1),
+            batches=batches(),
+            val_batches=list,
+            dist=DistInfo(),
+            accum_steps=1,
+            total_steps=steps,
+            tracker=recorder,
+            save_checkpoint=recorder.save,
+            checkpoint_interval=0,
+            label="train",
+        )
     except TrainingDiverged as exc:
         outcome = exc
     return recorder, (outcome, served), capsys.readouterr().out
@@ -151,9 +167,11 @@ def test_max_bad_steps_in_a_row_checkpoint_the_last_good_state_and_stop(capsys):
 
 # -- schedule and optimizer -------------------------------------------------------------------------
 
+
 def test_wsd_warms_up_holds_then_decays_linearly_over_the_last_fraction():
-    factor = lambda step: lr_factor(step, warmup_steps=10, total_steps=100, min_lr_ratio=0.1,
-                                    schedule="wsd", decay_fraction=0.2)
+    factor = lambda step: lr_factor(
+        step, warmup_steps=10, total_steps=100, min_lr_ratio=0.1, schedule="wsd", decay_fraction=0.2
+    )
     assert [factor(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
     assert all(factor(s) == 1.0 for s in range(10, 81))  # stable until the last 20 steps
     assert factor(90) == pytest.approx(1.0 - 0.9 * 0.5)
@@ -181,6 +199,7 @@ def test_fused_adamw_follows_the_parameter_device():
 
 # -- activation checkpointing and compile -----------------------------------------------------------
 
+
 def two_steps(parallel: ParallelModel) -> tuple[list[tuple[float, float]], list[torch.Tensor]]:
     return [train_step(parallel, [batch(i)], dist=DistInfo()) for i in range(2)], weights(parallel)
 
@@ -197,10 +216,13 @@ def test_activation_checkpointing_recomputes_blocks_with_the_same_numbers():
     assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-8) for a, b in grads)
     plain.skip_step(), checkpointed.skip_step()
     (plain_losses, plain_w), (ckpt_losses, ckpt_w) = two_steps(plain), two_steps(checkpointed)
-    assert [x for step in ckpt_losses for x in step] == pytest.approx([x for step in plain_losses for x in step],
-                                                                        rel=1e-6)
+    assert [x for step in ckpt_losses for x in step] == pytest.approx(
+        [x for step in plain_losses for x in step], rel=1e-6
+    )
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(ckpt_w, plain_w))
-    assert [n for n, _ in checkpointed.model.named_parameters()] == [n for n, _ in plain.model.named_parameters()]
+    assert [n for n, _ in checkpointed.model.named_parameters()] == [
+        n for n, _ in plain.model.named_parameters()
+    ]
 
 
 def inductor_available() -> bool:
@@ -208,9 +230,13 @@ def inductor_available() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not inductor_available(), reason="torch.compile's inductor needs a C++ compiler (PLATFORM.md §6)")
+@pytest.mark.skipif(
+    not inductor_available(), reason="torch.compile's inductor needs a C++ compiler (PLATFORM.md §6)"
+)
 def test_compiled_blocks_match_eager(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", tmp_path))))
+    monkeypatch.setenv(
+        "TORCHINDUCTOR_CACHE_DIR", str(Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", tmp_path)))
+    )
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     eager, compiled = build(), build(compile=True, activation_checkpointing=True)
@@ -221,4 +247,6 @@ def test_compiled_blocks_match_eager(tmp_path, monkeypatch):
     # per tensor, as in test_strategies: Adam's m / sqrt(v) magnifies rounding where a gradient is near 0
     assert max(float((a - b).norm() / b.norm()) for a, b in zip(compiled_w, eager_w)) <= 1e-4
     counters = torch._dynamo.utils.counters
-    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]  # compiled, checkpoint included
+    assert (
+        counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]
+    )  # compiled, checkpoint included

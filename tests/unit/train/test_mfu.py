@@ -27,10 +27,17 @@ def test_peak_is_none_on_cpu_unless_overridden():
     assert peak_flops(cpu, "bf16", override=5e12) == 5e12
 
 
-@pytest.mark.parametrize(("name", "precision", "peak"), [
-    ("NVIDIA H100 80GB HBM3", "bf16", 989e12), ("NVIDIA H100 PCIe", "bf16", 756e12),
-    ("NVIDIA H200", "bf16", 989e12), ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
-    ("NVIDIA A100-SXM4-80GB", "fp32", 19.5e12), ("NVIDIA GeForce RTX 4090", "bf16", None)])
+@pytest.mark.parametrize(
+    ("name", "precision", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", 989e12),
+        ("NVIDIA H100 PCIe", "bf16", 756e12),
+        ("NVIDIA H200", "bf16", 989e12),
+        ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
+        ("NVIDIA A100-SXM4-80GB", "fp32", 19.5e12),
+        ("NVIDIA GeForce RTX 4090", "bf16", None),
+    ],
+)
 def test_peak_by_gpu_name(monkeypatch, name, precision, peak):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert peak_flops(torch.device("cuda", 0), precision) == peak

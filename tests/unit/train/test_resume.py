@@ -53,7 +53,9 @@ def test_sigterm_checkpoints_and_the_rerun_ends_as_the_uninterrupted_job(train_c
     assert result(cfg.output_dir) == result(whole.output_dir)
 
 
-def test_resume_never_refuses_an_output_with_checkpoints_and_a_model_change_is_refused(train_config, tmp_path):
+def test_resume_never_refuses_an_output_with_checkpoints_and_a_model_change_is_refused(
+    train_config, tmp_path
+):
     cfg = train_config("train.max_steps=2", f"output_dir={tmp_path / 'run'}")
     train(cfg)
     with pytest.raises(ValueError, match="already has checkpoints \\(step_2\\); use checkpoint.resume=auto"):
@@ -68,32 +70,43 @@ def test_resuming_on_shards_of_another_tokenizer_is_refused(train_config, tmp_pa
     train(train_config("train.max_steps=2", f"output_dir={tmp_path / 'run'}"))
     other_shards, _ = make_tiny_corpus(tmp_path / "other", docs=200, seed=1)  # same vocab size, other merges
     with pytest.raises(ValueError, match="was trained with another tokenizer than .*other"):
-        train(train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", f"data.shards={other_shards}"))
+        train(
+            train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", f"data.shards={other_shards}")
+        )
 
 
 def test_a_finished_run_resumed_with_more_steps_continues(train_config, tmp_path):
     train(train_config("train.max_steps=2", f"output_dir={tmp_path / 'run'}", "train.warmup_steps=0"))
-    result_more = train(train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", "train.warmup_steps=0"))
+    result_more = train(
+        train_config("train.max_steps=4", f"output_dir={tmp_path / 'run'}", "train.warmup_steps=0")
+    )
     assert result_more.steps == 4 and result_more.tokens_seen == 4 * 8 * 64
     assert read_meta(newest_checkpoint(tmp_path / "run"))["loader"]["sample_index"] == 4 * 8
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_async_checkpoints_hold_what_blocking_ones_do_and_resume_the_same_curve(train_config, tmp_path, capsys,
-                                                                                monkeypatch, strategy):
+def test_async_checkpoints_hold_what_blocking_ones_do_and_resume_the_same_curve(
+    train_config, tmp_path, capsys, monkeypatch, strategy
+):
     """checkpoint.async_save: each step directory has the weights and loader state of its own step
     (training went on while it was written), and a SIGTERM'd async run resumes as the blocking run ran."""
     from pipeline.train.checkpoint import CHECKPOINTS_DIR, AsyncCheckpointer, load_model_for_inference
 
     background_writes = []
     start = AsyncCheckpointer.start
-    monkeypatch.setattr(AsyncCheckpointer, "start", lambda self, *a: (background_writes.append(1), start(self, *a)))
+    monkeypatch.setattr(
+        AsyncCheckpointer, "start", lambda self, *a: (background_writes.append(1), start(self, *a))
+    )
     blocking = train_config(*STEPS, f"output_dir={tmp_path / 'blocking'}", f"parallel.strategy={strategy}")
     train(blocking)
     blocking_losses = step_losses(capsys.readouterr().out)
     assert not background_writes
-    cfg = train_config(*STEPS, f"output_dir={tmp_path / 'async'}", f"parallel.strategy={strategy}",
-                       "checkpoint.async_save=true")
+    cfg = train_config(
+        *STEPS,
+        f"output_dir={tmp_path / 'async'}",
+        f"parallel.strategy={strategy}",
+        "checkpoint.async_save=true",
+    )
     watcher = signal_after_first_checkpoint(cfg.output_dir)
     with pytest.raises(Preempted):
         train(cfg)
@@ -116,7 +129,7 @@ def test_async_checkpoints_hold_what_blocking_ones_do_and_resume_the_same_curve(
 
 
 def test_async_save_is_refused_for_zero(train_config):
-    from pipeline.core.config import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="checkpoint.async_save: only for strategies ddp and fsdp"):
         train_config("parallel.strategy=zero2", "checkpoint.async_save=true")

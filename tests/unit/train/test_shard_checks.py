@@ -36,7 +36,11 @@ def one_line(excinfo) -> str:
 
 
 def test_good_shards_pass(shards):
-    assert verify_shards(shards, tokenizer_path=shards, vocab_size=VOCAB) == {"shards": 5, "docs": 6, "tokens": 235}
+    assert verify_shards(shards, tokenizer_path=shards, vocab_size=VOCAB) == {
+        "shards": 5,
+        "docs": 6,
+        "tokens": 235,
+    }
 
 
 def test_changed_shard_fails_its_sha256(shards):
@@ -75,7 +79,9 @@ def test_manifest_pointing_to_a_missing_shard(shards):
 
 
 def test_dtype_too_small_for_the_vocabulary(shards):
-    with pytest.raises(ValueError, match="dtype uint16 cannot hold the ids of a vocabulary of 70000") as excinfo:
+    with pytest.raises(
+        ValueError, match="dtype uint16 cannot hold the ids of a vocabulary of 70000"
+    ) as excinfo:
         verify_shards(shards, vocab_size=70_000)
     assert MANIFEST_FILE in one_line(excinfo)
 

@@ -16,8 +16,15 @@ def test_training_run_is_tracked(train_config, tiny_corpus, tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = train_config("train.max_steps=10", "train.log_interval=3", "train.eval_interval=5", "tracking.enabled=true",
-                       f"tracking.uri={uri}", "tracking.experiment=tiny-test", "tracking.run_name=tiny")
+    cfg = train_config(
+        "train.max_steps=10",
+        "train.log_interval=3",
+        "train.eval_interval=5",
+        "tracking.enabled=true",
+        f"tracking.uri={uri}",
+        "tracking.experiment=tiny-test",
+        "tracking.run_name=tiny",
+    )
     result = train(cfg)
 
     client = MlflowClient(tracking_uri=uri)
@@ -41,8 +48,10 @@ def test_training_run_is_tracked(train_config, tiny_corpus, tmp_path):
 
 
 def test_disabled_or_other_rank_is_a_no_op(tmp_path):
-    for tracker in (Tracker.start(TrackingConfig(enabled=False), output_dir=tmp_path, params={"a": "1"}, tags={}),
-                    Tracker.start(TrackingConfig(), output_dir=tmp_path, params={"a": "1"}, tags={}, active=False)):
+    for tracker in (
+        Tracker.start(TrackingConfig(enabled=False), output_dir=tmp_path, params={"a": "1"}, tags={}),
+        Tracker.start(TrackingConfig(), output_dir=tmp_path, params={"a": "1"}, tags={}, active=False),
+    ):
         assert tracker.run_id is None
         tracker.log_metrics({"train/loss": 1.0}, step=1)
         tracker.set_tags({"D": 1})

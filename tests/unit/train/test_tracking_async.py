@@ -95,8 +95,10 @@ def test_keys_are_escaped_values_truncated_and_artifacts_stored(store, tmp_path)
     assert run.data.params == {"data.sources.web_cc": "x" * 6000}
     assert run.data.metrics == {"val/loss/web_cc": 1.5}
     assert [a.path for a in spy.client.list_artifacts(tracker.run_id)] == ["config.yaml", "result.json"]
-    assert Path(spy.client.download_artifacts(tracker.run_id, "config.yaml", str(tmp_path / "dl"))).read_text() \
+    assert (
+        Path(spy.client.download_artifacts(tracker.run_id, "config.yaml", str(tmp_path / "dl"))).read_text()
         == "train: {}\n"
+    )
 
 
 def test_memory_metrics_on_cpu():
@@ -108,4 +110,6 @@ def test_memory_metrics_on_cpu():
 
 def test_model_size_tag_names_the_rung_and_any_override():
     assert model_size_tag(ModelConfig(size="14m")) == {"model_size": "14m"}
-    assert model_size_tag(ModelConfig(size="14m", d_model=320, n_kv_heads=2)) == {"model_size": "14m+d_model=320+n_kv_heads=2"}
+    assert model_size_tag(ModelConfig(size="14m", d_model=320, n_kv_heads=2)) == {
+        "model_size": "14m+d_model=320+n_kv_heads=2"
+    }

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.config.model import ModelConfig
 from pipeline.config.train import LoopConfig, TrainJobConfig
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.model.transformer import build_model
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.registry import parallelize
@@ -38,7 +38,9 @@ def test_pretraining_writes_result_config_and_checkpoint(pretrained: Path):
 
 def test_token_budget_is_exact_and_checkpoints_keep_the_newest(train_config):
     # 8 sequences x 64 tokens = 512 tokens per step: a 3,072-token budget is exactly 6 steps.
-    cfg = train_config("train.max_steps=100", "train.max_tokens=3072", "checkpoint.interval=2", "checkpoint.keep=2")
+    cfg = train_config(
+        "train.max_steps=100", "train.max_tokens=3072", "checkpoint.interval=2", "checkpoint.keep=2"
+    )
     result = train(cfg)
     assert result.steps == 6 and result.tokens_seen == 3072
     checkpoints = Path(cfg.output_dir) / "checkpoints"
@@ -55,7 +57,9 @@ def test_accumulated_micro_batches_equal_one_big_batch():
 
     def one_step(micro_batches):
         torch.manual_seed(0)
-        parallel = parallelize(build_model(args), strategy="ddp", dist=DistInfo(), loop=LoopConfig(), total_steps=10)
+        parallel = parallelize(
+            build_model(args), strategy="ddp", dist=DistInfo(), loop=LoopConfig(), total_steps=10
+        )
         loss, grad_norm = train_step(parallel, micro_batches, dist=DistInfo())
         return loss, grad_norm, [p.detach().clone() for p in parallel.model.parameters()]
 
@@ -67,8 +71,11 @@ def test_accumulated_micro_batches_equal_one_big_batch():
 
 
 def test_a_budget_that_is_not_whole_steps_is_refused_with_the_nearest_ones(train_config):
-    with pytest.raises(ConfigError, match="train.max_tokens: 2600 is not a whole number of steps of "
-                                          "global_batch_size x seq_len = 512 tokens; nearest: 2560 or 3072"):
+    with pytest.raises(
+        ConfigError,
+        match="train.max_tokens: 2600 is not a whole number of steps of "
+        "global_batch_size x seq_len = 512 tokens; nearest: 2560 or 3072",
+    ):
         train_config("train.max_tokens=2600")
 
 
@@ -83,8 +90,12 @@ def test_user_errors_name_the_path(train_config, tmp_path):
 def test_a_mixture_draws_by_weight_and_records_what_each_source_gave(train_config):
     # 6 steps x 8 sequences = 48 samples at 3:1 (exactly 3:1 over each block of 4,096 samples, in a
     # seeded order inside it, so about 36 and 12 here).
-    cfg = train_config("train.max_steps=6", "data.sources.web.weight=3", "data.sources.wiki.source=wiki",
-                       "data.sources.wiki.weight=1")
+    cfg = train_config(
+        "train.max_steps=6",
+        "data.sources.web.weight=3",
+        "data.sources.wiki.source=wiki",
+        "data.sources.wiki.weight=1",
+    )
     result = train(cfg)
     data = json.loads((Path(cfg.output_dir) / "result.json").read_text())["data"]
     samples = {name: entry["samples"] for name, entry in data.items()}
