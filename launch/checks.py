@@ -11,14 +11,10 @@ import json
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from launch.slurm_profile import SlurmProfile
-from pipeline.config.finetune import FinetuneJobConfig
-from pipeline.config.train import TrainJobConfig
-from pipeline.core.errors import ConfigError
+from launch.slurm.profile import SlurmProfile
 
 
 @dataclass(frozen=True)
@@ -27,16 +23,34 @@ class Check:
     line: str
 
 
-def preflight(profile: SlurmProfile, configs: Sequence[Any]) -> list[Check]:
-    """Every check for submitting ``configs`` (one per array element, or one) with ``profile``."""
+@dataclass(frozen=True)
+class RunNeeds:
+    """What one run (one array element, or the job) asks of the machine and the allocation, as plain
+    values: the launcher does not know the verbs' config classes; the CLI fills this in from them."""
+
+    output_dir: str
+    global_batch_size: int | None
+    """As the config says; None only where a config leaves it to be derived."""
+    batch_error: str
+    """Why ``global_batch_size`` does not split over the profile's ranks; empty: it does."""
+    precision: str
+    backend: str
+    shards: list[str] = field(default_factory=list)
+    """Token-shard directories the run reads (their manifest and files must be there)."""
+    resume: str = ""
+    """``checkpoint.resume`` of a run that resumes after a requeue; empty: the run does not."""
+
+
+def preflight(profile: SlurmProfile, runs: Sequence[RunNeeds]) -> list[Check]:
+    """Every check for submitting ``runs`` (one per array element, or one; none for a verb that
+    trains nothing) with ``profile``."""
     checks = [_sbatch_found(), _writable(Path(profile.log_dir), "log_dir")]
-    for cfg in configs:
-        if isinstance(cfg, (TrainJobConfig, FinetuneJobConfig)):
-            checks.append(_writable(Path(cfg.output_dir), "output_dir"))
-            checks.extend(_fits_allocation(cfg, profile))
-        if isinstance(cfg, TrainJobConfig):
-            checks.extend(_shards_present(cfg))
-            checks.append(_resumes_after_requeue(cfg, profile))
+    for run in runs:
+        checks.append(_writable(Path(run.output_dir), "output_dir"))
+        checks.extend(_fits_allocation(run, profile))
+        checks.extend(_shards_present(run.shards))
+        if run.resume:
+            checks.append(_resumes_after_requeue(run.resume, profile))
     return checks
 
 
@@ -57,11 +71,10 @@ def _writable(directory: Path, key: str) -> Check:
     return Check(True, f"{key} {directory} is writable")
 
 
-def _shards_present(cfg: TrainJobConfig) -> list[Check]:
+def _shards_present(directories: Sequence[str]) -> list[Check]:
     """The manifest, the tokenizer it names and every shard it lists, for each shards directory used."""
-    directories = {cfg.data.shards} | {source.shards for source in cfg.data.sources.values()}
     checks = []
-    for directory in sorted(filter(None, directories)):
+    for directory in sorted(set(filter(None, directories))):
         manifest_path = Path(directory) / "manifest.json"
         if not manifest_path.is_file():
             checks.append(
@@ -90,18 +103,17 @@ def _shards_present(cfg: TrainJobConfig) -> list[Check]:
     return checks
 
 
-def _fits_allocation(cfg: TrainJobConfig | FinetuneJobConfig, profile: SlurmProfile) -> list[Check]:
+def _fits_allocation(run: RunNeeds, profile: SlurmProfile) -> list[Check]:
     """The batch splits over the ranks asked for, and the precision and backend suit the devices."""
     world = profile.world_size
     tasks = f" x {profile.tasks_per_node} task(s)" if profile.tasks_per_node > 1 else ""
     where = f"{profile.nodes} node(s){tasks} x {profile.ranks_per_node} rank(s) = {world} ranks"
-    try:
-        cfg.train.grad_accum_steps(world)
-        checks = [Check(True, f"batch {cfg.train.global_batch_size} splits over {where}")]
-    except ConfigError as exc:
-        checks = [Check(False, f"{exc} ({where})")]
+    if run.batch_error:
+        checks = [Check(False, f"{run.batch_error} ({where})")]
+    else:
+        checks = [Check(True, f"batch {run.global_batch_size} splits over {where}")]
     if not profile.gpus_per_node:
-        if cfg.train.precision == "bf16":
+        if run.precision == "bf16":
             checks.append(
                 Check(
                     False,
@@ -109,7 +121,7 @@ def _fits_allocation(cfg: TrainJobConfig | FinetuneJobConfig, profile: SlurmProf
                     "than fp32; set train.precision=fp32 or ask for GPUs",
                 )
             )
-        if cfg.parallel.backend == "nccl":
+        if run.backend == "nccl":
             checks.append(
                 Check(
                     False, "parallel.backend=nccl needs GPUs, but the profile asks for none (gpus_per_node=0)"
@@ -118,11 +130,11 @@ def _fits_allocation(cfg: TrainJobConfig | FinetuneJobConfig, profile: SlurmProf
     return checks
 
 
-def _resumes_after_requeue(cfg: TrainJobConfig, profile: SlurmProfile) -> Check:
-    if profile.max_requeues and cfg.checkpoint.resume != "auto":
+def _resumes_after_requeue(resume: str, profile: SlurmProfile) -> Check:
+    if profile.max_requeues and resume != "auto":
         return Check(
             False,
-            f"checkpoint.resume={cfg.checkpoint.resume!r}: a requeued job would not continue from "
+            f"checkpoint.resume={resume!r}: a requeued job would not continue from "
             "its checkpoint; use checkpoint.resume=auto (or max_requeues=0)",
         )
     return Check(True, "a requeued job resumes from its newest checkpoint (checkpoint.resume=auto)")

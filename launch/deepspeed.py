@@ -20,6 +20,7 @@ from pathlib import Path
 
 from launch.hosts import check_hostname
 from launch.process import run_streaming
+from pipeline.core.errors import InputError, MissingInputError
 
 
 @dataclass(frozen=True)
@@ -41,19 +42,19 @@ class DeepSpeedLaunch:
 
     def check(self) -> None:
         if self.hostfile and not Path(self.hostfile).is_file():
-            raise FileNotFoundError(f"hostfile not found: {self.hostfile}")
+            raise MissingInputError(f"hostfile not found: {self.hostfile}")
         if (self.include or self.exclude) and (self.num_nodes or self.num_gpus):
-            raise ValueError("--include/--exclude cannot be combined with --num-nodes/--num-gpus")
+            raise InputError("--include/--exclude cannot be combined with --num-nodes/--num-gpus")
         if self.include and self.exclude:
-            raise ValueError("give --include or --exclude, not both")
+            raise InputError("give --include or --exclude, not both")
         if self.num_nodes < 0 or self.num_gpus < 0:
-            raise ValueError("--num-nodes and --num-gpus must be >= 0")
+            raise InputError("--num-nodes and --num-gpus must be >= 0")
         if self.num_nodes > 1 and not self.hostfile:
-            raise ValueError("--num-nodes > 1 needs --hostfile (lines 'host slots=G')")
+            raise InputError("--num-nodes > 1 needs --hostfile (lines 'host slots=G')")
         if self.master_addr:
             check_hostname(self.master_addr)
         if not 0 < self.master_port < 65536:
-            raise ValueError(f"--master-port must be in 1..65535, got {self.master_port}")
+            raise InputError(f"--master-port must be in 1..65535, got {self.master_port}")
 
 
 def deepspeed_command(verb_args: Sequence[str], launch: DeepSpeedLaunch) -> list[str]:

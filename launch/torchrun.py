@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from launch.hosts import split_endpoint
 from launch.process import run_streaming
+from pipeline.core.errors import InputError
 
 
 def torchrun_command(
@@ -33,13 +34,13 @@ def torchrun_command(
     Runs through the current interpreter so the venv that launched us is the one that trains.
     """
     if nproc_per_node < 1:
-        raise ValueError(f"--nproc-per-node must be >= 1, got {nproc_per_node}")
+        raise InputError(f"--nproc-per-node must be >= 1, got {nproc_per_node}")
     if nnodes < 1:
-        raise ValueError(f"--nnodes must be >= 1, got {nnodes}")
+        raise InputError(f"--nnodes must be >= 1, got {nnodes}")
     if nnodes > 1 and not rdzv_endpoint:
-        raise ValueError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a host every node can reach)")
+        raise InputError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a host every node can reach)")
     if node_rank is not None and not (rdzv_endpoint and 0 <= node_rank < nnodes):
-        raise ValueError(f"--node-rank needs --rdzv-endpoint and must be in [0, {nnodes}), got {node_rank}")
+        raise InputError(f"--node-rank needs --rdzv-endpoint and must be in [0, {nnodes}), got {node_rank}")
     if not rdzv_endpoint:
         rendezvous = ["--standalone"]
     elif node_rank is None:

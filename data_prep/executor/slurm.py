@@ -1,23 +1,24 @@
 """Run stages as Slurm job arrays: ``sbatch --array=0-<K-1>%<P>``, one element per task.
 
+The Slurm side is ``launch.slurm``'s, shared with every other job lmpipe submits: the config's
+``slurm:`` section becomes a ``SlurmProfile``, each stage's script is rendered by its one sbatch
+renderer, each element runs its one entry point (``python -m launch.slurm.task plan.json INDEX``,
+which finds the stage's job kind), and the waiting reads its one job-state reader.
+
 For each stage the parent writes ``<workdir>/<stage>/plan.json`` (the caller's resolved config,
-the stage name and its task list) and a readable ``<workdir>/<stage>/<stage>.sbatch`` whose
-body runs ``python -m <entry> plan.json $SLURM_ARRAY_TASK_ID``. It submits every stage at
-once, each after the previous with ``--dependency=afterok:<job>`` and
-``--kill-on-invalid-dep=yes`` (a failed stage cancels the ones after it instead of leaving
-them pending forever), prints the job ids, and polls ``squeue`` until all have left the
-queue, printing each stage's finished-task count as it changes. Whether a task succeeded is
-read from the caller's ``is_done(stage, task)`` (a completion marker), not from Slurm's
-accounting, which may be off. Element ``i`` of a stage logs to
-``<workdir>/logs/<job-name>-<stage>-<job id>_<i>.out``.
+the stage name and its task list) and a readable ``<workdir>/<stage>/<stage>.sbatch``. It submits
+every stage at once, each after the previous with ``--dependency=afterok:<job>`` and
+``--kill-on-invalid-dep=yes`` (a failed stage cancels the ones after it instead of leaving them
+pending forever), prints the job ids, and polls the jobs' states until none is pending or running,
+printing each stage's finished-task count as it changes. Whether a task succeeded is read from the
+caller's ``is_done(stage, task)`` (a completion marker), not from Slurm's accounting, which may be
+off. Element ``i`` of a stage logs to ``<workdir>/logs/<job-name>-<stage>-<job id>_<i>.out``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -26,13 +27,31 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.executor import Progress, Stage, TaskFailed
-from launch.slurm import submit
+from launch.slurm.profile import SlurmProfile
+from launch.slurm.sbatch import TaskArray, render_task_array, submit
+from launch.slurm.state import any_active
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_json, atomic_write_text
 
-TASK_MAIN = "data_prep.executor.task_main"
-LOG_PATTERN = "%x-%A_%a.out"
-"""Slurm's filename pattern: job name, array job id, array index."""
 MAX_QUEUE_ERRORS = 20
-"""Consecutive failed ``squeue`` calls (controller unreachable) before giving up on the job."""
+"""Consecutive polls in which Slurm knew none of the jobs (controller unreachable) before giving up."""
+
+
+def stage_profile(cfg: Any, log_dir: str | Path) -> SlurmProfile:
+    """The profile of a stage's array from a ``SlurmExecutorConfig``: one task per element on one
+    node; no preemption signal and no requeue (a rerun skips the finished tasks instead)."""
+    profile = SlurmProfile(
+        partition=cfg.partition,
+        time=cfg.time,
+        cpus_per_task=cfg.cpus_per_task,
+        mem=cfg.mem,
+        sbatch_args=list(cfg.sbatch_args),
+        signal_seconds=0,
+        max_requeues=0,
+        log_dir=str(log_dir),
+    )
+    profile.validate("slurm.")
+    return profile
 
 
 def render_script(
@@ -42,43 +61,12 @@ def render_script(
     log_dir: str | Path,
     *,
     job_name: str,
-    depends_on: str | None = None,
+    depends_on: str = "",
     python: str = sys.executable,
-    entry: str = TASK_MAIN,
 ) -> str:
     """The sbatch script for ``n_tasks`` array elements; ``cfg`` is a ``SlurmExecutorConfig``."""
-    if n_tasks < 1:
-        raise ValueError("a job array needs at least one task")
-    q = shlex.quote
-    array = f"0-{n_tasks - 1}" + (f"%{cfg.max_parallel}" if cfg.max_parallel else "")
-    options = [
-        f"--job-name={q(job_name)}",
-        f"--array={array}",
-        f"--output={q(str(Path(log_dir) / LOG_PATTERN))}",
-    ]
-    if depends_on:
-        options += [f"--dependency=afterok:{depends_on}", "--kill-on-invalid-dep=yes"]
-    if cfg.partition:
-        options.append(f"--partition={q(cfg.partition)}")
-    if cfg.time:
-        options.append(f"--time={q(cfg.time)}")
-    if cfg.cpus_per_task:
-        options.append(f"--cpus-per-task={int(cfg.cpus_per_task)}")
-    if cfg.mem:
-        options.append(f"--mem={q(cfg.mem)}")
-    options.extend(q(arg) for arg in cfg.sbatch_args)
-    lines = [
-        "#!/bin/bash",
-        *(f"#SBATCH {option}" for option in options),
-        "",
-        f"# Written by lmpipe: {n_tasks} array element(s), one per task listed in {plan_path}.",
-        "# Each element runs its task and leaves a completion marker; a rerun skips finished ones.",
-        "set -euo pipefail",
-        'echo "lmpipe: array task ${SLURM_ARRAY_TASK_ID} of job ${SLURM_ARRAY_JOB_ID} on $(hostname)"',
-        f'exec {q(python)} -m {q(entry)} {q(str(plan_path))} "${{SLURM_ARRAY_TASK_ID}}"',
-        "",
-    ]
-    return "\n".join(lines)
+    array = TaskArray(job_name, os.getcwd(), str(plan_path), n_tasks, cfg.max_parallel, depends_on, python)
+    return render_task_array(stage_profile(cfg, log_dir), array)
 
 
 class SlurmExecutor:
@@ -88,7 +76,6 @@ class SlurmExecutor:
         workdir: str | Path,
         config: dict[str, Any],
         is_done: Callable[[str, Any], bool],
-        entry: str = TASK_MAIN,
     ) -> None:
         """``cfg``: a ``SlurmExecutorConfig``; ``workdir``: where plans, scripts and logs/ go; ``config``:
         the resolved config the elements rebuild; ``is_done(stage, task)``: its completion marker exists."""
@@ -96,7 +83,6 @@ class SlurmExecutor:
         self.workdir = Path(workdir)
         self.config = config
         self.is_done = is_done
-        self.entry = entry
         self.job_ids: dict[str, str] = {}
 
     def plan_path(self, stage: str) -> Path:
@@ -117,9 +103,9 @@ class SlurmExecutor:
 
     def run_stages(self, stages: Sequence[Stage], progress: Progress | None = None) -> None:
         """Submit every stage that has tasks, each depending on the one before, and wait for all.
-        ``progress`` and the stages' ``fn`` are not used: elements run ``entry``, which rebuilds the
-        config from plan.json. Raises TaskFailed, naming log files, for the first stage whose
-        tasks did not all finish (the stages after it were cancelled by Slurm)."""
+        ``progress`` and the stages' ``fn`` are not used: elements run ``launch.slurm.task``, which
+        rebuilds the config from plan.json. Raises TaskFailed, naming log files, for the first stage
+        whose tasks did not all finish (the stages after it were cancelled by Slurm)."""
         stages = [stage for stage in stages if stage.tasks]
         self.job_ids = {}
         previous: str | None = None
@@ -158,35 +144,36 @@ class SlurmExecutor:
 
     def write_plan(self, stage: Stage) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create the log directory
+        self.plan_path(stage.name).parent.mkdir(parents=True, exist_ok=True)
         plan = {"stage": stage.name, "config": self.config, "tasks": [_as_dict(task) for task in stage.tasks]}
-        _write_atomic(self.plan_path(stage.name), json.dumps(plan, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_json(self.plan_path(stage.name), plan)
 
     def submit(self, stage: Stage, depends_on: str | None = None) -> str:
         """Write the stage's sbatch script (after ``write_plan``) and submit it; returns the job id."""
         script_path = self.script_path(stage.name)
-        _write_atomic(
-            script_path,
-            render_script(
-                self.cfg,
-                len(stage.tasks),
-                self.plan_path(stage.name).resolve(),
-                self.log_dir.resolve(),
-                job_name=self.job_name(stage.name),
-                depends_on=depends_on,
-                entry=self.entry,
-            ),
-        )
         try:
+            atomic_write_text(
+                script_path,
+                render_script(
+                    self.cfg,
+                    len(stage.tasks),
+                    self.plan_path(stage.name).resolve(),
+                    self.log_dir.resolve(),
+                    job_name=self.job_name(stage.name),
+                    depends_on=depends_on or "",
+                ),
+            )
             return submit(script_path)
-        except (FileNotFoundError, ValueError) as exc:
+        except UserError as exc:
             raise TaskFailed(f"executor slurm: {exc}") from None
 
     def wait(self, stages: Sequence[Stage]) -> None:
-        """Poll ``squeue`` until no element of any job is pending, running or completing; print
-        each stage's finished tasks whenever that count changes."""
-        jobs = ",".join(self.job_ids[stage.name] for stage in stages)
+        """Poll the jobs' states until no element of any job is pending or running; print each
+        stage's finished tasks whenever that count changes."""
+        job_ids = [self.job_ids[stage.name] for stage in stages]
+        jobs = ",".join(job_ids)
         deadline = time.monotonic() + self.cfg.timeout_minutes * 60 if self.cfg.timeout_minutes else None
-        errors, last_report = 0, ""
+        unknown, last_report = 0, ""
         while True:
             report = ", ".join(
                 f"{stage.name} {sum(self.is_done(stage.name, t) for t in stage.tasks)}/{len(stage.tasks)}"
@@ -195,24 +182,14 @@ class SlurmExecutor:
             if report != last_report:
                 _say(f"slurm: done {report}")
                 last_report = report
-            proc = subprocess.run(
-                ["squeue", "--noheader", "--jobs", jobs, "--format=%i %T"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-            if proc.returncode == 0 and not proc.stdout.strip():
+            active = any_active(job_ids)
+            if active is False:
                 return
-            if proc.returncode != 0:
-                if "invalid job id" in proc.stderr.lower():  # already purged from the controller
-                    return
-                errors += 1
-                if errors >= MAX_QUEUE_ERRORS:
-                    raise TaskFailed(f"squeue failed {errors} times for job(s) {jobs}: {proc.stderr.strip()}")
-            else:
-                errors = 0
+            unknown = unknown + 1 if active is None else 0
+            if unknown >= MAX_QUEUE_ERRORS:
+                raise TaskFailed(
+                    f"neither scontrol, sacct nor squeue knew job(s) {jobs} in {unknown} polls in a row"
+                )
             if deadline is not None and time.monotonic() > deadline:
                 raise TaskFailed(
                     f"Slurm job(s) {jobs} still running after {self.cfg.timeout_minutes} min; cancelled"
@@ -225,11 +202,4 @@ def _say(message: str) -> None:
 
 
 def _as_dict(task: Any) -> Any:
-    return dataclasses.asdict(task) if dataclasses.is_dataclass(task) else task
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
+    return dataclasses.asdict(task) if dataclasses.is_dataclass(task) and not isinstance(task, type) else task

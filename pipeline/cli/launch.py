@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from launch.checks import RunNeeds, preflight
+from launch.deepspeed import DeepSpeedLaunch, deepspeed_command, run_deepspeed
+from launch.slurm.profile import SlurmProfile
+from launch.slurm.sbatch import SlurmJob, render_sbatch, submit
+from launch.slurm.state import format_states, job_states
+from launch.torchrun import run_torchrun, torchrun_command
+from pipeline.config.finetune import FinetuneJobConfig
+from pipeline.config.train import TrainJobConfig
 from pipeline.core.config import Config
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.files import atomic_write_text
 
 
 def add_parsers(verbs: Any) -> None:
@@ -17,7 +28,13 @@ def add_parsers(verbs: Any) -> None:
         "launch", help="run a verb under a launcher: torchrun, deepspeed or a Slurm job"
     )
     launchers = launch.add_subparsers(title="launchers", metavar="LAUNCHER")
+    _add_torchrun(launchers)
+    _add_deepspeed(launchers)
+    _add_slurm(launchers)
+    _add_status(launchers)
 
+
+def _add_torchrun(launchers: Any) -> None:
     torchrun = _launcher(
         launchers,
         "torchrun",
@@ -45,6 +62,8 @@ def add_parsers(verbs: Any) -> None:
         "--node-rank", type=int, help="this node's rank: static rendezvous at the endpoint instead of c10d"
     )
 
+
+def _add_deepspeed(launchers: Any) -> None:
     deepspeed = _launcher(
         launchers,
         "deepspeed",
@@ -69,6 +88,8 @@ def add_parsers(verbs: Any) -> None:
     )
     deepspeed.add_argument("--master-port", type=int, default=29500, help="its port for the process group")
 
+
+def _add_slurm(launchers: Any) -> None:
     slurm = _launcher(
         launchers,
         "slurm",
@@ -105,11 +126,13 @@ def add_parsers(verbs: Any) -> None:
         "--max-parallel", type=int, default=0, help="array elements running at once (0: no cap)"
     )
 
+
+def _add_status(launchers: Any) -> None:
     status = launchers.add_parser(
         "status",
         help="a submitted Slurm job's state, one line per array element",
         description="a submitted Slurm job's state, one line per array element "
-        "(scontrol, then sacct for jobs that ended long ago)",
+        "(scontrol, then sacct for jobs that ended long ago, then squeue)",
     )
     status.add_argument("job_id", help="the id `lmpipe launch slurm` printed")
     status.set_defaults(run=_run_launch_status)
@@ -129,7 +152,7 @@ def _verb_args(args: argparse.Namespace, launcher: str) -> list[str]:
     """The verb and its arguments, after ``--``."""
     verb_args = args.verb_args[1:] if args.verb_args[:1] == ["--"] else args.verb_args
     if not verb_args:
-        raise ValueError(
+        raise InputError(
             f"give the verb to run after --, e.g. lmpipe launch {launcher} -- train --config FILE"
         )
     return verb_args
@@ -145,8 +168,6 @@ def _verb_config(parser: argparse.ArgumentParser, verb_args: Sequence[str]) -> C
 
 
 def _run_launch_torchrun(args: argparse.Namespace) -> int:
-    from launch.torchrun import run_torchrun, torchrun_command
-
     verb_args = _verb_args(args, "torchrun")
     _verb_config(args.root_parser, verb_args)
     options = dict(
@@ -157,16 +178,12 @@ def _run_launch_torchrun(args: argparse.Namespace) -> int:
         rdzv_id=args.rdzv_id,
     )
     if args.dry_run:
-        import shlex
-
         print(shlex.join(torchrun_command(verb_args, **options)))
         return 0
     return run_torchrun(verb_args, **options)
 
 
 def _run_launch_deepspeed(args: argparse.Namespace) -> int:
-    from launch.deepspeed import DeepSpeedLaunch, deepspeed_command, run_deepspeed
-
     verb_args = _verb_args(args, "deepspeed")
     _verb_config(args.root_parser, verb_args)
     launch = DeepSpeedLaunch(
@@ -179,37 +196,17 @@ def _run_launch_deepspeed(args: argparse.Namespace) -> int:
         master_port=args.master_port,
     )
     if args.dry_run:
-        import shlex
-
         print(shlex.join(deepspeed_command(verb_args, launch)))
         return 0
     return run_deepspeed(verb_args, launch)
 
 
 def _run_launch_slurm(args: argparse.Namespace) -> int:
-    from launch.checks import preflight
-    from launch.slurm import SlurmJob, render_sbatch, submit
-    from launch.slurm_profile import SlurmProfile
-
     verb_args = _verb_args(args, "slurm")
     profile = SlurmProfile.load(
         args.profile, args.set, values={"nodes": args.nodes, "gpus_per_node": args.gpus_per_node}
     )
-    if args.array_configs and "--config" in verb_args:
-        raise ValueError(
-            "--array-configs gives each element its --config; leave --config out of the verb's arguments"
-        )
-    if args.array_configs:
-        configs = [
-            _verb_config(args.root_parser, [verb_args[0], "--config", path, *verb_args[1:]])
-            for path in args.array_configs
-        ]
-        if None in configs:
-            raise ValueError(
-                f"--array-configs runs a verb that takes --config (train, finetune, eval), not {verb_args[0]}"
-            )
-    else:
-        configs = [_verb_config(args.root_parser, verb_args)]
+    configs = _slurm_configs(args, verb_args)
     job_name = args.job_name or f"lmpipe-{verb_args[0]}"
     if args.dry_run:
         job = SlurmJob(
@@ -223,7 +220,8 @@ def _run_launch_slurm(args: argparse.Namespace) -> int:
         print(render_sbatch(profile, job), end="")
         return 0
 
-    checks = preflight(profile, configs)
+    runs = [needs for cfg in configs if (needs := _run_needs(cfg, profile.world_size)) is not None]
+    checks = preflight(profile, runs)
     for check in checks:
         print(f"lmpipe: {'ok' if check.ok else 'FAILED'}: {check.line}", file=sys.stderr)
     if not all(check.ok for check in checks):
@@ -234,8 +232,9 @@ def _run_launch_slurm(args: argparse.Namespace) -> int:
     # Each element reads a resolved copy: later edits of the user's files do not change queued jobs.
     resolved = (
         [
-            str(cfg.save(home / f"{job_name}-configs" / f"{index}.yaml").resolve())  # type: ignore[union-attr]
+            str(cfg.save(home / f"{job_name}-configs" / f"{index}.yaml").resolve())
             for index, cfg in enumerate(configs)
+            if cfg is not None  # always, in an array: _slurm_configs refuses verbs without a config
         ]
         if args.array_configs
         else []
@@ -243,7 +242,7 @@ def _run_launch_slurm(args: argparse.Namespace) -> int:
     job = SlurmJob(tuple(verb_args), job_name, os.getcwd(), tuple(resolved), args.max_parallel, args.launcher)
     script = home / f"{job_name}.sbatch"
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(render_sbatch(profile, job))
+    atomic_write_text(script, render_sbatch(profile, job))
     job_id = submit(script)
     log = f"{job_name}-{job_id}_<index>.out" if resolved else f"{job_name}-{job_id}.out"
     print(f"lmpipe: submitted {script} as job {job_id}; log {Path(profile.log_dir) / log}", file=sys.stderr)
@@ -251,14 +250,57 @@ def _run_launch_slurm(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_launch_status(args: argparse.Namespace) -> int:
-    from launch.slurm_status import format_states, job_states
+def _slurm_configs(args: argparse.Namespace, verb_args: list[str]) -> list[Config | None]:
+    """The config of each array element, or the one of the job (None for a verb without one)."""
+    if not args.array_configs:
+        return [_verb_config(args.root_parser, verb_args)]
+    if "--config" in verb_args:
+        raise InputError(
+            "--array-configs gives each element its --config; leave --config out of the verb's arguments"
+        )
+    configs = [
+        _verb_config(args.root_parser, [verb_args[0], "--config", path, *verb_args[1:]])
+        for path in args.array_configs
+    ]
+    if None in configs:
+        raise InputError(
+            f"--array-configs runs a verb that takes --config (train, finetune, eval), not {verb_args[0]}"
+        )
+    return configs
 
+
+def _run_needs(cfg: Config | None, world_size: int) -> RunNeeds | None:
+    """What the preflight checks of a training or finetuning run; None for other verbs."""
+    if isinstance(cfg, TrainJobConfig):
+        shards = [cfg.data.shards, *(source.shards for source in cfg.data.sources.values())]
+        resume = cfg.checkpoint.resume
+    elif isinstance(cfg, FinetuneJobConfig):
+        shards, resume = [], ""
+    else:
+        return None
+    try:
+        cfg.train.grad_accum_steps(world_size)
+        batch_error = ""
+    except ConfigError as exc:
+        batch_error = str(exc)
+    return RunNeeds(
+        output_dir=cfg.output_dir,
+        global_batch_size=cfg.train.global_batch_size,
+        batch_error=batch_error,
+        precision=cfg.train.precision,
+        backend=cfg.parallel.backend,
+        shards=shards,
+        resume=resume,
+    )
+
+
+def _run_launch_status(args: argparse.Namespace) -> int:
     states = job_states(args.job_id)
     if not states:
         print(
-            f"lmpipe: job {args.job_id}: neither slurmctld (scontrol) nor accounting (sacct) knows it: a wrong id, "
-            "or it ended more than MinJobAge ago on a cluster without accounting",
+            f"lmpipe: job {args.job_id}: neither slurmctld (scontrol) nor accounting (sacct) knows it, "
+            "nor the queue (squeue): a wrong id, or it ended more than MinJobAge ago on a cluster "
+            "without accounting",
             file=sys.stderr,
         )
         return 1

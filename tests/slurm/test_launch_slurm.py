@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from launch.slurm_status import JobState, job_states
+from launch.slurm.state import JobState, job_states
 from pipeline.testing import make_tiny_corpus
+from pipeline.train.checkpoint import newest_checkpoint
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -197,8 +198,6 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_end(
     local_slurm, shards, reference, tmp_path, jobs
 ):
     from mlflow.tracking import MlflowClient
-
-    from pipeline.train.checkpoint import newest_checkpoint
 
     output, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
     job = Job(tmp_path, train_args(shards, f"output_dir={output}", f"tracking.uri={uri}"))  # 1 task x 2 ranks

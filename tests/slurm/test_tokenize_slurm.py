@@ -80,7 +80,7 @@ def test_job_array_writes_the_shards_a_local_run_writes(
     assert manifest["shards"] == local["shards"] and manifest["totals"] == local["totals"]
     assert manifest["totals"]["skipped_empty"] > 0
     script = (slurm_dir / "tokenize" / "tokenize.sbatch").read_text()
-    assert "#SBATCH --array=0-2%2" in script and "-m data_prep.tokenizer.task_main" in script
+    assert "#SBATCH --array=0-2%2" in script and "-m launch.slurm.task" in script
     plan = json.loads((slurm_dir / "tokenize" / "plan.json").read_text())
     assert plan["stage"] == "tokenize" and [task["index"] for task in plan["tasks"]] == [0, 1, 2]
     [job] = {

@@ -14,6 +14,7 @@ from data_prep.executor import Stage, TaskFailed
 from data_prep.executor.local import LocalExecutor
 from data_prep.executor.slurm import SlurmExecutor, render_script
 from data_prep.prep import Task, make_executor
+from launch.slurm import task as task_main
 from pipeline.cli.main import main
 from pipeline.core.errors import ConfigError
 
@@ -34,7 +35,7 @@ def test_script_has_array_range_cap_log_path_and_task_main(tmp_path):
     assert not any(o.startswith(("--dependency", "--kill-on-invalid-dep")) for o in options)
     assert not any(o.startswith(("--partition", "--time", "--mem", "--cpus-per-task")) for o in options)
     body = script.splitlines()[-1]
-    assert body == f'exec /venv/bin/python -m data_prep.executor.task_main {plan} "${{SLURM_ARRAY_TASK_ID}}"'
+    assert body == f'exec /venv/bin/python -m launch.slurm.task {plan} "${{SLURM_ARRAY_TASK_ID}}"'
 
 
 def test_script_without_cap_and_with_every_option():
@@ -44,13 +45,22 @@ def test_script_without_cap_and_with_every_option():
     options = sbatch_options(
         render_script(cfg, 1, "/o/plan.json", "/o/logs", job_name="lmpipe-dedup", depends_on="41")
     )
-    assert options[:2] == ["--job-name=lmpipe-dedup", "--array=0-0"]
-    assert options[3:5] == ["--dependency=afterok:41", "--kill-on-invalid-dep=yes"]
-    assert options[5:] == [
+    # The one order of launch.slurm.sbatch.sbatch_options, shared with training launches.
+    assert options == [
+        "--job-name=lmpipe-dedup",
+        f"--chdir={shlex.quote(os.getcwd())}",
         "--partition=gpu",
         "--time=2:00:00",
+        "--nodes=1",
+        "--ntasks-per-node=1",
         "--cpus-per-task=4",
         "--mem=8G",
+        "--output=/o/logs/%x-%A_%a.out",
+        "--open-mode=append",
+        "--no-requeue",
+        "--array=0-0",
+        "--dependency=afterok:41",
+        "--kill-on-invalid-dep=yes",
         "--qos=high",
         "--account=lm",
     ]
@@ -70,7 +80,7 @@ def test_script_values_are_shell_quoted():
         "exec",
         "/my env/python",
         "-m",
-        "data_prep.executor.task_main",
+        "launch.slurm.task",
         "/out dir/plan.json",
         "${SLURM_ARRAY_TASK_ID}",
     ]
@@ -142,11 +152,14 @@ def test_cli_executor_flag_reaches_the_config(tmp_path, capsys):
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    """``sbatch`` that records its script and answers job 42; ``squeue`` that reports an empty queue."""
+    """``sbatch`` that records its script and answers job 42; ``squeue`` that reports an empty queue;
+    ``scontrol`` and ``sacct`` that know no job (the machine's own Slurm must not answer)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/sbatch.calls\necho "42;cluster"\n')
     (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")
+    for unknowing in ("scontrol", "sacct"):
+        (bin_dir / unknowing).write_text("#!/bin/sh\necho 'Invalid job id specified' >&2\nexit 1\n")
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -205,8 +218,6 @@ def test_slurm_executor_reports_a_failed_sbatch(tmp_path, fake_slurm):
 
 
 def test_task_main_skips_a_done_task(tmp_path, capsys):
-    from data_prep.executor import task_main
-
     cfg = PrepConfig.load(
         None, [], values={"input": [str(tmp_path / "a.warc.gz")], "output": str(tmp_path / "o")}
     )

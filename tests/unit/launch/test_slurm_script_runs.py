@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from launch.slurm import SlurmJob, render_sbatch
-from launch.slurm_profile import SlurmProfile
+from launch.slurm.profile import SlurmProfile
+from launch.slurm.sbatch import SlurmJob, render_sbatch
 
 FAKES = {
     # srun: note the call, drop srun's own options, run the task in its place (so $! is the task).

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from launch.slurm_status import JobState, job_states, parse_sacct, parse_scontrol
+from launch.slurm.state import JobState, job_states, parse_sacct, parse_scontrol
 from pipeline.cli.main import main
 
 ARRAY = (
-    "JobId=12 ArrayJobId=10 ArrayTaskId=2 JobName=sweep JobState=PENDING Reason=BeginTime Requeue=1 Restarts=1 "
-    "ExitCode=0:0 RunTime=00:00:00\n"
+    "JobId=12 ArrayJobId=10 ArrayTaskId=2 JobName=sweep JobState=PENDING Reason=BeginTime Requeue=1 "
+    "Restarts=1 ExitCode=0:0 RunTime=00:00:00\n"
     "JobId=11 ArrayJobId=10 ArrayTaskId=1 JobName=sweep JobState=RUNNING Reason=None Restarts=0 ExitCode=0:0 "
     "RunTime=00:01:02\n"
-    "JobId=10 ArrayJobId=10 ArrayTaskId=3-5%2 JobName=sweep JobState=PENDING Reason=JobArrayTaskLimit Restarts=0 "
-    "ExitCode=0:0 RunTime=00:00:00\n"
+    "JobId=10 ArrayJobId=10 ArrayTaskId=3-5%2 JobName=sweep JobState=PENDING Reason=JobArrayTaskLimit "
+    "Restarts=0 ExitCode=0:0 RunTime=00:00:00\n"
     "JobId=13 ArrayJobId=10 ArrayTaskId=0 JobName=sweep JobState=FAILED Reason=NonZeroExitCode Restarts=0 "
     "ExitCode=1:0 RunTime=00:00:09\n"
 )
@@ -30,7 +30,10 @@ def test_scontrol_records_become_one_state_per_element_in_index_order():
         JobState("10_2", "PENDING", "BeginTime", "0:0", "1", "00:00:00"),
         JobState("10_[3-5%2]", "PENDING", "JobArrayTaskLimit", "0:0", "0", "00:00:00"),
     ]
-    single = "JobId=7 JobName=t JobState=COMPLETED Reason=None Restarts=1 ExitCode=0:0 RunTime=00:00:24 ArrayJobId=N/A"
+    single = (
+        "JobId=7 JobName=t JobState=COMPLETED Reason=None Restarts=1 ExitCode=0:0 RunTime=00:00:24 "
+        "ArrayJobId=N/A"
+    )
     assert parse_scontrol(single) == [JobState("7", "COMPLETED", "", "0:0", "1", "00:00:24")]
 
 
@@ -75,6 +78,7 @@ def test_a_job_slurmctld_forgot_is_looked_up_in_sacct(fake_bin):
 def test_unknown_everywhere_says_why(fake_bin, capsys):
     fake(fake_bin, "scontrol", 'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1')
     fake(fake_bin, "sacct", 'echo "sacct: error: Slurm accounting storage is disabled" >&2; exit 1')
+    fake(fake_bin, "squeue", 'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1')
     assert main(["launch", "status", "10"]) == 1
     assert "neither slurmctld (scontrol) nor accounting (sacct) knows it" in capsys.readouterr().err
 

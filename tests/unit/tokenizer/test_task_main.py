@@ -1,4 +1,4 @@
-"""The Slurm path without Slurm: each element of the plan run as ``python -m data_prep.tokenizer.task_main``
+"""The Slurm path without Slurm: each element of the plan run as ``python -m launch.slurm.task``
 writes what a local run writes; and the CLI's ``--shard-size-mb`` and ``--executor`` reach the config."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 from data_prep.executor.slurm import SlurmExecutor
 from data_prep.tokenizer.config import TokenizeConfig
 from data_prep.tokenizer.tokenize import tokenize
+from launch.slurm.sbatch import TASK_MODULE
 from pipeline.cli.main import main
 
 
@@ -24,7 +25,7 @@ def test_plan_elements_run_by_task_main_match_a_local_run(tmp_path, docs_dir, to
         plan = self.plan_path(stage.name)
         for index in range(len(json.loads(plan.read_text())["tasks"])):
             element = subprocess.run(
-                [sys.executable, "-m", self.entry, str(plan), str(index)],
+                [sys.executable, "-m", TASK_MODULE, str(plan), str(index)],
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -48,7 +49,7 @@ def test_plan_elements_run_by_task_main_match_a_local_run(tmp_path, docs_dir, to
         [
             sys.executable,
             "-m",
-            "data_prep.tokenizer.task_main",
+            TASK_MODULE,
             str(tmp_path / "slurm" / "slurm" / "tokenize" / "plan.json"),
             "1",
         ],

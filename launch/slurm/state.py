@@ -1,18 +1,44 @@
-"""``lmpipe launch status JOB``: where a submitted job stands, one line per job-array element.
+"""The one job-state reader: where a submitted job stands, one entry per job-array element.
 
+Used by ``lmpipe launch status JOB`` and by the data-prep executor while it waits for its arrays.
 Read from ``scontrol show job`` first: slurmctld keeps running jobs and ones that ended less than
 ``MinJobAge`` ago (5 minutes by default), with the reason a job waits and its restarts (requeues),
 and it works where accounting is disabled. An older job is looked up in ``sacct`` (the accounting
-database), where the cluster has one; where neither knows the job, the answer says so.
+database), where the cluster has one. Last ``squeue``, which lists only jobs still queued or
+running: where it answers but lists none of the job, the job has left the queue (``ENDED``), its
+final state no longer kept. Where none of them knows the job, the answer is empty.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.core.errors import InputError
+
 _JOB_ID = re.compile(r"\d+(_\d+)?")
+ENDED = "ENDED"
+"""The state of a job ``squeue`` no longer lists and nothing else remembers: it ended, how is not known."""
+ACTIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "SUSPENDED",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SIGNALING",
+        "STAGE_OUT",
+        "STOPPED",
+        "RESV_DEL_HOLD",
+    }
+)
+"""States of a job that has not ended yet (it may still run, or run again)."""
 
 
 @dataclass(frozen=True)
@@ -20,20 +46,26 @@ class JobState:
     job: str
     """``123``, or ``123_4`` for element 4 of array job 123 (``123_[5-7%2]``: elements not started yet)."""
     state: str
-    """PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, ..."""
+    """PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, ..., or ``ENDED``."""
     reason: str = ""
     """Why it waits or why it ended (``BeginTime`` after a requeue, ``NonZeroExitCode``); empty when none."""
     exit_code: str = ""
     """``status:signal`` of the batch script."""
     restarts: str = ""
-    """How often it was requeued; empty when the source does not say (sacct)."""
+    """How often it was requeued; empty when the source does not say (sacct, squeue)."""
     run_time: str = ""
+
+    @property
+    def active(self) -> bool:
+        """Not ended: pending, running, or about to run again (``CANCELLED by 0`` is ended)."""
+        return self.state.split(" ")[0] in ACTIVE_STATES
 
 
 def job_states(job_id: str) -> list[JobState]:
-    """Every element of ``job_id`` (one entry for a job that is not an array); empty if Slurm does not know it."""
+    """Every element of ``job_id`` (one entry for a job that is not an array); empty where Slurm does not
+    know it."""
     if not _JOB_ID.fullmatch(job_id):
-        raise ValueError(
+        raise InputError(
             f"job id {job_id!r}: give the number sbatch printed (or ID_INDEX for one array element)"
         )
     text = _run(["scontrol", "show", "job", "--oneliner", job_id])
@@ -50,7 +82,24 @@ def job_states(job_id: str) -> list[JobState]:
             "--format=JobID,State,ExitCode,Elapsed",
         ]
     )
-    return parse_sacct(text) if text else []
+    if text:
+        return parse_sacct(text)
+    text = _run(["squeue", "--noheader", "--jobs", job_id, "--format=%i|%T|%r|%M"])
+    if text is None:
+        return []
+    return parse_squeue(text) or [JobState(job_id, ENDED)]
+
+
+def any_active(job_ids: Sequence[str]) -> bool | None:
+    """Whether any element of any of the jobs has not ended; None when Slurm knows none of them
+    (the controller unreachable, or every job purged): the caller decides how long to ask again."""
+    known = False
+    for job_id in job_ids:
+        states = job_states(job_id)
+        if any(state.active for state in states):
+            return True
+        known = known or bool(states)
+    return False if known else None
 
 
 def parse_scontrol(text: str) -> list[JobState]:
@@ -86,6 +135,17 @@ def parse_sacct(text: str) -> list[JobState]:
         if len(parts) == 4:
             job, state, exit_code, elapsed = parts
             states.append(JobState(job, state, exit_code=exit_code, run_time=elapsed))
+    return sorted(states, key=_order)
+
+
+def parse_squeue(text: str) -> list[JobState]:
+    """``squeue --format=%i|%T|%r|%M`` lines ``JobID|State|Reason|Time``."""
+    states = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 4:
+            job, state, reason, run_time = parts
+            states.append(JobState(job, state, "" if reason == "None" else reason, run_time=run_time))
     return sorted(states, key=_order)
 
 

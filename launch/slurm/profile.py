@@ -1,10 +1,12 @@
 """A cluster's Slurm settings, kept apart from any run's config (``configs/slurm/*.yaml``).
 
+The one profile type of every Slurm job lmpipe submits: training launches and sweep arrays load
+it from a YAML file; the data-prep and tokenize executors build one from their ``slurm:`` section.
 Loaded with the repo's ``Config`` loader, so an unknown key or a wrong type is the same
 one-line error as in every other config; ``required: [partition]`` in a profile makes an empty
 partition an error that says how to give it (``--set partition=NAME``). Everything here is
-rendered into an sbatch script by ``launch.slurm``; the checks below reject values that could
-not be rendered safely.
+rendered into an sbatch script by ``launch.slurm.sbatch``; the checks below reject values that
+could not be rendered safely.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field, fields
 
 from launch.hosts import check_nodelist
 from pipeline.core.config import Config, require, require_choice
+from pipeline.core.errors import InputError
 
 CONTAINER_RUNTIMES = ("pyxis", "apptainer")
 _TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|\d+")
@@ -27,7 +30,8 @@ class ContainerConfig(Config):
     """Empty: no container. Otherwise the image every rank runs in, e.g. ``nvcr.io#nvidia/pytorch:25.01-py3``
     (pyxis) or ``/shared/images/lmpipe.sif`` (apptainer)."""
     runtime: str = "pyxis"
-    """pyxis: ``srun --container-image=...`` (enroot); apptainer: ``apptainer exec --nv IMAGE`` inside srun."""
+    """pyxis: ``srun --container-image=...`` (enroot); apptainer: ``apptainer exec --nv IMAGE``
+    inside srun."""
     mounts: list[str] = field(default_factory=list)
     """``SRC:DST`` bind mounts, e.g. the shared file system holding the shards and outputs."""
     workdir: str = ""
@@ -50,13 +54,14 @@ class SlurmProfile(Config):
     account: str = ""
     qos: str = ""
     time: str = "01:00:00"
-    """Wall-clock limit: minutes, HH:MM:SS or D-HH:MM:SS."""
+    """Wall-clock limit: minutes, HH:MM:SS or D-HH:MM:SS; empty: the partition's default."""
     time_min: str = ""
     """With it, Slurm may start the job sooner with a shorter limit (backfill); a requeue continues it."""
     nodes: int = 1
     tasks_per_node: int = 1
-    """torchrun agents per node, each starting ``procs_per_node`` ranks; all meet by c10d rendezvous as if each
-    were a node. Leave it 1: more is for testing multi-node rendezvous on one machine (a one-node Slurm)."""
+    """torchrun agents per node, each starting ``procs_per_node`` ranks; all meet by c10d rendezvous as if
+    each were a node. Leave it 1: more is for testing multi-node rendezvous on one machine (a one-node
+    Slurm)."""
     gpus_per_node: int = 0
     """0: a CPU-only job (ranks per node from ``procs_per_node``)."""
     procs_per_node: int = 0
@@ -70,18 +75,23 @@ class SlurmProfile(Config):
     """Run on exactly these nodes, as a Slurm hostlist (``gpu[01-04]``); empty: any."""
     exclusive: bool = False
     setup: list[str] = field(default_factory=list)
-    """Shell lines run before the launch on the batch node (``module load ...``, ``source .venv/bin/activate``);
-    copied verbatim: they are the user's own shell."""
+    """Shell lines run before the launch on the batch node (``module load ...``,
+    ``source .venv/bin/activate``); copied verbatim: they are the user's own shell."""
     container: ContainerConfig = field(default_factory=ContainerConfig)
     env: dict[str, str] = field(default_factory=dict)
-    """Exported before the launch, over the defaults (``launch.slurm.default_env``); an empty value unsets
-    the variable. NCCL_SOCKET_IFNAME is left alone unless set here: NCCL's own pick is usually right."""
+    """Exported before the launch, over the defaults (``launch.slurm.sbatch.default_env``); an empty
+    value unsets the variable. NCCL_SOCKET_IFNAME is left alone unless set here: NCCL's own pick is
+    usually right."""
     signal_seconds: int = 300
     """USR2 this long before the time limit: the ranks checkpoint and exit 75, and the job is requeued."""
     max_requeues: int = 3
     """Requeue at most this many times (preemption or time limit); 0: never."""
+    sbatch_args: list[str] = field(default_factory=list)
+    """Further sbatch options, one per item, e.g. ``["--comment=nightly"]``; rendered (quoted) after
+    lmpipe's own, so sbatch lets them override those."""
     log_dir: str = "logs"
-    """Where Slurm writes ``<job name>-<job id>.out`` (created before submitting; Slurm does not create it)."""
+    """Where Slurm writes ``<job name>-<job id>.out`` (created before submitting; Slurm does not
+    create it)."""
 
     @property
     def ranks_per_node(self) -> int:
@@ -103,14 +113,13 @@ class SlurmProfile(Config):
         for key in ("partition", "account", "qos", "constraint", "mem", "log_dir"):
             value = getattr(self, key)
             require(value.isprintable(), f"{prefix}{key}", f"{value!r} holds a control character")
-        require(
-            bool(_TIME.fullmatch(self.time)), f"{prefix}time", f"{self.time!r} is not a Slurm time (HH:MM:SS)"
-        )
-        require(
-            not self.time_min or bool(_TIME.fullmatch(self.time_min)),
-            f"{prefix}time_min",
-            f"{self.time_min!r} is not a Slurm time (HH:MM:SS)",
-        )
+        for key in ("time", "time_min"):
+            value = getattr(self, key)
+            require(
+                not value or bool(_TIME.fullmatch(value)),
+                f"{prefix}{key}",
+                f"{value!r} is not a Slurm time (HH:MM:SS)",
+            )
         require(self.nodes >= 1, f"{prefix}nodes", "must be >= 1")
         require(self.tasks_per_node >= 1, f"{prefix}tasks_per_node", "must be >= 1")
         require(
@@ -129,10 +138,12 @@ class SlurmProfile(Config):
         if self.nodelist:
             try:
                 check_nodelist(self.nodelist)
-            except ValueError as exc:
+            except InputError as exc:
                 require(False, f"{prefix}nodelist", str(exc))
         for line in self.setup:
             require("\n" not in line, f"{prefix}setup", "one shell line per list item")
+        for option in self.sbatch_args:
+            require(option.startswith("-"), f"{prefix}sbatch_args", f"{option!r} is not an sbatch option")
         for name in self.env:
             require(
                 bool(_ENV_NAME.fullmatch(name)),

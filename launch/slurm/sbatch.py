@@ -1,38 +1,45 @@
-"""Render (and submit) the sbatch script that runs an lmpipe verb on a Slurm allocation.
+"""The one sbatch renderer: every script lmpipe submits, training launch or task array, and ``submit``.
 
-The script is a plain file a user can read and submit by hand. Its shape (DESIGN.md §6):
-one task per node, each a ``torchrun`` that meets the others by c10d rendezvous on the first
-node of the allocation, at a port derived from the job id. (``tasks_per_node`` > 1 starts several
-torchruns per node, each a rendezvous node of its own: the multi-node shape on a one-node test
-cluster.) Preemption: ``--signal=B:USR2@<s>``
+Every script shares its head: the ``#SBATCH`` options block of ``sbatch_options`` (one order for
+every job kind, arrays as ``--array=0-K%P``), ``set -euo pipefail``, the profile's ``setup`` lines
+and its environment. Every value from the user is shell-quoted. Two bodies follow it:
+
+A training launch (``render_sbatch``, DESIGN.md §6): one task per node, each a ``torchrun`` that
+meets the others by c10d rendezvous on the first node of the allocation, at a port derived from
+the job id. (``tasks_per_node`` > 1 starts several torchruns per node, each a rendezvous node of
+its own: the multi-node shape on a one-node test cluster.) Preemption: ``--signal=B:USR2@<s>``
 warns the batch shell, which passes the warning on as SIGTERM to every process of the job
 step (``scancel --signal=TERM``: torchrun and the trainers both handle SIGTERM in every torch
 version, whereas USR2 would kill a torchrun that was not told to handle it, and a SIGTERM sent
 to ``srun`` itself makes it SIGKILL the tasks). The trainers checkpoint and exit 75; the shell
 then requeues the job (``scontrol requeue``) until ``max_requeues``, and the requeued run resumes
-from the checkpoint (``checkpoint.resume=auto``). Every value from the user is shell-quoted.
+from the checkpoint (``checkpoint.resume=auto``). The DeepSpeed variant runs DeepSpeed's launcher
+on every node instead of torchrun, with a hostfile built from the allocation (``host slots=G``),
+``--no_ssh`` and the node's rank from ``SLURM_NODEID``: the launcher on each node starts that
+node's ranks, none reaches another node over ssh.
 
-The DeepSpeed variant runs DeepSpeed's launcher on every node instead of torchrun, with a
-hostfile built from the allocation (``host slots=G``), ``--no_ssh`` and the node's rank from
-``SLURM_NODEID``: the launcher on each node starts that node's ranks, none reaches another
-node over ssh.
+A task array (``render_task_array``): element ``i`` runs ``python -m launch.slurm.task PLAN i``,
+the one entry point of every task kind (data prep, tokenize), which does task ``i`` of the plan.
 """
 
 from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.slurm_profile import SlurmProfile
+from launch.slurm.profile import SlurmProfile
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.files import EXIT_PREEMPTED
 
 PORT_BASE, PORT_SPAN = 20000, 20000
 """The rendezvous port is ``PORT_BASE + job id % PORT_SPAN``: two jobs sharing a node differ."""
-EXIT_PREEMPTED = 75
-"""The trainers' exit code after a signal and a checkpoint (``pipeline.preemption.EXIT_PREEMPTED``)."""
 LAUNCHERS = ("torchrun", "deepspeed")
+TASK_MODULE = "launch.slurm.task"
+"""What every task-array element runs with ``python -m``."""
 
 
 @dataclass(frozen=True)
@@ -61,18 +68,27 @@ def default_env(profile: SlurmProfile) -> dict[str, str]:
     return {**env, **profile.env}
 
 
+@dataclass(frozen=True)
+class TaskArray:
+    """One stage of tasks as a job array: element ``i`` does task ``i`` of the plan."""
+
+    job_name: str
+    workdir: str
+    """The elements' working directory (``--chdir``): relative paths in the plan's config start here."""
+    plan: str
+    """The plan file (the stage, the resolved config, the tasks) that ``launch.slurm.task`` reads."""
+    n_tasks: int
+    max_parallel: int = 0
+    """Elements running at once; 0: no cap."""
+    depends_on: str = ""
+    """A job id: start once it succeeded, and be cancelled if it failed; empty: start at once."""
+    python: str = sys.executable
+
+
 def render_sbatch(profile: SlurmProfile, job: SlurmJob) -> str:
-    """The whole script; ``bash -n`` clean, stable for a given profile and job (golden-tested)."""
-    if not job.verb_args:
-        raise ValueError(
-            "give the verb to run after --, e.g. lmpipe launch slurm --profile P -- train --config C"
-        )
-    if job.max_parallel < 0:
-        raise ValueError(f"--max-parallel must be >= 0, got {job.max_parallel}")
-    if job.launcher not in LAUNCHERS:
-        raise ValueError(f"launcher {job.launcher!r}: valid choices: {', '.join(LAUNCHERS)}")
-    if job.launcher == "deepspeed" and profile.tasks_per_node > 1:
-        raise ValueError("--launcher deepspeed runs one launcher per node: leave tasks_per_node at 1")
+    """A training launch's whole script; ``bash -n`` clean, stable for a given profile and job
+    (golden-tested)."""
+    _check_job(profile, job)
     gpus = (
         f" x {profile.gpus_per_node} GPU(s)"
         if profile.gpus_per_node
@@ -83,23 +99,21 @@ def render_sbatch(profile: SlurmProfile, job: SlurmJob) -> str:
         if profile.tasks_per_node > 1
         else f"one {job.launcher} per node"
     )
-    lines = [
-        "#!/bin/bash",
-        f"# Written by `lmpipe launch slurm`: {profile.nodes} node(s){gpus}, {per_node}.",
-        "# Submit it by hand with `sbatch <this file>`."
+    comments = [
+        f"Written by `lmpipe launch slurm`: {profile.nodes} node(s){gpus}, {per_node}.",
+        "Submit it by hand with `sbatch <this file>`."
         + (" A preempted or timed-out run checkpoints and is requeued." if profile.max_requeues else ""),
-        *(f"#SBATCH {option}" for option in _sbatch_options(profile, job)),
-        "",
-        "set -euo pipefail",
-        *_section(
-            "Cluster set-up (profile: setup); module systems may read unset variables, so -u waits.",
-            ["set +u", *profile.setup, "set -u"] if profile.setup else [],
-        ),
-        *_section("Environment (profile: env, over lmpipe's defaults).", _env_lines(default_env(profile))),
+    ]
+    options = sbatch_options(
+        profile, job.job_name, job.workdir, array_size=len(job.array_configs), max_parallel=job.max_parallel
+    )
+    lines = [
+        *_head(profile, comments, options),
         *_section("Job array: element i runs the i-th resolved config.", _array_lines(job.array_configs)),
         *_section(
-            f"Rendezvous: every node's {job.launcher} meets on the first node, at a port derived from the job "
-            "id.\n# (sed, not head: head would stop reading and SIGPIPE scontrol, which pipefail makes fatal.)",
+            f"Rendezvous: every node's {job.launcher} meets on the first node, at a port derived from "
+            "the job id.\n# (sed, not head: head would stop reading and SIGPIPE scontrol, which pipefail "
+            "makes fatal.)",
             [
                 'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
                 f"rdzv_port=$(({PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN}))",
@@ -108,6 +122,14 @@ def render_sbatch(profile: SlurmProfile, job: SlurmJob) -> str:
                 ' restart ${SLURM_RESTART_COUNT:-0}"',
             ],
         ),
+        *_run_lines(profile, job),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _run_lines(profile: SlurmProfile, job: SlurmJob) -> list[str]:
+    """The launch in the background, the preemption trap around it, and the requeue after it."""
+    return [
         *_section(
             "Preemption warning (USR2 to this shell): every rank gets SIGTERM, checkpoints and exits "
             f"{EXIT_PREEMPTED}.",
@@ -141,32 +163,50 @@ def render_sbatch(profile: SlurmProfile, job: SlurmJob) -> str:
             _requeue_lines(profile.max_requeues),
         ),
     ]
+
+
+def render_task_array(profile: SlurmProfile, array: TaskArray) -> str:
+    """A task array's whole script: the shared head, then each element ``exec``s the task entry point."""
+    if array.n_tasks < 1:
+        raise InputError("a job array needs at least one task")
+    if array.max_parallel < 0:
+        raise ConfigError(f"max_parallel must be >= 0, got {array.max_parallel}")
+    comments = [
+        f"Written by lmpipe: {array.n_tasks} array element(s), one per task listed in {array.plan}.",
+        "Each element runs its task and leaves a completion marker; a rerun skips finished ones.",
+    ]
+    options = sbatch_options(
+        profile,
+        array.job_name,
+        array.workdir,
+        array_size=array.n_tasks,
+        max_parallel=array.max_parallel,
+        depends_on=array.depends_on,
+    )
+    q = shlex.quote
+    lines = [
+        *_head(profile, comments, options),
+        "",
+        'echo "lmpipe: array task ${SLURM_ARRAY_TASK_ID} of job ${SLURM_ARRAY_JOB_ID} on $(hostname)"',
+        f'exec {q(array.python)} -m {TASK_MODULE} {q(array.plan)} "${{SLURM_ARRAY_TASK_ID}}"',
+    ]
     return "\n".join(lines) + "\n"
 
 
-def submit(script: Path) -> str:
-    """``sbatch --parsable SCRIPT``; returns the job id."""
-    try:
-        proc = subprocess.run(
-            ["sbatch", "--parsable", str(script)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise FileNotFoundError("sbatch not found on PATH; is this a Slurm login node?") from None
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[-1]
-        raise ValueError(f"sbatch {script} failed: {reason}")
-    return proc.stdout.strip().split(";")[0]
-
-
-def _sbatch_options(profile: SlurmProfile, job: SlurmJob) -> list[str]:
+def sbatch_options(
+    profile: SlurmProfile,
+    job_name: str,
+    workdir: str,
+    *,
+    array_size: int = 0,
+    max_parallel: int = 0,
+    depends_on: str = "",
+) -> list[str]:
+    """The ``#SBATCH`` options of any job, in one order: the job, the allocation, the log, requeueing,
+    the array and its dependency, then the profile's own ``sbatch_args``."""
     q = shlex.quote
-    log_name = "%x-%A_%a.out" if job.array_configs else "%x-%j.out"
-    options = [f"--job-name={q(job.job_name)}", f"--chdir={q(job.workdir)}"]
+    log_name = "%x-%A_%a.out" if array_size else "%x-%j.out"
+    options = [f"--job-name={q(job_name)}", f"--chdir={q(workdir)}"]
     for flag, value in (
         ("partition", profile.partition),
         ("account", profile.account),
@@ -194,10 +234,62 @@ def _sbatch_options(profile: SlurmProfile, job: SlurmJob) -> list[str]:
     if profile.signal_seconds:
         options.append(f"--signal=B:USR2@{profile.signal_seconds}")
     options.append("--requeue" if profile.max_requeues else "--no-requeue")
-    if job.array_configs:
-        cap = f"%{job.max_parallel}" if job.max_parallel else ""
-        options.append(f"--array=0-{len(job.array_configs) - 1}{cap}")
-    return options
+    if array_size:
+        cap = f"%{max_parallel}" if max_parallel else ""
+        options.append(f"--array=0-{array_size - 1}{cap}")
+    if depends_on:
+        # A failed dependency cancels this job instead of leaving it pending forever.
+        options += [f"--dependency=afterok:{q(depends_on)}", "--kill-on-invalid-dep=yes"]
+    return options + [q(option) for option in profile.sbatch_args]
+
+
+def submit(script: Path) -> str:
+    """``sbatch --parsable SCRIPT``; returns the job id."""
+    try:
+        proc = subprocess.run(
+            ["sbatch", "--parsable", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise ConfigError("sbatch not found on PATH; is this a Slurm login node?") from None
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[-1]
+        raise ConfigError(f"sbatch {script} failed: {reason}")
+    return proc.stdout.strip().split(";")[0]
+
+
+def _check_job(profile: SlurmProfile, job: SlurmJob) -> None:
+    if not job.verb_args:
+        raise InputError(
+            "give the verb to run after --, e.g. lmpipe launch slurm --profile P -- train --config C"
+        )
+    if job.max_parallel < 0:
+        raise InputError(f"--max-parallel must be >= 0, got {job.max_parallel}")
+    if job.launcher not in LAUNCHERS:
+        raise InputError(f"launcher {job.launcher!r}: valid choices: {', '.join(LAUNCHERS)}")
+    if job.launcher == "deepspeed" and profile.tasks_per_node > 1:
+        raise ConfigError("--launcher deepspeed runs one launcher per node: leave tasks_per_node at 1")
+
+
+def _head(profile: SlurmProfile, comments: Sequence[str], options: Sequence[str]) -> list[str]:
+    """What every script starts with: what wrote it, its options, then the profile's set-up and
+    environment."""
+    return [
+        "#!/bin/bash",
+        *(f"# {comment}" for comment in comments),
+        *(f"#SBATCH {option}" for option in options),
+        "",
+        "set -euo pipefail",
+        *_section(
+            "Cluster set-up (profile: setup); module systems may read unset variables, so -u waits.",
+            ["set +u", *profile.setup, "set -u"] if profile.setup else [],
+        ),
+        *_section("Environment (profile: env, over lmpipe's defaults).", _env_lines(default_env(profile))),
+    ]
 
 
 def _section(comment: str, body: Sequence[str]) -> list[str]:
@@ -293,7 +385,8 @@ def _requeue_lines(max_requeues: int) -> list[str]:
         '    scontrol requeue "$SLURM_JOB_ID"',
         "    exit 0",
         "  fi",
-        f'  echo "lmpipe: not requeued: max_requeues={max_requeues} reached; submit this script again to continue"',
+        f'  echo "lmpipe: not requeued: max_requeues={max_requeues} reached;'
+        ' submit this script again to continue"',
         "fi",
         'exit "$status"',
     ]
