@@ -30,7 +30,8 @@ from timing import median_seconds
 from pipeline.config.model import ModelConfig
 from pipeline.config.train import LoopConfig
 from pipeline.finetune.data import Example, SFTDataset
-from pipeline.model.transformer import IGNORE_INDEX, build_model
+from pipeline.model.loss import IGNORE_INDEX
+from pipeline.model.transformer import build_model
 from pipeline.parallel.optim import build_optimizer
 
 BATCH, SEQ, VOCAB = 8, 256, 8192
@@ -106,7 +107,8 @@ def main() -> None:
         rates = {name: positions[name] / seconds[name] for name in fns}
         for name, rate in rates.items():
             print(
-                f"{size:<6} {name:<16} {learned[name]:>14.0%} {rate:>9,.0f} {rate / rates['pretrain']:>11.2f}x"
+                f"{size:<6} {name:<16} {learned[name]:>14.0%} {rate:>9,.0f} "
+                f"{rate / rates['pretrain']:>11.2f}x"
             )
     print(
         "tokens/s: every position of the batch per CPU second; median of 5 interleaved rounds after a warm-up"

@@ -143,7 +143,8 @@ def main() -> None:
         for name, r in results.items():
             print(
                 f"{name:22s} {r['samples/s']:10.0f} samples/s {r['tokens/s'] / 1e6:8.1f} M tokens/s  "
-                f"ratio {r['tokens/s'] / anchor:5.2f}  RssAnon {r['anon_mib'][0]:.0f}->{r['anon_mib'][1]:.0f} MiB  "
+                f"ratio {r['tokens/s'] / anchor:5.2f}  "
+                f"RssAnon {r['anon_mib'][0]:.0f}->{r['anon_mib'][1]:.0f} MiB  "
                 f"RssFile {r['file_mib'][0]:.0f}->{r['file_mib'][1]:.0f} MiB  ({r['seconds']:.1f} s)"
             )
     finally:

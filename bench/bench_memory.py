@@ -61,7 +61,10 @@ def build_wiki(dest: Path, size: int) -> int:
         while written < size:
             for page in articles:
                 page = re.sub(
-                    r"<title>(.*?)</title>", lambda m: f"<title>{m.group(1)} {copies}</title>", page, count=1
+                    r"<title>(.*?)</title>",
+                    lambda m, copy=copies: f"<title>{m.group(1)} {copy}</title>",
+                    page,
+                    count=1,
                 )
                 written += f.write(page)
             copies += 1

@@ -29,6 +29,7 @@ import torch
 
 from pipeline.config.train import TrainJobConfig
 from pipeline.testing import make_tiny_corpus
+from pipeline.train import job as job_module
 from pipeline.train import pretrain as train_module
 from pipeline.train.tracking import Tracker, memory_metrics
 
@@ -38,7 +39,7 @@ TIMES: dict[str, float] = {}
 def timed_run_loop(original: Any) -> Any:
     """``run_loop`` that records its wall time and the time spent fetching batches."""
 
-    def run_loop(parallel: Any, *, batches: Iterator, **kwargs: Any) -> Any:
+    def run_loop(run: Any, hooks: Any, **kwargs: Any) -> Any:
         def timed(source: Iterator) -> Iterator:
             while True:
                 began = time.perf_counter()
@@ -49,10 +50,11 @@ def timed_run_loop(original: Any) -> Any:
                 yield batch
 
         began = time.perf_counter()
-        outcome = original(parallel, batches=timed(batches), **kwargs)
+        run.batches = timed(run.batches)
+        result = original(run, hooks, **kwargs)
         TIMES["loop"] = time.perf_counter() - began
-        TIMES["steps"] = outcome.train_seconds
-        return outcome
+        TIMES["steps"] = result.tokens_seen / result.tokens_per_s if result.tokens_per_s else 0.0
+        return result
 
     return run_loop
 
@@ -102,7 +104,7 @@ def main() -> None:
     parser.add_argument("--log-interval", type=int, default=1)
     options = parser.parse_args()
     torch.set_num_threads(1)
-    train_module.run_loop = timed_run_loop(train_module.run_loop)
+    job_module.run_loop = timed_run_loop(job_module.run_loop)
     Tracker.log_metrics = timed_log_metrics(Tracker.log_metrics)
     with tempfile.TemporaryDirectory(prefix="bench-tracking-") as tmp:
         shards, _ = make_tiny_corpus(Path(tmp) / "corpus")
@@ -124,7 +126,8 @@ def main() -> None:
 
     logs = median(True, "logs")  # train logs and the two validations
     print(
-        f"{options.steps} steps, a log every {options.log_interval} step(s) ({logs:.0f} log calls), median of 3"
+        f"{options.steps} steps, a log every {options.log_interval} step(s) "
+        f"({logs:.0f} log calls), median of 3"
     )
     for key, what in (("loop", "loop wall time"), ("steps", "train_step total")):
         off, on = median(False, key), median(True, key)

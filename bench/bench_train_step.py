@@ -114,7 +114,8 @@ def step_fns(size: str) -> tuple[dict[str, Callable[[], None]], int]:
 def median_tokens_per_second(
     fns: dict[str, Callable[[], None]], steps: int, reps: int = 3
 ) -> dict[str, float]:
-    """One warm-up step of each, then ``reps`` rounds of ``steps`` steps, interleaved so drift hits both alike."""
+    """One warm-up step of each, then ``reps`` rounds of ``steps`` steps, interleaved so drift hits both
+    alike."""
     for fn in fns.values():
         fn()
     rates: dict[str, list[float]] = {name: [] for name in fns}
@@ -142,7 +143,8 @@ def main() -> None:
     print(f"{'size':<6} {'params (both)':>14} {'ours tok/s':>11} {'anchor tok/s':>13} {'ratio':>7}")
     for size, n_params, ours_rate, anchor_rate in rows:
         print(
-            f"{size:<6} {n_params:>14,} {ours_rate:>11,.0f} {anchor_rate:>13,.0f} {ours_rate / anchor_rate:>6.2f}x"
+            f"{size:<6} {n_params:>14,} {ours_rate:>11,.0f} {anchor_rate:>13,.0f} "
+            f"{ours_rate / anchor_rate:>6.2f}x"
         )
     print(
         "anchor: transformers LlamaForCausalLM (sdpa, same shape, tied embeddings) + torch AdamW; "

@@ -39,7 +39,8 @@ class SFTDataConfig(Config):
     """An example longer than the model's seq_len: ``truncate`` (cut; dropped if nothing learned is
     left) or ``drop``. Both are counted and printed."""
     packing: bool = False
-    """Several examples per seq_len row (attention kept within each); validation rows stay one example each."""
+    """Several examples per seq_len row (attention kept
+    within each); validation rows stay one example each."""
 
     def check(self, prefix: str) -> None:
         require(

@@ -5,11 +5,57 @@ Torch-free, like every config module, so a bad strategy fails before torch is im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from pipeline.core.config import Config, require, require_choice
 
-STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
+
+@dataclass(frozen=True)
+class StrategyTraits:
+    """What a strategy can do, known before torch is imported. Each ``ParallelModel`` class declares the
+    same values as class attributes (a unit test holds them equal), so config checks and the process-group
+    set-up ask this table rather than test strategy names."""
+
+    checkpoint_format: str
+    """``dcp`` (torch.distributed.checkpoint) or ``deepspeed``:
+    checkpoints resume only in their own format."""
+    async_save: bool
+    """``checkpoint.async_save`` can write its checkpoints in the background."""
+    needs_process_group: bool
+    """One process gets a process group of one rank (ddp alone runs as the plain module without)."""
+    options: tuple[str, ...] = ()
+    """The ``ParallelConfig`` options that are for this strategy."""
+
+
+_ZERO_OPTIONS = ("zero_offload_optimizer",)
+STRATEGY_TRAITS: dict[str, StrategyTraits] = {
+    "ddp": StrategyTraits("dcp", async_save=True, needs_process_group=False),
+    "fsdp": StrategyTraits(
+        "dcp",
+        async_save=True,
+        needs_process_group=True,
+        options=("fsdp_reshard_after_forward", "fsdp_cpu_offload"),
+    ),
+    "zero1": StrategyTraits("deepspeed", async_save=False, needs_process_group=True, options=_ZERO_OPTIONS),
+    "zero2": StrategyTraits("deepspeed", async_save=False, needs_process_group=True, options=_ZERO_OPTIONS),
+    "zero3": StrategyTraits(
+        "deepspeed",
+        async_save=False,
+        needs_process_group=True,
+        options=(*_ZERO_OPTIONS, "zero_offload_params"),
+    ),
+}
+STRATEGIES = tuple(STRATEGY_TRAITS)
+
+
+def strategies_with(predicate: str) -> list[str]:
+    """The strategies whose trait ``predicate`` is true
+    (``async_save``), or that take option ``predicate``."""
+    return [
+        name
+        for name, traits in STRATEGY_TRAITS.items()
+        if predicate in traits.options or getattr(traits, predicate, False) is True
+    ]
 
 
 @dataclass
@@ -23,8 +69,8 @@ class ParallelConfig(Config):
     (optimizer state / + gradients / + parameters partitioned). Every strategy also runs in one
     process without torchrun (ddp as the plain module, the others over a process group of one
     rank), and a checkpoint resumes on any number of processes: DCP reshards ddp/fsdp state, and
-    ZeRO state written by another number of ranks is converted once to DeepSpeed's universal
-    checkpoint."""
+    ZeRO state written by another number of ranks is
+    converted once to DeepSpeed's universal checkpoint."""
     backend: str = "auto"
     """auto: nccl on CUDA, gloo on CPU."""
     fsdp_reshard_after_forward: bool = True
@@ -41,14 +87,9 @@ class ParallelConfig(Config):
         require_choice(self.strategy, f"{prefix}strategy", STRATEGIES)
         require_choice(self.backend, f"{prefix}backend", ("auto", "gloo", "nccl"))
         defaults = ParallelConfig()
-        for key, strategies, label in (
-            ("fsdp_reshard_after_forward", ("fsdp",), "fsdp"),
-            ("fsdp_cpu_offload", ("fsdp",), "fsdp"),
-            ("zero_offload_optimizer", ("zero1", "zero2", "zero3"), "zero1/zero2/zero3"),
-            ("zero_offload_params", ("zero3",), "zero3"),
-        ):
+        for key in (f.name for f in fields(self) if f.name not in ("strategy", "backend")):
             require(
-                getattr(self, key) == getattr(defaults, key) or self.strategy in strategies,
+                getattr(self, key) == getattr(defaults, key) or key in STRATEGY_TRAITS[self.strategy].options,
                 f"{prefix}{key}",
-                f"only for strategy {label} (strategy is {self.strategy})",
+                f"only for strategy {'/'.join(strategies_with(key))} (strategy is {self.strategy})",
             )

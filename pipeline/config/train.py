@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.config.model import ModelConfig
-from pipeline.config.parallel import ParallelConfig
+from pipeline.config.parallel import STRATEGY_TRAITS, ParallelConfig, strategies_with
 from pipeline.core.config import Config, require, require_choice
+from pipeline.core.errors import ConfigError
 from pipeline.model.ladder import SIZES, default_batch_size, default_lr
 
 PRECISIONS = ("fp32", "bf16")
@@ -81,8 +82,8 @@ class LoopConfig(Config):
     micro_batch_size: int = 8
     """Sequences per forward pass on one rank."""
     lr: Optional[float] = 3e-3
-    """Peak learning rate. Pretraining's default (None) is the ladder's rule for the model's size
-    (``ladder.default_lr``)."""
+    """Peak learning rate. Pretraining's default (None) is the
+    ladder's rule for the model's size (``ladder.default_lr``)."""
     min_lr_ratio: float = 0.1
     warmup_steps: int = 20
     schedule: str = "cosine"
@@ -133,15 +134,29 @@ class LoopConfig(Config):
         require(self.eval_interval >= 0, f"{prefix}eval_interval", "must be >= 0")
         require(self.eval_batches > 0, f"{prefix}eval_batches", "must be > 0")
 
+    @property
+    def batch(self) -> int:
+        """``global_batch_size``, resolved (only pretraining leaves it unset, and its job fills it in)."""
+        if self.global_batch_size is None:
+            raise ConfigError("config error: train.global_batch_size: unset")
+        return self.global_batch_size
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, resolved (only pretraining leaves it unset, and its job fills it in)."""
+        if self.lr is None:
+            raise ConfigError("config error: train.lr: unset")
+        return self.lr
+
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step; rejects a global batch the ranks cannot split evenly."""
         per_step = self.micro_batch_size * world_size
         require(
-            self.global_batch_size % per_step == 0,
+            self.batch % per_step == 0,
             "train.global_batch_size",
             f"{self.global_batch_size} is not a multiple of micro_batch_size x world_size = {per_step}",
         )
-        return self.global_batch_size // per_step
+        return self.batch // per_step
 
 
 @dataclass
@@ -155,7 +170,7 @@ class CheckpointConfig(Config):
     requeued job needs); never: refuse an output_dir that has checkpoints; or a step_N directory."""
     async_save: bool = False
     """ddp/fsdp: training pauses only to copy the state to host memory; a background thread writes
-    it and completes the step directory (pipeline/checkpoint.py). Not for zero1-3."""
+    it and completes the step directory (pipeline/train/checkpoint.py). Not for zero1-3."""
 
     def check(self, prefix: str) -> None:
         require(self.interval >= 0, f"{prefix}interval", "must be >= 0")
@@ -164,11 +179,14 @@ class CheckpointConfig(Config):
 
 
 def check_async_save(checkpoint: CheckpointConfig, parallel: ParallelConfig, prefix: str) -> None:
-    """DeepSpeed writes ZeRO checkpoints itself, synchronously: async_save is refused there, not ignored."""
+    """A strategy whose checkpoints cannot be written in the background (DeepSpeed writes ZeRO's itself,
+    synchronously) refuses async_save rather than ignoring it (``StrategyTraits.async_save``)."""
+    traits = STRATEGY_TRAITS.get(parallel.strategy)
     require(
-        not checkpoint.async_save or not parallel.strategy.startswith("zero"),
+        not checkpoint.async_save or traits is None or traits.async_save,
         f"{prefix}checkpoint.async_save",
-        f"only for strategies ddp and fsdp (strategy is {parallel.strategy})",
+        f"only for strategies {' and '.join(strategies_with('async_save'))} "
+        f"(strategy is {parallel.strategy})",
     )
 
 
@@ -180,11 +198,14 @@ class TrackingConfig(Config):
     experiment: str = "lmpipe"
     run_name: str = ""
     system_metrics: bool = True
-    """Log this process's memory (``memory/rss_gb``, ``memory/cuda_max_allocated_gb``) with the train metrics."""
+    """Log this process's memory (``memory/rss_gb``,
+    ``memory/cuda_max_allocated_gb``) with the train metrics."""
     peak_flops: float = 0.0
-    """Peak FLOP/s of one device for MFU; 0: looked up from the GPU's name (pipeline/mfu.py), none on a CPU."""
+    """Peak FLOP/s of one device for MFU; 0: looked up from
+    the GPU's name (pipeline/mfu.py), none on a CPU."""
     parent_run_id: str = ""
-    """A new run is made a child of this MLflow run (a sweep's parent run, ``lmpipe sweep run``); empty: none."""
+    """A new run is made a child of this MLflow run (a
+    sweep's parent run, ``lmpipe sweep run``); empty: none."""
 
     def check(self, prefix: str) -> None:
         require(self.peak_flops >= 0, f"{prefix}peak_flops", "must be >= 0 (0: detect from the GPU)")
@@ -222,7 +243,7 @@ class TrainJobConfig(Config):
     def __post_init__(self) -> None:
         if self.model.size not in SIZES:
             return  # validate() names the bad size
-        n_params = self.model.shape().non_embedding_params()
+        n_params = self.model.args().non_embedding_params()
         if self.train.lr is None:
             self.train.lr = default_lr(n_params)
         if self.train.global_batch_size is None:
@@ -238,14 +259,15 @@ class TrainJobConfig(Config):
             f"{prefix}init_from",
             "is this run's own output_dir; to continue it, leave init_from empty (checkpoint.resume=auto)",
         )
-        per_step = self.train.global_batch_size * self.model.seq_len
+        batch = self.train.global_batch_size or 0  # the loop's own check names an unset or bad one
+        per_step = batch * self.model.seq_len
         budget = self.train.max_tokens
-        if budget and self.train.global_batch_size > 0 and self.model.seq_len > 0:
+        if budget and batch > 0 and self.model.seq_len > 0:
             lower = budget // per_step * per_step
             nearest = " or ".join(str(n) for n in (lower, lower + per_step) if n > 0)
             require(
                 budget % per_step == 0,
                 f"{prefix}train.max_tokens",
-                f"{budget} is not a whole number of steps of global_batch_size x seq_len = {per_step} tokens; "
-                f"nearest: {nearest}",
+                f"{budget} is not a whole number of steps of global_batch_size x seq_len = "
+                f"{per_step} tokens; nearest: {nearest}",
             )

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pipeline.config.parallel import STRATEGY_TRAITS
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -35,10 +37,6 @@ class DistInfo:
         return self.world_size > 1
 
 
-GROUPLESS_STRATEGIES = frozenset({"ddp"})
-"""Strategies that one process runs without a process group (ddp is then the plain module)."""
-
-
 def init_distributed(backend: str = "auto", *, strategy: str = "ddp") -> DistInfo:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT);
     in one process, make a group of one rank unless ``strategy`` runs without (module docstring).
@@ -56,7 +54,9 @@ def init_distributed(backend: str = "auto", *, strategy: str = "ddp") -> DistInf
         device = torch.device("cpu")
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
-    owns_group = (world_size > 1 or strategy not in GROUPLESS_STRATEGIES) and not dist.is_initialized()
+    traits = STRATEGY_TRAITS.get(strategy)
+    needs_group = traits is None or traits.needs_process_group  # an unknown name fails later, in parallelize
+    owns_group = (world_size > 1 or needs_group) and not dist.is_initialized()
     device_id = device if backend == "nccl" else None
     if owns_group and world_size > 1:
         dist.init_process_group(backend, device_id=device_id)

@@ -3,7 +3,7 @@
 Each block is its own ``fully_shard`` unit, so only one block's weights are gathered at a
 time; the root unit holds the (possibly tied) embedding and output head. Mixed precision
 is FSDP2's policy, not autocast: bf16 weights for compute, fp32 gradient reduction, fp32
-sharded master weights for the optimizer. Checkpoints are the base class's DCP ones:
+sharded master weights for the optimizer. Checkpoints are DCP (``dcp.DCPCheckpointer``):
 ``get_state_dict`` turns the sharded parameters and optimizer state into DTensors with the
 plain model's keys, so a run on any world size resumes them (DCP reshards on load), and one
 process reads the weights alone (``load_model_weights``). One process trains on a mesh of one
@@ -13,11 +13,13 @@ rank (``init_distributed`` makes its group): the same code, nothing sharded.
 from __future__ import annotations
 
 import contextlib
+from typing import cast
 
 import torch
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import (
     CPUOffloadPolicy,
+    FSDPModule,
     MixedPrecisionPolicy,
     OffloadPolicy,
     fully_shard,
@@ -26,13 +28,17 @@ from torch.distributed.fsdp import (
 from pipeline.config.parallel import ParallelConfig
 from pipeline.config.train import LoopConfig
 from pipeline.model.transformer import Transformer
-from pipeline.parallel.base import ParallelModel, init_on_cpu, prepare_blocks, require_process_group
+from pipeline.parallel.base import ParallelModel, init_on_cpu, prepare_blocks
+from pipeline.parallel.dcp import DCPCheckpointer
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.optim import build_optimizer, build_scheduler
 
 
 class FSDPModel(ParallelModel):
     strategy = "fsdp"
+    checkpoint_format = "dcp"
+    supports_async_save = True
+    needs_process_group = True
 
     def __init__(
         self,
@@ -43,8 +49,7 @@ class FSDPModel(ParallelModel):
         total_steps: int,
         options: ParallelConfig,
     ):
-        super().__init__(dist=dist, loop=loop, options=options)
-        require_process_group(self.strategy)
+        super().__init__(model, dist=dist, loop=loop, total_steps=total_steps, options=options)
         self.autocast_dtype = None  # the policy below casts instead
         mesh = init_device_mesh(dist.device.type, (dist.world_size,))
         policy = (
@@ -57,7 +62,8 @@ class FSDPModel(ParallelModel):
             if options.fsdp_cpu_offload
             else OffloadPolicy()
         )
-        # Same initial weights as every other strategy (parallel_base); fully_shard then keeps each rank's shard.
+        # Same initial weights as every other strategy (parallel.base); fully_shard then keeps each rank's
+        # shard.
         prepare_blocks(init_on_cpu(model), loop)
         for block in model.layers:
             fully_shard(
@@ -72,6 +78,7 @@ class FSDPModel(ParallelModel):
         self.model = model  # fully_shard moved parameters and buffers (the RoPE tables) to the mesh's device
         self.optimizer = build_optimizer(model, loop)
         self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
+        self.checkpointer = DCPCheckpointer(model, self.optimizer, self.scheduler)
 
     def __call__(
         self,
@@ -86,5 +93,5 @@ class FSDPModel(ParallelModel):
     def accumulate(self, *, sync: bool) -> contextlib.AbstractContextManager:
         # Without sync, FSDP2 keeps this rank's unsharded gradients and reduce-scatters their sum
         # in the first micro-step that syncs: one reduction per optimizer step, as with DDP's no_sync.
-        self.model.set_requires_gradient_sync(sync)  # fully_shard made the model an FSDPModule
+        cast(FSDPModule, self.model).set_requires_gradient_sync(sync)  # fully_shard made it an FSDPModule
         return contextlib.nullcontext()

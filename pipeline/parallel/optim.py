@@ -42,7 +42,7 @@ def build_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
     """AdamW over ``model``'s parameters; the fused kernel where torch has one (``use_fused``)."""
     return torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),
-        lr=cfg.lr,
+        lr=cfg.peak_lr,
         betas=(cfg.beta1, cfg.beta2),
         fused=use_fused(model.parameters()) or None,
     )

@@ -5,8 +5,10 @@ A step directory holds the strategy's state files (ddp/fsdp: DCP, ``.metadata`` 
 beside a DCP copy of the weights), ``meta.json`` (step, tokens seen, model shape, loader
 state, MLflow run id, RNG summary), the job's ``config.yaml`` and a copy of
 ``tokenizer.json``, so the directory alone is enough to evaluate, sample or fine-tune.
-Every part resumes on any world size: DCP reshards, ZeRO state is converted to DeepSpeed's
-universal checkpoint (``parallel_deepspeed``), and the loader state is global.
+The strategy's files are its ``ParallelModel.checkpointer``'s (``parallel.checkpointer``); the
+step directory around them is ``RunCheckpointer``'s, the same for every strategy. Every part
+resumes on any world size: DCP reshards, ZeRO state is converted to DeepSpeed's universal
+checkpoint (``parallel.zero_checkpoint``), and the loader state is global.
 
 Writes are crash-safe: everything goes into ``step_N.tmp/``, which is renamed once
 complete, and ``checkpoints/latest`` (a text file naming the step directory) is
@@ -23,12 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,90 +39,143 @@ from tokenizers import Tokenizer
 from torch.distributed import ProcessGroup
 
 from pipeline.core.config import Config
+from pipeline.core.errors import ConfigError, InputError, MissingInputError
+from pipeline.core.files import CONFIG_FILE, LATEST_FILE, META_FILE, TOKENIZER_FILE, atomic_write_text
 from pipeline.model.args import ModelArgs
 from pipeline.model.lora import META_KEY, adapter_config
 from pipeline.model.transformer import Transformer, build_model
-from pipeline.parallel.base import ParallelModel, load_model_weights
+from pipeline.parallel.base import ParallelModel
+from pipeline.parallel.checkpointer import AsyncSaveCheckpointer
+from pipeline.parallel.dcp import load_model_weights
 from pipeline.parallel.dist import DistInfo, barrier
 
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "AsyncCheckpointer",
+    "RunCheckpointer",
+    "consolidate",
+    "load_consolidated",
+    "load_model_for_inference",
+    "load_tokenizer",
+    "newest_checkpoint",
+    "read_meta",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
+
 CHECKPOINTS_DIR = "checkpoints"
-LATEST_FILE = "latest"
-META_FILE = "meta.json"
-CONFIG_FILE = "config.yaml"
-TOKENIZER_FILE = "tokenizer.json"
 STEP_DIR = re.compile(r"step_(\d+)")
 TIED_HEAD = "output.weight"
 """With tied embeddings the same tensor as ``tok_embeddings.weight``; a consolidated file omits it."""
 
 
+@dataclass
+class RunCheckpointer:
+    """The checkpoints of one run: ``<output_dir>/checkpoints/step_N/`` with the strategy's files
+    (``parallel.checkpointer``) and the step directory around them (module docstring).
+
+    ``loader_state`` and ``mlflow_run_id`` are asked at each save (the loader moves on; the run id is
+    known once tracking started). ``writer``: write in the background (module docstring); a path
+    ``save`` returns is then complete once ``writer.wait()`` returns."""
+
+    output_dir: Path
+    parallel: ParallelModel
+    dist: DistInfo
+    config: Config
+    model_args: ModelArgs
+    tokenizer_file: Path
+    seed: int
+    keep: int
+    loader_state: Callable[[], dict[str, Any]] = dict
+    mlflow_run_id: Callable[[], str | None] = lambda: None
+    writer: AsyncCheckpointer | None = None
+
+    def save(self, step: int, tokens_seen: int, progress: dict[str, Any] | None = None) -> Path:
+        """Write ``checkpoints/step_<step>/`` (collective: every rank must call it); returns its path."""
+        root = Path(self.output_dir) / CHECKPOINTS_DIR
+        final, staging = root / f"step_{step}", root / f"step_{step}.tmp"
+        if self.writer is not None:
+            self.writer.wait()  # the previous write completes (or fails) before this one starts
+        if self.dist.is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        barrier()
+        meta = self.meta(step, tokens_seen, progress)
+
+        def complete(group: ProcessGroup | None = None) -> None:
+            """After every rank's files are written: rank 0
+            adds meta, config and tokenizer, then publishes."""
+            barrier(group)
+            if self.dist.is_main:
+                self.publish(staging, final, meta)
+            barrier(group)
+
+        checkpointer = self.parallel.checkpointer
+        if self.writer is None:
+            checkpointer.save(staging)
+            complete()
+        elif isinstance(checkpointer, AsyncSaveCheckpointer):
+            self.writer.start(checkpointer.save_async(staging, process_group=self.writer.group), complete)
+        else:  # the config check refuses this first (StrategyTraits.async_save)
+            raise ConfigError(f"checkpoint.async_save: strategy {self.parallel.strategy} saves synchronously")
+        return final
+
+    def meta(self, step: int, tokens_seen: int, progress: dict[str, Any] | None) -> dict[str, Any]:
+        """The step's ``meta.json``."""
+        adapters = adapter_config(self.parallel.model)
+        return {
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "model": dataclasses.asdict(self.model_args),
+            # The LoRA adapters the weights carry (None: plain weights); loaders merge them
+            # (lora.saved_adapters).
+            META_KEY: dataclasses.asdict(adapters) if adapters else None,
+            "strategy": self.parallel.strategy,
+            "world_size": self.dist.world_size,
+            "loader": self.loader_state(),
+            "mlflow_run_id": self.mlflow_run_id(),
+            "progress": progress or {},
+            # Training draws no random numbers after init (no dropout; the loaders seed their own
+            # permutations), so the seed and the generator's position say all there is.
+            "rng": {"seed": self.seed, "torch_initial_seed": torch.initial_seed()},
+        }
+
+    def publish(self, staging: Path, final: Path, meta: dict[str, Any]) -> None:
+        """Rank 0, once the state files are written: meta, config, tokenizer, rename, ``latest``, prune."""
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        self.config.save(staging / CONFIG_FILE)
+        shutil.copyfile(self.tokenizer_file, staging / TOKENIZER_FILE)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        atomic_write_text(final.parent / LATEST_FILE, final.name + "\n")
+        _prune(final.parent, self.keep)
+
+    def close(self) -> None:
+        """Wait for the write in flight (the last checkpoint is complete before the job goes)."""
+        if self.writer is not None:
+            self.writer.close()
+
+
 def save_checkpoint(
     output_dir: str | Path,
     *,
-    parallel: ParallelModel,
-    dist: DistInfo,
     step: int,
     tokens_seen: int,
-    config: Config,
-    model_args: ModelArgs,
-    tokenizer_file: str | Path,
     loader_state: dict[str, Any],
     mlflow_run_id: str | None,
-    seed: int,
-    keep: int,
     progress: dict[str, Any] | None = None,
-    writer: AsyncCheckpointer | None = None,
+    **run: Any,
 ) -> Path:
-    """Write ``checkpoints/step_<step>/`` (collective: every rank must call it); returns its path.
-    ``progress``: what a resumed run needs to report as an uninterrupted one would (first losses).
-    ``writer``: write in the background (module docstring); the path is then complete once
-    ``writer.wait()`` returns."""
-    root = Path(output_dir) / CHECKPOINTS_DIR
-    final, staging = root / f"step_{step}", root / f"step_{step}.tmp"
-    if writer is not None:
-        writer.wait()  # the previous write completes (or fails) before this one starts
-    if dist.is_main:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    barrier()
-    meta = {
-        "step": step,
-        "tokens_seen": tokens_seen,
-        "model": dataclasses.asdict(model_args),
-        # The LoRA adapters the weights carry (None: plain weights); loaders merge them (lora.saved_adapters).
-        META_KEY: dataclasses.asdict(adapters) if (adapters := adapter_config(parallel.model)) else None,
-        "strategy": parallel.strategy,
-        "world_size": dist.world_size,
-        "loader": loader_state,
-        "mlflow_run_id": mlflow_run_id,
-        "progress": progress or {},
-        # Training draws no random numbers after init (no dropout; the loaders seed their own
-        # permutations), so the seed and the generator's position say all there is.
-        "rng": {"seed": seed, "torch_initial_seed": torch.initial_seed()},
-    }
-
-    def complete(group: ProcessGroup | None = None) -> None:
-        """After every rank's files are written: rank 0 adds meta, config and tokenizer, then publishes."""
-        barrier(group)
-        if dist.is_main:
-            (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            config.save(staging / CONFIG_FILE)
-            shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
-            shutil.rmtree(final, ignore_errors=True)
-            staging.rename(final)
-            _write_atomically(root / LATEST_FILE, final.name + "\n")
-            _prune(root, keep)
-        barrier(group)
-
-    if writer is None:
-        parallel.save(staging)
-        complete()
-    else:
-        writer.start(parallel.save_async(staging, process_group=writer.group), complete)
-    return final
+    """One checkpoint outside a training run (tests, export): ``RunCheckpointer(output_dir, **run).save``,
+    with this loader state and run id; ``run`` names the other ``RunCheckpointer`` fields."""
+    checkpointer = RunCheckpointer(
+        Path(output_dir), loader_state=lambda: loader_state, mlflow_run_id=lambda: mlflow_run_id, **run
+    )
+    return checkpointer.save(step, tokens_seen, progress)
 
 
 class AsyncCheckpointer:
-    """The background half of ``save_checkpoint(..., writer=...)``: one write in flight, completed in
+    """The background half of ``RunCheckpointer(..., writer=...)``: one write in flight, completed in
     a thread of its own over a gloo process group of its own (so neither the files' collectives nor
     the completing barrier ever interleave with training's collectives). Every rank makes one, in
     the same order, before the first save; ``close()`` waits for the last write."""
@@ -138,7 +193,12 @@ class AsyncCheckpointer:
 
     def start(self, written: Future, complete: Callable[[ProcessGroup | None], None]) -> None:
         """Once ``written`` (the state files) is done, run ``complete`` (meta, rename, latest)."""
-        self._pending = self._thread.submit(lambda: (written.result(), complete(self.group)))
+
+        def finish() -> None:
+            written.result()
+            complete(self.group)
+
+        self._pending = self._thread.submit(finish)
 
     def wait(self) -> None:
         """Block until the write in flight is complete; re-raise its error, if any."""
@@ -163,11 +223,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if latest.is_file():
             step_dir = root / latest.read_text().strip()
             if not (step_dir / META_FILE).is_file():
-                raise FileNotFoundError(f"{latest} names {step_dir.name}, which has no {META_FILE}")
+                raise MissingInputError(f"{latest} names {step_dir.name}, which has no {META_FILE}")
             return step_dir
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    raise FileNotFoundError(
+        raise MissingInputError(f"checkpoint not found: {path}")
+    raise MissingInputError(
         f"no checkpoint in {path} (expected a step_N/ dir with {META_FILE}, "
         f"or a training output dir with {CHECKPOINTS_DIR}/{LATEST_FILE})"
     )
@@ -218,7 +278,7 @@ def consolidate(path: str | Path, output: str | Path) -> Path:
     """
     output = Path(output)
     if output.suffix != ".safetensors":
-        raise ValueError(f"consolidate output must end in .safetensors: {output}")
+        raise InputError(f"consolidate output must end in .safetensors: {output}")
     from safetensors.torch import save_file
 
     step_dir = resolve_checkpoint(path)
@@ -261,7 +321,7 @@ def load_consolidated(path: str | Path, *, device: torch.device | str = "cpu") -
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """A tokenizer.json in which special-token strings inside text stay plain text (as tokenize does)."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"tokenizer not found: {path}")
+        raise MissingInputError(f"tokenizer not found: {path}")
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.encode_special_tokens = True
     return tokenizer
@@ -273,9 +333,3 @@ def _prune(root: Path, keep: int) -> None:
     )
     for _, old in steps[:-keep]:
         shutil.rmtree(old)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

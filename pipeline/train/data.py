@@ -31,128 +31,20 @@ import torch
 
 from data_prep.tokenizer.manifest import MANIFEST_FILE, load_manifest
 from data_prep.tokenizer.shards import COLUMN
-from pipeline.model.transformer import IGNORE_INDEX
+from pipeline.core.errors import InputError, MissingInputError, ResumeError
+from pipeline.core.files import file_sha256
+from pipeline.model.loss import IGNORE_INDEX
 from pipeline.train.mixture import BLOCK_SIZE, MixtureSchedule, SourceSpec, source_label
+from pipeline.train.windows import TokenWindows, read_shard, split_chunks
 
-__all__ = [
-    "TokenLoader",
-    "TokenWindows",
-    "ValBatch",
-    "ValidationSet",
-    "load_manifest",
-    "unigram_perplexity",
-    "verify_shards",
-]
+Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]
+"""(inputs, targets), or with ``doc_starts`` (inputs,
+targets, per row the positions where a document starts)."""
+
+__all__ = ["TokenLoader", "ValBatch", "ValidationSet", "unigram_perplexity", "verify_shards"]
 
 BINCOUNT_BLOCK = 1 << 24  # tokens per np.bincount call, bounding its int64 temporary
-HASH_BLOCK = 8 << 20  # sha256 reads
 PREFETCH_POLL_S = 0.1  # how often a blocked prefetch thread looks for a stop request
-
-
-def read_shard(path: Path) -> list[pa.RecordBatch]:
-    """The record batches of one mapped shard; a damaged file is named (pyarrow's errors do not)."""
-    try:
-        return list(pa.ipc.open_stream(pa.memory_map(str(path), "r")))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path}: not a complete Arrow IPC stream, truncated or damaged? ({exc})") from None
-
-
-def select_shards(shards_dir: str | Path, split: str, source: str = "") -> list[dict]:
-    """The manifest entries of ``split`` (and of ``source``, unless empty), in manifest order."""
-    manifest = load_manifest(shards_dir)
-    chosen = [s for s in manifest["shards"] if s["split"] == split and (not source or s["source"] == source)]
-    if not chosen:
-        have = sorted({f"{s['split']}/{s['source']}" for s in manifest["shards"]})
-        wanted = f"{split!r}" + (f" source {source!r}" if source else "")
-        raise ValueError(
-            f"no {wanted} tokens in {shards_dir} (split/source there: {', '.join(have) or 'none'})"
-        )
-    return chosen
-
-
-def split_chunks(shards_dir: str | Path, split: str, source: str = "") -> list[np.ndarray]:
-    """Zero-copy, read-only views of the token buffers of every selected shard."""
-    return [values for values, _ in _mapped_chunks(shards_dir, select_shards(shards_dir, split, source))]
-
-
-def _mapped_chunks(shards_dir: str | Path, entries: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(token values, list offsets) of every non-empty record batch, both views into the mapped files."""
-    chunks = []
-    for entry in entries:
-        for batch in read_shard(Path(shards_dir) / entry["path"]):
-            column = batch.column(COLUMN)
-            values = column.flatten()  # flatten() honours a sliced list array, where .values would not
-            if len(values):
-                chunks.append(
-                    (values.to_numpy(zero_copy_only=True), column.offsets.to_numpy(zero_copy_only=True))
-                )
-    return chunks
-
-
-class TokenWindows:
-    """Non-overlapping windows of ``seq_len + 1`` tokens (stride ``seq_len``) over one split (of one source)."""
-
-    def __init__(self, shards_dir: str | Path, split: str, seq_len: int, *, source: str = ""):
-        if seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-        self.shards_dir, self.split, self.source, self.seq_len = Path(shards_dir), split, source, seq_len
-        self.entries = select_shards(shards_dir, split, source)
-        mapped = _mapped_chunks(shards_dir, self.entries)
-        self.chunks = [values for values, _ in mapped]
-        self.offsets = [offsets for _, offsets in mapped]  # document starts, for boundary masks
-        self.starts = np.cumsum(
-            [0] + [len(chunk) for chunk in self.chunks]
-        )  # chunk c = stream[starts[c]:starts[c+1]]
-        self.num_tokens = int(self.starts[-1])
-        self.num_windows = max(0, (self.num_tokens - 1) // seq_len)
-        if self.num_windows == 0:
-            what = f"the {split!r} split" + (f" (source {source!r})" if source else "")
-            raise ValueError(
-                f"{what} of {shards_dir} has {self.num_tokens} tokens, "
-                f"too few for one window of seq_len + 1 = {seq_len + 1}"
-            )
-
-    def __len__(self) -> int:
-        return self.num_windows
-
-    def window(self, i: int) -> np.ndarray:
-        """Tokens ``[i*T, i*T + T + 1)`` of the stream as int64, ``(seq_len + 1,)``; may span shards."""
-        if not 0 <= i < self.num_windows:
-            raise IndexError(f"window {i} out of range [0, {self.num_windows})")
-        out = np.empty((1, self.seq_len + 1), dtype=np.int64)
-        self.fill(out, np.array([i]))
-        return out[0]
-
-    def fill(self, out: np.ndarray, indices: np.ndarray) -> None:
-        """Copy window ``indices[r]`` into row ``r`` of ``out`` ([len(indices), T+1] int64): the one copy."""
-        width = self.seq_len + 1
-        starts = np.asarray(indices, dtype=np.int64) * self.seq_len
-        first = np.searchsorted(self.starts, starts, side="right") - 1
-        for row, (start, c) in enumerate(zip(starts.tolist(), first.tolist())):
-            offset = start - int(self.starts[c])
-            chunk = self.chunks[c]
-            if offset + width <= len(chunk):
-                out[row] = chunk[offset : offset + width]
-                continue
-            filled = 0
-            while filled < width:  # the window spans shards
-                piece = self.chunks[c][offset : offset + width - filled]
-                out[row, filled : filled + len(piece)] = piece
-                filled += len(piece)
-                c, offset = c + 1, 0
-
-    def doc_starts(self, i: int) -> np.ndarray:
-        """Input positions ``p`` in ``[0, T)`` of window ``i`` where a document begins (int64, sorted)."""
-        lo, hi = i * self.seq_len, i * self.seq_len + self.seq_len
-        found = []
-        c = int(np.searchsorted(self.starts, lo, side="right")) - 1
-        while c < len(self.chunks) and self.starts[c] < hi:
-            offsets = self.offsets[c][:-1]  # absolute into the shard's values buffer: rebase on the first
-            base = int(self.starts[c]) - int(offsets[0])
-            a, b = np.searchsorted(offsets, [lo - base, hi - base], side="left")
-            found.append(offsets[a:b].astype(np.int64) + (base - lo))
-            c += 1
-        return np.concatenate(found)
 
 
 class TokenLoader:
@@ -202,7 +94,8 @@ class TokenLoader:
         return max(self.source_epochs().values())
 
     def source_epochs(self, sample_index: int | None = None) -> dict[str, int]:
-        """The epoch each source is in once ``sample_index`` (default: the consumed) global samples are drawn."""
+        """The epoch each source is in once ``sample_index``
+        (default: the consumed) global samples are drawn."""
         drawn = self.schedule.samples_per_source(self.sample_index if sample_index is None else sample_index)
         return {spec.name: int(n // w.num_windows) for spec, n, w in zip(self.sources, drawn, self.windows)}
 
@@ -223,7 +116,7 @@ class TokenLoader:
             }
         return report
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def __iter__(self) -> Iterator[Batch]:
         step = self.batch_size * self.world_size
         if not self.prefetch:
             while True:
@@ -247,7 +140,7 @@ class TokenLoader:
             if prefetcher is not None:
                 prefetcher.close()
 
-    def batch_at(self, sample_index: int) -> tuple[torch.Tensor, ...]:
+    def batch_at(self, sample_index: int) -> Batch:
         """This rank's batch of the step that starts at global sample ``sample_index``."""
         ws = self.world_size
         first = sample_index + (self.rank - sample_index) % ws
@@ -275,11 +168,12 @@ class TokenLoader:
 
     def _permutation(self, s: int, epoch: int) -> np.ndarray:
         seed = self.seed  # read once: a state load on another thread may change it
-        cached_seed, cached_epoch, permutation = self._permutations.get(s, (None, -1, None))
-        if (cached_seed, cached_epoch) != (seed, epoch):
-            key = (seed, epoch) if len(self.sources) == 1 else (seed, epoch, s)
-            permutation = np.random.default_rng(key).permutation(self.windows[s].num_windows)
-            self._permutations[s] = (seed, epoch, permutation)  # one tuple: safe to read from another thread
+        cached = self._permutations.get(s)
+        if cached is not None and (cached[0], cached[1]) == (seed, epoch):
+            return cached[2]
+        key = (seed, epoch) if len(self.sources) == 1 else (seed, epoch, s)
+        permutation = np.random.default_rng(key).permutation(self.windows[s].num_windows)
+        self._permutations[s] = (seed, epoch, permutation)  # one tuple: safe to read from another thread
         return permutation
 
     def _reseed(self, seed: int) -> None:
@@ -301,7 +195,7 @@ class TokenLoader:
     def load_state_dict(self, state: dict) -> None:
         """Continue after the last consumed sample of ``state``; refuses state of other data or seq_len."""
         if state.get("fingerprint", self.fingerprint) != self.fingerprint:
-            raise ValueError(
+            raise ResumeError(
                 f"loader state was saved for other data (fingerprint {state['fingerprint']}; these "
                 f"sources/shards/seq_len/weights give {self.fingerprint})"
             )
@@ -311,7 +205,7 @@ class TokenLoader:
         )
         drawn = schedule.samples_per_source(sample_index)
         if max(n // w.num_windows for n, w in zip(drawn.tolist(), self.windows)) != state["epoch"]:
-            raise ValueError(
+            raise ResumeError(
                 f"loader state {state} does not fit the {self.windows[0].num_windows} windows of "
                 f"{self.windows[0].shards_dir} (were the shards or seq_len changed?)"
             )
@@ -323,7 +217,7 @@ def _source_windows(spec: SourceSpec, split: str, seq_len: int) -> TokenWindows:
     try:
         return TokenWindows(spec.shards, split, seq_len, source=spec.source)
     except ValueError as exc:
-        raise ValueError(f"source {source_label(spec)}: {exc}") from None
+        raise InputError(f"source {source_label(spec)}: {exc}") from None
 
 
 def _fingerprint(sources: list[SourceSpec], windows: list[TokenWindows], **settings) -> str:
@@ -353,7 +247,7 @@ class _Prefetcher:
         )
         self._thread.start()
 
-    def get(self) -> tuple[torch.Tensor, ...]:
+    def get(self) -> Batch:
         ok, item = self._queue.get()
         if not ok:
             raise item
@@ -411,7 +305,7 @@ class ValidationSet:
         self.windows = {spec.name: _source_windows(spec, split, seq_len) for spec in sources}
         self.seq_len = seq_len
         self.indices = {
-            name: _evenly_spaced(w.num_windows, windows_per_source or w.num_windows)
+            name: evenly_spaced(w.num_windows, windows_per_source or w.num_windows)
             for name, w in self.windows.items()
         }
 
@@ -437,7 +331,8 @@ class ValidationSet:
                 yield ValBatch(name, inputs, targets)
 
 
-def _evenly_spaced(num_windows: int, n: int) -> np.ndarray:
+def evenly_spaced(num_windows: int, n: int) -> np.ndarray:
+    """``n`` window indices spread evenly over ``num_windows`` (all of them when ``n`` is not fewer)."""
     return np.arange(num_windows) if n >= num_windows else np.arange(n, dtype=np.int64) * num_windows // n
 
 
@@ -486,9 +381,9 @@ def verify_shards(
         path = Path(tokenizer_path)
         path = path / tokenizer["path"] if path.is_dir() else path
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer not found: {path}")
-        if (sha256 := _sha256(path)) != tokenizer["sha256"]:
-            raise ValueError(
+            raise MissingInputError(f"tokenizer not found: {path}")
+        if (sha256 := file_sha256(path)) != tokenizer["sha256"]:
+            raise InputError(
                 f"tokenizer {path} differs from the one {manifest_path} was made with "
                 f"(sha256 {sha256[:12]} vs {tokenizer['sha256'][:12]})"
             )
@@ -496,34 +391,26 @@ def verify_shards(
     limit = vocab_size or tokenizer["vocab_size"]
     needed = max(limit, tokenizer["vocab_size"])
     if needed > np.iinfo(dtype).max + 1:
-        raise ValueError(f"{manifest_path}: dtype {dtype} cannot hold the ids of a vocabulary of {needed}")
+        raise InputError(f"{manifest_path}: dtype {dtype} cannot hold the ids of a vocabulary of {needed}")
     docs = tokens = 0
     for entry in manifest["shards"]:
         path = shards_dir / entry["path"]
         batches = read_shard(path)
         found = [batch.schema.field(COLUMN).type for batch in batches[:1]]
         if found and found[0] != pa.list_(pa.from_numpy_dtype(dtype)):
-            raise ValueError(f"{path}: column {COLUMN} is {found[0]}, but {manifest_path} says {dtype}")
+            raise InputError(f"{path}: column {COLUMN} is {found[0]}, but {manifest_path} says {dtype}")
         shard_docs = sum(batch.num_rows for batch in batches)
         values = [batch.column(COLUMN).flatten().to_numpy(zero_copy_only=True) for batch in batches]
         shard_tokens = sum(len(v) for v in values)
         if (shard_docs, shard_tokens) != (entry["docs"], entry["tokens"]):
-            raise ValueError(
+            raise InputError(
                 f"{path}: holds {shard_docs} docs / {shard_tokens} tokens, "
                 f"but {manifest_path} says {entry['docs']} / {entry['tokens']}"
             )
         top = max((int(v.max()) for v in values if len(v)), default=-1)
         if top >= limit:
-            raise ValueError(f"{path}: token id {top} is >= the vocabulary size {limit}")
-        if check_sha and _sha256(path) != entry["sha256"]:
-            raise ValueError(f"{path}: sha256 differs from {manifest_path} (file changed or corrupt)")
+            raise InputError(f"{path}: token id {top} is >= the vocabulary size {limit}")
+        if check_sha and file_sha256(path) != entry["sha256"]:
+            raise InputError(f"{path}: sha256 differs from {manifest_path} (file changed or corrupt)")
         docs, tokens = docs + shard_docs, tokens + shard_tokens
     return {"shards": len(manifest["shards"]), "docs": docs, "tokens": tokens}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()

@@ -16,6 +16,7 @@ import numpy as np
 
 from data_prep.tokenizer.manifest import MANIFEST_FILE, load_manifest
 from pipeline.config.train import DataConfig
+from pipeline.core.errors import ConfigError, InputError
 
 __all__ = ["MixtureSchedule", "SourceSpec", "samples_for_tokens", "sources_from_config", "validation_sources"]
 
@@ -51,7 +52,7 @@ def validation_sources(data: DataConfig) -> list[SourceSpec]:
     shards = load_manifest(data.shards)["shards"]
     names = sorted({shard["source"] for shard in shards if shard["split"] == data.val_split})
     if not names:
-        raise ValueError(f"{Path(data.shards) / MANIFEST_FILE}: no {data.val_split!r} shards to validate on")
+        raise InputError(f"{Path(data.shards) / MANIFEST_FILE}: no {data.val_split!r} shards to validate on")
     return [SourceSpec(name=name, shards=data.shards, source=name) for name in names]
 
 
@@ -59,7 +60,7 @@ def samples_for_tokens(tokens: int, seq_len: int) -> int:
     """Global samples that hold exactly ``tokens`` training targets (``seq_len`` per sample)."""
     if tokens <= 0 or tokens % seq_len:
         lower = tokens // seq_len * seq_len
-        raise ValueError(
+        raise ConfigError(
             f"token budget {tokens} is not a positive multiple of seq_len {seq_len} "
             f"(nearest: {lower or seq_len} or {lower + seq_len})"
         )
@@ -71,12 +72,12 @@ class MixtureSchedule:
 
     def __init__(self, weights: list[float], *, seed: int, block_size: int = BLOCK_SIZE):
         if not weights or min(weights) <= 0:
-            raise ValueError(f"mixture weights must be > 0, got {weights}")
+            raise ConfigError(f"mixture weights must be > 0, got {weights}")
         self.seed, self.block_size = seed, block_size
         self.counts = largest_remainder(np.asarray(weights, dtype=np.float64), block_size)
         if (self.counts == 0).any():
             smallest = float(min(weights) / sum(weights))
-            raise ValueError(
+            raise ConfigError(
                 f"a mixture weight share of {smallest:.2e} rounds to 0 samples in a block of "
                 f"{block_size}; raise it or drop that source"
             )

@@ -4,7 +4,7 @@ Slurm sends SIGTERM before it kills a job at its time limit or on preemption, an
 ``sbatch --signal=B:USR2@<s>`` sends USR2 a set time before; a handler that checkpoints on
 the spot could run in the middle of a collective. So the handler only raises a flag; the
 loop polls it once per step, and all ranks agree (an all-reduce of the flags) so that every
-rank saves the same step together. The process then exits with ``EXIT_PREEMPTED``, which a
+rank saves the same step together. The process then exits with ``core.files.EXIT_PREEMPTED``, which a
 launcher reads as "requeue me": the rerun resumes from that checkpoint (``checkpoint.resume``).
 """
 
@@ -13,16 +13,15 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 from pipeline.parallel.dist import DistInfo, all_reduce_sum
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-EXIT_PREEMPTED = 75
-"""sysexits' EX_TEMPFAIL: "a temporary failure; the user is invited to retry"."""
 
 
 class Preempted(Exception):
-    """The job stopped on a signal after writing a checkpoint; exit with ``EXIT_PREEMPTED``."""
+    """The job stopped on a signal after writing a checkpoint; exit with ``core.files.EXIT_PREEMPTED``."""
 
     def __init__(self, step: int, checkpoint: str, signal_name: str | None):
         signal_name = signal_name or "a signal to another rank"
@@ -39,7 +38,7 @@ class PreemptionWatch:
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> PreemptionWatch:
         if threading.current_thread() is threading.main_thread():

@@ -13,7 +13,6 @@ drain, so nothing logged is lost at the end of a job or on a preemption.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import queue
@@ -23,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +64,12 @@ class Tracker:
         *,
         output_dir: str | Path,
         params: dict[str, str],
-        tags: dict[str, str],
+        tags: Mapping[str, str | int],
         active: bool = True,
         run_id: str | None = None,
     ) -> Tracker:
-        """Open the run (or re-attach to ``run_id``) and log params and tags; ``active=False`` on ranks > 0."""
+        """Open the run (or re-attach to ``run_id``) and log params
+        and tags; ``active=False`` on ranks other than 0."""
         if not (cfg.enabled and active):
             return cls()
         from mlflow.entities import Param
@@ -78,7 +78,7 @@ class Tracker:
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
         client = MlflowClient(tracking_uri=cfg.resolve_uri(str(output_dir)))
         if run_id is None:
-            experiment_id = _experiment_id(
+            experiment_id = find_experiment_id(
                 client, cfg.experiment, output_dir, cfg.resolve_uri(str(output_dir))
             )
             parent = {"mlflow.parentRunId": cfg.parent_run_id} if cfg.parent_run_id else None
@@ -92,7 +92,7 @@ class Tracker:
         tracker.set_tags(tags)
         return tracker
 
-    def log_metrics(self, metrics: dict[str, float | None], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
         """Queue ``metrics`` (None values, such as MFU on a CPU, are left out) and return at once."""
         if self.run_id is None:
             return
@@ -119,7 +119,8 @@ class Tracker:
             raise RuntimeError(f"MLflow metric logging failed: {error}") from error
 
     def _send(self) -> None:
-        """The sender thread: what is queued within SEND_EVERY_S (or until a flush) goes out in batches of <= 1000."""
+        """The sender thread: what is queued within SEND_EVERY_S
+        (or until a flush) goes out in batches of <= 1000."""
         from mlflow.entities import Metric
 
         stop = False
@@ -142,7 +143,7 @@ class Tracker:
                     log.warning("MLflow metric logging failed: %s", exc)
                     self._error = exc
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.run_id is None:
             return
         from mlflow.entities import RunTag
@@ -238,11 +239,7 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _experiment_id(client: Any, name: str, output_dir: str | Path, uri: str) -> str:
+def find_experiment_id(client: Any, name: str, output_dir: str | Path, uri: str) -> str:
     """The experiment's id, creating it if new. Artifacts go under output_dir (with a sqlite store
     MLflow would otherwise put them in ./mlruns of whatever the cwd is), or to the server's store."""
     from mlflow.exceptions import MlflowException

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,7 +20,8 @@ from pipeline.parallel.base import ParallelModel
 from pipeline.parallel.dist import DistInfo, init_distributed
 from pipeline.parallel.registry import parallelize
 from pipeline.testing import run_distributed_test
-from pipeline.train.pretrain import TrainingDiverged, run_loop, train_step
+from pipeline.train.hooks import default_hooks
+from pipeline.train.loop import TrainingDiverged, TrainRun, run_loop, train_step
 from pipeline.train.tracking import Tracker
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -82,8 +84,8 @@ def diverge(strategy: str, info: DistInfo) -> tuple[str, list[int]]:
 
     batches = iter([mb for step in range(5) for mb in micro_batches(step, info)])
     try:
-        run_loop(
-            parallel,
+        run = TrainRun(
+            parallel=parallel,
             loop=LOOP,
             batches=batches,
             val_batches=list,
@@ -91,10 +93,10 @@ def diverge(strategy: str, info: DistInfo) -> tuple[str, list[int]]:
             accum_steps=LOOP.grad_accum_steps(info.world_size),
             total_steps=5,
             tracker=Tracker(),  # tracking off: a no-op
-            save_checkpoint=save,
-            checkpoint_interval=0,
+            checkpointer=SimpleNamespace(save=save, close=lambda: None),
             label="train",
         )
+        run_loop(run, default_hooks(run))
     except TrainingDiverged as exc:
         return str(exc), saved
     return "", saved

@@ -12,7 +12,7 @@ from pipeline.model.transformer import build_model
 from pipeline.parallel.dist import init_distributed
 from pipeline.parallel.registry import parallelize
 from pipeline.testing import run_distributed_test
-from pipeline.train.pretrain import train_step
+from pipeline.train.loop import train_step
 
 pytestmark = pytest.mark.distributed
 

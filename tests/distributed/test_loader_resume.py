@@ -44,7 +44,8 @@ def make_loader(sources: list[SourceSpec], rank: int, world_size: int) -> TokenL
 
 
 def run_phase(root: str, steps: int, state_dir: str, load: bool) -> dict[str, list]:
-    """On each rank: every config's loader for ``steps`` steps; returns all ranks' rows (gathered over gloo)."""
+    """On each rank: every config's loader for ``steps`` steps; returns all ranks' rows (gathered over
+    gloo)."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
     seen = {}
     for name, sources in configs(Path(root)).items():

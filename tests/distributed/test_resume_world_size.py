@@ -29,7 +29,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.parallel.dist import DistInfo
-from pipeline.parallel.zero import TAG, UNIVERSAL_TAG, ZeRO2Model, convert_to_universal, resume_tag
+from pipeline.parallel.zero_checkpoint import (
+    TAG,
+    UNIVERSAL_TAG,
+    DeepSpeedCheckpointer,
+    convert_to_universal,
+    resume_tag,
+)
 from pipeline.train.checkpoint import newest_checkpoint, read_meta
 
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
@@ -75,7 +81,8 @@ def run(cmd: list[str]) -> str:
 
 
 def copy_stopped_after(source: Path, step: int, target: Path) -> None:
-    """``target``: ``source``'s output and MLflow db as a job stopped after its step-``step`` checkpoint left them."""
+    """``target``: ``source``'s output and MLflow db as a job stopped after its step-``step`` checkpoint left
+    them."""
     shutil.copytree(source, target)
     shutil.copyfile(source.with_suffix(".db"), target.with_suffix(".db"))
     (target / "result.json").unlink()
@@ -196,7 +203,7 @@ def test_a_finished_conversion_is_reused(tmp_path):
 
 def test_a_failed_conversion_fails_the_load_clearly_and_leaves_nothing_to_load(tmp_path):
     directory = fake_zero_checkpoint(tmp_path, 4)  # empty files: ds_to_universal cannot read them
-    zero = object.__new__(ZeRO2Model)  # the conversion comes before the engine is touched
+    zero = object.__new__(DeepSpeedCheckpointer)  # the conversion comes before the engine is touched
     zero.dist = DistInfo(world_size=2)
     with pytest.raises(
         RuntimeError,
@@ -212,7 +219,7 @@ def test_one_process_gets_a_group_of_one_for_sharding_strategies_only():
     # In a child process: a process group made here would outlive the test.
     code = """
 import torch.distributed as dist
-from pipeline.distributed import init_distributed, shutdown_distributed
+from pipeline.parallel.dist import init_distributed, shutdown_distributed
 info = init_distributed(strategy="ddp")
 assert not info.owns_group and not dist.is_initialized()
 info = init_distributed(strategy="zero3")

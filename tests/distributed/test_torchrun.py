@@ -24,15 +24,17 @@ from pipeline.finetune.run import finetune
 from pipeline.train.pretrain import train
 
 verb, shards, sft, out, uri = sys.argv[1:]
-loop = ["train.global_batch_size=8", "train.micro_batch_size=2", "train.warmup_steps=2", "train.log_interval=4",
-        "train.eval_batches=2", f"tracking.uri={uri}"]
+loop = ["train.global_batch_size=8", "train.micro_batch_size=2", "train.warmup_steps=2",
+        "train.log_interval=4", "train.eval_batches=2", f"tracking.uri={uri}"]
 if verb == "train":
-    train(TrainJobConfig.load(None, [f"data.shards={shards}", "data.val_windows=8", f"output_dir={out}/pretrain",
-                                     "model.seq_len=64",
-                                     "train.max_steps=12", "train.eval_interval=6", "checkpoint.interval=6", *loop]))
+    train(TrainJobConfig.load(None, [f"data.shards={shards}", "data.val_windows=8",
+                                     f"output_dir={out}/pretrain", "model.seq_len=64",
+                                     "train.max_steps=12", "train.eval_interval=6", "checkpoint.interval=6",
+                                     *loop]))
 else:
-    finetune(FinetuneJobConfig.load(None, [f"init_from={out}/pretrain", f"output_dir={out}/sft", f"data.path={sft}",
-                                           "data.val_fraction=0.1", "train.max_steps=6", *loop]))
+    finetune(FinetuneJobConfig.load(None, [f"init_from={out}/pretrain", f"output_dir={out}/sft",
+                                           f"data.path={sft}", "data.val_fraction=0.1", "train.max_steps=6",
+                                           *loop]))
 """
 
 

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 from pipeline.cli.main import main
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.finetune.data import SYSTEM, ChatTokens, read_examples, render
-from pipeline.model.transformer import IGNORE_INDEX
+from pipeline.model.loss import IGNORE_INDEX
 from pipeline.train.checkpoint import load_tokenizer
 
 SYSTEM_TEXT = "Answer briefly."

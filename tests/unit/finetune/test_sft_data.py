@@ -20,7 +20,8 @@ from pipeline.finetune.data import (
     read_examples,
     render,
 )
-from pipeline.model.transformer import IGNORE_INDEX, build_model
+from pipeline.model.loss import IGNORE_INDEX
+from pipeline.model.transformer import build_model
 from pipeline.train.checkpoint import load_tokenizer
 
 PAIRS = [

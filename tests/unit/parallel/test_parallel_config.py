@@ -98,3 +98,12 @@ def test_ds_config_rejects_a_batch_the_ranks_cannot_split():
             world_size=4,
             on_cuda=False,
         )
+
+
+@pytest.mark.parametrize("strategy", parallel_config.STRATEGIES)
+def test_strategy_classes_declare_their_row_of_the_traits_table(strategy):
+    """The torch-free table the config checks read and the class attributes the strategies declare agree."""
+    cls, traits = STRATEGIES[strategy], parallel_config.STRATEGY_TRAITS[strategy]
+    assert cls.checkpoint_format == traits.checkpoint_format
+    assert cls.supports_async_save == traits.async_save
+    assert cls.needs_process_group == traits.needs_process_group

@@ -13,7 +13,7 @@ from pipeline.model.transformer import build_model
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.registry import parallelize
 from pipeline.train.checkpoint import load_model_for_inference, resolve_checkpoint, save_checkpoint
-from pipeline.train.pretrain import train_step
+from pipeline.train.loop import train_step
 
 ARGS = ModelConfig(size="tiny", seq_len=32, tie_embeddings=False).args(vocab_size=101)
 

@@ -1,4 +1,5 @@
-"""``checkpoint consolidate``: a checkpoint's weights as one plain safetensors file that loads to the same model."""
+"""``checkpoint consolidate``: a checkpoint's weights as one plain safetensors file that loads to the same
+model."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.registry import parallelize
 from pipeline.testing import run_distributed_test
 from pipeline.train.checkpoint import consolidate, load_consolidated, save_checkpoint
-from pipeline.train.pretrain import train_step
+from pipeline.train.loop import train_step
 
 ZERO_ARGS = ModelConfig(size="tiny", seq_len=32).args(vocab_size=101)
 

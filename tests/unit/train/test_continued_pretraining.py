@@ -31,7 +31,8 @@ def test_init_from_starts_from_the_pretrained_weights(pretrained: Path, train_co
     source = pretrained / "checkpoints" / "step_40"
     assert f"train starting from the weights of {source} (step 40)" in capsys.readouterr().out
     assert MlflowClient(tracking_uri=uri).get_run(result.mlflow_run_id).data.tags["init_from"] == str(source)
-    # the same weights on the same validation windows: the pretrained run's last val loss, far below a fresh init
+    # the same weights on the same validation windows: the pretrained run's last val loss, far below a fresh
+    # init
     assert result.initial_val_loss == pytest.approx(pretrained_val, abs=1e-4)
     assert result.initial_val_loss < 0.7 * math.log(512) and result.first_train_loss < 0.7 * math.log(512)
     assert result.steps == 2  # a fresh schedule: this run's own steps, not the pretrained run's 40 + 2

@@ -5,10 +5,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from pipeline.model.transformer import IGNORE_INDEX
+from data_prep.tokenizer.manifest import load_manifest
+from pipeline.model.loss import IGNORE_INDEX
 from pipeline.testing import write_random_shards
-from pipeline.train.data import TokenLoader, TokenWindows, ValidationSet, load_manifest, unigram_perplexity
+from pipeline.train.data import TokenLoader, ValidationSet, unigram_perplexity
 from pipeline.train.mixture import SourceSpec
+from pipeline.train.windows import TokenWindows
 
 VOCAB = 300
 TRAIN_DOCS = [37, 5, 80, 13, 64, 21, 9, 50]  # cc gets the first 4 (135 tokens), wiki the rest (144)

@@ -21,7 +21,8 @@ from pipeline.parallel.base import ParallelModel
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.optim import build_optimizer, lr_factor, use_fused
 from pipeline.parallel.registry import parallelize
-from pipeline.train.pretrain import TrainingDiverged, run_loop, train_step
+from pipeline.train.hooks import default_hooks
+from pipeline.train.loop import Hook, LoopState, TrainingDiverged, TrainRun, run_loop, train_step
 
 ARGS = ModelConfig(size="tiny", seq_len=16).args(vocab_size=101)
 
@@ -87,6 +88,7 @@ class Recorder:
     """The tracker and checkpoint callback of ``run_loop``, remembering what they were given."""
 
     system_metrics = False
+    run_id = None
 
     def __init__(self, parallel: ParallelModel):
         self.parallel, self.metrics, self.saved = parallel, [], {}
@@ -121,7 +123,7 @@ def loop_with_faults(bad: set[int], *, max_bad_steps: int, steps: int, capsys) -
     parallel.model.norm.register_forward_hook(fault)
     outcome: Any
     try:
-        outcome = run_loop(
+        run = TrainRun(
             parallel,
             loop=LoopConfig(max_bad_steps=max_bad_steps, log_interval=1),
             batches=batches(),
@@ -130,10 +132,10 @@ def loop_with_faults(bad: set[int], *, max_bad_steps: int, steps: int, capsys) -
             accum_steps=1,
             total_steps=steps,
             tracker=recorder,
-            save_checkpoint=recorder.save,
-            checkpoint_interval=0,
+            checkpointer=recorder,
             label="train",
         )
+        outcome = run_loop(run, default_hooks(run))
     except TrainingDiverged as exc:
         outcome = exc
     return recorder, (outcome, served), capsys.readouterr().out
@@ -250,3 +252,44 @@ def test_compiled_blocks_match_eager(tmp_path, monkeypatch):
     assert (
         counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]
     )  # compiled, checkpoint included
+
+
+def test_the_loop_calls_each_hook_around_every_step_and_returns_one_result():
+    """The loop only steps; what else happens is a hook's (logging, validation, checkpoints, preemption)."""
+    parallel = build()
+    recorder = Recorder(parallel)
+    calls = []
+
+    class Probe(Hook):
+        def on_start(self, run: TrainRun, state: LoopState) -> None:
+            calls.append(("start", state.step))
+
+        def on_step(self, run: TrainRun, state: LoopState) -> None:
+            calls.append(("step", state.step, state.tokens_seen))
+
+        def on_end(self, run: TrainRun, state: LoopState) -> None:
+            calls.append(("end", state.step))
+            state.checkpoint = Path("probe")
+
+    run = TrainRun(
+        parallel,
+        loop=LoopConfig(),
+        batches=(batch(i) for i in range(3)),
+        val_batches=list,
+        dist=DistInfo(),
+        accum_steps=1,
+        total_steps=3,
+        tracker=recorder,
+        checkpointer=recorder,
+    )
+    result = run_loop(run, [Probe()])
+    tokens = 4 * ARGS.seq_len
+    assert calls == [
+        ("start", 0),
+        ("step", 1, tokens),
+        ("step", 2, 2 * tokens),
+        ("step", 3, 3 * tokens),
+        ("end", 3),
+    ]
+    assert (result.steps, result.tokens_seen, result.checkpoint) == (3, 3 * tokens, "probe")
+    assert not recorder.metrics and not recorder.saved  # no hooks of logging or checkpoints given

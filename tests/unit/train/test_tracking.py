@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config.train import TrackingConfig
+from pipeline.core.files import file_sha256
 from pipeline.train.pretrain import train
-from pipeline.train.tracking import Tracker, file_sha256
+from pipeline.train.tracking import Tracker
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ from pipeline.model.transformer import build_model
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.registry import parallelize
 from pipeline.train.checkpoint import read_meta, resolve_checkpoint
-from pipeline.train.pretrain import train, train_step
+from pipeline.train.loop import train_step
+from pipeline.train.pretrain import train
 
 
 def test_pretraining_writes_result_config_and_checkpoint(pretrained: Path):

@@ -1,0 +1,142 @@
+"""What the training loop does besides stepping, as hooks it calls (OLMo-core's callbacks).
+
+``default_hooks`` gives a job's set, in the order they run after each step: the train log (metrics
+and one printed line every ``log_interval`` steps), validation (at the start of a fresh run, every
+``eval_interval`` steps and at the end), checkpoints (every ``checkpoint.interval`` steps and at the
+end) and preemption (a SIGTERM/SIGUSR2 on any rank: checkpoint this step, then ``Preempted``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from pipeline.train.loop import Hook, LoopState, TrainRun, validate
+from pipeline.train.mfu import mfu
+from pipeline.train.preemption import Preempted, PreemptionWatch
+from pipeline.train.tracking import memory_metrics
+
+
+class TrainLogHook(Hook):
+    """Every ``interval`` steps (and the first and last): the mean loss of the good steps since the last
+    log, lr, gradient norm, tokens, throughput and MFU to MLflow and as one printed line."""
+
+    def __init__(self, interval: int, *, token_flops: float = 0.0, device_peak: float | None = None):
+        self.interval, self.token_flops, self.device_peak = interval, token_flops, device_peak
+        self.tokens, self.seconds, self.losses = 0, 0.0, list[float]()
+
+    def on_step(self, run: TrainRun, state: LoopState) -> None:
+        self.tokens, self.seconds = self.tokens + state.step_tokens, self.seconds + state.step_seconds
+        if state.step_ok:
+            self.losses.append(state.loss)
+        step = state.step
+        if not (step == 1 or step % self.interval == 0 or step == run.total_steps):
+            return
+        loss = sum(self.losses) / len(self.losses) if self.losses else math.nan
+        tokens_per_s = self.tokens / self.seconds
+        metrics = {
+            "train/loss": loss,
+            "lr": state.lr,
+            "grad_norm": state.grad_norm,
+            "tokens_seen": state.tokens_seen,
+            "tokens_per_s": tokens_per_s,
+            "mfu": mfu(tokens_per_s / run.dist.world_size, self.token_flops, self.device_peak),
+        }
+        if run.tracker.system_metrics:
+            metrics.update(memory_metrics(run.dist.device))
+        if run.data_report is not None:
+            metrics.update(
+                {f"data/epochs/{source}": entry["epochs"] for source, entry in run.data_report().items()}
+            )
+        run.tracker.log_metrics(metrics, step=step)
+        run.say(
+            f"step {step:>5}/{run.total_steps}  loss {loss:.4f}  lr {state.lr:.2e}  "
+            f"grad {state.grad_norm:.3f}  "
+            f"tokens {state.tokens_seen:,}  {tokens_per_s:,.0f} tok/s"
+        )
+        self.tokens, self.seconds, self.losses = 0, 0.0, []
+
+
+class ValidationHook(Hook):
+    """Validation loss (overall and, for a mixture, per source) before a fresh run's first step, every
+    ``interval`` steps (0: none between) and after the last; logged and printed."""
+
+    def __init__(self, interval: int):
+        self.interval = interval
+
+    def on_start(self, run: TrainRun, state: LoopState) -> None:
+        if not state.resumed:
+            state.initial_val_loss = self.validate(run, 0)
+
+    def on_step(self, run: TrainRun, state: LoopState) -> None:
+        if self.interval and state.step % self.interval == 0 and state.step != run.total_steps:
+            self.validate(run, state.step)
+
+    def on_end(self, run: TrainRun, state: LoopState) -> None:
+        state.final_val_loss = self.validate(run, run.total_steps)
+
+    @staticmethod
+    def validate(run: TrainRun, step: int) -> float | None:
+        loss, by_source = validate(run.parallel, run.val_batches(), dist=run.dist, sources=run.val_sources)
+        if loss is None:
+            return None
+        metrics = {"val/loss": loss, "val/ppl": math.exp(loss)}
+        per_source = ""
+        if len(by_source) > 1:
+            for source, source_loss in by_source.items():
+                metrics.update(
+                    {f"val/loss/{source}": source_loss, f"val/ppl/{source}": math.exp(source_loss)}
+                )
+            per_source = "".join(f"  {source} {value:.4f}" for source, value in by_source.items())
+        run.tracker.log_metrics(metrics, step=step)
+        run.say(
+            f"step {step:>5}/{run.total_steps}  val loss {loss:.4f}  ppl {math.exp(loss):,.2f}{per_source}"
+        )
+        return loss
+
+
+class CheckpointHook(Hook):
+    """A checkpoint every ``interval`` steps (0: none between) and after the last step."""
+
+    def __init__(self, interval: int):
+        self.interval = interval
+
+    def on_step(self, run: TrainRun, state: LoopState) -> None:
+        if self.interval and state.step % self.interval == 0 and state.step != run.total_steps:
+            state.checkpoint = run.checkpointer.save(state.step, state.tokens_seen, state.progress())
+
+    def on_end(self, run: TrainRun, state: LoopState) -> None:
+        state.checkpoint = run.checkpointer.save(run.total_steps, state.tokens_seen, state.progress())
+        run.say(f"saved {state.checkpoint}")
+
+
+class PreemptionHook(Hook):
+    """When any rank got SIGTERM/SIGUSR2 (``watch``), the step in progress has finished: checkpoint it
+    (unless ``CheckpointHook`` just did) and raise ``Preempted``, before the last step only."""
+
+    def __init__(self, watch: PreemptionWatch):
+        self.watch = watch
+
+    def on_step(self, run: TrainRun, state: LoopState) -> None:
+        if state.step == run.total_steps or not self.watch.requested(run.dist):
+            return
+        saved = state.checkpoint or run.checkpointer.save(state.step, state.tokens_seen, state.progress())
+        raise Preempted(state.step, str(saved), self.watch.signal_name)
+
+
+def default_hooks(
+    run: TrainRun,
+    *,
+    checkpoint_interval: int = 0,
+    preemption: PreemptionWatch | None = None,
+    token_flops: float = 0.0,
+    device_peak: float | None = None,
+) -> list[Hook]:
+    """A job's hooks, in the order they run: log, validation, checkpoints, then preemption (if watched)."""
+    hooks: list[Hook] = [
+        TrainLogHook(run.loop.log_interval, token_flops=token_flops, device_peak=device_peak),
+        ValidationHook(run.loop.eval_interval),
+        CheckpointHook(checkpoint_interval),
+    ]
+    if preemption is not None:
+        hooks.append(PreemptionHook(preemption))
+    return hooks
