@@ -44,7 +44,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaForCausalLM
 
 from pipeline.config.model import ModelConfig
-from pipeline.hf.interop import export_hf
+from pipeline.hf.export import export_hf
 from pipeline.model.transformer import Transformer, build_model
 from pipeline.train.checkpoint import load_consolidated
 
@@ -84,59 +84,49 @@ def prompt_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, valid
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="size tiny only")
-    parser.add_argument(
-        "--cpu-time",
-        action="store_true",
-        help="time by this process's CPU seconds (steady on a loaded machine; use one thread)",
-    )
-    cli = parser.parse_args()
-    threads = torch.get_num_threads()  # OMP_NUM_THREADS, else torch's default: one per core
-    torch.manual_seed(0)
-    tokens, valid = prompt_batch()
+def bench_size(
+    size: str, workdir: Path, tokens: torch.Tensor, valid: torch.Tensor, *, cpu_time: bool
+) -> tuple[str, int, float, float, float]:
+    """(size, params, our tokens/s, the anchor's tokens/s, share of tokens both generate alike)."""
+    ours, theirs = export_pair(size, workdir)
     width = tokens.shape[1]
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        for size in ["tiny"] if cli.quick else ["tiny", "14m"]:
-            ours, theirs = export_pair(size, Path(tmp))
-            outputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
 
-            def run_ours() -> int:
-                outputs["ours"] = ours.generate(tokens, NEW_TOKENS, temperature=0, valid=valid)[:, width:]
-                return outputs["ours"].numel()
+    def run_ours() -> int:
+        outputs["ours"] = ours.generate(tokens, NEW_TOKENS, temperature=0, valid=valid)[:, width:]
+        return outputs["ours"].numel()
 
-            def run_anchor() -> int:
-                out = theirs.generate(
-                    input_ids=tokens,
-                    attention_mask=valid.long(),
-                    max_new_tokens=NEW_TOKENS,
-                    min_new_tokens=NEW_TOKENS,
-                    do_sample=False,
-                    use_cache=True,
-                    pad_token_id=PAD,
-                    eos_token_id=None,
-                )
-                outputs["anchor"] = out[:, width:]
-                return outputs["anchor"].numel()
+    def run_anchor() -> int:
+        out = theirs.generate(
+            input_ids=tokens,
+            attention_mask=valid.long(),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=PAD,
+            eos_token_id=None,
+        )
+        outputs["anchor"] = out[:, width:]
+        return outputs["anchor"].numel()
 
-            seconds, counts = median_seconds(
-                {"ours": run_ours, "anchor": run_anchor},
-                reps=5 if cli.cpu_time else 3,
-                clock=time.process_time if cli.cpu_time else time.perf_counter,
-            )
-            assert counts["ours"] == counts["anchor"] == BATCH * NEW_TOKENS, counts
-            agree = (outputs["ours"] == outputs["anchor"]).float().mean().item()
-            rows.append(
-                (
-                    size,
-                    ours.num_params(non_embedding=False),
-                    counts["ours"] / seconds["ours"],
-                    counts["anchor"] / seconds["anchor"],
-                    agree,
-                )
-            )
+    seconds, counts = median_seconds(
+        {"ours": run_ours, "anchor": run_anchor},
+        reps=5 if cpu_time else 3,
+        clock=time.process_time if cpu_time else time.perf_counter,
+    )
+    assert counts["ours"] == counts["anchor"] == BATCH * NEW_TOKENS, counts
+    agree = (outputs["ours"] == outputs["anchor"]).float().mean().item()
+    return (
+        size,
+        ours.num_params(non_embedding=False),
+        counts["ours"] / seconds["ours"],
+        counts["anchor"] / seconds["anchor"],
+        agree,
+    )
+
+
+def print_table(rows: list[tuple[str, int, float, float, float]], *, threads: int, cpu_time: bool) -> None:
     print(
         f"\ngreedy generate, fp32, batch {BATCH} prompts of {'/'.join(map(str, PROMPT_LENGTHS))} tokens "
         f"(left-padded), {NEW_TOKENS} new tokens each, vocab {VOCAB}, {threads} threads"
@@ -150,10 +140,31 @@ def main() -> None:
             f"{ours_rate / anchor_rate:>6.2f}x {agree:>11.1%}"
         )
     print(
-        "anchor: transformers LlamaForCausalLM.from_pretrained(export_hf dir).generate(use_cache=True, greedy); "
-        f"ours: Transformer.generate with the KV cache; median of {5 if cli.cpu_time else 3} after a warm-up"
-        + (", CPU time" if cli.cpu_time else "")
+        "anchor: transformers LlamaForCausalLM.from_pretrained(export_hf dir)"
+        ".generate(use_cache=True, greedy); "
+        f"ours: Transformer.generate with the KV cache; median of {5 if cpu_time else 3} after a warm-up"
+        + (", CPU time" if cpu_time else "")
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="size tiny only")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by this process's CPU seconds (steady on a loaded machine; use one thread)",
+    )
+    cli = parser.parse_args()
+    threads = torch.get_num_threads()  # OMP_NUM_THREADS, else torch's default: one per core
+    torch.manual_seed(0)
+    tokens, valid = prompt_batch()
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        rows = [
+            bench_size(size, Path(tmp), tokens, valid, cpu_time=cli.cpu_time)
+            for size in (["tiny"] if cli.quick else ["tiny", "14m"])
+        ]
+    print_table(rows, threads=threads, cpu_time=cli.cpu_time)
 
 
 if __name__ == "__main__":

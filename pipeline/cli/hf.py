@@ -1,9 +1,11 @@
-"""``lmpipe export hf`` and ``lmpipe import hf``: the flags; the work is ``hf_interop``'s (imported late)."""
+"""``lmpipe export hf`` and ``lmpipe import hf``: the flags; the work is ``pipeline.hf``'s (imported late)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from pipeline.core.errors import ConfigError
 
 
 def add_parsers(verbs: Any) -> None:
@@ -56,7 +58,7 @@ def add_parsers(verbs: Any) -> None:
 
 
 def _run_export_hf(args: argparse.Namespace) -> int:
-    from pipeline.hf.interop import export_hf
+    from pipeline.hf.export import export_hf
 
     output = export_hf(
         args.checkpoint,
@@ -71,8 +73,8 @@ def _run_export_hf(args: argparse.Namespace) -> int:
 
 def _run_import_hf(args: argparse.Namespace) -> int:
     if args.seq_len is not None and args.seq_len <= 0:
-        raise ValueError(f"--seq-len must be positive, not {args.seq_len}")
-    from pipeline.hf.interop import import_hf
+        raise ConfigError(f"--seq-len must be positive, not {args.seq_len}")
+    from pipeline.hf.importer import import_hf
 
     print(f"wrote {import_hf(args.hf_dir, args.output, seq_len=args.seq_len)}")
     return 0

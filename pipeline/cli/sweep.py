@@ -4,7 +4,6 @@ imported by the handler, after the config is valid, so ``--help`` and user error
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.core.config import Config, require, require_choice
+from pipeline.core.errors import ConfigError
+from pipeline.core.files import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from pipeline.scaling.fit import ComputeOptimal, ScalingFit
@@ -205,7 +206,8 @@ def _write_plan(cfg, parent_run_id: str):
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from pipeline.scaling.plan import format_plan, read_parent_run_id
+    from pipeline.scaling.plan import read_parent_run_id
+    from pipeline.scaling.table import format_plan
 
     cfg = _sweep_config(args)
     plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
@@ -219,55 +221,30 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from pipeline.scaling.plan import plan_sweep, read_parent_run_id
-    from pipeline.scaling.run import ensure_parent_run, run_local, slurm_script, summarize
+    from pipeline.scaling.run import ensure_parent_run, run_local, summarize
 
     if args.max_runs < 0:
-        raise ValueError(f"--max-runs must be >= 0, got {args.max_runs}")
+        raise ConfigError(f"--max-runs must be >= 0, got {args.max_runs}")
     if args.dry_run and not args.slurm:
-        raise ValueError(
+        raise ConfigError(
             "--dry-run goes with --slurm PROFILE; `lmpipe sweep plan` shows a local sweep's runs"
         )
     cfg = _sweep_config(args)
     if args.dry_run:
         plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
-        print(
-            slurm_script(
-                cfg,
-                plan,
-                profile_path=args.slurm,
-                profile_overrides=args.set,
-                max_parallel=args.max_parallel,
-                workdir=os.getcwd(),
-            )[0],
-            end="",
-        )
+        print(_slurm_script(args, cfg, plan)[0], end="")
         return 0
     plan_sweep(cfg)  # a config that cannot be planned fails before the parent run is made
     parent = ensure_parent_run(cfg)
     plan = _write_plan(cfg, parent)
     if args.slurm:
-        from launch.slurm import submit
-
-        script, pending = slurm_script(
-            cfg,
-            plan,
-            profile_path=args.slurm,
-            profile_overrides=args.set,
-            max_parallel=args.max_parallel,
-            workdir=os.getcwd(),
-        )
-        path = cfg.root_dir / f"sweep-{cfg.name}.sbatch"
-        path.write_text(script)
-        print(
-            f"lmpipe: submitted {path} ({len(pending)} runs) as job {submit(path)}; when it has finished, "
-            f"`lmpipe sweep run --config {args.config}` again logs the results on the parent run",
-            file=sys.stderr,
-        )
+        _submit(args, cfg, plan)
         return 0
     left = run_local(cfg, plan, max_runs=args.max_runs)
     if left:
         print(
-            f"sweep {cfg.name}: stopped with {len(left)} run(s) left (--max-runs); run the same command to go on",
+            f"sweep {cfg.name}: stopped with {len(left)} run(s) left (--max-runs); "
+            "run the same command to go on",
             file=sys.stderr,
         )
         return 0
@@ -280,10 +257,37 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slurm_script(args: argparse.Namespace, cfg, plan):
+    """The sweep's sbatch script for the ``--slurm`` profile, and the runs it trains."""
+    from pipeline.scaling.run import slurm_script
+
+    return slurm_script(
+        cfg,
+        plan,
+        profile_path=args.slurm,
+        profile_overrides=args.set,
+        max_parallel=args.max_parallel,
+        workdir=os.getcwd(),
+    )
+
+
+def _submit(args: argparse.Namespace, cfg, plan) -> None:
+    """Write the sweep's sbatch script beside its runs and submit it."""
+    from launch.slurm.sbatch import submit
+
+    script, pending = _slurm_script(args, cfg, plan)
+    path = atomic_write_text(cfg.root_dir / f"sweep-{cfg.name}.sbatch", script)
+    print(
+        f"lmpipe: submitted {path} ({len(pending)} runs) as job {submit(path)}; when it has finished, "
+        f"`lmpipe sweep run --config {args.config}` again logs the results on the parent run",
+        file=sys.stderr,
+    )
+
+
 def _run_plot(args: argparse.Namespace) -> int:
+    from pipeline.scaling.outcome import load_outcomes
     from pipeline.scaling.plan import read_parent_run_id
     from pipeline.scaling.plots import write_plots
-    from pipeline.scaling.run import load_outcomes
 
     cfg = _sweep_config(args)
     plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
@@ -316,7 +320,6 @@ def _run_fit(args: argparse.Namespace) -> int:
     from pipeline.scaling.compare import experiment_runs, fit_points
     from pipeline.scaling.fit import FitOptions, fit_scaling_law
     from pipeline.scaling.io import read_runs
-    from pipeline.scaling.isoflop import IsoFlopUnavailable, fit_isoflop
 
     if cfg.experiment:
         runs = fit_points(experiment_runs(cfg.experiment, tracking_uri(cfg.tracking_uri)))
@@ -341,6 +344,22 @@ def _run_fit(args: argparse.Namespace) -> int:
             }
             for o in optima
         ]
+    isoflop = _isoflop_fit(runs, cfg, result)
+    output = Path(cfg.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(output, result)
+    print(format_table(fit, isoflop))
+    if optima:
+        print(format_optima(optima, fit.ci_level))
+    print(f"wrote {output}")
+    return 0
+
+
+def _isoflop_fit(runs, cfg: SweepFitConfig, result: dict) -> IsoFlopFit | None:
+    """The IsoFLOP fit into ``result["isoflop"]``, if the runs lie on budgets; its skipped budgets as a
+    few warnings (every one is in the output file), not one per run."""
+    from pipeline.scaling.isoflop import IsoFlopUnavailable, fit_isoflop
+
     isoflop: IsoFlopFit | None = None
     with warnings.catch_warnings(record=True) as skipped_budgets:
         warnings.simplefilter("always")
@@ -360,14 +379,7 @@ def _run_fit(args: argparse.Namespace) -> int:
                 f"all are listed under isoflop.skipped in {cfg.output}",
                 file=sys.stderr,
             )
-    output = Path(cfg.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    print(format_table(fit, isoflop))
-    if optima:
-        print(format_optima(optima, fit.ci_level))
-    print(f"wrote {output}")
-    return 0
+    return isoflop
 
 
 def format_table(fit: ScalingFit, isoflop: IsoFlopFit | None) -> str:
@@ -385,13 +397,14 @@ def format_table(fit: ScalingFit, isoflop: IsoFlopFit | None) -> str:
     lines.append(f"  compute-optimal: N_opt ~ C^{fit.beta / total:.3f}, D_opt ~ C^{fit.alpha / total:.3f}")
     if isoflop is not None:
         lines.append(
-            f"  IsoFLOP ({len(isoflop.budgets)} budgets): N_opt ~ C^{isoflop.a:.3f}, D_opt ~ C^{isoflop.b:.3f}"
+            f"  IsoFLOP ({len(isoflop.budgets)} budgets): "
+            f"N_opt ~ C^{isoflop.a:.3f}, D_opt ~ C^{isoflop.b:.3f}"
         )
     return "\n".join(lines)
 
 
 def format_optima(optima: list[ComputeOptimal], ci_level: float) -> str:
-    """One line per budget: N*, D* and the predicted loss, each with its bootstrap interval when there is one."""
+    """One line per budget: N*, D* and the predicted loss, each with its bootstrap interval if it has one."""
 
     def cell(o: ComputeOptimal, key: str, value: float) -> str:
         bounds = o.ci.get(key)

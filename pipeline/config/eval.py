@@ -104,7 +104,7 @@ class GenerateJobConfig(Config):
     batch_size: int = 8
     """Prompts sampled together (left-padded, one KV cache)."""
     chat: bool = False
-    """Wrap each prompt as a fine-tuning user turn (<|user|> prompt <|assistant|>) and return only the reply."""
+    """Wrap each prompt as a fine-tuning user turn (<|user|> prompt <|assistant|>); return only the reply."""
     system: str = ""
     """With ``chat``: a system message before each prompt (a conversation that has its own keeps that)."""
 

@@ -39,18 +39,14 @@ from data_prep.tokenizer.tokenize import flat_with_eos
 from pipeline.config.eval import EvalJobConfig
 from pipeline.config.finetune import SFTDataConfig
 from pipeline.config.train import DataConfig, TrackingConfig
+from pipeline.core.errors import InputError, MissingInputError
+from pipeline.core.files import CONFIG_FILE, TOKENIZER_FILE, atomic_write_json
 from pipeline.eval.mc import evaluate_mc
 from pipeline.finetune.data import ChatTokens, SFTDataset, read_examples, sft_eval_batches
-from pipeline.model.transformer import IGNORE_INDEX, Transformer
-from pipeline.train.checkpoint import (
-    CHECKPOINTS_DIR,
-    CONFIG_FILE,
-    TOKENIZER_FILE,
-    load_model_for_inference,
-    read_meta,
-    resolve_checkpoint,
-)
-from pipeline.train.data import ValidationSet, _evenly_spaced, verify_shards
+from pipeline.model.loss import IGNORE_INDEX
+from pipeline.model.transformer import Transformer
+from pipeline.train.checkpoint import CHECKPOINTS_DIR, load_model_for_inference, read_meta, resolve_checkpoint
+from pipeline.train.data import ValidationSet, evenly_spaced, verify_shards
 from pipeline.train.mixture import validation_sources
 from pipeline.train.tracking import Tracker
 
@@ -83,7 +79,7 @@ def evaluate(cfg: EvalJobConfig) -> dict[str, Any]:
         results["mlflow"] = log_to_mlflow(cfg, step_dir, meta, mlflow_metrics(results))
     if cfg.output:
         Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.output).write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_json(cfg.output, results)
     return results
 
 
@@ -92,9 +88,9 @@ def _require_inputs(cfg: EvalJobConfig) -> None:
         load_manifest(cfg.shards)
     for what, path in (("text", cfg.text), ("multiple-choice task", cfg.mc)):
         if path and not Path(path).is_file():
-            raise FileNotFoundError(f"{what} not found: {path}")
+            raise MissingInputError(f"{what} not found: {path}")
     if cfg.sft and not Path(cfg.sft).exists():  # a file, or a datasets save_to_disk directory
-        raise FileNotFoundError(f"SFT data not found: {cfg.sft}")
+        raise MissingInputError(f"SFT data not found: {cfg.sft}")
 
 
 def shards_lm(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, step_dir: Path) -> dict[str, Any]:
@@ -153,13 +149,13 @@ def read_documents(path: str | Path) -> list[str]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                    raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
                 if not (isinstance(record, dict) and isinstance(record.get("text"), str)):
-                    raise ValueError(f"{path}:{number}: expected an object with a string field 'text'")
+                    raise InputError(f"{path}:{number}: expected an object with a string field 'text'")
                 docs.append(record["text"])
     docs = [doc for doc in docs if doc]
     if not docs:
-        raise ValueError(f"{path}: no text to evaluate on")
+        raise InputError(f"{path}: no text to evaluate on")
     return docs
 
 
@@ -170,10 +166,10 @@ def text_batches(
     all of them, or ``windows`` evenly spaced ones."""
     count = (len(stream) - 1) // seq_len
     if count == 0:
-        raise ValueError(
+        raise InputError(
             f"{where}: {len(stream)} tokens, too few for one window of seq_len + 1 = {seq_len + 1}"
         )
-    indices = _evenly_spaced(count, windows or count)
+    indices = evenly_spaced(count, windows or count)
     for start in range(0, len(indices), batch_size):
         rows = torch.from_numpy(
             np.stack(
@@ -249,7 +245,7 @@ def sft_loss(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, step_
         overlong=data.overlong,
     )
     if not examples["val"]:
-        raise ValueError(
+        raise InputError(
             f"{cfg.sft}: no held-out examples at val_fraction {data.val_fraction} (set sft_val_fraction=...)"
         )
     dataset = SFTDataset(
@@ -284,7 +280,8 @@ def sft_data_config(cfg: EvalJobConfig, step_dir: Path) -> SFTDataConfig:
 
 
 def mlflow_metrics(results: dict[str, Any]) -> dict[str, float]:
-    """``eval/<name>/{loss,ppl,bpb}`` (+ ``/<source>``), ``eval/sft/{loss,ppl}``, ``eval/mc/<task>/{acc,acc_norm}``."""
+    """``eval/<name>/{loss,ppl,bpb}`` (+ ``/<source>``), ``eval/sft/{loss,ppl}``,
+    ``eval/mc/<task>/{acc,acc_norm}``."""
     metrics: dict[str, Any] = {}
     if "lm" in results:
         lm = results["lm"]
@@ -355,12 +352,12 @@ def _client_of_run(uri: str, run_id: str, step_dir: Path) -> Any:
 
     way_out = "set tracking.uri=..., or log to a new run (--new-run), or not at all (tracking.enabled=false)"
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise FileNotFoundError(f"MLflow store of {step_dir} not found: {uri}; {way_out}")
+        raise MissingInputError(f"MLflow store of {step_dir} not found: {uri}; {way_out}")
     client = MlflowClient(tracking_uri=uri)
     try:
         client.get_run(run_id)
     except MlflowException:
-        raise ValueError(f"MLflow run {run_id} of {step_dir} is not in {uri}; {way_out}") from None
+        raise InputError(f"MLflow run {run_id} of {step_dir} is not in {uri}; {way_out}") from None
     return client
 
 

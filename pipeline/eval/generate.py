@@ -20,7 +20,9 @@ import torch
 from tokenizers import Tokenizer
 
 from pipeline.config.eval import GenerateJobConfig
-from pipeline.finetune.data import BadRecord, ChatTokens, Message, conversation, render_prompt
+from pipeline.core.errors import InputError, MissingInputError
+from pipeline.finetune.data import ChatTokens, render_prompt
+from pipeline.finetune.records import BadRecord, Message, conversation
 from pipeline.model.transformer import Transformer
 from pipeline.train.checkpoint import load_model_for_inference
 
@@ -67,9 +69,9 @@ def read_prompts(path: str | Path, *, chat: bool = False) -> list[Prompt]:
     or with ``chat`` its conversation: any layout fine-tuning reads without ``data.columns``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompts file not found: {path}")
+        raise MissingInputError(f"prompts file not found: {path}")
     if path.suffix not in (".txt", ".jsonl"):
-        raise ValueError(f"prompts file must be .txt (one per line) or .jsonl (a 'prompt' field): {path}")
+        raise InputError(f"prompts file must be .txt (one per line) or .jsonl (a 'prompt' field): {path}")
     prompts: list[Prompt] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -80,11 +82,11 @@ def read_prompts(path: str | Path, *, chat: bool = False) -> list[Prompt]:
         try:
             prompts.append(_jsonl_prompt(json.loads(line), chat=chat))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from None
         except BadRecord as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
+            raise InputError(f"{path}:{number}: {exc}") from None
     if not prompts:
-        raise ValueError(f"prompts file has no prompts: {path}")
+        raise InputError(f"prompts file has no prompts: {path}")
     return prompts
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from pipeline.core.errors import InputError, MissingInputError
 from pipeline.model.transformer import Transformer
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def read_mc_records(path: str | Path) -> tuple[list[MCRecord], int]:
     """(the valid records, the number skipped) of a task file; warns about each record it skips."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"multiple-choice task not found: {path}")
+        raise MissingInputError(f"multiple-choice task not found: {path}")
     records, skipped = [], 0
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -119,7 +120,7 @@ def evaluate_mc(model: Transformer, tokenizer: Tokenizer, path: str | Path, *, e
         correct_norm += _argmax(per_char) == record.answer
         scored += 1
     if not scored:
-        raise ValueError(
+        raise InputError(
             f"{path}: no valid multiple-choice record ({skipped} skipped); expected JSONL of "
             '{"context": str, "choices": [str, ...], "answer": int}'
         )

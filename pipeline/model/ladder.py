@@ -1,4 +1,4 @@
-"""The model size ladder: named shapes and their non-embedding parameter count N.
+"""The model size ladder: a table of named shapes (``ModelArgs`` rungs) and their non-embedding N.
 
 Torch-free on purpose: configs validate shapes before anything heavy is imported.
 Shapes follow one rule so that every rung is a Llama of the same family: head_dim 64
@@ -14,49 +14,41 @@ tuning; a config's ``train.lr`` / ``train.global_batch_size`` override them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class ModelShape:
-    d_model: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def ffn_hidden(self) -> int:
-        return ffn_hidden_size(self.d_model)
-
-    def non_embedding_params(self) -> int:
-        """N as in Kaplan/Chinchilla: every weight except the embedding and output head."""
-        d, kv_dim = self.d_model, self.n_kv_heads * self.head_dim
-        attention = d * d * 2 + d * kv_dim * 2  # wq, wo, wk, wv
-        mlp = 3 * d * self.ffn_hidden  # w1, w2, w3 of SwiGLU
-        norms = 2 * d
-        return self.n_layers * (attention + mlp + norms) + d  # + final norm
+from pipeline.model.args import ModelArgs
 
 
 def ffn_hidden_size(d_model: int, multiple_of: int = 64) -> int:
+    """SwiGLU's hidden width: 8/3 d_model keeps its three matrices at the 4 d_model MLP's parameters;
+    a multiple of 64 keeps the matmuls on tensor-core tiles."""
     return multiple_of * math.ceil(8 * d_model / 3 / multiple_of)
 
 
-# name -> shape; the name is the approximate N (tests hold each within 25% of it).
-SIZES: dict[str, ModelShape] = {
-    "tiny": ModelShape(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2),  # ~0.8M, CPU tests and demo
-    "14m": ModelShape(d_model=384, n_layers=8, n_heads=6, n_kv_heads=6),
-    "30m": ModelShape(d_model=512, n_layers=9, n_heads=8, n_kv_heads=8),
-    "60m": ModelShape(d_model=640, n_layers=12, n_heads=10, n_kv_heads=10),
-    "125m": ModelShape(d_model=768, n_layers=18, n_heads=12, n_kv_heads=12),
-    "350m": ModelShape(d_model=1024, n_layers=24, n_heads=16, n_kv_heads=16),
-    "760m": ModelShape(d_model=1536, n_layers=24, n_heads=24, n_kv_heads=24),
-    "1.3b": ModelShape(d_model=2048, n_layers=24, n_heads=32, n_kv_heads=32),
-    "3b": ModelShape(d_model=2560, n_layers=32, n_heads=40, n_kv_heads=40),
-    "7b": ModelShape(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32),
+def rung(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int) -> ModelArgs:
+    """A shape of the ladder's family (SwiGLU hidden by ``ffn_hidden_size``), vocabulary and context
+    left to the config that resolves it (``ModelConfig.args``)."""
+    return ModelArgs(
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        ffn_hidden=ffn_hidden_size(d_model),
+    )
+
+
+# name -> rung(d_model, n_layers, n_heads, n_kv_heads); the name is the approximate N (tests hold each
+# within 25% of it).
+SIZES: dict[str, ModelArgs] = {
+    "tiny": rung(128, 4, 4, 2),  # ~0.8M, CPU tests and demo
+    "14m": rung(384, 8, 6, 6),
+    "30m": rung(512, 9, 8, 8),
+    "60m": rung(640, 12, 10, 10),
+    "125m": rung(768, 18, 12, 12),
+    "350m": rung(1024, 24, 16, 16),
+    "760m": rung(1536, 24, 24, 24),
+    "1.3b": rung(2048, 24, 32, 32),
+    "3b": rung(2560, 32, 40, 40),
+    "7b": rung(4096, 32, 32, 32),
 }
 
 NOMINAL_PARAMS: dict[str, int] = {
@@ -99,5 +91,6 @@ def default_batch_size(non_embedding_params: int, seq_len: int) -> int:
     micro batch x ranks splits it)."""
     sequences = max(1.0, default_batch_tokens(non_embedding_params) / seq_len)
     exponent = math.floor(math.log2(sequences))
-    candidates = [2**exponent, 3 * 2 ** (exponent - 1), 2 ** (exponent + 1)]
-    return round(min(candidates, key=lambda c: abs(math.log(c / sequences))))
+    candidates: list[float] = [2**exponent, 3 * 2 ** (exponent - 1), 2 ** (exponent + 1)]
+    nearest = min(candidates, key=lambda c: abs(math.log(c / sequences)))
+    return round(nearest)

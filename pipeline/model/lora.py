@@ -5,7 +5,7 @@ the only trained tensors. A starts kaiming-uniform and B at zero (as ``peft`` do
 model computes exactly what the pretrained one does, and the optimizer holds state for a fraction of
 the parameters.
 
-The order of operations follows the model's (``model.py``): ``apply_lora`` swaps the projections of a
+The order of operations follows the model's (``transformer.py``): ``apply_lora`` swaps the projections of a
 model built on the meta device, before a strategy places it; the strategy's ``init_on_cpu`` draws the
 base weights (``init_weights``) and then the adapters (``reset_adapters``), from the same seeded
 generator on every rank. ``LoRALinear`` is an ``nn.Linear`` whose frozen weight keeps its name, so a
@@ -20,18 +20,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.core.errors import ConfigError
+from pipeline.core.files import META_FILE
 from pipeline.model.lora_config import LORA_TARGETS, LoRAConfig
-from pipeline.model.transformer import Transformer
+from pipeline.model.transformer import Block, Transformer
 
 ADAPTER_NAMES = ("lora_A", "lora_B")
 """The parameter names a ``LoRALinear`` adds to its ``weight``."""
-META_FILE = "meta.json"
-"""``checkpoint.META_FILE`` (a test keeps them equal): ``checkpoint`` imports the strategies, which import this."""
 META_KEY = "lora"
 """Where a checkpoint's meta.json records its adapters (``checkpoint.save_checkpoint``)."""
 
@@ -78,7 +79,8 @@ class LoRALinear(nn.Linear):
 
     @torch.no_grad()
     def reset_adapter(self) -> None:
-        """A kaiming-uniform as ``peft`` (and ``nn.Linear``) draws it, B zero: the update starts at exactly 0."""
+        """A kaiming-uniform as ``peft`` (and ``nn.Linear``) draws it, B zero: the update starts at exactly
+        0."""
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
 
@@ -102,14 +104,15 @@ def apply_lora(model: Transformer, cfg: LoRAConfig) -> Transformer:
     model.requires_grad_(False)
     found = set()
     for block in model.layers:
+        block = cast(Block, block)  # ModuleList items are typed as any Module
         for parent in (block.attention, block.feed_forward):
             for name, child in list(parent.named_children()):
                 if name in cfg.targets:
-                    setattr(parent, name, LoRALinear.around(child, cfg))
+                    setattr(parent, name, LoRALinear.around(cast(nn.Linear, child), cfg))
                     found.add(name)
     missing = sorted(set(cfg.targets) - found)
     if missing:
-        raise ValueError(f"lora.targets: the model's blocks have no projection {', '.join(missing)}")
+        raise ConfigError(f"lora.targets: the model's blocks have no projection {', '.join(missing)}")
     return model
 
 

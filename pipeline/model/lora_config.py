@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pipeline.core.config import Config, require
 
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
-"""The Linear projections inside a transformer block (``model.Attention``'s wq/wk/wv/wo, ``model.FeedForward``'s
-w1 gate, w3 up, w2 down); spelled out here so a bad name fails before torch is imported."""
+"""The Linear projections inside a transformer block (``transformer.Attention``'s wq/wk/wv/wo,
+``transformer.FeedForward``'s w1 gate, w3 up, w2 down); spelled out here so a bad name fails before torch
+is imported."""
 
 
 @dataclass

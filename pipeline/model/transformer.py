@@ -1,6 +1,7 @@
 """A Llama-style decoder in plain PyTorch: RMSNorm, RoPE, grouped-query attention, SwiGLU.
 
-The model knows nothing of parallelism: ``parallel.py`` wraps or shards it from outside.
+The model knows nothing of parallelism: ``pipeline.parallel`` wraps or shards it from outside. The
+output head fused with the loss is ``loss.py``'s, the KV cache and sampling ``generation.py``'s.
 Build it on the ``meta`` device (no memory, no init cost), let the strategy place it,
 then ``to_empty(device=...)`` and ``init_weights()`` (TorchTitan's order)::
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +26,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from pipeline.model.args import ModelArgs
-
-IGNORE_INDEX = -100
-"""Targets with this value add nothing to the loss (prompt and padding positions in SFT)."""
-
-LOSS_CHUNK_LOGITS = 1 << 21
-"""Logits per chunk of the fused head + loss in fp32 on the CPU (8 MiB): small enough to stay in cache
-from the matmul that makes them, through the softmax, to the two matmuls of the gradient."""
+from pipeline.model.generation import KVCache, LayerCache, sample_next
+from pipeline.model.loss import OutputHead
 
 
 def rope_tables(
@@ -124,38 +119,6 @@ def causal_attention(
     return torch.cat(blocks, dim=1)
 
 
-class LayerCache(NamedTuple):
-    """One layer's slice of a ``KVCache``: where this forward's keys and values go (slots from ``start``)."""
-
-    keys: torch.Tensor  # (B, KV, capacity, hd)
-    values: torch.Tensor  # (B, KV, capacity, hd)
-    start: int
-
-    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, KV, T, hd) and return every key and value so far, (B, KV, start + T, hd)."""
-        end = self.start + k.shape[2]
-        self.keys[:, :, self.start : end] = k
-        self.values[:, :, self.start : end] = v
-        return self.keys[:, :, :end], self.values[:, :, :end]
-
-
-class KVCache:
-    """Keys and values of every layer for generation, preallocated: (B, KV, capacity, hd) per layer, filled
-    left to right, ``length`` slots so far. Rows of unequal prompts are left-padded (``Transformer.generate``)."""
-
-    def __init__(
-        self, args: ModelArgs, batch: int, capacity: int, *, device: torch.device, dtype: torch.dtype
-    ):
-        shape = (batch, args.n_kv_heads, capacity, args.head_dim)
-        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(args.n_layers)]
-        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(args.n_layers)]
-        self.capacity = capacity
-        self.length = 0
-
-    def layer(self, i: int) -> LayerCache:
-        return LayerCache(self.keys[i], self.values[i], self.length)
-
-
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -223,131 +186,11 @@ class Block(nn.Module):
         return x + self.feed_forward(self.ffn_norm(x))
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Logits and the cross-entropy, with the loss's gradients computed in the forward pass, chunk by
-    chunk of rows (as Liger-Kernel's fused linear cross-entropy). Unfused, a step writes the (tokens, vocab)
-    logits, their log-softmax (kept for backward), a zero-filled gradient of that size and the
-    log-softmax's backward: on the CPU at our sizes that memory traffic adds about half the time of the
-    head's three matmuls. Fused, each chunk's softmax minus its one-hot targets, the gradient of its
-    logits, goes at once into the gradients of ``x`` and ``weight`` while the chunk is in cache; backward
-    only scales them by the loss's gradient, exact since the loss is a scalar. The logits carry no gradient."""
-
-    @staticmethod
-    def forward(
-        ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, d) and weight (V, d) in the compute dtype, targets (N,) -> logits (N, V), loss ()."""
-        with torch.autocast(x.device.type, enabled=False):  # the caller chose the dtype; softmax in fp32
-            logits, loss, grad_x, grad_weight = _linear_cross_entropy(
-                x,
-                weight,
-                targets,
-                reduction=reduction,
-                grad_x=ctx.needs_input_grad[0],
-                grad_weight=ctx.needs_input_grad[1],
-            )
-        ctx.mark_non_differentiable(logits)
-        ctx.set_materialize_grads(
-            False
-        )  # no zero-filled (N, V) gradient for the logits, which backward ignores
-        ctx.save_for_backward(grad_x, grad_weight)
-        return logits, loss
-
-    @staticmethod
-    def backward(
-        ctx, _grad_logits: None, grad_loss: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        grad_x, grad_weight = ctx.saved_tensors
-        return (
-            None if grad_x is None else grad_x * grad_loss,
-            None if grad_weight is None else grad_weight * grad_loss,
-            None,
-            None,
-        )
-
-
-def _loss_chunk_rows(x: torch.Tensor, vocab: int) -> int:
-    """Rows per chunk: ``LOSS_CHUNK_LOGITS`` logits in fp32 on the CPU. Elsewhere every row in one chunk, so
-    the weight gradient stays one matmul rather than a sum rounded per chunk in low precision."""
-    if x.device.type == "cpu" and x.dtype == torch.float32:
-        return max(1, LOSS_CHUNK_LOGITS // vocab)
-    return x.shape[0]
-
-
-def _linear_cross_entropy(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    reduction: str,
-    grad_x: bool,
-    grad_weight: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Logits (N, V), the loss, and its gradients with respect to ``x`` and ``weight`` (None where not asked)."""
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
-    valid = targets != IGNORE_INDEX
-    target_ids = targets.masked_fill(~valid, 0)[:, None]  # (N, 1); an ignored row's id is arbitrary: weight 0
-    row_weight = valid.float()  # each row's share of the loss: 1 per counted target, / their count for "mean"
-    if reduction == "mean":
-        row_weight /= valid.sum()
-    logits = x.new_empty(x.shape[0], weight.shape[0])
-    row_loss = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
-    dx = torch.empty_like(x) if grad_x else None
-    dw = torch.zeros_like(weight) if grad_weight else None
-    chunk = _loss_chunk_rows(x, weight.shape[0])
-    for rows in (slice(start, start + chunk) for start in range(0, x.shape[0], chunk)):
-        log_probs = torch.log_softmax(
-            torch.mm(x[rows], weight.t(), out=logits[rows]).float(), dim=1
-        )  # (n, V)
-        row_loss[rows] = -log_probs.gather(1, target_ids[rows]).squeeze(1)
-        if dx is None and dw is None:
-            continue
-        # d loss / d logits: (softmax - one-hot target), times the row's share of the loss
-        grad_logits = log_probs.exp_().mul_(row_weight[rows, None])
-        grad_logits = grad_logits.scatter_add_(1, target_ids[rows], -row_weight[rows, None]).to(x.dtype)
-        if dx is not None:
-            torch.mm(grad_logits, weight, out=dx[rows])
-        if dw is not None:
-            dw.addmm_(grad_logits.t(), x[rows])
-    loss = torch.where(valid, row_loss, 0.0).sum()
-    return logits, loss / valid.sum() if reduction == "mean" else loss, dx, dw
-
-
-def linear_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x @ weight.T, F.cross_entropy(those logits in fp32, targets, ignore_index=IGNORE_INDEX))`` for
-    x (..., d), weight (V, d), targets (...): the same values, computed fused (``_LinearCrossEntropy``),
-    so only the loss carries gradient. Under autocast the matmuls run in its dtype, as ``F.linear`` would."""
-    device = x.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-    logits, loss = _LinearCrossEntropy.apply(
-        x.reshape(-1, x.shape[-1]).to(dtype), weight.to(dtype), targets.reshape(-1), reduction
-    )
-    return logits.view(*x.shape[:-1], -1), loss
-
-
-class OutputHead(nn.Linear):
-    """The projection to the vocabulary; given targets, fused with the loss (``linear_cross_entropy``).
-    A ``Linear`` whose weight stays ``output.weight``, and the loss is computed inside this module's
-    own forward, where ZeRO-3 has gathered the weight as for any ``Linear``."""
-
-    def __init__(self, d_model: int, vocab_size: int):
-        super().__init__(d_model, vocab_size, bias=False)
-
-    def forward(
-        self, x: torch.Tensor, targets: torch.Tensor | None = None, *, reduction: str = "mean"
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits (..., vocab); with ``targets``, (logits without gradient, loss)."""
-        if targets is None:
-            return super().forward(x)
-        return linear_cross_entropy(x, self.weight, targets, reduction=reduction)
-
-
 class Transformer(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
+        if args.vocab_size <= 0 or args.seq_len <= 0:  # a bare ladder rung: nothing to embed or rotate
+            raise ValueError(f"{args} has no vocabulary or context; resolve it with ModelConfig.args")
         self.args = args
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.d_model)
         self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
@@ -360,7 +203,7 @@ class Transformer(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def tie_weights(self) -> None:
-        """Share the embedding with the output head (``to_empty`` makes new tensors, so call it again after)."""
+        """Share the embedding with the output head (``to_empty`` makes new tensors: call it again after)."""
         if self.args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
 
@@ -431,7 +274,8 @@ class Transformer(nn.Module):
         valid: torch.Tensor | None = None,
         finished: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Extend (B, T) ``tokens`` by up to ``max_new_tokens`` sampled ones (``sample_next``), returned whole.
+        """Extend (B, T) ``tokens`` by up to ``max_new_tokens`` sampled ones (``sample_next``), returned
+        whole.
 
         A KV cache: the prompts go through in one pass, then one token per step. Prompts of unequal
         length come left-padded, ``valid`` (B, T) False on the padding: padding is never attended to,
@@ -491,37 +335,6 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, visible, cache.layer(i))
         cache.length = end
         return self.output(self.norm(x[:, -1]))  # (B, vocab)
-
-
-def sample_next(
-    logits: torch.Tensor,
-    *,
-    temperature: float,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """One token id per row of (B, vocab) ``logits``: temperature 0 is greedy (argmax); otherwise drawn
-    from softmax(logits / temperature) restricted to the ``top_k`` most probable (0: all), then to the
-    nucleus of mass ``top_p`` (1: all)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        logits = logits.masked_fill(outside_nucleus(logits, top_p), float("-inf"))
-    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
-
-
-def outside_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """True for the tokens outside the smallest set of the most probable whose probabilities sum to
-    >= ``top_p`` (nucleus sampling); the most probable token is always kept."""
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
-    drop = probs.cumsum(dim=-1) - probs >= top_p  # the tokens more probable than this one already reach top_p
-    return torch.empty_like(drop).scatter_(-1, order, drop)  # back from sorted order to vocabulary order
 
 
 def checkpoint_blocks(model: Transformer) -> None:

@@ -15,8 +15,9 @@ import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from pipeline.core.errors import ConfigError
 from pipeline.scaling.io import Runs
-from pipeline.scaling.plan import epochs_cell
+from pipeline.scaling.table import epochs_cell
 
 SORT_KEYS = (
     "name",
@@ -65,7 +66,7 @@ def experiment_runs(experiment: str, tracking_uri: str) -> list[RunSummary]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise ValueError(
+        raise ConfigError(
             f"no MLflow experiment named {experiment!r} at {tracking_uri}; it has: "
             f"{', '.join(map(repr, names)) or 'none'}"
         )
@@ -129,7 +130,7 @@ def fit_points(runs: list[RunSummary]) -> Runs:
 def sort_runs(runs: list[RunSummary], key: str, *, descending: bool = False) -> list[RunSummary]:
     """Runs ordered by ``key`` (one of ``SORT_KEYS``); runs missing the value go last either way."""
     if key not in SORT_KEYS:
-        raise ValueError(f"cannot sort by {key!r}; choose one of {', '.join(SORT_KEYS)}")
+        raise ConfigError(f"cannot sort by {key!r}; choose one of {', '.join(SORT_KEYS)}")
     present = [r for r in runs if getattr(r, key) is not None]
     missing = [r for r in runs if getattr(r, key) is None]
     return sorted(present, key=lambda r: getattr(r, key), reverse=descending) + missing

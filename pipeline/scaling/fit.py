@@ -23,6 +23,8 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
+from pipeline.core.errors import InputError
+
 PARAMS = ("E", "A", "B", "alpha", "beta")
 """The reported parameters; internally the vector is (a, b, e, alpha, beta)."""
 
@@ -97,7 +99,8 @@ class ScalingFit:
         return _law(np.array([self.E, self.A, self.B, self.alpha, self.beta]), n, d)
 
     def compute_optimal(self, compute: float) -> ComputeOptimal:
-        """Closed form under C = 6 N D: N* = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta))."""
+        """Closed form under C = 6 N D: N* = G (C/6)^(beta/(alpha+beta)),
+        G = (alpha A / (beta B))^(1/(alpha+beta))."""
         n, d, loss = _optimum(np.array([self.E, self.A, self.B, self.alpha, self.beta]), compute)
         ci: dict[str, tuple[float, float]] = {}
         if len(self.bootstrap):
@@ -120,18 +123,18 @@ def fit_scaling_law(n: Any, d: Any, loss: Any, options: FitOptions = FitOptions(
     """Fit E, A, B, alpha, beta to points (n[i], d[i], loss[i]); see the module docstring for the method."""
     n, d, loss = (np.asarray(x, dtype=float) for x in (n, d, loss))
     if not n.shape == d.shape == loss.shape or n.ndim != 1:
-        raise ValueError(
+        raise InputError(
             f"N, D and loss must be 1-D and of one length; got shapes {n.shape}, {d.shape}, {loss.shape}"
         )
     if len(n) < len(PARAMS):
-        raise ValueError(
+        raise InputError(
             f"need at least {len(PARAMS)} points to fit {len(PARAMS)} parameters "
             f"({', '.join(PARAMS)}); got {len(n)}"
         )
     for name, values in (("N", n), ("D", d), ("loss", loss)):
         if not np.all(np.isfinite(values) & (values > 0)):
             bad = int(np.argmin(np.isfinite(values) & (values > 0)))
-            raise ValueError(f"{name} must be positive and finite; point {bad} has {values[bad]!r}")
+            raise InputError(f"{name} must be positive and finite; point {bad} has {values[bad]!r}")
     data = (np.log(n), np.log(d), np.log(loss))
 
     # L-BFGS-B's 5-dimensional linear algebra is tiny: multi-threaded BLAS only adds its

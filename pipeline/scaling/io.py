@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.errors import ConfigError, InputError, MissingInputError
+
 
 @dataclass(frozen=True)
 class Runs:
@@ -25,17 +27,17 @@ def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d
     """Read the named columns (other columns are ignored). Every error is one line that names the file
     and, for a bad cell, its line and column, so a run exported by hand can be found and fixed."""
     if bool(c_col) == bool(d_col):
-        raise ValueError("give the compute column (--c-col) or the tokens column (--d-col), one of the two")
+        raise ConfigError("give the compute column (--c-col) or the tokens column (--d-col), one of the two")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"runs CSV not found: {path}")
+        raise MissingInputError(f"runs CSV not found: {path}")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         wanted = [n_col, c_col or d_col, loss_col]
         missing = [column for column in wanted if column not in header]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{path}: no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
                 f"its columns are {', '.join(map(repr, header)) or 'none (empty file)'}"
             )
@@ -51,11 +53,11 @@ def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d
 def _positive(cell: str | None, path: Path, line: int, column: str) -> float:
     """A cell as a positive finite float; ``cell`` is None when the row is shorter than the header."""
     if cell is None or not cell.strip():
-        raise ValueError(f"{path} line {line}, column {column!r}: empty cell")
+        raise InputError(f"{path} line {line}, column {column!r}: empty cell")
     try:
         value = float(cell)
     except ValueError:
-        raise ValueError(f"{path} line {line}, column {column!r}: {cell!r} is not a number") from None
+        raise InputError(f"{path} line {line}, column {column!r}: {cell!r} is not a number") from None
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{path} line {line}, column {column!r}: {cell!r} must be a positive number")
+        raise InputError(f"{path} line {line}, column {column!r}: {cell!r} must be a positive number")
     return value

@@ -63,7 +63,8 @@ class IsoFlopFit:
 
 def group_budgets(compute: np.ndarray, rtol: float) -> list[np.ndarray]:
     """Indices of runs, one array per budget: sorted by C, a run joins the current budget while its C
-    is within ``rtol`` of the budget's smallest C (planned budgets drift a little once N and D are rounded)."""
+    is within ``rtol`` of the budget's smallest C (planned budgets drift a little once N and D are
+    rounded)."""
     order = np.argsort(compute)
     groups: list[list[int]] = []
     for index in order:

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Optional
 
 from data_prep.tokenizer.manifest import MANIFEST_FILE, load_manifest
+from pipeline.config.model import ModelConfig
 from pipeline.config.train import TrainJobConfig
 from pipeline.core.config import Config, require
-from pipeline.model.ladder import SIZES, ModelShape, default_batch_size, default_lr
+from pipeline.core.files import atomic_write_json
+from pipeline.model.args import ModelArgs
+from pipeline.model.ladder import SIZES, default_batch_size, default_lr
 
 SWEEP_STATE = "sweep.json"
 """<root>/sweep.json: the parent MLflow run of the sweep, written when it is first created."""
@@ -63,8 +66,23 @@ class ModelSpec(Config):
                 len(custom) == 3, f"{prefix}d_model", "a custom shape needs d_model, n_layers and n_heads"
             )
 
+    def args(self, *, seq_len: int, vocab_size: int) -> ModelArgs:
+        """The shape ``overrides`` trains, resolved as the run's ``model`` section resolves it."""
+        if self.d_model is None:
+            section = ModelConfig(size=self.name, seq_len=seq_len)
+        else:
+            section = ModelConfig(
+                d_model=self.d_model,
+                n_layers=self.n_layers,
+                n_heads=self.n_heads,
+                n_kv_heads=self.n_kv_heads or self.n_heads,
+                seq_len=seq_len,
+            )
+        return section.args(vocab_size=vocab_size)
+
     def overrides(self) -> list[str]:
-        """The ``model.*`` overrides that train this shape (a custom shape overrides every field of a rung)."""
+        """The ``model.*`` overrides that train this shape (a custom shape overrides every field of a
+        rung)."""
         if self.d_model is None:
             return [f"model.size={self.name}"]
         return [
@@ -85,7 +103,8 @@ class SweepConfig(Config):
     base: str = ""
     """A train config (configs/train/*.yaml) every run starts from; empty: the built-in defaults."""
     overrides: list[str] = field(default_factory=list)
-    """Dotted overrides onto ``base`` for every run, e.g. ``[data.shards=demo_out/shards, model.seq_len=256]``."""
+    """Dotted overrides onto ``base`` for every run, e.g.
+    ``[data.shards=demo_out/shards, model.seq_len=256]``."""
     models: list[ModelSpec] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     """Grid: every model trains on each of these token counts."""
@@ -108,13 +127,15 @@ class SweepConfig(Config):
     max_warmup_fraction: float = 0.1
     """... capped at this share of the run's steps."""
     nproc_per_node: int = 1
-    """Ranks each run trains on (DDP under torchrun when > 1); the micro batch is chosen to split over them."""
+    """Ranks each run trains on (DDP under torchrun when > 1); the micro batch is chosen to split over
+    them."""
     experiment: str = ""
     """MLflow experiment of the parent and its runs; empty: ``name``."""
     tracking_uri: str = ""
     """Empty: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."""
     root: str = ""
-    """Where the sweep writes (runs/<run>/, plan.json, plan.csv, sweep.json, plots/); empty: runs/sweeps/<name>."""
+    """Where the sweep writes (runs/<run>/, plan.json, plan.csv, sweep.json, plots/); empty:
+    runs/sweeps/<name>."""
     tokens_per_s: dict[str, float] = field(default_factory=dict)
     """Measured training throughput per model name, for the plan's time estimate."""
     flops_per_s: float = 2e10
@@ -215,81 +236,112 @@ class Plan:
 def plan_sweep(cfg: SweepConfig, *, parent_run_id: str = "") -> Plan:
     """Every run of the sweep, resolved and validated (nothing is written)."""
     base = TrainJobConfig.load(cfg.base or None, cfg.overrides)
-    seq_len = base.model.seq_len
     manifest = _shards_manifest(base.data.shards)  # None: the plan cannot count epochs yet
-    train_tokens = manifest["totals"]["by_split"]["train"]["tokens"] if manifest else 0
-    vocab_size = base.model.vocab_size or (manifest["tokenizer"]["vocab_size"] if manifest else 0)
-    runs, configs, skipped = [], {}, []
+    plan = Plan(runs=[], configs={}, skipped=[])
     for model in cfg.models:
-        shape = _shape(model)
-        n_params = shape.non_embedding_params()
-        batch = cfg.global_batch_size or default_batch_size(n_params, seq_len)
-        require(
-            batch % cfg.nproc_per_node == 0,
-            "nproc_per_node",
-            f"model {model.name}: global batch {batch} does not split over {cfg.nproc_per_node} ranks",
+        _plan_model(
+            cfg,
+            model,
+            plan,
+            seq_len=base.model.seq_len,
+            vocab_size=base.model.vocab_size or (manifest["tokenizer"]["vocab_size"] if manifest else 0),
+            micro_batch_size=base.train.micro_batch_size,
+            train_tokens=manifest["totals"]["by_split"]["train"]["tokens"] if manifest else 0,
+            parent_run_id=parent_run_id,
         )
-        step_tokens = batch * seq_len
-        micro = math.gcd(base.train.micro_batch_size, batch // cfg.nproc_per_node)
-        for point, tokens in _data_sizes(cfg, n_params):
-            if cfg.compute and not _within(tokens, cfg.min_tokens, cfg.max_tokens):
-                skipped.append(
-                    f"{model.name} at C={point:.3g}: D={tokens:.3g} is outside "
-                    f"[{cfg.min_tokens:.3g}, {cfg.max_tokens or math.inf:.3g}]"
+    require(bool(plan.runs), "compute", "no run is left: every model's D is outside min_tokens..max_tokens")
+    return plan
+
+
+def _plan_model(
+    cfg: SweepConfig,
+    model: ModelSpec,
+    plan: Plan,
+    *,
+    seq_len: int,
+    vocab_size: int,
+    micro_batch_size: int,
+    train_tokens: int,
+    parent_run_id: str,
+) -> None:
+    """Add ``model``'s runs (one per data size and lr multiplier) to ``plan``, or why a size is left out."""
+    shape = model.args(seq_len=seq_len, vocab_size=vocab_size)
+    n_params = shape.non_embedding_params()
+    batch = _global_batch(cfg, model.name, n_params, seq_len)
+    step_tokens = batch * seq_len
+    micro = math.gcd(micro_batch_size, batch // cfg.nproc_per_node)
+    for point, tokens in _data_sizes_within_bounds(cfg, model.name, n_params, plan.skipped):
+        steps = max(1, round(tokens / step_tokens))
+        tokens = steps * step_tokens
+        warmup = min(
+            round(cfg.warmup_tokens_per_param * n_params / step_tokens),
+            math.floor(cfg.max_warmup_fraction * steps),
+        )
+        for multiplier in cfg.lr_multipliers:
+            lr = (cfg.lr or default_lr(n_params)) * multiplier
+            name = _run_name(model.name, point, multiplier, cfg)
+            require(name not in plan.configs, "models", f"two runs are both named {name}")
+            out = cfg.root_dir / "runs" / name
+            run_overrides = [
+                f"output_dir={out}",
+                f"train.max_tokens={tokens}",
+                f"train.global_batch_size={batch}",
+            ]
+            run_overrides += [
+                f"train.micro_batch_size={micro}",
+                f"train.lr={lr!r}",
+                f"train.warmup_steps={warmup}",
+            ]
+            plan.configs[name] = _run_config(cfg, model, name, run_overrides, parent_run_id=parent_run_id)
+            plan.runs.append(
+                PlannedRun(
+                    name=name,
+                    model=model.name,
+                    N=n_params,
+                    D=tokens,
+                    C=6 * n_params * tokens,
+                    budget=point if cfg.compute else 0.0,
+                    lr=lr,
+                    global_batch_size=batch,
+                    seq_len=seq_len,
+                    steps=steps,
+                    warmup_steps=warmup,
+                    est_seconds=_estimate_seconds(cfg, model.name, shape, tokens=tokens),
+                    config=str(out / "config.yaml"),
+                    epochs=tokens / train_tokens if train_tokens else 0.0,
                 )
-                continue
-            steps = max(1, round(tokens / step_tokens))
-            tokens = steps * step_tokens
-            warmup = min(
-                round(cfg.warmup_tokens_per_param * n_params / step_tokens),
-                math.floor(cfg.max_warmup_fraction * steps),
             )
-            for multiplier in cfg.lr_multipliers:
-                lr = (cfg.lr or default_lr(n_params)) * multiplier
-                name = _run_name(model.name, point, multiplier, cfg)
-                require(name not in configs, "models", f"two runs are both named {name}")
-                out = cfg.root_dir / "runs" / name
-                configs[name] = TrainJobConfig.load(
-                    cfg.base or None,
-                    [
-                        *cfg.overrides,
-                        *model.overrides(),
-                        f"output_dir={out}",
-                        f"train.max_tokens={tokens}",
-                        f"train.global_batch_size={batch}",
-                        f"train.micro_batch_size={micro}",
-                        f"train.lr={lr!r}",
-                        f"train.warmup_steps={warmup}",
-                        "train.schedule=cosine",
-                        "checkpoint.resume=auto",
-                        f"tracking.experiment={cfg.experiment_name}",
-                        f"tracking.uri={cfg.resolve_uri()}",
-                        f"tracking.run_name={name}",
-                        *([f"tracking.parent_run_id={parent_run_id}"] if parent_run_id else []),
-                    ],
-                )
-                runs.append(
-                    PlannedRun(
-                        name=name,
-                        model=model.name,
-                        N=n_params,
-                        D=tokens,
-                        C=6 * n_params * tokens,
-                        budget=point if cfg.compute else 0.0,
-                        lr=lr,
-                        global_batch_size=batch,
-                        seq_len=seq_len,
-                        steps=steps,
-                        warmup_steps=warmup,
-                        est_seconds=_estimate_seconds(
-                            cfg, model.name, shape, seq_len=seq_len, vocab_size=vocab_size, tokens=tokens
-                        ),
-                        config=str(out / "config.yaml"),
-                        epochs=tokens / train_tokens if train_tokens else 0.0,
-                    )
-                )
-    require(bool(runs), "compute", "no run is left: every model's D is outside min_tokens..max_tokens")
-    return Plan(runs=runs, configs=configs, skipped=skipped)
+
+
+def _global_batch(cfg: SweepConfig, model: str, n_params: int, seq_len: int) -> int:
+    """Sequences per step: the sweep's, else the ladder's rule for N; it must split over the ranks."""
+    batch = cfg.global_batch_size or default_batch_size(n_params, seq_len)
+    require(
+        batch % cfg.nproc_per_node == 0,
+        "nproc_per_node",
+        f"model {model}: global batch {batch} does not split over {cfg.nproc_per_node} ranks",
+    )
+    return batch
+
+
+def _run_config(
+    cfg: SweepConfig, model: ModelSpec, name: str, run_overrides: list[str], *, parent_run_id: str
+) -> TrainJobConfig:
+    """One run's full config: the sweep's base and overrides, the model's shape, then the run's own."""
+    return TrainJobConfig.load(
+        cfg.base or None,
+        [
+            *cfg.overrides,
+            *model.overrides(),
+            *run_overrides,
+            "train.schedule=cosine",
+            "checkpoint.resume=auto",
+            f"tracking.experiment={cfg.experiment_name}",
+            f"tracking.uri={cfg.resolve_uri()}",
+            f"tracking.run_name={name}",
+            *([f"tracking.parent_run_id={parent_run_id}"] if parent_run_id else []),
+        ],
+    )
 
 
 def write_plan(plan: Plan, root: Path) -> None:
@@ -298,7 +350,7 @@ def write_plan(plan: Plan, root: Path) -> None:
     for run in plan.runs:
         plan.configs[run.name].save(run.config)
     rows = [asdict(run) for run in plan.runs]
-    (root / "plan.json").write_text(json.dumps({"runs": rows, "skipped": plan.skipped}, indent=2) + "\n")
+    atomic_write_json(root / "plan.json", {"runs": rows, "skipped": plan.skipped})
     with (root / "plan.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -310,77 +362,12 @@ def read_parent_run_id(root: Path) -> str:
     return json.loads(path.read_text())["parent_run_id"] if path.is_file() else ""
 
 
-def format_plan(plan: Plan) -> str:
-    """Aligned columns; the time is an estimate (measured tokens/s, else a FLOP/s guess)."""
-    header = ("run", "N", "D", "C", "lr", "batch", "steps", "warmup", "epochs", "est. time")
-    rows = [
-        (
-            r.name,
-            si(r.N),
-            si(r.D),
-            f"{r.C:.2e}",
-            f"{r.lr:.2e}",
-            str(r.global_batch_size),
-            str(r.steps),
-            str(r.warmup_steps),
-            epochs_cell(r.epochs),
-            duration(r.est_seconds),
-        )
-        for r in plan.runs
-    ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))
-        )
-        for row in [header, *rows]
-    ]
-    total = sum(r.est_seconds for r in plan.runs)
-    lines.append(
-        f"{len(plan.runs)} runs, {si(sum(r.D for r in plan.runs))} tokens, "
-        f"C = {sum(r.C for r in plan.runs):.2e} FLOP; estimated {duration(total)} one after another"
-    )
-    repeating = [r.name for r in plan.runs if r.epochs > 1]
-    if repeating:
-        lines.append(
-            f"* {len(repeating)} run(s) repeat their data (more than one epoch of the training split): "
-            "data-constrained points, where a repeated token is worth less than a new one"
-        )
-    lines += [f"skipped: {reason}" for reason in plan.skipped]
-    return "\n".join(lines)
-
-
-def epochs_cell(epochs: float | None) -> str:
-    """Epochs for a table, starred above 1 (data repeated); ``-`` when unknown."""
-    if not epochs:
-        return "-"
-    return f"{epochs:.2f}" + ("*" if epochs > 1 else "")
-
-
 def si(value: float) -> str:
+    """A count in SI units to three digits (``65.5k``): run names and tables stay short."""
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{unit}"
     return f"{value:.3g}"
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"~{seconds:.0f}s"
-    if seconds < 3600:
-        return f"~{seconds / 60:.1f}m"
-    return f"~{seconds / 3600:.1f}h"
-
-
-def _shape(model: ModelSpec) -> ModelShape:
-    if model.d_model is None:
-        return SIZES[model.name]
-    return ModelShape(
-        d_model=model.d_model,
-        n_layers=model.n_layers,
-        n_heads=model.n_heads,
-        n_kv_heads=model.n_kv_heads or model.n_heads,
-    )
 
 
 def _data_sizes(cfg: SweepConfig, n_params: int) -> list[tuple[float, float]]:
@@ -392,30 +379,42 @@ def _data_sizes(cfg: SweepConfig, n_params: int) -> list[tuple[float, float]]:
     return [(float(tokens), float(tokens)) for tokens in cfg.tokens]
 
 
+def _data_sizes_within_bounds(
+    cfg: SweepConfig, model: str, n_params: int, skipped: list[str]
+) -> list[tuple[float, float]]:
+    """``_data_sizes`` without the IsoFLOP points whose D is outside the bounds; why each was left out
+    goes to ``skipped``."""
+    kept = []
+    for point, tokens in _data_sizes(cfg, n_params):
+        if cfg.compute and not _within(tokens, cfg.min_tokens, cfg.max_tokens):
+            skipped.append(
+                f"{model} at C={point:.3g}: D={tokens:.3g} is outside "
+                f"[{cfg.min_tokens:.3g}, {cfg.max_tokens or math.inf:.3g}]"
+            )
+        else:
+            kept.append((point, tokens))
+    return kept
+
+
 def _within(tokens: float, lower: int, upper: int) -> bool:
     return tokens >= lower and (not upper or tokens <= upper)
 
 
 def _run_name(model: str, point: float, multiplier: float, cfg: SweepConfig) -> str:
     """``<model>-<data point>[-lr<m>x]``, the data point as the sweep gives it (not D after rounding), so
-    that every model's runs at one point share the suffix: ``c1e+15``, ``d65.5k`` or ``x20`` (tokens per param)."""
+    that every model's runs at one point share the suffix: ``c1e+15``, ``d65.5k`` or ``x20`` (tokens per
+    param)."""
     data = f"c{point:.3g}" if cfg.compute else f"x{point:g}" if cfg.tokens_per_param else f"d{si(point)}"
     lr = f"-lr{multiplier:g}x" if len(cfg.lr_multipliers) > 1 else ""
     return f"{model}-{data}{lr}"
 
 
-def _estimate_seconds(
-    cfg: SweepConfig, name: str, shape: ModelShape, *, seq_len: int, vocab_size: int, tokens: int
-) -> float:
-    """Training time only (no validation or start-up): measured tokens/s if given, else FLOPs / flops_per_s."""
+def _estimate_seconds(cfg: SweepConfig, name: str, shape: ModelArgs, *, tokens: int) -> float:
+    """Training time only (no validation or start-up): measured tokens/s if given, else FLOPs /
+    flops_per_s."""
     if name in cfg.tokens_per_s:
         return tokens / cfg.tokens_per_s[name]
-    from pipeline.train.mfu import flops_per_token
-
-    per_token = flops_per_token(
-        shape.non_embedding_params(), shape.n_layers, shape.d_model, seq_len, vocab_size=vocab_size
-    )
-    return tokens * per_token / cfg.flops_per_s
+    return tokens * shape.flops_per_token() / cfg.flops_per_s
 
 
 def _shards_manifest(shards: str) -> dict | None:

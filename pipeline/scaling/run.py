@@ -11,45 +11,29 @@ parent gets the plan, each run's final losses, the fit of L(N, D) (from 5 finish
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+
+from launch.slurm.profile import SlurmProfile
+from launch.slurm.sbatch import SlurmJob, render_sbatch
+from launch.torchrun import run_torchrun
+from pipeline.core.errors import ConfigError, RunFailed
+from pipeline.core.files import atomic_write_json
+from pipeline.scaling.fit import FitOptions, fit_scaling_law
+from pipeline.scaling.outcome import RunOutcome, load_outcomes, pending_runs
 from pipeline.scaling.plan import SWEEP_STATE, Plan, PlannedRun, SweepConfig, read_parent_run_id
-
-if TYPE_CHECKING:
-    from pipeline.scaling.fit import FitOptions
+from pipeline.scaling.plots import write_plots
+from pipeline.train.pretrain import train
+from pipeline.train.tracking import find_experiment_id, mlflow_key
 
 MIN_FIT_RUNS = 5
 """L(N, D) has five parameters: fewer finished runs are not fitted."""
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """A finished run's result.json, as the summary, the fit and the plots use it."""
-
-    name: str
-    N: int
-    D: int
-    final_val_loss: float | None
-    last_train_loss: float
-    """The run's last ``train/loss`` in MLflow (the mean of its final log window), else result.json's
-    loss of the last step."""
-    mlflow_run_id: str | None
-    epochs: float | None = None
-    """The most passes the run made over any source's training windows (result.json's ``data``); above
-    1 it repeated data."""
-
-    @property
-    def train_val_gap(self) -> float | None:
-        """Final val minus last train loss: grows as a model starts to fit its (repeated) data."""
-        if self.final_val_loss is None or not math.isfinite(self.last_train_loss):
-            return None
-        return self.final_val_loss - self.last_train_loss
 
 
 def ensure_parent_run(cfg: SweepConfig) -> str:
@@ -60,50 +44,16 @@ def ensure_parent_run(cfg: SweepConfig) -> str:
         return parent
     from mlflow.tracking import MlflowClient
 
-    from pipeline.train.tracking import _experiment_id
-
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
     uri = cfg.resolve_uri()
     client = MlflowClient(tracking_uri=uri)
-    experiment_id = _experiment_id(client, cfg.experiment_name, root, uri)
+    experiment_id = find_experiment_id(client, cfg.experiment_name, root, uri)
     parent = client.create_run(experiment_id, run_name=cfg.name, tags={"sweep": cfg.name}).info.run_id
     root.mkdir(parents=True, exist_ok=True)
-    (root / SWEEP_STATE).write_text(
-        json.dumps(
-            {"parent_run_id": parent, "tracking_uri": uri, "experiment": cfg.experiment_name}, indent=2
-        )
-        + "\n"
+    atomic_write_json(
+        root / SWEEP_STATE, {"parent_run_id": parent, "tracking_uri": uri, "experiment": cfg.experiment_name}
     )
     return parent
-
-
-def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
-    """The run's outcome if it finished (result.json and a FINISHED MLflow run), else None."""
-    result_file = Path(run.config).parent / "result.json"
-    if not result_file.is_file():
-        return None
-    result = json.loads(result_file.read_text())
-    run_id = result.get("mlflow_run_id")
-    train_loss = result["last_train_loss"]
-    if run_id:
-        from mlflow.tracking import MlflowClient
-
-        tracked = MlflowClient(tracking_uri=uri).get_run(run_id)
-        if tracked.info.status != "FINISHED":
-            return None
-        # The last logged train/loss averages the final log window: the last step alone is one batch,
-        # the same batch for every run of one D (one data order), which biases every gap at that D alike.
-        train_loss = tracked.data.metrics.get("train/loss", train_loss)
-    sources = result.get("data") or {}
-    return RunOutcome(
-        name=run.name,
-        N=result["n_params"],
-        D=result["tokens_seen"],
-        final_val_loss=result["final_val_loss"],
-        last_train_loss=train_loss,
-        mlflow_run_id=run_id,
-        epochs=max((source["epochs"] for source in sources.values()), default=None),
-    )
 
 
 def run_local(cfg: SweepConfig, plan: Plan, *, max_runs: int = 0) -> list[str]:
@@ -126,15 +76,11 @@ def run_local(cfg: SweepConfig, plan: Plan, *, max_runs: int = 0) -> list[str]:
 
 def _train(run: PlannedRun, plan: Plan, *, nproc_per_node: int) -> None:
     if nproc_per_node == 1:
-        from pipeline.train.pretrain import train
-
         train(plan.configs[run.name])
         return
-    from launch.torchrun import run_torchrun
-
     code = run_torchrun(["train", "--config", run.config], nproc_per_node=nproc_per_node)
     if code != 0:
-        raise ValueError(
+        raise RunFailed(
             f"run {run.name} failed (exit {code}); its log is above, rerun the sweep to continue it"
         )
 
@@ -145,40 +91,23 @@ def summarize(
     """Log the plan, every run's final losses, the fit (5+ runs; ``fit_options`` default: Hoffmann et al.'s
     start grid, 200 bootstrap refits) and the plots on the parent run, and close it; returns fit.json's
     path, or None when there were too few runs to fit."""
-    from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
-
-    from pipeline.scaling.fit import FitOptions
-    from pipeline.scaling.plots import write_plots
-    from pipeline.train.tracking import mlflow_key
 
     root, uri = cfg.root_dir, cfg.resolve_uri()
     outcomes = load_outcomes(cfg, plan)
     client = MlflowClient(tracking_uri=uri)
-    metrics = {f"final_val_loss/{o.name}": o.final_val_loss for o in outcomes if o.final_val_loss is not None}
-    metrics.update(
-        {
-            f"final_train_loss/{o.name}": o.last_train_loss
-            for o in outcomes
-            if math.isfinite(o.last_train_loss)
-        }
-    )
-    metrics.update(
-        {f"train_val_gap/{o.name}": o.train_val_gap for o in outcomes if o.train_val_gap is not None}
-    )
-    client.log_batch(
-        parent_run_id, metrics=[Metric(mlflow_key(key), value, 0, 0) for key, value in metrics.items()]
-    )
+    log_final_losses(client, parent_run_id, outcomes)
     tag_data_use(client, outcomes)
     repeating = [o.name for o in outcomes if o.epochs and o.epochs > 1]
     if repeating:
         print(
-            f"sweep {cfg.name}: {len(repeating)} run(s) repeated their data (epochs > 1): {', '.join(repeating)}; "
+            f"sweep {cfg.name}: {len(repeating)} run(s) repeated their data (epochs > 1): "
+            f"{', '.join(repeating)}; "
             "the fit counts their D as if every token were new",
             file=sys.stderr,
         )
-    (root / "results.json").write_text(
-        json.dumps([asdict(o) | {"train_val_gap": o.train_val_gap} for o in outcomes], indent=2) + "\n"
+    atomic_write_json(
+        root / "results.json", [asdict(o) | {"train_val_gap": o.train_val_gap} for o in outcomes]
     )
     for name in ("plan.json", "plan.csv", "results.json"):
         client.log_artifact(parent_run_id, str(root / name))
@@ -196,6 +125,26 @@ def summarize(
         client.log_artifact(parent_run_id, str(plot), "plots")
     client.set_terminated(parent_run_id, "FINISHED")
     return fit_path
+
+
+def log_final_losses(client: Any, parent_run_id: str, outcomes: list[RunOutcome]) -> None:
+    """Every run's final val and train loss and their gap, as metrics of the parent run."""
+    from mlflow.entities import Metric
+
+    metrics = {f"final_val_loss/{o.name}": o.final_val_loss for o in outcomes if o.final_val_loss is not None}
+    metrics.update(
+        {
+            f"final_train_loss/{o.name}": o.last_train_loss
+            for o in outcomes
+            if math.isfinite(o.last_train_loss)
+        }
+    )
+    metrics.update(
+        {f"train_val_gap/{o.name}": o.train_val_gap for o in outcomes if o.train_val_gap is not None}
+    )
+    client.log_batch(
+        parent_run_id, metrics=[Metric(mlflow_key(key), value, 0, 0) for key, value in metrics.items()]
+    )
 
 
 def tag_data_use(client: Any, outcomes: list[RunOutcome]) -> None:
@@ -220,16 +169,11 @@ def tag_data_use(client: Any, outcomes: list[RunOutcome]) -> None:
 
 
 def write_fit(outcomes: list[RunOutcome], path: Path, options: FitOptions) -> Path:
-    import numpy as np
-
-    from pipeline.scaling.fit import fit_scaling_law
-
     n, d, loss = (
         np.array([getattr(o, key) for o in outcomes], dtype=float) for key in ("N", "D", "final_val_loss")
     )
     fit = fit_scaling_law(n, d, loss, options)
-    path.write_text(json.dumps(fit.to_json(), indent=2) + "\n")
-    return path
+    return atomic_write_json(path, fit.to_json())
 
 
 def slurm_script(
@@ -241,14 +185,12 @@ def slurm_script(
     max_parallel: int,
     workdir: str,
 ) -> tuple[str, list[PlannedRun]]:
-    """The sbatch script of one job array over the unfinished runs (element i trains the i-th), and those runs."""
-    from launch.slurm import SlurmJob, render_sbatch
-    from launch.slurm_profile import SlurmProfile
-
+    """The sbatch script of one job array over the unfinished runs (element i trains the i-th), and those
+    runs."""
     profile = SlurmProfile.load(profile_path, profile_overrides)
     pending = pending_runs(cfg, plan)
     if not pending:
-        raise ValueError(f"every run of sweep {cfg.name} has finished; nothing to submit")
+        raise ConfigError(f"every run of sweep {cfg.name} has finished; nothing to submit")
     for run in pending:  # a batch the profile's ranks cannot split fails here, not in the queue
         plan.configs[run.name].train.grad_accum_steps(profile.world_size)
     job = SlurmJob(
@@ -259,14 +201,3 @@ def slurm_script(
         max_parallel,
     )
     return render_sbatch(profile, job), pending
-
-
-def load_outcomes(cfg: SweepConfig, plan: Plan) -> list[RunOutcome]:
-    """The finished runs' outcomes, in plan order."""
-    uri = cfg.resolve_uri()
-    return [outcome for run in plan.runs if (outcome := finished_outcome(run, uri)) is not None]
-
-
-def pending_runs(cfg: SweepConfig, plan: Plan) -> list[PlannedRun]:
-    uri = cfg.resolve_uri()
-    return [run for run in plan.runs if finished_outcome(run, uri) is None]

@@ -1,4 +1,5 @@
-"""``lmpipe eval``: bits per byte, per-source weighting, raw text, held-out SFT loss, MLflow, multiple choice."""
+"""``lmpipe eval``: bits per byte, per-source weighting, raw text, held-out SFT loss, MLflow, multiple
+choice."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from pipeline.config.eval import EvalJobConfig
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.eval.evaluate import evaluate
 from pipeline.finetune.run import finetune
-from pipeline.model.transformer import IGNORE_INDEX
+from pipeline.model.loss import IGNORE_INDEX
 from pipeline.train.checkpoint import load_model_for_inference, load_tokenizer, read_meta, resolve_checkpoint
-from pipeline.train.data import TokenWindows
+from pipeline.train.windows import TokenWindows
 
 
 def run_eval(checkpoint: Path, *overrides: str, tracking: bool = False) -> dict:
@@ -38,7 +39,8 @@ def texts(tiny_corpus) -> list[str]:
 
 
 def make_shards(root: Path, docs: list[tuple[str, str]], tiny_corpus) -> Path:
-    """Shards of ``(text, source)`` documents, all in the train split, made with the checkpoint's tokenizer."""
+    """Shards of ``(text, source)`` documents, all in the train split, made with the checkpoint's
+    tokenizer."""
     (root / "docs" / "docs").mkdir(parents=True)
     pq.write_table(
         pa.table(

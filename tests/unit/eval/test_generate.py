@@ -13,7 +13,7 @@ from pipeline.cli.main import main
 from pipeline.config.eval import GenerateJobConfig
 from pipeline.eval.generate import complete, cut_at_stop, prompt_tokens
 from pipeline.finetune.data import ChatTokens, render
-from pipeline.model.transformer import outside_nucleus, sample_next
+from pipeline.model.generation import outside_nucleus, sample_next
 from pipeline.train.checkpoint import load_model_for_inference
 
 PROMPTS = ["Branford", "The history of the", "In 1850 a small town in the north was"]

@@ -16,18 +16,15 @@ from pipeline.config.eval import GenerateJobConfig
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.config.model import ModelConfig
 from pipeline.config.train import LoopConfig
+from pipeline.core.files import TOKENIZER_FILE
 from pipeline.eval.generate import complete, prompt_tokens, read_prompts
 from pipeline.finetune.data import SYSTEM, ChatTokens, render
-from pipeline.hf.interop import export_hf
+from pipeline.hf.export import export_hf
 from pipeline.model.transformer import build_model
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.registry import parallelize
-from pipeline.train.checkpoint import (
-    TOKENIZER_FILE,
-    load_model_for_inference,
-    load_tokenizer,
-    save_checkpoint,
-)
+from pipeline.testing import require_module
+from pipeline.train.checkpoint import load_model_for_inference, load_tokenizer, save_checkpoint
 
 SYSTEM_TEXT = "Answer briefly.\nName the river."
 
@@ -218,8 +215,8 @@ def test_generate_chat_with_system_and_histories_end_to_end(finetuned, tokenizer
         (
             ["--prompts", "{file}", "--chat"],
             {"messages": [user("a"), assistant("b")]},
-            "p.jsonl:1: no string 'prompt', and not a conversation ending in a user turn (the last turn is assistant, "
-            "not user)",
+            "p.jsonl:1: no string 'prompt', and not a conversation ending in a user turn "
+            "(the last turn is assistant, not user)",
         ),
         (
             ["--prompts", "{file}", "--chat"],
@@ -239,7 +236,7 @@ def test_bad_chat_input_is_one_clear_line(finetuned, tmp_path, capsys, flags, li
 @pytest.fixture(scope="module")
 def exported(finetuned, tmp_path_factory):
     """``AutoTokenizer`` of the checkpoint exported with ``export hf``, loaded offline."""
-    transformers = pytest.importorskip("transformers")
+    transformers = require_module("transformers")
     out = export_hf(finetuned, tmp_path_factory.mktemp("hf") / "model")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")

@@ -14,14 +14,17 @@ from safetensors.torch import load_file
 from pipeline.cli.hf import add_parsers as add_export_import_parsers
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.config.train import LoopConfig
+from pipeline.core.files import TOKENIZER_FILE
 from pipeline.finetune.data import ChatTokens
-from pipeline.hf.interop import export_hf, import_hf, parse_size
+from pipeline.hf.export import export_hf
+from pipeline.hf.importer import import_hf
+from pipeline.hf.weights import parse_size
 from pipeline.model.args import ModelArgs
 from pipeline.model.transformer import build_model
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.registry import parallelize
+from pipeline.testing import require_module
 from pipeline.train.checkpoint import (
-    TOKENIZER_FILE,
     consolidate,
     load_model_for_inference,
     load_tokenizer,
@@ -30,7 +33,7 @@ from pipeline.train.checkpoint import (
     save_checkpoint,
 )
 
-transformers = pytest.importorskip("transformers")
+transformers = require_module("transformers")
 
 SENTENCE = "The quick brown fox, 13 lazy dogs and naïve café-goers."
 

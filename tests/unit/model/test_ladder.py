@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline.model.ladder import NOMINAL_PARAMS, SIZES
+from pipeline.config.train import TrainJobConfig
+from pipeline.model.ladder import NOMINAL_PARAMS, SIZES, default_batch_size, default_batch_tokens, default_lr
 
 
 @pytest.mark.parametrize("name", list(SIZES))
@@ -19,8 +20,6 @@ def test_rungs_grow_and_heads_divide():
 
 
 def test_default_lr_and_batch_follow_the_olmo_ladder_rule():
-    from pipeline.model.ladder import default_batch_size, default_batch_tokens, default_lr
-
     assert default_lr(108_000_000) == pytest.approx(0.0047)
     assert default_lr(8 * 108_000_000) == pytest.approx(0.0047 / 2)  # N^(-1/3)
     assert default_lr(1_000_000) == default_lr(10_000_000)  # held below the fitted range
@@ -36,9 +35,6 @@ def test_default_lr_and_batch_follow_the_olmo_ladder_rule():
 
 
 def test_train_config_takes_lr_and_batch_from_the_ladder_unless_given():
-    from pipeline.config.train import TrainJobConfig
-    from pipeline.model.ladder import default_batch_size, default_lr
-
     n = SIZES["125m"].non_embedding_params()
     config = TrainJobConfig.load(None, ["data.shards=s", "model.size=125m", "model.seq_len=2048"])
     assert config.train.lr == default_lr(n) and config.train.global_batch_size == default_batch_size(n, 2048)

@@ -20,15 +20,16 @@ from pipeline.core.errors import ConfigError
 from pipeline.eval.evaluate import evaluate
 from pipeline.eval.generate import generate
 from pipeline.finetune.run import finetune
-from pipeline.model import lora as lora_module
+from pipeline.hf.export import export_hf
 from pipeline.model.args import ModelArgs
 from pipeline.model.lora import LoRALinear, apply_lora, is_adapter, merged_state_dict, parameter_counts
 from pipeline.model.lora_config import LORA_TARGETS, LoRAConfig
 from pipeline.model.transformer import Block, build_model
-from pipeline.parallel.base import init_on_cpu, load_model_weights, quiet_without_process_group
+from pipeline.parallel.base import init_on_cpu
+from pipeline.parallel.dcp import load_model_weights, quiet_without_process_group
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.registry import parallelize
-from pipeline.train import checkpoint as checkpoint_module
+from pipeline.testing import require_module
 from pipeline.train.checkpoint import load_model_for_inference, read_meta, resolve_checkpoint
 
 ARGS = ModelConfig(size="tiny", seq_len=16).args(vocab_size=101)
@@ -99,7 +100,6 @@ def test_the_config_knows_the_models_projections():
         if isinstance(module, nn.Linear)
     }
     assert linears == set(LORA_TARGETS)
-    assert lora_module.META_FILE == checkpoint_module.META_FILE
 
 
 # -------------------------------------------------------------------------------------------------- model
@@ -343,8 +343,7 @@ def test_init_from_a_lora_checkpoint_starts_from_the_merged_weights(lora_run, ti
 
 
 def test_lora_finetune_exports_to_transformers_with_our_logits(lora_run, tmp_path, monkeypatch):
-    transformers = pytest.importorskip("transformers")
-    from pipeline.hf.interop import export_hf
+    transformers = require_module("transformers")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

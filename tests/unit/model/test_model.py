@@ -3,22 +3,18 @@ generation."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import pipeline.model.transformer
+import pipeline.model.loss
 from pipeline.config.model import ModelConfig
 from pipeline.model.ladder import SIZES
-from pipeline.model.transformer import (
-    IGNORE_INDEX,
-    Transformer,
-    build_model,
-    causal_attention,
-    linear_cross_entropy,
-)
+from pipeline.model.loss import IGNORE_INDEX, linear_cross_entropy
+from pipeline.model.transformer import Transformer, build_model, causal_attention
 
 VOCAB = 97
 
@@ -62,6 +58,18 @@ def test_num_params_is_the_ladders_n(size):
         assert model.num_params() == SIZES[size].non_embedding_params()
         embeddings = 1000 * args.d_model * (1 if tie else 2)
         assert model.num_params(non_embedding=False) == model.num_params() + embeddings
+
+
+def test_n_counts_the_shapes_own_ffn_hidden():
+    """An imported HF model's intermediate_size need not follow the ladder's 8/3 rule; N follows the shape."""
+    args = dataclasses.replace(ModelConfig(size="tiny", seq_len=16).args(vocab_size=VOCAB), ffn_hidden=200)
+    assert build_model(args).num_params() == args.non_embedding_params()
+    assert args.non_embedding_params() != SIZES["tiny"].non_embedding_params()
+
+
+def test_a_bare_ladder_rung_is_not_a_model():
+    with pytest.raises(ValueError, match="resolve it with ModelConfig.args"):
+        build_model(SIZES["tiny"])
 
 
 def test_tied_embeddings_share_one_tensor():
@@ -146,7 +154,7 @@ def head_inputs(seed: int = 0, vocab: int = 300) -> tuple[torch.Tensor, torch.Te
 @pytest.mark.parametrize("chunk_rows", [7, 1000])  # several chunks with a remainder, and one
 def test_fused_head_and_loss_equal_linear_then_cross_entropy(monkeypatch, reduction, chunk_rows):
     x, weight, targets = head_inputs()
-    monkeypatch.setattr(pipeline.model.transformer, "LOSS_CHUNK_LOGITS", chunk_rows * weight.shape[0])
+    monkeypatch.setattr(pipeline.model.loss, "LOSS_CHUNK_LOGITS", chunk_rows * weight.shape[0])
     grads = []
     for loss_fn in (unfused_loss, fused_loss):
         xi, wi = x.clone().requires_grad_(), weight.clone().requires_grad_()

@@ -10,13 +10,17 @@ import pytest
 from data_prep.tokenizer.manifest import build_manifest, write_manifest
 from pipeline.config.train import TrainJobConfig
 from pipeline.core.errors import ConfigError
-from pipeline.model.ladder import SIZES, default_batch_size, default_lr
-from pipeline.scaling.plan import SweepConfig, format_plan, plan_sweep, write_plan
+from pipeline.model.ladder import SIZES, default_batch_size, default_lr, rung
+from pipeline.scaling.fit import FitOptions, InitGrid
+from pipeline.scaling.plan import SweepConfig, plan_sweep, write_plan
+from pipeline.scaling.run import ensure_parent_run, summarize
+from pipeline.scaling.table import format_plan
 
 BASE = [
     "name=t",
     "overrides=[data.shards=s,model.seq_len=64,train.micro_batch_size=4]",
-    "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1}, {name: b, d_model: 64, n_layers: 2, n_heads: 2}]",
+    "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1},"
+    " {name: b, d_model: 64, n_layers: 2, n_heads: 2}]",
 ]
 
 
@@ -26,9 +30,7 @@ def sweep(*overrides: str, tmp_path=None) -> SweepConfig:
 
 
 def n_of(d_model: int, n_layers: int, n_heads: int) -> int:
-    from pipeline.model.ladder import ModelShape
-
-    return ModelShape(d_model, n_layers, n_heads, n_heads).non_embedding_params()
+    return rung(d_model, n_layers, n_heads, n_heads).non_embedding_params()
 
 
 def test_grid_of_tokens_rounds_each_run_to_whole_steps():
@@ -183,9 +185,6 @@ def test_summary_of_a_finished_isoflop_sweep_fits_and_plots_on_the_parent(tmp_pa
     """Six runs' result.json written by hand (losses from a known law; one with an MLflow child run): the
     parent gets the final losses, fit.json and every plot; the child its epochs and train/val gap."""
     from mlflow.tracking import MlflowClient
-
-    from pipeline.scaling.fit import FitOptions, InitGrid
-    from pipeline.scaling.run import ensure_parent_run, summarize
 
     SMALL_GRID = InitGrid(alpha=(0.5,), beta=(0.5,), e=(0.0, 1.0), a=(5.0, 10.0), b=(5.0, 10.0))
     cfg = sweep(

@@ -1,0 +1,142 @@
+"""The output head fused with the cross-entropy: logits and loss in one pass over the vocabulary.
+
+Its own module so that what the data side needs of the loss (``IGNORE_INDEX``) comes without the model,
+and the fused autograd function can be read and tested on its own (``linear_cross_entropy`` against
+``F.linear`` then ``F.cross_entropy``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+IGNORE_INDEX = -100
+"""Targets with this value add nothing to the loss (prompt and padding positions in SFT)."""
+
+LOSS_CHUNK_LOGITS = 1 << 21
+"""Logits per chunk of the fused head + loss in fp32 on the CPU (8 MiB): small enough to stay in cache
+from the matmul that makes them, through the softmax, to the two matmuls of the gradient."""
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Logits and the cross-entropy, with the loss's gradients computed in the forward pass, chunk by
+    chunk of rows (as Liger-Kernel's fused linear cross-entropy). Unfused, a step writes the (tokens, vocab)
+    logits, their log-softmax (kept for backward), a zero-filled gradient of that size and the
+    log-softmax's backward: on the CPU at our sizes that memory traffic adds about half the time of the
+    head's three matmuls. Fused, each chunk's softmax minus its one-hot targets, the gradient of its
+    logits, goes at once into the gradients of ``x`` and ``weight`` while the chunk is in cache; backward
+    only scales them by the loss's gradient, exact since the loss is a scalar. The logits carry no
+    gradient."""
+
+    @staticmethod
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, d) and weight (V, d) in the compute dtype, targets (N,) -> logits (N, V), loss ()."""
+        with torch.autocast(x.device.type, enabled=False):  # the caller chose the dtype; softmax in fp32
+            logits, loss, grad_x, grad_weight = _linear_cross_entropy(
+                x,
+                weight,
+                targets,
+                reduction=reduction,
+                grad_x=ctx.needs_input_grad[0],
+                grad_weight=ctx.needs_input_grad[1],
+            )
+        ctx.mark_non_differentiable(logits)
+        ctx.set_materialize_grads(
+            False
+        )  # no zero-filled (N, V) gradient for the logits, which backward ignores
+        ctx.save_for_backward(grad_x, grad_weight)
+        return logits, loss
+
+    @staticmethod
+    def backward(
+        ctx, _grad_logits: None, grad_loss: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        grad_x, grad_weight = ctx.saved_tensors
+        return (
+            None if grad_x is None else grad_x * grad_loss,
+            None if grad_weight is None else grad_weight * grad_loss,
+            None,
+            None,
+        )
+
+
+def _loss_chunk_rows(x: torch.Tensor, vocab: int) -> int:
+    """Rows per chunk: ``LOSS_CHUNK_LOGITS`` logits in fp32 on the CPU. Elsewhere every row in one chunk, so
+    the weight gradient stays one matmul rather than a sum rounded per chunk in low precision."""
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        return max(1, LOSS_CHUNK_LOGITS // vocab)
+    return x.shape[0]
+
+
+def _linear_cross_entropy(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    reduction: str,
+    grad_x: bool,
+    grad_weight: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Logits (N, V), the loss, and its gradients with respect to ``x`` and ``weight`` (None where not
+    asked)."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
+    valid = targets != IGNORE_INDEX
+    target_ids = targets.masked_fill(~valid, 0)[:, None]  # (N, 1); an ignored row's id is arbitrary: weight 0
+    row_weight = valid.float()  # each row's share of the loss: 1 per counted target, / their count for "mean"
+    if reduction == "mean":
+        row_weight /= valid.sum()
+    logits = x.new_empty(x.shape[0], weight.shape[0])
+    row_loss = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    dx = torch.empty_like(x) if grad_x else None
+    dw = torch.zeros_like(weight) if grad_weight else None
+    chunk = _loss_chunk_rows(x, weight.shape[0])
+    for rows in (slice(start, start + chunk) for start in range(0, x.shape[0], chunk)):
+        log_probs = torch.log_softmax(
+            torch.mm(x[rows], weight.t(), out=logits[rows]).float(), dim=1
+        )  # (n, V)
+        row_loss[rows] = -log_probs.gather(1, target_ids[rows]).squeeze(1)
+        if dx is None and dw is None:
+            continue
+        # d loss / d logits: (softmax - one-hot target), times the row's share of the loss
+        grad_logits = log_probs.exp_().mul_(row_weight[rows, None])
+        grad_logits = grad_logits.scatter_add_(1, target_ids[rows], -row_weight[rows, None]).to(x.dtype)
+        if dx is not None:
+            torch.mm(grad_logits, weight, out=dx[rows])
+        if dw is not None:
+            dw.addmm_(grad_logits.t(), x[rows])
+    loss = torch.where(valid, row_loss, 0.0).sum()
+    return logits, loss / valid.sum() if reduction == "mean" else loss, dx, dw
+
+
+def linear_cross_entropy(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x @ weight.T, F.cross_entropy(those logits in fp32, targets, ignore_index=IGNORE_INDEX))`` for
+    x (..., d), weight (V, d), targets (...): the same values, computed fused (``_LinearCrossEntropy``),
+    so only the loss carries gradient. Under autocast the matmuls run in its dtype, as ``F.linear`` would."""
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    logits, loss = _LinearCrossEntropy.apply(
+        x.reshape(-1, x.shape[-1]).to(dtype), weight.to(dtype), targets.reshape(-1), reduction
+    )
+    return logits.view(*x.shape[:-1], -1), loss
+
+
+class OutputHead(nn.Linear):
+    """The projection to the vocabulary; given targets, fused with the loss (``linear_cross_entropy``).
+    A ``Linear`` whose weight stays ``output.weight``, and the loss is computed inside this module's
+    own forward, where ZeRO-3 has gathered the weight as for any ``Linear``."""
+
+    def __init__(self, d_model: int, vocab_size: int):
+        super().__init__(d_model, vocab_size, bias=False)
+
+    def forward(  # type: ignore[override]  # optional targets widen Linear's forward on purpose
+        self, x: torch.Tensor, targets: torch.Tensor | None = None, *, reduction: str = "mean"
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (..., vocab); with ``targets``, (logits without gradient, loss)."""
+        if targets is None:
+            return super().forward(x)
+        return linear_cross_entropy(x, self.weight, targets, reduction=reduction)

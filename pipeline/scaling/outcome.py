@@ -1,0 +1,78 @@
+"""What a sweep's runs came to: a finished run's outcome as the summary, the fit, the plots and
+``sweep plot`` read it, and which runs are still to do.
+
+A run counts as finished when its ``result.json`` exists and its MLflow run is FINISHED.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.scaling.plan import Plan, PlannedRun, SweepConfig
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A finished run's result.json, as the summary, the fit and the plots use it."""
+
+    name: str
+    N: int
+    D: int
+    final_val_loss: float | None
+    last_train_loss: float
+    """The run's last ``train/loss`` in MLflow (the mean of its final log window), else result.json's
+    loss of the last step."""
+    mlflow_run_id: str | None
+    epochs: float | None = None
+    """The most passes the run made over any source's training windows (result.json's ``data``); above
+    1 it repeated data."""
+
+    @property
+    def train_val_gap(self) -> float | None:
+        """Final val minus last train loss: grows as a model starts to fit its (repeated) data."""
+        if self.final_val_loss is None or not math.isfinite(self.last_train_loss):
+            return None
+        return self.final_val_loss - self.last_train_loss
+
+
+def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
+    """The run's outcome if it finished (result.json and a FINISHED MLflow run), else None."""
+    result_file = Path(run.config).parent / "result.json"
+    if not result_file.is_file():
+        return None
+    result = json.loads(result_file.read_text())
+    run_id = result.get("mlflow_run_id")
+    train_loss = result["last_train_loss"]
+    if run_id:
+        from mlflow.tracking import MlflowClient
+
+        tracked = MlflowClient(tracking_uri=uri).get_run(run_id)
+        if tracked.info.status != "FINISHED":
+            return None
+        # The last logged train/loss averages the final log window: the last step alone is one batch,
+        # the same batch for every run of one D (one data order), which biases every gap at that D alike.
+        train_loss = tracked.data.metrics.get("train/loss", train_loss)
+    sources = result.get("data") or {}
+    return RunOutcome(
+        name=run.name,
+        N=result["n_params"],
+        D=result["tokens_seen"],
+        final_val_loss=result["final_val_loss"],
+        last_train_loss=train_loss,
+        mlflow_run_id=run_id,
+        epochs=max((source["epochs"] for source in sources.values()), default=None),
+    )
+
+
+def load_outcomes(cfg: SweepConfig, plan: Plan) -> list[RunOutcome]:
+    """The finished runs' outcomes, in plan order."""
+    uri = cfg.resolve_uri()
+    return [outcome for run in plan.runs if (outcome := finished_outcome(run, uri)) is not None]
+
+
+def pending_runs(cfg: SweepConfig, plan: Plan) -> list[PlannedRun]:
+    uri = cfg.resolve_uri()
+    return [run for run in plan.runs if finished_outcome(run, uri) is None]
