@@ -1,11 +1,13 @@
-# Two commands: `make demo` runs the whole loop, `make test` runs the tests.
+# Two commands: `make demo` runs the whole loop, `make test` runs the checks and the tests.
 # Both create .venv on first use; later runs only check it (the stamp file).
+# `make test` = `make lint` (ruff check, ruff format --check, mypy) then pytest; with CI=true a missing
+# optional extra, transformers or shared fixture fails its tests instead of skipping them.
 VENV    ?= .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.lmpipe-installed
 WORKDIR ?= demo_out
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 setup: $(STAMP)
 
@@ -17,17 +19,22 @@ $(STAMP): pyproject.toml
 	else \
 		$(PYTHON) -m pip install --quiet torch==2.13.0; \
 	fi
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,extras]'
 	@touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/lmpipe demo --workdir $(WORKDIR)
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PYTHON) -m pytest -q
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done
 
 clean:
-	rm -rf $(WORKDIR) .pytest_cache
+	rm -rf $(WORKDIR) .pytest_cache .mypy_cache .ruff_cache

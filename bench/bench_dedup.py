@@ -6,7 +6,8 @@ docs get a copy with words replaced at spaced positions so that the copy's word
 value of each pair is measured on its shingle sets). Docs are shuffled and split into
 4 tasks, each written as a filtered parquet shard the way ``data prep`` does. We time
 the MinHash part of the keys stage (``compute_keys`` with only MinHash on, over the tasks)
-and of the cluster stage (``plan_removals``), then compare the found (keeper, removed) pairs with the planted pairs:
+and of the cluster stage (``plan_removals``), then compare the found (keeper, removed) pairs with the
+planted pairs:
 precision over all found pairs, recall per similarity bucket (the S-curve of 14
 bands x 8 rows: ~0.92 expected at J=0.8). Anchor, when the ``datatrove`` package is
 importable: its ``MinhashDedupSignature`` stage (same 5-grams, 14x8) over the same
@@ -170,7 +171,8 @@ def main() -> None:
     else:
         print(f"anchor not compared: {anchor}")
     print(
-        f"\nclusters {summary['clusters']:,}, removed {summary['removed']['near_duplicate']:,}; found pairs {len(found):,}, "
+        f"\nclusters {summary['clusters']:,}, removed {summary['removed']['near_duplicate']:,}; "
+        f"found pairs {len(found):,}, "
         f"planted {len(planted):,}, precision {len(true_positive) / max(len(found), 1):.3f}"
     )
     print(f"{'planted J':>10} {'mean true J':>12} {'pairs':>6} {'recall':>7} {'S-curve':>8}")

@@ -7,7 +7,8 @@ charged 100 times over). Every pipeline runs in one process, so records/s is doc
 Every copy after the first is a duplicate: dedup finds and drops them, as it must.
 
 - ours: ``run_prep`` with one worker, the whole path (read + extract + filters + parquet write,
-  dedup keys, cluster, dedup rewrite), with (a) the default ``PrepConfig`` and (b) the ``configs/data/cc.yaml`` recipe
+  dedup keys, cluster, dedup rewrite), with (a) the default ``PrepConfig`` and (b) the
+  ``configs/data/cc.yaml`` recipe
   (every filter on); its language filter keeps every language resiliparse finds in the fixtures
   (most pages are not English), so the detection still runs but does not empty the output.
 - anchors: the bare library calls that extraction cannot avoid: fastwarc's ArchiveIterator over
@@ -74,7 +75,10 @@ try:
     LanguageFilter(languages=["en"]).filter(Document(text="a test sentence", id="0"))
     lang = "ok"
 except Exception as e:
-    lang = "it downloads fastText lid.176.bin (dl.fbaipublicfiles.com), offline: " + f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    lang = (
+        "it downloads fastText lid.176.bin (dl.fbaipublicfiles.com), offline: "
+        f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    )
 
 def once(i: int) -> float:
     out = work / f"run{i}"

@@ -85,7 +85,8 @@ def main() -> None:
             f"{'>=' + format(TARGET, '.1f') + 'x':>7} {verdict}"
         )
     print(
-        "anchor: fastwarc + resiliparse detect_encoding/bytes_to_str/extract_plain_text(main_content)/detect_fast;"
+        "anchor: fastwarc + resiliparse detect_encoding/bytes_to_str/"
+        "extract_plain_text(main_content)/detect_fast;"
         " median of 3 after a warm-up"
     )
 

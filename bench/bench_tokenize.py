@@ -97,7 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller corpus")
     args = parser.parse_args()
-    # Read by tokenizers when its Rust pool first starts (nothing has encoded yet); spawned workers inherit them.
+    # Read by tokenizers when its Rust pool first starts (nothing has encoded yet);
+    # spawned workers inherit them.
     os.environ.update(RAYON_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     with tempfile.TemporaryDirectory(prefix="bench_tokenize_") as tmp:
         work = Path(tmp)
@@ -138,7 +139,8 @@ def main() -> None:
         f"   target >= {TARGET}x: {'met' if per_core >= TARGET else 'MISSED'}"
     )
     print(
-        f"{'ours: data tokenize, workers=2':<44} {rate['ours_2']:>11,.0f} {rate['ours_2'] / rate['anchor']:>6.2f}x"
+        f"{'ours: data tokenize, workers=2':<44} {rate['ours_2']:>11,.0f} "
+        f"{rate['ours_2'] / rate['anchor']:>6.2f}x"
         f"   scaling {rate['ours_2'] / rate['ours_1']:.2f}x over workers=1 (ideal 2.00x)"
     )
     cpu_ratio = statistics.median(cpu["ours_2"]) / statistics.median(cpu["ours_1"])

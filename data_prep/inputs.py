@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from data_prep.formats import detect_format, is_hf_dataset
+from pipeline.core.errors import InputError, MissingInputError
+
 CC_PREFIX = "https://data.commoncrawl.org/"
 """What relative entries of a ``*.paths`` listing are resolved against (Common Crawl's own)."""
 REMOTE_SCHEMES = ("http://", "https://", "s3://")
@@ -93,8 +96,6 @@ def expand_inputs(patterns: Iterable[str], *, paths_prefix: str = CC_PREFIX) -> 
     Local matches are sorted within each pattern. A directory is either a saved Hugging
     Face dataset (one input) or scanned, not recursively, for files of a known format.
     """
-    from data_prep.readers import detect_format, is_hf_dataset  # readers import this module
-
     files: dict[str, InputFile] = {}
 
     def add(location: str, format: str | None = None) -> None:
@@ -104,19 +105,19 @@ def expand_inputs(patterns: Iterable[str], *, paths_prefix: str = CC_PREFIX) -> 
     for pattern in map(str, patterns):
         if is_remote(pattern):
             if _is_listing(pattern):
-                raise ValueError(f"remote .paths listings are not supported, download it first: {pattern}")
+                raise InputError(f"remote .paths listings are not supported, download it first: {pattern}")
             add(pattern)
             continue
         if "://" in pattern:
-            raise ValueError(f"unsupported URL scheme (use http://, https:// or s3://): {pattern}")
+            raise InputError(f"unsupported URL scheme (use http://, https:// or s3://): {pattern}")
         if glob.has_magic(pattern):
             matches = sorted(glob.glob(pattern, recursive=True))
             if not matches:
-                raise FileNotFoundError(f"no input file matches {pattern}")
+                raise MissingInputError(f"no input file matches {pattern}")
         elif Path(pattern).exists():
             matches = [pattern]
         else:
-            raise FileNotFoundError(f"input not found: {pattern}")
+            raise MissingInputError(f"input not found: {pattern}")
         for match in map(Path, matches):
             if match.is_dir():
                 if is_hf_dataset(match):
@@ -126,7 +127,7 @@ def expand_inputs(patterns: Iterable[str], *, paths_prefix: str = CC_PREFIX) -> 
                     p for p in match.iterdir() if p.is_file() and (detect_format(p) or _is_listing(p))
                 )
                 if not found:
-                    raise ValueError(f"no WARC files or wiki dumps in directory {match}")
+                    raise InputError(f"no WARC files or wiki dumps in directory {match}")
             else:
                 found = [match]
             for path in found:
@@ -145,12 +146,13 @@ def _is_listing(path: str | Path) -> bool:
 
 
 def read_listing(path: Path, prefix: str = CC_PREFIX) -> list[str]:
-    """The entries of a ``*.paths[.gz]`` file: URLs and absolute paths as they are, the rest under ``prefix``."""
+    """The entries of a ``*.paths[.gz]`` file: URLs and absolute paths as they are, the rest
+    under ``prefix``."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         entries = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
     if not entries:
-        raise ValueError(f"listing has no entries: {path}")
+        raise InputError(f"listing has no entries: {path}")
     resolved = []
     for entry in entries:
         if "://" in entry or entry.startswith("/"):
@@ -237,7 +239,7 @@ class HttpFile(io.RawIOBase):
             self.pos = offset
         return self.pos
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         if len(buffer) == 0 or (self.size is not None and self.pos >= self.size):
             return 0
         return self._with_retries(lambda: self._readinto_once(buffer))

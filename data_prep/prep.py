@@ -44,6 +44,8 @@ from data_prep.dedup.keys import compute_keys, enabled_kinds, keys_path
 from data_prep.dedup.removal import RemovalFilter, plan_removals
 from data_prep.document import Document
 from data_prep.executor import Stage
+from data_prep.executor.local import LocalExecutor
+from data_prep.executor.slurm import SlurmExecutor
 from data_prep.extract.html import HtmlExtractor
 from data_prep.extract.wikitext import WikitextExtractor
 from data_prep.filters.badwords import BadWordsFilter
@@ -54,11 +56,14 @@ from data_prep.filters.pii import PiiRedactor
 from data_prep.filters.quality import QualityFilter
 from data_prep.filters.repetition import RepetitionFilter
 from data_prep.filters.url import UrlFilter
+from data_prep.formats import PRE_EXTRACTED
 from data_prep.inputs import InputFile, expand_inputs, is_remote
-from data_prep.readers import PRE_EXTRACTED, READERS
+from data_prep.readers import READERS
 from data_prep.readers.parquet import read_parquet
 from data_prep.stats import StageStats, merge_tasks, timed
 from data_prep.writers.parquet import ParquetWriter, task_outputs
+from pipeline.core.errors import InputError, ResumeError
+from pipeline.core.files import CONFIG_FILE, atomic_write_json
 
 Progress = Callable[[int], None]
 REPORT_EVERY = 200
@@ -100,7 +105,7 @@ def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any
         stats_path = out / "stats.json"
         if not stages and stats_path.exists():
             return json.loads(stats_path.read_text())
-        cfg.save(out / "config.yaml")
+        cfg.save(out / CONFIG_FILE)
         make_executor(cfg).run_stages(stages, progress)
         stats = merged_stats(cfg, tasks, wall_seconds=perf_counter() - start)
         _write_json(stats_path, stats)
@@ -135,11 +140,7 @@ def make_executor(cfg: PrepConfig) -> Any:
     """The executor ``cfg.executor`` names: a local process pool, or Slurm job arrays whose
     files (plans, sbatch scripts, logs/) go to ``<output>/slurm/``."""
     if cfg.executor == "slurm":
-        from data_prep.executor.slurm import SlurmExecutor
-
         return SlurmExecutor(cfg.slurm, Path(cfg.output) / "slurm", cfg.to_dict(), partial(is_done, cfg))
-    from data_prep.executor.local import LocalExecutor
-
     return LocalExecutor(cfg.workers)
 
 
@@ -150,7 +151,7 @@ def plan_tasks(cfg: PrepConfig) -> list[Task]:
     for item in expand_inputs(cfg.input):
         fmt = item.format if cfg.format == "auto" else cfg.format
         if fmt is None:
-            raise ValueError(
+            raise InputError(
                 f"cannot tell the format of {item.location} from its name; pass --format {'|'.join(READERS)}"
             )
         tasks.append(Task(_task_name(item), item.location, fmt))
@@ -276,7 +277,7 @@ def output_lock(out: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise ValueError(
+            raise ResumeError(
                 f"{out} is being written by another lmpipe data prep ({holder}); "
                 "wait for it or use another --output"
             ) from None
@@ -292,7 +293,7 @@ def output_lock(out: Path) -> Iterator[None]:
 
 def check_same_run(out: Path, cfg: PrepConfig) -> None:
     """Resuming into ``out`` is only exact with the config that started it; execution keys may differ."""
-    saved = out / "config.yaml"
+    saved = out / CONFIG_FILE
     if not saved.exists():
         return
     before = _output_keys(type(cfg).load(saved).flat())
@@ -300,7 +301,7 @@ def check_same_run(out: Path, cfg: PrepConfig) -> None:
     changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
     if changed:
         shown = ", ".join(changed[:5]) + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else "")
-        raise ValueError(
+        raise ResumeError(
             f"{out} holds a data prep run with another config (differs in {shown}); "
             "rerun with the same config to resume, or use another --output"
         )
@@ -373,9 +374,7 @@ def _task_name(item: InputFile) -> str:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Temp file + rename: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(temp, path)
+    atomic_write_json(path, data)
 
 
 def _reporting(docs: Iterator[Document], read_stats: StageStats, progress: Progress) -> Iterator[Document]:

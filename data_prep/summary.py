@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from data_prep.tokenizer.manifest import load_manifest
+from pipeline.core.errors import MissingInputError
+
 
 def summarize_dir(directory: Path) -> str:
     """Summarise whichever of stats.json / manifest.json the directory holds (both if both)."""
@@ -13,11 +16,9 @@ def summarize_dir(directory: Path) -> str:
     if (directory / "stats.json").is_file():
         parts.append(summarize_prep(json.loads((directory / "stats.json").read_text())))
     if (directory / "manifest.json").is_file():
-        from data_prep.tokenizer.manifest import load_manifest
-
         parts.append(summarize_manifest(load_manifest(directory)))
     if not parts:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{directory}: no stats.json (data prep) or manifest.json (data tokenize) here"
         )
     return "\n\n".join(parts)
@@ -59,9 +60,8 @@ def summarize_prep(stats: dict[str, Any]) -> str:
         lines.append("errors")
         for name, stage in stats["stages"].items():
             for kind, entry in stage["errors"].items():
-                lines.append(
-                    f"  {name + '/' + kind:<36} {entry['count']:>9,}   e.g. {'; '.join(entry['examples'][:2])}"
-                )
+                examples = "; ".join(entry["examples"][:2])
+                lines.append(f"  {name + '/' + kind:<36} {entry['count']:>9,}   e.g. {examples}")
     if "cluster" in stats:
         cluster = stats["cluster"]
         removed = ", ".join(f"{reason} {n:,}" for reason, n in cluster["removed"].items())
@@ -86,8 +86,10 @@ def summarize_manifest(manifest: dict[str, Any]) -> str:
     files = f" from {totals['input_files']:,} docs files" if "input_files" in totals else ""
     skipped = f"; {totals['skipped_empty']:,} empty docs skipped" if "skipped_empty" in totals else ""
     lines = [
-        f"tokenizer vocab {tokenizer['vocab_size']:,} ({manifest['dtype']}){eos}  sha256 {tokenizer['sha256'][:12]}",
-        f"{len(manifest['shards'])} shards, {totals['docs']:,} docs, {totals['tokens']:,} tokens{files}{skipped}",
+        f"tokenizer vocab {tokenizer['vocab_size']:,} ({manifest['dtype']}){eos}"
+        f"  sha256 {tokenizer['sha256'][:12]}",
+        f"{len(manifest['shards'])} shards, {totals['docs']:,} docs, {totals['tokens']:,} tokens"
+        f"{files}{skipped}",
     ]
     for group in ("by_split", "by_source"):
         for name, counts in sorted(totals[group].items()):

@@ -14,8 +14,11 @@ so code that calls ``pipeline.distributed.init_distributed()`` joins the group a
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import pickle
+import random
 import signal
 import socket
 import tempfile
@@ -24,11 +27,59 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
+from data_prep.tokenizer.manifest import build_manifest, write_manifest
+from data_prep.tokenizer.shards import SHARDS_SUBDIR, ShardWriter, token_dtype
+from data_prep.tokenizer.tokenize import tokenize
+from data_prep.tokenizer.train import train_tokenizer
+from pipeline.core.files import file_sha256
+from pipeline.train.checkpoint import newest_checkpoint
+
+SHARED_FIXTURES = Path(
+    os.environ.get("LMPIPE_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
+)
+"""The real Common Crawl / Wikipedia files: ../shared/fixtures beside the checkout (where CI puts them
+too), or wherever LMPIPE_FIXTURES points."""
+
+
+def in_ci() -> bool:
+    """``CI=true`` (or 1/yes): what a local run may skip, CI must have."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """``pytest.skip(reason)``, or under CI ``pytest.fail(reason)``: a missing dependency or fixture
+    must not turn a CI run green by skipping the tests that need it."""
+    import pytest  # a dev dependency: only the tests call this
+
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: required, not skipped)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str) -> Any:
+    """``pytest.importorskip(name)`` that fails under CI: the module, imported."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        skip_or_fail(f"could not import {name!r}: {exc}")
+
+
+def require_fixture(relative: str | Path) -> Path:
+    """A file or directory under :data:`SHARED_FIXTURES`; skips without it (fails under CI)."""
+    path = SHARED_FIXTURES / relative
+    if not path.exists():
+        skip_or_fail(f"shared fixture {path} not present")
+    return path
 
 
 def run_distributed_test(
@@ -97,16 +148,6 @@ def make_tiny_corpus(
 
     Returns ``(shards_dir, sft_jsonl)``; built through the real tokenizer and tokenize stages.
     """
-    import json
-    import random
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
-    from data_prep.tokenizer.tokenize import tokenize
-    from data_prep.tokenizer.train import train_tokenizer
-
     root, rng = Path(root), random.Random(seed)
     towns = [
         f"{a}{b}" for a in ("Bran", "Kel", "Mor", "Stav", "Tull") for b in ("ford", "holt", "wick", "mere")
@@ -130,6 +171,26 @@ def make_tiny_corpus(
         )
 
     texts = ["".join(sentence(rng.choice(towns)) for _ in range(rng.randint(2, 8))) for _ in range(docs)]
+    _tokenize_texts(root, texts, vocab_size)
+    sft = root / "sft.jsonl"
+    with sft.open("w") as f:
+        for _ in range(sft_records):
+            town = rng.choice(towns)
+            river, trade = facts[town]
+            record = rng.choice(
+                [
+                    {"prompt": f"Which river is {town} on?", "response": f"The river {river}."},
+                    {"prompt": f"What is {town} known for?", "response": f"Its {trade}."},
+                ]
+            )
+            f.write(json.dumps(record) + "\n")
+    return root / "shards", sft
+
+
+def _tokenize_texts(root: Path, texts: list[str], vocab_size: int) -> None:
+    """``texts`` as a prep output (root/docs), a tokenizer trained on it (root/tokenizer) and its
+    shards (root/shards, 10% val)."""
+    docs = len(texts)
     (root / "docs" / "docs").mkdir(parents=True, exist_ok=True)
     pq.write_table(
         pa.table(
@@ -154,19 +215,6 @@ def make_tiny_corpus(
             val_fraction=0.1,
         )
     )
-    sft = root / "sft.jsonl"
-    with sft.open("w") as f:
-        for _ in range(sft_records):
-            town = rng.choice(towns)
-            river, trade = facts[town]
-            record = rng.choice(
-                [
-                    {"prompt": f"Which river is {town} on?", "response": f"The river {river}."},
-                    {"prompt": f"What is {town} known for?", "response": f"Its {trade}."},
-                ]
-            )
-            f.write(json.dumps(record) + "\n")
-    return root / "shards", sft
 
 
 def write_random_shards(
@@ -185,16 +233,6 @@ def write_random_shards(
     source's shard series is a slice of its split. Returns ``{(split, source): (tokens, lengths)}``
     with the flat uint16/uint32 stream and the document lengths of each.
     """
-    import numpy as np
-
-    from data_prep.tokenizer.manifest import build_manifest, write_manifest
-    from data_prep.tokenizer.shards import (
-        SHARDS_SUBDIR,
-        ShardWriter,
-        file_sha256,
-        token_dtype,
-    )
-
     root, rng = Path(root), np.random.default_rng(seed)
     dtype = token_dtype(vocab_size)
     (root / SHARDS_SUBDIR).mkdir(parents=True, exist_ok=True)
@@ -230,7 +268,6 @@ def write_random_shards(
 def signal_after_first_checkpoint(output_dir: str | Path, timeout_s: float = 60.0) -> threading.Thread:
     """SIGTERM this process once ``output_dir`` has its first complete checkpoint, as Slurm would before
     a time limit; the job under test runs in this process's main thread."""
-    from pipeline.train.checkpoint import newest_checkpoint
 
     def watch() -> None:
         deadline = time.monotonic() + timeout_s

@@ -16,7 +16,6 @@ Only the enabled kinds are written. Each file is written whole (temp + rename).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 
 from data_prep.config import DedupConfig
 from data_prep.dedup.minhash import BATCH_DOCS, band_hashes, fold_texts, minhash_signatures
+from pipeline.core.files import atomic_open
 
 KINDS = ("text", "url", "bands")
 
@@ -114,8 +114,6 @@ def compute_keys(paths: Sequence[Path], cfg: DedupConfig, keys_dir: Path, task: 
 
 def save_atomic(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         np.save(f, array)
-    os.replace(temp, path)
     return path

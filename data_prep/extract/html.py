@@ -12,6 +12,8 @@ own parse errors and returns None for junk, which this stage drops as ``empty_te
 
 from __future__ import annotations
 
+from typing import Any
+
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.html import HTMLParserException
 
@@ -20,7 +22,7 @@ from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
 from pipeline.core.errors import ConfigError
 
-TRAFILATURA_OPTIONS = {
+TRAFILATURA_OPTIONS: dict[str, Any] = {
     "include_comments": False,
     "include_tables": False,
     "favor_precision": True,  # as datatrove: rather lose a paragraph than keep boilerplate

@@ -112,7 +112,8 @@ def _render(code: Wikicode) -> str:
 
 
 def _link_text(link: Wikilink) -> str:
-    """``[[Paris]]``, ``[[Paris|the capital]]`` are prose; ``[[File:..]]``, ``[[Category:..]]``, ``[[de:Paris]]`` are not."""
+    """``[[Paris]]``, ``[[Paris|the capital]]`` are prose; ``[[File:..]]``, ``[[Category:..]]``,
+    ``[[de:Paris]]`` are not."""
     target = str(link.title).strip()
     if target.startswith(":"):  # [[:Category:Towns]] is a visible link to the category page
         return _render(link.text) if link.text else target[1:]

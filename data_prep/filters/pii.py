@@ -52,7 +52,8 @@ def redact_emails(text: str, replacement: str) -> tuple[str, int]:
     The pattern's lookbehind makes a scan try it at every position. Every address holds one "@",
     and starts where the run of local-part characters before that "@" starts, so only those
     starts are tried (the lookbehind still sees the text before them)."""
-    pieces, end, count = [], 0, 0
+    pieces: list[str] = []
+    end, count = 0, 0
     at = text.find("@")
     while at != -1:
         start = at

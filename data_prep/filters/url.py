@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from data_prep.config import UrlFilterConfig
 from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
+from pipeline.core.errors import MissingInputError
 
 _ADBLOCK_DOMAIN_RULE = re.compile(r"\|\|([a-z0-9.-]+)\^")
 """``||domain^`` with nothing after it: a whole domain. Paths, wildcards, options and
@@ -58,7 +59,7 @@ def _domain_suffixes(host: str) -> list[str]:
 def _read_lines(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"list file not found: {path}")
+        raise MissingInputError(f"list file not found: {path}")
     data = file.read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)

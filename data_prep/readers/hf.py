@@ -10,31 +10,22 @@ optional; other columns are ignored. Counted as the Parquet reader counts.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from data_prep.document import Document
+from data_prep.inputs import input_name, location_of
+from data_prep.readers.parquet import column_metadata
 from data_prep.stats import StageStats
 
 BATCH_ROWS = 1024
 
-
-def is_hf_dataset(path: Path) -> bool:
-    """A local directory written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
-    return path.is_dir() and (
-        (path / "dataset_info.json").is_file()
-        and (path / "state.json").is_file()
-        or (path / "dataset_dict.json").is_file()
-    )
+__all__ = ["BATCH_ROWS", "read_hf"]
 
 
 def read_hf(
     source: Any, stats: StageStats, *, default_source: str = "hf", batch_rows: int = BATCH_ROWS
 ) -> Iterator[Document]:
     from datasets import Dataset, DatasetDict, load_from_disk  # slow to import: only when needed
-
-    from data_prep.inputs import input_name, location_of
-    from data_prep.readers.parquet import _metadata
 
     path, name = location_of(source), input_name(source)
     loaded = load_from_disk(path)
@@ -62,7 +53,7 @@ def read_hf(
                     continue
                 stats.keep(len(text.encode("utf-8", errors="surrogatepass")))
                 doc_id = batch["id"][i] if "id" in batch else None
-                metadata = _metadata(batch["metadata"][i]) if "metadata" in batch else {}
+                metadata = column_metadata(batch["metadata"][i]) if "metadata" in batch else {}
                 if split:
                     metadata["split"] = split
                 yield Document(

@@ -98,7 +98,7 @@ def _open(source: Any) -> Iterator[IO[bytes]]:
         raw.seek(0)
         if magic[:2] == b"\x1f\x8b":
             with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                yield f
+                yield f  # type: ignore[misc]  # a GzipFile is a binary file, typeshed says otherwise
         elif magic == ZSTD_MAGIC:
             import pyarrow as pa  # zstd without another dependency
 

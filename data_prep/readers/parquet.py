@@ -52,14 +52,14 @@ def read_parquet(
                         text=text,
                         source=record.get("source") or default_source,
                         url=record.get("url") or "",
-                        metadata=_metadata(record.get("metadata")),
+                        metadata=column_metadata(record.get("metadata")),
                     )
         except (pa.ArrowException, OSError) as exc:
             stats.input += 1
             stats.error("corrupt_file", f"{path}:row {row} ({exc})")
 
 
-def _metadata(value: Any) -> dict[str, Any]:
+def column_metadata(value: Any) -> dict[str, Any]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):

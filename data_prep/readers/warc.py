@@ -59,7 +59,8 @@ def read_warc(path: Any, stats: StageStats) -> Iterator[Document]:
 def read_archive(
     source: Any, stats: StageStats, record_type: WarcRecordType, convert: Convert, *, parse_http: bool
 ) -> Iterator[Document]:
-    """The records of ``record_type`` in a WARC-format file (WARC, WET), through ``convert``, surviving damage."""
+    """The records of ``record_type`` in a WARC-format file (WARC, WET), through ``convert``,
+    surviving damage."""
     where, name = location_of(source), input_name(source)
     with open_input(source) as f:
         marker = GZIP_MAGIC if f.read(3) == GZIP_MAGIC else WARC_MAGIC
@@ -82,7 +83,8 @@ def _read_from(
     *,
     in_damage: bool,
 ) -> Generator[Document, None, int | None]:
-    """Yield documents from ``offset`` on; on damage, return the next record boundary to try (None: end of file).
+    """Yield documents from ``offset`` on; on damage, return the next record boundary to try
+    (None: end of file).
 
     A damaged spot is counted once: a retry that fails before any record (``in_damage``)
     is the same spot, and the retries walk it boundary by boundary until records parse again.
@@ -154,7 +156,7 @@ def _document(record: WarcRecord, body: bytes, name: str, stats: StageStats) -> 
         id=(record.record_id or f"{name}:{record.stream_pos}").strip("<>"),
         text=_decode(body, record.http_charset, stats),
         source="cc",
-        url=record.headers.get("WARC-Target-URI", "").strip("<>"),  # wget writes <url>
+        url=(record.headers.get("WARC-Target-URI") or "").strip("<>"),  # wget writes <url>
         metadata={
             "date": record_date.isoformat() if record_date else "",
             "warc_file": name,
@@ -174,7 +176,7 @@ def _was_decoded(record: WarcRecord) -> bool:
     """Chunked or compressed payloads shrink when fastwarc decodes them, so their length proves nothing."""
     headers = record.http_headers
     return any(
-        headers.get(name, "identity").lower() != "identity"
+        (headers.get(name, "identity") or "").lower() != "identity"
         for name in ("Transfer-Encoding", "Content-Encoding")
     )
 
@@ -191,7 +193,7 @@ def _decode(body: bytes, declared: str | None, stats: StageStats | None = None) 
         except UnicodeDecodeError:
             if stats is not None:
                 stats.count("charset_fallback")
-    return bytes_to_str(body, detect_encoding(body, from_html_meta=True), errors="replace")
+    return bytes_to_str(body, detect_encoding(body, from_html_meta=True) or "utf-8", errors="replace")
 
 
 def _find(f: BinaryIO, marker: bytes, start: int) -> int | None:

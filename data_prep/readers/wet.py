@@ -40,12 +40,12 @@ def _conversion(record: WarcRecord, stats: StageStats, path: str, name: str) -> 
         id=(record.record_id or f"{name}:{record.stream_pos}").strip("<>"),
         text=text,
         source="cc",
-        url=headers.get("WARC-Target-URI", "").strip("<>"),
+        url=(headers.get("WARC-Target-URI") or "").strip("<>"),
         metadata={
             "date": record_date.isoformat() if record_date else "",
             "warc_file": name,
             "offset": record.stream_pos,
             "language": headers.get("WARC-Identified-Content-Language", ""),
-            "refers_to": headers.get("WARC-Refers-To", "").strip("<>"),
+            "refers_to": (headers.get("WARC-Refers-To") or "").strip("<>"),
         },
     )

@@ -25,7 +25,8 @@ from data_prep.stats import StageStats
 
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 _REDIRECT = re.compile(r"\s*#[^\s\[]+\s*:?\s*\[\[")
-"""``#REDIRECT [[X]]`` in any language (``#WEITERLEITUNG``, ``#ПРЕНАСОЧВАНЕ``); old schemas have no <redirect>."""
+"""``#REDIRECT [[X]]`` in any language (``#WEITERLEITUNG``, ``#ПРЕНАСОЧВАНЕ``); old schemas have
+no <redirect>."""
 _DISAMBIGUATION = re.compile(
     r"\{\{\s*(disambig\w*|dab|hndis|geodis|numberdis|shipindex|begriffsklärung|homonymie|desambiguación|"
     r"disambigua|пояснение|многозначность)\s*[|}]",
@@ -78,7 +79,7 @@ def _open(source: Any) -> Iterator[IO[bytes]]:
                 yield f
         elif magic[:2] == b"\x1f\x8b":
             with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                yield f
+                yield f  # type: ignore[misc]  # a GzipFile is a binary file, typeshed says otherwise
         else:
             yield raw
 

@@ -9,9 +9,11 @@ a mixture is applied) and the command/config that made it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from pipeline.core.errors import InputError, MissingInputError
+from pipeline.core.files import atomic_write_json
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -30,7 +32,8 @@ def build_manifest(
     command: str,
     counts: dict[str, int] | None = None,
 ) -> dict:
-    """``counts`` are run-wide counts that no shard holds (e.g. ``skipped_empty`` documents); they join the totals."""
+    """``counts`` are run-wide counts that no shard holds (e.g. ``skipped_empty`` documents); they
+    join the totals."""
     shards = sorted(shards, key=lambda shard: shard["path"])
     by_split = {split: _count([s for s in shards if s["split"] == split]) for split in SPLITS}
     by_source = {
@@ -51,28 +54,25 @@ def build_manifest(
 
 def write_manifest(directory: str | Path, manifest: dict) -> Path:
     path = Path(directory) / MANIFEST_FILE
-    tmp = path.with_name(f".{MANIFEST_FILE}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, manifest)
 
 
 def load_manifest(directory: str | Path) -> dict:
     """Read and check ``<directory>/manifest.json``; errors are one line naming the file."""
     path = Path(directory) / MANIFEST_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST_FILE} in {directory} (run `lmpipe data tokenize` first)")
+        raise MissingInputError(f"no {MANIFEST_FILE} in {directory} (run `lmpipe data tokenize` first)")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
     _check(path, manifest)
     return manifest
 
 
 def _check(path: Path, manifest: Any) -> None:
     def fail(message: str) -> None:
-        raise ValueError(f"{path}: {message}")
+        raise InputError(f"{path}: {message}")
 
     if not isinstance(manifest, dict):
         fail("expected a JSON object")

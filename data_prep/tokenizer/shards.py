@@ -8,13 +8,14 @@ written (``shard_size_bytes`` bounds it). Files appear atomically (temp + rename
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from pipeline.core.files import file_sha256
 
 COLUMN = "input_ids"
 SHARDS_SUBDIR = "shards"
@@ -42,14 +43,6 @@ def shard_task(name: str) -> int | None:
     """The task that wrote the shard (or temp file) ``name``; None for any other file."""
     match = SHARD_FILE.fullmatch(name)
     return int(match["task"]) if match else None
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ShardWriter:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from pipeline.core.errors import ConfigError, InputError
+
 HF_CONFIG_FILE = "tokenizer_config.json"
 CANDIDATES = {
     "eos": ("<|eos|>", "<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"),
@@ -56,14 +58,16 @@ def find_special_tokens(
         for role, given in (("eos", eos), ("bos", bos), ("pad", ""))
     }
     if found["eos"] is None:
-        raise ValueError(
+        raise InputError(
             f"{path}: no end-of-document token: none of {', '.join(CANDIDATES['eos'])} is in its "
             "vocabulary; name it with eos_token=..."
         )
     ids = {role: None if name is None else tokenizer.token_to_id(name) for role, name in found.items()}
+    eos_id = ids["eos"]
+    assert eos_id is not None  # _find only returns a token that is in the vocabulary
     return SpecialTokens(
         eos=found["eos"],
-        eos_id=ids["eos"],
+        eos_id=eos_id,
         bos=found["bos"],
         bos_id=ids["bos"],
         pad=found["pad"],
@@ -74,7 +78,7 @@ def find_special_tokens(
 def _find(tokenizer: Tokenizer, path: Path, role: str, given: str, declared: str | None) -> str | None:
     if given:
         if tokenizer.token_to_id(given) is None:
-            raise ValueError(f"{path}: {role}_token {given!r} is not in its vocabulary")
+            raise ConfigError(f"{path}: {role}_token {given!r} is not in its vocabulary")
         return given
     names = ([declared] if declared else []) + list(CANDIDATES[role])
     return next((name for name in names if tokenizer.token_to_id(name) is not None), None)

@@ -3,7 +3,7 @@
 One task per input parquet file (numbered in sorted order over all inputs), so the
 output does not depend on the number of workers or the executor. Tasks run as one
 ``tokenize`` stage on the data-prep executors: a local process pool or a Slurm job array
-(whose elements run ``data_prep.tokenizer.task_main``). A task writes
+(whose elements run ``launch.slurm.task``). A task writes
 ``shards/<split>-<source>-<task>-<n>.arrow`` and, last, ``completions/<task>.done``
 holding its shard entries and counts; a rerun skips tasks whose marker matches the
 current settings and redoes the others from scratch. The manifest is assembled from the
@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import sys
 from functools import partial
 from pathlib import Path
@@ -35,12 +34,13 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from data_prep.executor import Progress, Stage, TaskFn
+from data_prep.executor.local import LocalExecutor
+from data_prep.executor.slurm import SlurmExecutor
 from data_prep.tokenizer.config import TokenizeConfig
 from data_prep.tokenizer.manifest import MANIFEST_FILE, build_manifest, write_manifest
 from data_prep.tokenizer.shards import (
     SHARDS_SUBDIR,
     ShardWriter,
-    file_sha256,
     shard_task,
     token_dtype,
 )
@@ -50,9 +50,10 @@ from data_prep.tokenizer.train import (
     TOKENIZER_FILE,
     find_doc_files,
 )
+from pipeline.core.errors import InputError, MissingInputError
+from pipeline.core.files import CONFIG_FILE, atomic_write_json, atomic_write_text, file_sha256
 
 STAGE = "tokenize"
-TASK_MAIN = "data_prep.tokenizer.task_main"
 COMPLETIONS_SUBDIR = "completions"
 DOC_COLUMNS = ("id", "text", "source")
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_]+")  # '-' separates the parts of a shard name
@@ -101,7 +102,7 @@ def resolve_tokenizer(path: str | Path) -> Path:
     path = Path(path)
     file = path / TOKENIZER_FILE if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"tokenizer not found: {file}")
+        raise MissingInputError(f"tokenizer not found: {file}")
     return file
 
 
@@ -161,7 +162,7 @@ def tokenize(cfg: TokenizeConfig, progress: Progress | None = None) -> dict:
         command=shlex.join(sys.argv),
         counts={"input_files": len(tasks), **{key: sum(m.get(key, 0) for m in markers) for key in COUNTS}},
     )
-    cfg.save(output / "config.yaml")
+    cfg.save(output / CONFIG_FILE)
     write_manifest(output, manifest)
     return manifest
 
@@ -183,7 +184,7 @@ def run_task(task: TokenizeTask, progress: Progress | None = None) -> int:
     parquet = pq.ParquetFile(task.input)
     missing = set(DOC_COLUMNS) - set(parquet.schema_arrow.names)
     if missing:
-        raise ValueError(f"{task.input}: missing column(s) {', '.join(sorted(missing))}")
+        raise InputError(f"{task.input}: missing column(s) {', '.join(sorted(missing))}")
     for batch in parquet.iter_batches(batch_size=task.batch_size, columns=list(DOC_COLUMNS)):
         groups = _texts_by_key(batch, task)
         texts = [text for group in groups.values() for text in group]
@@ -212,9 +213,7 @@ def run_task(task: TokenizeTask, progress: Progress | None = None) -> int:
             progress(len(texts))
     entries = [entry for key in sorted(writers) for entry in writers[key].close()]
     marker = {**task.settings, "docs": docs, "skipped_empty": skipped_empty, "shards": entries}
-    tmp = task.marker.with_name(f".{task.marker.name}.tmp")
-    tmp.write_text(json.dumps(marker, indent=1))
-    os.replace(tmp, task.marker)
+    atomic_write_json(task.marker, marker)
     return docs
 
 
@@ -235,7 +234,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a malformed file
-        raise ValueError(f"{path}: not a tokenizers tokenizer.json ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: not a tokenizers tokenizer.json ({str(exc).splitlines()[0]})") from None
     tokenizer.encode_special_tokens = True
     return tokenizer
 
@@ -251,7 +250,7 @@ def _texts_by_key(batch: Any, task: TokenizeTask) -> dict[tuple[str, str], list[
         if not text:
             continue
         if source not in valid:
-            raise ValueError(
+            raise InputError(
                 f"{task.input}: document {doc_id!r} has source {source!r}; "
                 f"sources must match {SOURCE_PATTERN.pattern}"
             )
@@ -260,19 +259,14 @@ def _texts_by_key(batch: Any, task: TokenizeTask) -> dict[tuple[str, str], list[
 
 
 def _make_executor(cfg: TokenizeConfig) -> Any:
-    """A local process pool, or Slurm job arrays whose elements run ``TASK_MAIN``."""
+    """A local process pool, or Slurm job arrays whose elements run ``launch.slurm.task``."""
     if cfg.executor == "slurm":
-        from data_prep.executor.slurm import SlurmExecutor
-
         return SlurmExecutor(
             cfg.slurm,
             Path(cfg.output) / "slurm",
             cfg.to_dict(),
             lambda _stage, task: is_done(task),
-            entry=TASK_MAIN,
         )
-    from data_prep.executor.local import LocalExecutor
-
     return LocalExecutor(cfg.workers)
 
 
@@ -321,7 +315,5 @@ def _copy_tokenizer(source: Path, output: Path) -> Path:
         if not origin.is_file():
             target.unlink(missing_ok=True)
             continue
-        tmp = target.with_name(f".{name}.tmp")
-        shutil.copyfile(origin, tmp)
-        os.replace(tmp, target)
+        atomic_write_text(target, origin.read_text())
     return output / TOKENIZER_FILE

@@ -11,8 +11,6 @@ and which are the chat markers; tokenizer.json alone does not say.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from data_prep.tokenizer.config import TokenizerTrainConfig
 from data_prep.tokenizer.special import HF_CONFIG_FILE
+from pipeline.core.errors import InputError, MissingInputError
+from pipeline.core.files import CONFIG_FILE, atomic_write_json, atomic_write_text
 
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
@@ -33,10 +33,10 @@ def find_doc_files(docs_dir: str | Path) -> list[Path]:
     """The ``docs/*.parquet`` files of a data-prep output directory, sorted by name."""
     docs_dir = Path(docs_dir)
     if not docs_dir.is_dir():
-        raise FileNotFoundError(f"docs directory not found: {docs_dir}")
+        raise MissingInputError(f"docs directory not found: {docs_dir}")
     files = sorted((docs_dir / "docs").glob("*.parquet"))
     if not files:
-        raise FileNotFoundError(f"no docs/*.parquet in {docs_dir} (is it a data prep output directory?)")
+        raise MissingInputError(f"no docs/*.parquet in {docs_dir} (is it a data prep output directory?)")
     return files
 
 
@@ -64,7 +64,8 @@ def new_byte_level_bpe() -> Tokenizer:
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
-    """Train on ``cfg.input``; write tokenizer.json, the transformers side files and config.yaml to ``cfg.output``.
+    """Train on ``cfg.input``; write tokenizer.json, the transformers side files and config.yaml
+    to ``cfg.output``.
 
     Returns the path of tokenizer.json.
     """
@@ -87,16 +88,14 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     )
     tokenizer.train_from_iterator(counted(iter_texts(files, cfg.max_bytes)), trainer=trainer)
     if sampled_docs == 0:
-        raise ValueError(f"no text to train on in {Path(cfg.input) / 'docs'} (every document is empty)")
+        raise InputError(f"no text to train on in {Path(cfg.input) / 'docs'} (every document is empty)")
 
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     path = output / TOKENIZER_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tokenizer.save(str(tmp))
-    tmp.replace(path)
+    atomic_write_text(path, tokenizer.to_str(pretty=True))
     write_transformers_files(output, cfg)
-    cfg.save(output / "config.yaml")
+    cfg.save(output / CONFIG_FILE)
     return path
 
 
@@ -110,6 +109,4 @@ def write_transformers_files(output: Path, cfg: TokenizerTrainConfig) -> None:
         **special,
     }
     for name, data in ((SPECIAL_TOKENS_MAP_FILE, special), (HF_CONFIG_FILE, hf_config)):
-        tmp = output / f".{name}.tmp"
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, output / name)
+        atomic_write_json(output / name, data)

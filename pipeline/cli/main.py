@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 from pipeline.cli import data, demo, hf, launch, sweep, train
 from pipeline.cli import eval as evaluate
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import UserError
 
-USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError)
+USER_ERRORS = (UserError,)
+"""What ends as one ``lmpipe: error: ...`` line and exit 2; anything else is a bug and keeps its traceback."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,7 +55,8 @@ def finetune_config(args: argparse.Namespace) -> FinetuneJobConfig:
 
 def _run_train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
-    from pipeline.train.preemption import EXIT_PREEMPTED, Preempted
+    from pipeline.core.files import EXIT_PREEMPTED
+    from pipeline.train.preemption import Preempted
     from pipeline.train.pretrain import train
 
     try:

@@ -26,3 +26,7 @@ class MissingInputError(InputError, FileNotFoundError):
 
 class ResumeError(UserError):
     """A refusal to resume or start from a checkpoint: another model, tokenizer, strategy state or run."""
+
+
+class RunFailed(UserError):
+    """A job this command started (a sweep's child run) failed; its own output, printed above, says why."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 CONFIG_FILE = "config.yaml"
 """The resolved config a run, a prep output or a checkpoint step keeps beside its output."""
@@ -32,6 +34,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """``with atomic_open(path) as f:`` writes a hidden temp file beside ``path`` and renames it over
+    ``path`` when the block ends without an exception: for writers that want a file object
+    (``np.save``), with the same guarantee as ``atomic_write_text``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, mode) as f:
+        yield f
+    os.replace(tmp, path)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

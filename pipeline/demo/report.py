@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
-if TYPE_CHECKING:
-    from pipeline.demo.run import DemoReport
+
+@dataclass
+class DemoReport:
+    """What the closing table shows; filled stage by stage."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    prep: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    unigram_ppl: float = 0.0
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    sample: str = ""
+    chat: dict[str, str] = field(default_factory=dict)
+    """One instruction: its prompt, the fine-tuned model's answer and the reference answer."""
+    export: dict[str, Any] = field(default_factory=dict)
+    """Where the fine-tuned model went in Hugging Face format, and its logits' largest gap to ours there."""
 
 
 def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
@@ -18,6 +34,21 @@ def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
     table.add_column("stage")
     table.add_column("what happened")
     table.add_column("seconds", justify="right")
+    _data_rows(table, report)
+    _model_rows(table, report)
+    _output_rows(table, report)
+    table.add_row("total", "", f"{sum(report.seconds.values()):.1f}", style="bold")
+    footer = Text.assemble(
+        ("Outputs: ", "bold"),
+        f"{workdir}\n",
+        ("MLflow:  ", "bold"),
+        f"mlflow ui --backend-store-uri sqlite:///{workdir}/mlflow.db",
+    )
+    return table, footer
+
+
+def _data_rows(table: Table, report: DemoReport) -> None:
+    """corpus, prep, tokenizer, tokenize."""
     seconds = report.seconds
 
     totals = report.prep["totals"]
@@ -50,6 +81,10 @@ def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
         _s(seconds, "tokenize"),
     )
 
+
+def _model_rows(table: Table, report: DemoReport) -> None:
+    """pretrain, finetune, eval."""
+    seconds = report.seconds
     pre = report.pretrain
     beats = pre["final_val_ppl"] < report.unigram_ppl / 2
     verdict = "well below" if beats else "NOT well below"
@@ -77,6 +112,11 @@ def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
         f"perplexity {evaluation['ppl']:.1f}{bpb} over {evaluation['tokens']:,} tokens",
         _s(seconds, "eval"),
     )
+
+
+def _output_rows(table: Table, report: DemoReport) -> None:
+    """generate, export."""
+    seconds = report.seconds
     sample = " ".join(report.sample.split())
     chat = report.chat
     table.add_row(
@@ -102,15 +142,6 @@ def render_report(report: DemoReport, *, workdir: Path) -> tuple[Table, Text]:
     table.add_row(
         "export", f"fine-tuned model in Hugging Face format, {export['dir']}\n{proof}", _s(seconds, "export")
     )
-    table.add_row("total", "", f"{sum(seconds.values()):.1f}", style="bold")
-
-    footer = Text.assemble(
-        ("Outputs: ", "bold"),
-        f"{workdir}\n",
-        ("MLflow:  ", "bold"),
-        f"mlflow ui --backend-store-uri sqlite:///{workdir}/mlflow.db",
-    )
-    return table, footer
 
 
 def _val(result: dict[str, Any]) -> str:

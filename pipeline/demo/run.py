@@ -8,6 +8,7 @@ user takes, only smaller.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,10 +16,29 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from data_prep.config import PrepConfig
+from data_prep.prep import run_prep
+from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
+from data_prep.tokenizer.tokenize import tokenize
+from data_prep.tokenizer.train import train_tokenizer
+from launch.torchrun import run_torchrun
+from pipeline.config.eval import EvalJobConfig, GenerateJobConfig
 from pipeline.config.finetune import FinetuneJobConfig, SFTDataConfig
 from pipeline.config.model import ModelConfig
 from pipeline.config.train import DataConfig, LoopConfig, TrackingConfig, TrainJobConfig
 from pipeline.core.config import Config, require
+from pipeline.core.progress import console, counting_progress
+from pipeline.demo.corpus import CorpusFiles, generate_corpus
+from pipeline.demo.report import DemoReport, render_report
+from pipeline.eval.evaluate import evaluate
+from pipeline.eval.generate import generate
+from pipeline.hf.export import export_hf
+from pipeline.train.checkpoint import load_model_for_inference
+from pipeline.train.data import unigram_perplexity
+
+__all__ = ["DemoConfig", "run_demo"]
 
 
 def _demo_pretrain() -> LoopConfig:
@@ -66,53 +86,43 @@ class DemoConfig(Config):
         require(self.vocab_size > 512, f"{prefix}vocab_size", "must be > 512")
 
 
-@dataclass
-class DemoReport:
-    """What the closing table shows; filled stage by stage."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    prep: dict[str, Any] = field(default_factory=dict)
-    manifest: dict[str, Any] = field(default_factory=dict)
-    unigram_ppl: float = 0.0
-    pretrain: dict[str, Any] = field(default_factory=dict)
-    finetune: dict[str, Any] = field(default_factory=dict)
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    sample: str = ""
-    chat: dict[str, str] = field(default_factory=dict)
-    """One instruction: its prompt, the fine-tuned model's answer and the reference answer."""
-    export: dict[str, Any] = field(default_factory=dict)
-    """Where the fine-tuned model went in Hugging Face format, and its logits' largest gap to ours there."""
-
-
 def run_demo(cfg: DemoConfig) -> int:
-    from pipeline.core.progress import console
-
     work = Path(cfg.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     cfg.save(work / "demo.yaml")
     report = DemoReport()
     stage = _stage_timer(report, console)
-    tracking_uri = f"sqlite:///{work}/mlflow.db"
-
     with stage("corpus"):
-        from pipeline.demo.corpus import generate_corpus
-
         corpus = generate_corpus(work / "corpus", seed=cfg.seed)
+    _data_stages(cfg, work, corpus, report, stage)
+    _training_stages(cfg, work, corpus, report, stage)
+    with stage("eval"):
+        report.evaluation = evaluate(
+            EvalJobConfig(checkpoint=str(work / "pretrain"), shards=str(work / "shards"))
+        )["lm"]
+    with stage("generate"):
+        _generate(cfg, work, corpus, report)
+    with stage("export"):
+        report.export = _export_and_check(work / "finetune", work / "hf")
 
+    (work / "report.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
+    table, footer = render_report(report, workdir=work)
+    console.print(table)
+    console.print(footer, soft_wrap=True)
+    return 0
+
+
+def _data_stages(
+    cfg: DemoConfig, work: Path, corpus: CorpusFiles, report: DemoReport, stage: Callable[[str], Any]
+) -> None:
+    """prep -> train-tokenizer -> tokenize, through the functions the ``lmpipe data`` verbs call."""
     with stage("prep"):
-        from data_prep.config import PrepConfig
-        from data_prep.prep import run_prep
-        from pipeline.core.progress import counting_progress
-
         prep_cfg = PrepConfig(input=[str(corpus.warc), str(corpus.wiki)], output=str(work / "data"))
         prep_cfg.validate()
         with counting_progress("prep: documents read") as advance:
             report.prep = run_prep(prep_cfg, progress=advance)
 
     with stage("train-tokenizer"):
-        from data_prep.tokenizer.config import TokenizerTrainConfig
-        from data_prep.tokenizer.train import train_tokenizer
-
         tok_cfg = TokenizerTrainConfig(
             input=str(work / "data"), output=str(work / "tokenizer"), vocab_size=cfg.vocab_size
         )
@@ -120,10 +130,6 @@ def run_demo(cfg: DemoConfig) -> int:
         train_tokenizer(tok_cfg)
 
     with stage("tokenize"):
-        from data_prep.tokenizer.config import TokenizeConfig
-        from data_prep.tokenizer.tokenize import tokenize
-        from pipeline.train.data import unigram_perplexity
-
         shards = work / "shards"
         tokenize_cfg = TokenizeConfig(
             input=[str(work / "data")],
@@ -136,12 +142,17 @@ def run_demo(cfg: DemoConfig) -> int:
             report.manifest = tokenize(tokenize_cfg, progress=advance)
         report.unigram_ppl = unigram_perplexity(shards)
 
-    tracking = TrackingConfig(uri=tracking_uri, experiment="lmpipe-demo")
+
+def _training_stages(
+    cfg: DemoConfig, work: Path, corpus: CorpusFiles, report: DemoReport, stage: Callable[[str], Any]
+) -> None:
+    """pretrain -> finetune, each under torchrun."""
+    tracking = TrackingConfig(uri=f"sqlite:///{work}/mlflow.db", experiment="lmpipe-demo")
     with stage("pretrain"):
         train_cfg = TrainJobConfig(
             output_dir=str(work / "pretrain"),
             model=cfg.model,
-            data=DataConfig(shards=str(shards)),
+            data=DataConfig(shards=str(work / "shards")),
             train=cfg.pretrain,
             tracking=replace(tracking, run_name="demo-pretrain"),
         )
@@ -161,61 +172,38 @@ def run_demo(cfg: DemoConfig) -> int:
             "finetune", finetune_cfg, work / "configs" / "finetune.yaml", cfg.nproc_per_node
         )
 
-    with stage("eval"):
-        from pipeline.config.eval import EvalJobConfig
-        from pipeline.eval.evaluate import evaluate
 
-        report.evaluation = evaluate(EvalJobConfig(checkpoint=str(work / "pretrain"), shards=str(shards)))[
-            "lm"
-        ]
-
-    with stage("generate"):
-        from pipeline.config.eval import GenerateJobConfig
-        from pipeline.eval.generate import generate
-
-        report.sample = generate(
-            GenerateJobConfig(
-                checkpoint=str(work / "pretrain"),
-                prompt=cfg.prompt,
-                max_new_tokens=48,
-                temperature=0.7,
-                seed=cfg.seed,
-            )
+def _generate(cfg: DemoConfig, work: Path, corpus: CorpusFiles, report: DemoReport) -> None:
+    """A sample from the pretrained model, and the fine-tuned model's answer to the first instruction."""
+    report.sample = generate(
+        GenerateJobConfig(
+            checkpoint=str(work / "pretrain"),
+            prompt=cfg.prompt,
+            max_new_tokens=48,
+            temperature=0.7,
+            seed=cfg.seed,
         )
-        with open(corpus.sft) as records:
-            instruction = json.loads(records.readline())
-        answer = generate(
-            GenerateJobConfig(
-                checkpoint=str(work / "finetune"),
-                prompt=instruction["prompt"],
-                chat=True,
-                max_new_tokens=32,
-                temperature=0.0,
-            )
+    )
+    with open(corpus.sft) as records:
+        instruction = json.loads(records.readline())
+    answer = generate(
+        GenerateJobConfig(
+            checkpoint=str(work / "finetune"),
+            prompt=instruction["prompt"],
+            chat=True,
+            max_new_tokens=32,
+            temperature=0.0,
         )
-        report.chat = {
-            "prompt": instruction["prompt"],
-            "answer": answer,
-            "reference": instruction["response"],
-        }
-
-    with stage("export"):
-        report.export = _export_and_check(work / "finetune", work / "hf")
-
-    (work / "report.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
-    from pipeline.demo.report import render_report
-
-    table, footer = render_report(report, workdir=work)
-    console.print(table)
-    console.print(footer, soft_wrap=True)
-    return 0
+    )
+    report.chat = {
+        "prompt": instruction["prompt"],
+        "answer": answer,
+        "reference": instruction["response"],
+    }
 
 
 def _run_ranks(verb: str, job_cfg: Config, config_path: Path, nproc_per_node: int) -> dict[str, Any]:
     """Save the resolved config, run the verb under torchrun, return the result.json rank 0 wrote."""
-    from launch.torchrun import run_torchrun
-    from pipeline.core.progress import console
-
     job_cfg.validate()
     job_cfg.save(config_path)
     code = run_torchrun(
@@ -245,13 +233,6 @@ def _stage_timer(report: DemoReport, console: Any) -> Callable[[str], Any]:
 def _export_and_check(checkpoint: Path, output: Path) -> dict[str, Any]:
     """Export ``checkpoint`` as a Hugging Face Llama directory, load it with ``transformers`` and compare
     its logits with ours on one sequence: the proof that the export works, not just that it was written."""
-    import shutil
-
-    import torch
-
-    from pipeline.hf.interop import export_hf
-    from pipeline.train.checkpoint import load_model_for_inference
-
     shutil.rmtree(output, ignore_errors=True)  # the demo owns its workdir; a rerun exports afresh
     export_hf(checkpoint, output)
     try:

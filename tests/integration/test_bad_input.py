@@ -6,7 +6,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-import os
 import re
 import resource
 import subprocess
@@ -23,10 +22,7 @@ from data_prep.readers.warc import read_warc
 from data_prep.stats import StageStats
 from pipeline.cli.main import main
 from pipeline.demo.corpus import CorpusFiles, generate_corpus
-
-FIXTURES = Path(
-    os.environ.get("LMPIPE_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")
-)
+from pipeline.testing import require_fixture
 
 
 @pytest.fixture(scope="module")
@@ -295,9 +291,7 @@ def test_a_50mb_html_record_completes_in_bounded_time_and_memory(corpus, clean, 
 
 
 def test_utf16_wiki_dump_with_bom(corpus, tmp_path, capsys):
-    dump = FIXTURES / "wiki" / "bgwiki-latest-pages-articles-shortened.xml.bz2"
-    if not dump.is_file():
-        pytest.skip(f"shared fixture {dump} not present")
+    dump = require_fixture("wiki/bgwiki-latest-pages-articles-shortened.xml.bz2")
     stats, err = prep([dump, corpus.warc], tmp_path / "out", capsys)
     task = task_of(stats, dump)
     assert task["input"] == 3

@@ -48,7 +48,8 @@ def test_demo_runs_the_whole_loop(tmp_path: Path):
     for stage in ("data", "tokenizer", "shards", "pretrain", "finetune"):
         assert (workdir / stage / "config.yaml").is_file(), f"no resolved config next to {stage}/"
 
-    # A client, not mlflow.set_tracking_uri: that sets $MLFLOW_TRACKING_URI for every later test in the process.
+    # A client, not mlflow.set_tracking_uri: that sets $MLFLOW_TRACKING_URI for every later test in
+    # the process.
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("lmpipe-demo").experiment_id])
     assert sorted(run.info.run_name for run in runs) == ["demo-finetune", "demo-pretrain"]

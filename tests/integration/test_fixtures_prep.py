@@ -4,7 +4,6 @@ no crash, every record accounted for, and the kept/dropped split each file's con
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +11,20 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.testing import SHARED_FIXTURES, require_fixture
+
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("LMPIPE_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = SHARED_FIXTURES
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 
-pytestmark = pytest.mark.skipif(
-    not (FIXTURES / "warc").is_dir() or not (FIXTURES / "wiki").is_dir(),
-    reason=f"shared fixtures not present at {FIXTURES}",
-)
+pytestmark = pytest.mark.usefixtures("shared_fixtures_present")
+
+
+@pytest.fixture(scope="module")
+def shared_fixtures_present() -> None:
+    """Skip without the shared fixtures; fail under CI=true."""
+    require_fixture("warc")
+    require_fixture("wiki")
 
 
 def prep(recipe: str, inputs: list[Path], output: Path, *overrides: str) -> dict:

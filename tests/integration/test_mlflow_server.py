@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config.train import TrackingConfig, TrainJobConfig
+from pipeline.core.files import file_sha256
 from pipeline.testing import free_port, make_tiny_corpus
-from pipeline.train.tracking import Tracker, file_sha256
+from pipeline.train.tracking import Tracker
 
 pytestmark = pytest.mark.slow
 

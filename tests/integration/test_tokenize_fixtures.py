@@ -5,7 +5,6 @@ and its rows decode back to the kept documents' text, each followed by EOS."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -17,19 +16,24 @@ from datasets import Dataset, List, Value
 from tokenizers import Tokenizer
 
 from data_prep.tokenizer.tokenize import split_of
+from pipeline.testing import SHARED_FIXTURES, require_fixture
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("LMPIPE_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = SHARED_FIXTURES
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 LANGUAGES = "[en,bg,es,zh,ja,ru,nl,de,da,fr]"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (FIXTURES / "warc").is_dir() or not (FIXTURES / "wiki").is_dir(),
-        reason=f"shared fixtures not present at {FIXTURES}",
-    ),
+    pytest.mark.usefixtures("shared_fixtures_present"),
 ]
+
+
+@pytest.fixture(scope="module")
+def shared_fixtures_present() -> None:
+    """Skip without the shared fixtures; fail under CI=true."""
+    require_fixture("warc")
+    require_fixture("wiki")
 
 
 def lmpipe(*args: str) -> str:

@@ -14,10 +14,11 @@ from datasets import Dataset, List, Value
 from tokenizers import Tokenizer
 
 from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
-from data_prep.tokenizer.shards import file_sha256
 from data_prep.tokenizer.tokenize import split_of, tokenize
 from data_prep.tokenizer.train import train_tokenizer
-from pipeline.train.data import TokenWindows, unigram_perplexity
+from pipeline.core.files import file_sha256
+from pipeline.train.data import unigram_perplexity
+from pipeline.train.windows import TokenWindows
 
 WORDS = [
     "the",

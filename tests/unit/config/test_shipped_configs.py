@@ -6,7 +6,7 @@ import pytest
 
 from data_prep.config import PrepConfig
 from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
-from launch.slurm_profile import SlurmProfile
+from launch.slurm.profile import SlurmProfile
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.config.train import TrainJobConfig
 from pipeline.demo.run import DemoConfig

@@ -23,7 +23,7 @@ def load_error(overrides, path=None) -> str:
 def test_overrides_reach_nested_fields_with_their_types():
     cfg = TrainJobConfig.load(None, [*VALID, "train.lr=3e-4", "model.size=14m", "train.max_steps=7"])
     assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
-    assert cfg.model.shape().d_model == 384
+    assert cfg.model.args().d_model == 384
     assert cfg.train.max_steps == 7
 
 

@@ -1,4 +1,5 @@
-"""Dedup across tasks: planted exact, URL and near duplicates found, unrelated docs left, same answer whatever the split."""
+"""Dedup across tasks: planted exact, URL and near duplicates found, unrelated docs left, same answer
+whatever the split."""
 
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def test_empty_and_punctuation_only_docs_share_the_empty_signature():
 def test_signatures_do_not_depend_on_pythonhashseed(corpus):
     code = (
         "import sys, numpy as np; from data_prep.dedup.minhash import MinHashConfig, minhash_signatures; "
-        "texts = sys.stdin.read().split('\\x00'); sys.stdout.write(minhash_signatures(texts, MinHashConfig()).tobytes().hex())"
+        "texts = sys.stdin.read().split('\\x00'); "
+        "sys.stdout.write(minhash_signatures(texts, MinHashConfig()).tobytes().hex())"
     )
     texts = "\x00".join(d.text for d in corpus[:5])
     outputs = {

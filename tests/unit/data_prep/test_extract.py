@@ -9,7 +9,9 @@ ARTICLE = """{{Infobox settlement
 | name = Varnholt
 | population = 12,000
 }}
-'''Varnholt''' is a town in [[Oster Vale|the Oster valley]].<ref>{{cite web |url=https://example.org |title=Atlas}}</ref> It lies on the [[Varn River]].<ref name="a"/>
+'''Varnholt''' is a town in [[Oster Vale|the Oster valley]].\
+<ref>{{cite web |url=https://example.org |title=Atlas}}</ref> \
+It lies on the [[Varn River]].<ref name="a"/>
 [[File:Varnholt bridge.jpg|thumb|The old bridge, 1890]]
 
 == History ==

@@ -11,12 +11,14 @@ from data_prep.config import ExtractConfig, PrepConfig
 from data_prep.document import Document
 from data_prep.extract import HtmlExtractor
 from pipeline.core.errors import ConfigError
+from pipeline.testing import require_module
 
 PARAGRAPHS = [
     "Varnholt is a market town on the Varn River, in the north of the Oster valley. The old town sits on a "
     "low hill above the river crossing, and its streets still follow the line of the medieval walls.",
     "The town was founded in 1204 by monks from Lorn, who built a mill and a small chapel beside the ford. "
-    "A weekly market was held from 1250, and the stone bridge that gives the town its coat of arms followed in 1310.",
+    "A weekly market was held from 1250, and the stone bridge that gives the town its coat of arms "
+    "followed in 1310.",
     "Today about twelve thousand people live in Varnholt. Most of them work in the timber trade, in the "
     "hospital on the eastern bank, or in the shops and workshops of the old town.",
 ]
@@ -50,7 +52,7 @@ PAGE = f"""<!DOCTYPE html>
 
 
 def extractor() -> HtmlExtractor:
-    pytest.importorskip("trafilatura")
+    require_module("trafilatura")
     return HtmlExtractor(ExtractConfig(html="trafilatura"))
 
 
@@ -78,7 +80,7 @@ def test_the_same_page_twice_gives_the_same_text():
 
 
 def test_prep_runs_end_to_end_with_trafilatura(corpus, tmp_path):
-    pytest.importorskip("trafilatura")
+    require_module("trafilatura")
     from data_prep.prep import run_prep
 
     cfg = PrepConfig(

@@ -16,6 +16,7 @@ from data_prep import inputs
 from data_prep.inputs import HttpFile, InputFile, RemoteInputError, RetryPolicy, expand_inputs, open_input
 from data_prep.readers import READERS
 from data_prep.stats import StageStats
+from pipeline.testing import require_module
 
 FAST = RetryPolicy(attempts=4, backoff=0.001, max_wait=0.01, timeout=5)
 
@@ -188,7 +189,7 @@ def test_missing_remote_file_is_not_retried():
 
 
 def test_s3_without_s3fs_says_what_to_install():
-    pytest.importorskip("fsspec")
+    require_module("fsspec")
     try:
         import s3fs  # noqa: F401
 

@@ -16,6 +16,7 @@ from data_prep.config import LanguageFilterConfig, PrepConfig
 from data_prep.document import Document
 from data_prep.filters.language import LanguageFilter
 from pipeline.core.errors import ConfigError
+from pipeline.testing import require_module
 
 WORDS = {
     "en": "the house is big and old we walk over the bridge to the river where children play every morning "
@@ -33,7 +34,7 @@ def sentence(rng: random.Random, language: str, n: int = 10) -> str:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
-    fasttext = pytest.importorskip("fasttext")
+    fasttext = require_module("fasttext")
     rng = random.Random(0)
     out = tmp_path_factory.mktemp("lid")
     train = out / "train.txt"

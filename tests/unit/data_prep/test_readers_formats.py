@@ -9,12 +9,14 @@ import pyarrow as pa
 import pytest
 
 from data_prep.document import Document
-from data_prep.readers import PRE_EXTRACTED, READERS, detect_format
+from data_prep.formats import PRE_EXTRACTED, detect_format
+from data_prep.readers import READERS
 from data_prep.readers.jsonl import read_jsonl
 from data_prep.readers.parquet import read_parquet
 from data_prep.readers.warc import read_warc
 from data_prep.stats import StageStats
 from data_prep.writers.parquet import ParquetWriter
+from pipeline.testing import require_module
 
 
 def read(fmt: str, source) -> tuple[list[Document], StageStats]:
@@ -167,7 +169,7 @@ def test_parquet_defaults_for_missing_columns(tmp_path):
 
 
 def test_saved_hf_dataset_reads_in_batches(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = require_module("datasets")
     rows = {
         "text": [f"doc {i}" for i in range(30)] + [""],
         "id": [f"r{i}" for i in range(31)],

@@ -1,4 +1,5 @@
-"""The Wikipedia reader: articles out; redirects, disambiguation and other namespaces counted; damage reported."""
+"""The Wikipedia reader: articles out; redirects, disambiguation and other namespaces counted; damage
+reported."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ import pyarrow as pa
 import pytest
 from datasets import Dataset, List, Value
 
-from data_prep.tokenizer.shards import ShardWriter, file_sha256, token_dtype
+from data_prep.tokenizer.shards import ShardWriter, token_dtype
+from pipeline.core.files import file_sha256
 
 
 def read_rows(path) -> list[list[int]]:

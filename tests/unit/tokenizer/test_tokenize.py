@@ -7,8 +7,8 @@ from tokenizers import Tokenizer
 
 from data_prep.summary import summarize_manifest
 from data_prep.tokenizer.config import TokenizeConfig
-from data_prep.tokenizer.shards import file_sha256
 from data_prep.tokenizer.tokenize import flat_with_eos, split_of, tokenize
+from pipeline.core.files import file_sha256
 
 
 def config(docs_dir, tokenizer_file, output, **overrides) -> TokenizeConfig:
