@@ -209,9 +209,8 @@ class DeepSpeedCheckpointer(Checkpointer):
         # Tensors and plain containers, plus the two DeepSpeed types the file holds (its ZeRO stage, its loss
         # scaler).
         with torch.serialization.safe_globals([ZeroStageEnum, LossScaler]):
-            saved = torch.load(
-                universal / "zero" / "optimizer_state.pt", map_location="cpu", weights_only=True
-            )
+            state_file = universal / "zero" / "optimizer_state.pt"
+            saved = torch.load(state_file, map_location="cpu", weights_only=True)
         groups = saved["optimizer_state_dict"]["param_groups"]
         for group, saved_group in zip(self.optimizer.param_groups, groups, strict=True):
             group.update({key: value for key, value in saved_group.items() if key != "params"})
