@@ -6,6 +6,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
+from launch.slurm.profile import SlurmArrayProfile
 from pipeline.core.config import Config, require, require_choice
 
 INPUT_FORMATS = ("auto", "warc", "wet", "wat", "wiki", "jsonl", "parquet", "hf")
@@ -62,11 +63,10 @@ class LanguageFilterConfig(Config):
 
 @dataclass
 class QualityFilterConfig(Config):
-    """Gopher's quality rules (Rae et al. 2021, appendix A); defaults are the published thresholds
-    except ``min_words`` (Gopher: 50) and ``min_stop_words`` (off here, 2 in the English recipes)."""
+    """Gopher's quality rules (Rae et al. 2021, appendix A); defaults are the published thresholds."""
 
     enabled: bool = True
-    min_words: int = 20
+    min_words: int = 50
     max_words: int = 100_000
     min_mean_word_length: float = 3.0
     max_mean_word_length: float = 10.0
@@ -78,10 +78,9 @@ class QualityFilterConfig(Config):
     """Most of the non-empty lines that may start with a bullet point."""
     max_ellipsis_line_fraction: float = 0.3
     """Most of the non-empty lines that may end with an ellipsis."""
-    min_stop_words: int = 0
-    """Fewest distinct English stop words (the, be, to, of, and, that, have, with) a document must hold;
-    Gopher uses 2. Off by default because it drops every non-English page as junk before the
-    language stage sees it; the English recipes (configs/data/cc.yaml, ...) turn it on."""
+    min_stop_words: int = 2
+    """Fewest distinct English stop words (the, be, to, of, and, that, have, with) a document must hold
+    (Gopher: 2). English-only, like the default language stage; 0 turns it off for other languages."""
 
     def check(self, prefix: str) -> None:
         require(0 <= self.min_words <= self.max_words, f"{prefix}min_words", "must be >= 0 and <= max_words")
@@ -102,27 +101,25 @@ class QualityFilterConfig(Config):
 
 @dataclass
 class RepetitionFilterConfig(Config):
-    """Gopher's repetition rules (Rae et al. 2021, table A1); each fraction is the most a document may have.
+    """Gopher's repetition rules (Rae et al. 2021, table A1); each fraction is the most a document may
+    have, and every character fraction is over all the document's characters."""
 
-    Off by default: the demo corpus's short templated pages repeat a person's full name in
-    most sentences (a top 2-gram share of 0.2-0.25), which Gopher rightly calls repetitive;
-    the recipes in configs/data/ turn it on."""
-
-    enabled: bool = False
+    enabled: bool = True
     max_duplicate_line_fraction: float = 0.30
     """Non-empty lines that repeat an earlier line, over all non-empty lines."""
     max_duplicate_line_char_fraction: float = 0.20
-    """Characters in those repeated lines, over the characters of all lines."""
+    """Characters in those repeated lines, over the document's characters."""
     max_duplicate_paragraph_fraction: float = 0.30
     """Paragraphs (split at blank lines) that repeat an earlier one, over all paragraphs."""
     max_duplicate_paragraph_char_fraction: float = 0.20
     top_ngram_fractions: list[float] = field(default_factory=lambda: [0.20, 0.18, 0.16])
-    """For n = 2, 3, 4: characters covered by the most frequent word n-gram, over all word characters."""
+    """For n = 2, 3, 4: word characters in every occurrence of the most frequent word n-gram (if it
+    occurs twice or more), over the document's characters."""
     duplicate_ngram_fractions: list[float] = field(
         default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10]
     )
     """For n = 5..10: characters of the words covered by any n-gram seen twice or more (each word
-    counted once), over all word characters."""
+    counted once), over the document's characters."""
 
     def check(self, prefix: str) -> None:
         for key in (
@@ -150,12 +147,10 @@ class RepetitionFilterConfig(Config):
 
 @dataclass
 class C4FilterConfig(Config):
-    """C4's line and page rules (Raffel et al. 2020, section 2.2); defaults are the published ones.
+    """C4's line and page rules (Raffel et al. 2020, section 2.2); defaults are the published ones (5
+    words a line, 3 sentences a page; datatrove's defaults, 3 and 5, are FineWeb's)."""
 
-    Off by default: it rewrites web text line by line, which the demo corpus does not need;
-    configs/data/cc.yaml turns it on."""
-
-    enabled: bool = False
+    enabled: bool = True
     sources: list[str] = field(default_factory=lambda: ["cc"])
     """Document sources it applies to; others pass untouched (Wikipedia has headings without full stops)."""
     min_words_per_line: int = 5
@@ -164,17 +159,49 @@ class C4FilterConfig(Config):
     """Pages with fewer sentences left after line removal are dropped (C4: 3)."""
     max_word_length: int = 1000
     """Lines with a longer word are removed."""
+    remove_unterminated_lines: bool = True
+    """Remove lines that do not end in ``.``, ``?``, ``!`` or ``"`` (or end in an ellipsis); FineWeb turns
+    this C4 rule off."""
     remove_javascript_lines: bool = True
     remove_policy_lines: bool = True
     """Lines about cookies, terms of use and privacy policies."""
     drop_lorem_ipsum: bool = True
     drop_curly_bracket: bool = True
-    """A ``{`` anywhere means code, and drops the page."""
+    """A ``{`` in a line that survives the line rules means code, and drops the page."""
+    remove_citations: bool = True
+    """Remove ``[1]``, ``[edit]`` and ``[citation needed]`` from each line before judging it."""
 
     def check(self, prefix: str) -> None:
         require(self.min_words_per_line >= 0, f"{prefix}min_words_per_line", "must be >= 0")
         require(self.min_sentences >= 0, f"{prefix}min_sentences", "must be >= 0")
         require(self.max_word_length >= 1, f"{prefix}max_word_length", "must be >= 1")
+
+
+@dataclass
+class FineWebQualityFilterConfig(Config):
+    """FineWeb's own quality rules (Penedo et al. 2024), after Gopher and C4; thresholds are FineWeb's.
+    Off by default (the default recipe is Gopher + C4); configs/data/fineweb.yaml turns it on."""
+
+    enabled: bool = False
+    min_line_punctuation_fraction: float = 0.12
+    """Fewest of the non-empty lines that must end in terminal punctuation."""
+    max_short_line_fraction: float = 0.67
+    """Most of the non-empty lines that may be ``short_line_length`` characters or shorter."""
+    short_line_length: int = 30
+    max_duplicate_line_char_fraction: float = 0.01
+    """Characters of lines repeating an earlier line, over the document's characters without newlines."""
+    max_newline_fraction: float = 0.3
+    """Most newlines per word (words and punctuation marks, as FineWeb's tokenizer counts them)."""
+
+    def check(self, prefix: str) -> None:
+        for key in (
+            "min_line_punctuation_fraction",
+            "max_short_line_fraction",
+            "max_duplicate_line_char_fraction",
+        ):
+            require(0.0 <= getattr(self, key) <= 1.0, f"{prefix}{key}", "must be in [0, 1]")
+        require(self.short_line_length >= 0, f"{prefix}short_line_length", "must be >= 0")
+        require(self.max_newline_fraction >= 0.0, f"{prefix}max_newline_fraction", "must be >= 0")
 
 
 @dataclass
@@ -256,7 +283,8 @@ class MinHashConfig(Config):
 class DedupConfig(Config):
     """Deduplication across every input of a run (not per file): each finished prep task leaves
     per-document keys, one ``cluster`` task decides what goes, and a removal task per input writes
-    the final ``docs/``. The first copy in (task name, position) order is kept."""
+    the final ``docs/``. Of exact and URL duplicates the first copy in (task name, position) order is
+    kept; of a near-duplicate cluster, its centre (``data_prep.dedup.minhash``)."""
 
     exact: bool = True
     """Drop documents whose normalised text (lower case, punctuation and spacing folded) was seen."""
@@ -273,36 +301,6 @@ class DedupConfig(Config):
 
 
 @dataclass
-class SlurmExecutorConfig(Config):
-    """``executor: slurm``: a job array per stage, one element per pending task (``--array=0-K%P``).
-    Empty / 0 values are left out of the sbatch script, so the cluster's defaults apply."""
-
-    partition: str = ""
-    time: str = ""
-    """Per-element time limit in any sbatch form (``30``, ``2:00:00``, ``1-00:00:00``)."""
-    cpus_per_task: int = 0
-    mem: str = ""
-    """Per-element memory, e.g. ``8G``."""
-    max_parallel: int = 0
-    """Most elements running at once (the ``%P`` of ``--array``); 0 = no cap."""
-    job_name: str = "lmpipe"
-    """Each stage's array is named ``<job_name>-<stage>`` (lmpipe-prep, lmpipe-cluster, lmpipe-dedup)."""
-    sbatch_args: list[str] = field(default_factory=list)
-    """Further sbatch options, one per item, e.g. ``["--qos=high", "--account=lm"]``."""
-    poll_seconds: float = 5.0
-    """Seconds between ``squeue`` polls while the array runs."""
-    timeout_minutes: float = 0.0
-    """Cancel the array and fail if it runs longer than this; 0 = wait as long as it takes."""
-
-    def check(self, prefix: str) -> None:
-        require(self.cpus_per_task >= 0, f"{prefix}cpus_per_task", "must be >= 0 (0 = the cluster's default)")
-        require(self.max_parallel >= 0, f"{prefix}max_parallel", "must be >= 0 (0 = no cap)")
-        require(bool(self.job_name.strip()), f"{prefix}job_name", "must not be empty")
-        require(self.poll_seconds > 0, f"{prefix}poll_seconds", "must be > 0")
-        require(self.timeout_minutes >= 0, f"{prefix}timeout_minutes", "must be >= 0 (0 = no limit)")
-
-
-@dataclass
 class PrepConfig(Config):
     input: list[str] = field(default_factory=list)
     """Paths or globs of WARC files and Wikipedia dumps."""
@@ -314,7 +312,8 @@ class PrepConfig(Config):
     """Processes, one input file each at a time (executor local)."""
     executor: str = "local"
     """local: this machine (``workers`` processes); slurm: a Slurm job array (see ``slurm``)."""
-    slurm: SlurmExecutorConfig = field(default_factory=SlurmExecutorConfig)
+    slurm: SlurmArrayProfile = field(default_factory=SlurmArrayProfile)
+    """``executor: slurm``: the cluster profile of each stage's job array (``launch.slurm.profile``)."""
     docs_per_shard: int = 50_000
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     language: LanguageFilterConfig = field(default_factory=LanguageFilterConfig)
@@ -322,6 +321,7 @@ class PrepConfig(Config):
     c4: C4FilterConfig = field(default_factory=C4FilterConfig)
     quality: QualityFilterConfig = field(default_factory=QualityFilterConfig)
     repetition: RepetitionFilterConfig = field(default_factory=RepetitionFilterConfig)
+    fineweb: FineWebQualityFilterConfig = field(default_factory=FineWebQualityFilterConfig)
     badwords: BadWordsFilterConfig = field(default_factory=BadWordsFilterConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_prep.config import DedupConfig
@@ -90,8 +91,9 @@ def compute_keys(paths: Sequence[Path], cfg: DedupConfig, keys_dir: Path, task: 
     for path in paths:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_DOCS, columns=columns):
             folded = fold_texts(batch.column("text")) if cfg.exact or cfg.minhash.enabled else None
-            if cfg.exact:
-                parts["text"].append(_text_hashes(folded))
+            if cfg.exact:  # a text of symbols only folds to "": its own characters are its key
+                raw = batch.column("text")
+                parts["text"].append(_text_hashes(pc.if_else(pc.equal(folded, ""), raw, folded)))
             if cfg.url:
                 parts["url"].append(_url_hashes(batch.column("url"), batch.column("source"), url_sources))
             if cfg.minhash.enabled:

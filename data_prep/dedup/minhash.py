@@ -9,8 +9,11 @@ bands at once. The steps:
    ``num_bands * rows_per_band`` MinHashes (``minhash_signatures``).
 2. Hash each band's ``rows_per_band`` MinHashes into one 64-bit value (``band_hashes``).
 3. Per band, sort the band hashes of all documents; equal neighbours are candidate
-   duplicates. Connected components over those pairs are the clusters; each keeps its
-   lowest global index (``near_duplicate_labels``).
+   duplicates. Connected components over those pairs are the clusters; each keeps the member
+   that collides with the others in the most bands (lowest global index on a tie): the
+   cluster's centre, which is near every member, where the lowest index may be a document
+   chained in at the cluster's edge (``near_duplicate_labels``). A text with no shingles
+   (symbols, emoji only) has band hashes 0, which match nothing: it has no signature to compare.
 
 Everything is vectorised: pyarrow splits and dictionary-encodes words, numpy hashes
 the unique words of a batch, combines them into shingles, and applies all hash
@@ -152,11 +155,13 @@ def minhash_signatures(
 
 
 def band_hashes(signatures: np.ndarray, cfg: MinHashConfig) -> np.ndarray:
-    """``(num_bands, docs)`` uint64: one hash of each band's ``rows_per_band`` MinHashes."""
+    """``(num_bands, docs)`` uint64: one hash of each band's ``rows_per_band`` MinHashes; 0 (never a
+    candidate) for a document without shingles, whose signature is all 0xFFFFFFFF."""
     rows = signatures.reshape(len(signatures), cfg.num_bands, cfg.rows_per_band).astype(_U64)
     combined = np.zeros((len(signatures), cfg.num_bands), _U64)
     for r in range(cfg.rows_per_band):
         combined = _mix64(combined * _COMBINE + rows[:, :, r])
+    combined[(signatures == np.iinfo(np.uint32).max).all(axis=1)] = 0
     return np.ascontiguousarray(combined.T)
 
 
@@ -177,18 +182,28 @@ def _min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def near_duplicate_labels(bands: Sequence[np.ndarray], num_bands: int) -> np.ndarray:
     """``bands``: each task's ``(num_bands, docs)`` band hashes (memory-mapped is fine), in global order.
 
-    Returns ``labels`` over the concatenated documents: ``labels[g]`` is the smallest global
-    index in doc ``g``'s cluster, so ``labels[g] == g`` means "keep"."""
+    Returns ``labels`` over the concatenated documents: ``labels[g]`` is the global index of the
+    keeper of doc ``g``'s cluster, so ``labels[g] == g`` means "keep". The keeper collides with
+    the other members in the most bands; a tie goes to the lowest index."""
     n = sum(int(array.shape[1]) for array in bands)
     sources, targets = [], []
+    collisions = np.zeros(n, np.int64)
     for band in range(num_bands):
         column = np.concatenate([array[band] for array in bands]) if bands else np.zeros(0, _U64)
         order = np.argsort(column, kind="stable")  # equal hashes stay in global order
         ordered = column[order]
         new_run = np.r_[True, ordered[1:] != ordered[:-1]] if n else np.zeros(0, bool)
-        run_first = order[new_run][np.cumsum(new_run) - 1]
+        new_run |= ordered == 0  # no shingles: each is a run of its own
+        run_of = np.cumsum(new_run) - 1
+        run_first = order[new_run][run_of]
+        collisions[order] += np.bincount(run_of)[run_of] - 1
         sources.append(run_first[~new_run])
         targets.append(order[~new_run])
     u = np.concatenate(sources) if sources else np.zeros(0, np.int64)
     v = np.concatenate(targets) if targets else np.zeros(0, np.int64)
-    return _min_labels(n, u, v)
+    components = _min_labels(n, u, v)
+    ranked = np.lexsort((np.arange(n), -collisions, components))  # by cluster, most collisions first
+    first = np.r_[True, components[ranked][1:] != components[ranked][:-1]] if n else np.zeros(0, bool)
+    keeper = np.empty(n, np.int64)
+    keeper[components[ranked][first]] = ranked[first]
+    return keeper[components]

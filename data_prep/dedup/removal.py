@@ -6,7 +6,8 @@ of its group, by one reason each, in this precedence:
 
 - ``duplicate``: same folded-text hash as an earlier document;
 - ``duplicate_url``: same normalised URL as an earlier document (sources in ``url_sources``);
-- ``near_duplicate``: in a MinHash-LSH cluster whose keeper (lowest index) is another document.
+- ``near_duplicate``: in a MinHash-LSH cluster whose keeper (its centre: ``minhash.near_duplicate_labels``)
+  is another document.
 
 It writes ``<dedup_dir>/remove/<task>.npy`` for every task, an ``(k, 2)`` int64 array of
 (position in the task, reason code), sorted by position. ``RemovalFilter`` then streams the
@@ -71,18 +72,19 @@ def plan_removals(
                 )
         return arrays
 
-    clusters = 0
+    labels = np.arange(n)
     if cfg.minhash.enabled:
         labels = near_duplicate_labels(load("bands"), cfg.minhash.num_bands)
-        near = labels != np.arange(n)
-        reasons[near] = 3
-        clusters = len(np.unique(labels[near]))
+        reasons[labels != np.arange(n)] = 3
     if cfg.url:
         urls = np.concatenate(load("url")) if tasks else np.zeros(0, np.uint64)
         reasons[_not_first(urls, urls != 0)] = 2
     if cfg.exact:
         texts = np.concatenate(load("text")) if tasks else np.zeros((0, 2), np.uint64)
         reasons[_not_first(texts)] = 1
+    # Counted after the exact and URL reasons took precedence: a cluster whose removals are all exact
+    # duplicates is not reported as a near-duplicate cluster.
+    clusters = len(np.unique(labels[reasons == 3]))
     offsets = np.cumsum(sizes) - np.asarray(sizes, np.int64)
     for task, offset, size in zip(tasks, offsets.tolist(), sizes):
         codes = reasons[offset : offset + size]

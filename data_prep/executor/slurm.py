@@ -1,9 +1,9 @@
 """Run stages as Slurm job arrays: ``sbatch --array=0-<K-1>%<P>``, one element per task.
 
 The Slurm side is ``launch.slurm``'s, shared with every other job lmpipe submits: the config's
-``slurm:`` section becomes a ``SlurmProfile``, each stage's script is rendered by its one sbatch
-renderer, each element runs its one entry point (``python -m launch.slurm.task plan.json INDEX``,
-which finds the stage's job kind), and the waiting reads its one job-state reader.
+``slurm:`` section is a ``SlurmArrayProfile`` (a ``SlurmProfile``), each stage's script is rendered
+by its one sbatch renderer, each element runs its one entry point (``python -m launch.slurm.task
+plan.json INDEX``, which finds the stage's job kind), and the waiting reads its one job-state reader.
 
 For each stage the parent writes ``<workdir>/<stage>/plan.json`` (the caller's resolved config,
 the stage name and its task list) and a readable ``<workdir>/<stage>/<stage>.sbatch``. It submits
@@ -12,7 +12,8 @@ every stage at once, each after the previous with ``--dependency=afterok:<job>``
 pending forever), prints the job ids, and polls the jobs' states until none is pending or running,
 printing each stage's finished-task count as it changes. Whether a task succeeded is read from the
 caller's ``is_done(stage, task)`` (a completion marker), not from Slurm's accounting, which may be
-off. Element ``i`` of a stage logs to ``<workdir>/logs/<job-name>-<stage>-<job id>_<i>.out``.
+off. Element ``i`` of a stage logs to ``<log_dir>/<job-name>-<stage>-<job id>_<i>.out``, a relative
+``log_dir`` (by default ``logs``) being taken from ``<workdir>``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.executor import Progress, Stage, TaskFailed
-from launch.slurm.profile import SlurmProfile
+from launch.slurm.profile import SlurmArrayProfile
 from launch.slurm.sbatch import TaskArray, render_task_array, submit
 from launch.slurm.state import any_active
 from pipeline.core.errors import UserError
@@ -37,25 +38,8 @@ MAX_QUEUE_ERRORS = 20
 """Consecutive polls in which Slurm knew none of the jobs (controller unreachable) before giving up."""
 
 
-def stage_profile(cfg: Any, log_dir: str | Path) -> SlurmProfile:
-    """The profile of a stage's array from a ``SlurmExecutorConfig``: one task per element on one
-    node; no preemption signal and no requeue (a rerun skips the finished tasks instead)."""
-    profile = SlurmProfile(
-        partition=cfg.partition,
-        time=cfg.time,
-        cpus_per_task=cfg.cpus_per_task,
-        mem=cfg.mem,
-        sbatch_args=list(cfg.sbatch_args),
-        signal_seconds=0,
-        max_requeues=0,
-        log_dir=str(log_dir),
-    )
-    profile.validate("slurm.")
-    return profile
-
-
 def render_script(
-    cfg: Any,
+    profile: SlurmArrayProfile,
     n_tasks: int,
     plan_path: str | Path,
     log_dir: str | Path,
@@ -64,20 +48,22 @@ def render_script(
     depends_on: str = "",
     python: str = sys.executable,
 ) -> str:
-    """The sbatch script for ``n_tasks`` array elements; ``cfg`` is a ``SlurmExecutorConfig``."""
-    array = TaskArray(job_name, os.getcwd(), str(plan_path), n_tasks, cfg.max_parallel, depends_on, python)
-    return render_task_array(stage_profile(cfg, log_dir), array)
+    """The sbatch script for ``n_tasks`` array elements of ``profile``, logging to ``log_dir`` (the
+    executor's resolved one, which replaces the profile's possibly relative ``log_dir``)."""
+    cap = profile.max_parallel
+    array = TaskArray(job_name, os.getcwd(), str(plan_path), n_tasks, cap, depends_on, python)
+    return render_task_array(dataclasses.replace(profile, log_dir=str(log_dir)), array)
 
 
 class SlurmExecutor:
     def __init__(
         self,
-        cfg: Any,
+        cfg: SlurmArrayProfile,
         workdir: str | Path,
         config: dict[str, Any],
         is_done: Callable[[str, Any], bool],
     ) -> None:
-        """``cfg``: a ``SlurmExecutorConfig``; ``workdir``: where plans, scripts and logs/ go; ``config``:
+        """``cfg``: the ``slurm:`` section; ``workdir``: where plans, scripts and logs go; ``config``:
         the resolved config the elements rebuild; ``is_done(stage, task)``: its completion marker exists."""
         self.cfg = cfg
         self.workdir = Path(workdir)
@@ -93,7 +79,7 @@ class SlurmExecutor:
 
     @property
     def log_dir(self) -> Path:
-        return self.workdir / "logs"
+        return self.workdir / self.cfg.log_dir  # an absolute log_dir stays as it is
 
     def job_name(self, stage: str) -> str:
         return f"{self.cfg.job_name}-{stage}"

@@ -26,14 +26,15 @@ TRAFILATURA_OPTIONS: dict[str, Any] = {
     "include_comments": False,
     "include_tables": False,
     "favor_precision": True,  # as datatrove: rather lose a paragraph than keep boilerplate
-    "fast": True,  # no readability/jusText fallback passes
+    "fast": False,  # as datatrove: with its fallback passes, fewer pages come out empty
     "deduplicate": False,  # its cache is process-wide: a page's text would depend on the pages before it
     "with_metadata": False,
 }
 
 
 def html_to_text(html: str) -> str:
-    return extract_plain_text(html, main_content=True).strip()
+    """Main text without image alt text (file names such as "prof_pic.jpg") or HTML comments."""
+    return extract_plain_text(html, main_content=True, alt_texts=False, comments=False).strip()
 
 
 def trafilatura_to_text(html: str) -> str:

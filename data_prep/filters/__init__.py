@@ -4,6 +4,7 @@ the transforms among them (C4 line removal, PII redaction) also rewrite ``doc.te
 from data_prep.filters.badwords import BadWordsFilter
 from data_prep.filters.base import BaseFilter
 from data_prep.filters.c4 import C4Filter
+from data_prep.filters.fineweb import FineWebQualityFilter
 from data_prep.filters.language import LanguageFilter
 from data_prep.filters.pii import PiiRedactor
 from data_prep.filters.quality import QualityFilter
@@ -14,6 +15,7 @@ __all__ = [
     "BadWordsFilter",
     "BaseFilter",
     "C4Filter",
+    "FineWebQualityFilter",
     "LanguageFilter",
     "PiiRedactor",
     "QualityFilter",

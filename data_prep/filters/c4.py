@@ -1,9 +1,10 @@
 """C4's clean-up of web text (Raffel et al. 2020, section 2.2): keep the lines that read as sentences.
 
 A transform and a filter at once: lines that are menus, buttons, cookie notices or
-"enable JavaScript" warnings are removed from ``doc.text``; a page with placeholder
-text or code (a curly bracket), or with too few sentences left, is dropped. Removed
-lines are counted in the stage's ``counts`` as ``lines_removed/<why>``.
+"enable JavaScript" warnings are removed from ``doc.text`` (after citation markers such as
+``[1]`` are cut out); a page with placeholder text or code (a curly bracket) in a line that
+stays, or with too few sentences left, is dropped. Removed lines are counted in the stage's
+``counts`` as ``lines_removed/<why>``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,23 @@ POLICY_PHRASES = (
 )
 _ENDS_WITH_MARK = methodcaller("endswith", END_MARKS)
 _ENDS_WITH_ELLIPSIS = methodcaller("endswith", ELLIPSIS)
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
+_CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
+"""Wikipedia-style markers C4 removes from a line before judging it: ``[1]``, ``[edit]``."""
+_SENTENCE_END = re.compile(
+    r"(?<!\b[A-Z])(?<!\b(?:Mr|Ms|Dr|St|Jr|Sr|vs|Co|No))(?<!\b(?:Mrs|etc|Inc|Ltd|e\.g|i\.e))"
+    r"[.!?]+[\"')\]]*(?=\s|$)"
+)
+"""A sentence end: end marks then closing quotes or brackets, before a space or the end. A period
+after an initial ("G. Allen") or a common abbreviation ("Dr.", "e.g.") ends no sentence, as in
+the punkt tokenizer C4 counts sentences with."""
 
 
 class C4Filter(BaseFilter):
-    """Removes lines; drops ``lorem_ipsum``, ``curly_bracket`` and ``too_few_sentences``."""
+    """Removes lines; drops ``lorem_ipsum``, ``curly_bracket`` and ``too_few_sentences``.
+
+    As the reference (``c4_utils.clean_page``, datatrove's ``C4QualityFilter``), the page-level
+    rules look only at lines that survive the line rules: a ``{`` or "lorem ipsum" in a menu line
+    that is removed anyway does not drop the page."""
 
     name = "c4"
 
@@ -45,18 +58,20 @@ class C4Filter(BaseFilter):
         if doc.source not in self.sources:
             return True
         cfg = self.cfg
-        if cfg.drop_lorem_ipsum and "lorem ipsum" in doc.text.lower():
-            return False, "lorem_ipsum"
-        if cfg.drop_curly_bracket and "{" in doc.text:
-            return False, "curly_bracket"
         lines = list(filter(None, map(str.strip, doc.text.splitlines())))
+        if cfg.remove_citations:
+            lines = [_CITATION.sub("", line) if "[" in line else line for line in lines]
         # Most lines (menus, labels) lack an end mark: set them aside in C before the per-line checks.
-        ended = list(filterfalse(_ENDS_WITH_ELLIPSIS, compress(lines, map(_ENDS_WITH_MARK, lines))))
+        ended = lines
+        if cfg.remove_unterminated_lines:
+            ended = list(filterfalse(_ENDS_WITH_ELLIPSIS, compress(lines, map(_ENDS_WITH_MARK, lines))))
         if len(ended) < len(lines):
             self.stats.count("lines_removed/no_terminal_punctuation", len(lines) - len(ended))
         kept = []
         for line in ended:
             why = self._line_fault(line)
+            if why in ("lorem_ipsum", "curly_bracket"):
+                return False, why
             if why:
                 self.stats.count(f"lines_removed/{why}")
             else:
@@ -67,7 +82,8 @@ class C4Filter(BaseFilter):
         return True
 
     def _line_fault(self, line: str) -> str:
-        """Why C4 removes this line that ends a sentence, or "" to keep it."""
+        """Why C4 removes this line that ends a sentence, or "" to keep it; ``lorem_ipsum`` and
+        ``curly_bracket`` drop the whole page."""
         cfg = self.cfg
         # Splitting only as far as the minimum says whether it is reached; the full split is only
         # needed for a line long enough to hold a too-long word.
@@ -76,8 +92,12 @@ class C4Filter(BaseFilter):
         if len(line) > cfg.max_word_length and max(map(len, line.split())) > cfg.max_word_length:
             return "long_word"
         lowered = line.lower()
+        if cfg.drop_lorem_ipsum and "lorem ipsum" in lowered:
+            return "lorem_ipsum"
         if cfg.remove_javascript_lines and "javascript" in lowered:
             return "javascript"
+        if cfg.drop_curly_bracket and "{" in line:
+            return "curly_bracket"
         if cfg.remove_policy_lines and any(map(lowered.__contains__, POLICY_PHRASES)):
             return "policy"
         return ""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_prep.config import EXECUTORS, SlurmExecutorConfig
+from data_prep.config import EXECUTORS
+from launch.slurm.profile import SlurmArrayProfile
 from pipeline.core.config import Config, require, require_choice
 
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|user|>", "<|assistant|>"]
@@ -89,7 +90,7 @@ class TokenizeConfig(Config):
     """Processes, each tokenizing whole input parquet files (one task per file; executor local)."""
     executor: str = "local"
     """local: this machine (``workers`` processes); slurm: a Slurm job array, one element per file."""
-    slurm: SlurmExecutorConfig = field(default_factory=SlurmExecutorConfig)
+    slurm: SlurmArrayProfile = field(default_factory=SlurmArrayProfile)
 
     def check(self, prefix: str) -> None:
         require(bool(self.input), f"{prefix}input", "give at least one docs directory (--input)")

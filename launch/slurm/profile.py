@@ -1,7 +1,8 @@
 """A cluster's Slurm settings, kept apart from any run's config (``configs/slurm/*.yaml``).
 
 The one profile type of every Slurm job lmpipe submits: training launches and sweep arrays load
-it from a YAML file; the data-prep and tokenize executors build one from their ``slurm:`` section.
+it from a YAML file; the ``slurm:`` section of data prep and tokenize is one too
+(``SlurmArrayProfile``, the same fields plus the few a task array adds).
 Loaded with the repo's ``Config`` loader, so an unknown key or a wrong type is the same
 one-line error as in every other config; ``required: [partition]`` in a profile makes an empty
 partition an error that says how to give it (``--set partition=NAME``). Everything here is
@@ -153,6 +154,46 @@ class SlurmProfile(Config):
         require(self.signal_seconds >= 0, f"{prefix}signal_seconds", "must be >= 0 (0: no warning signal)")
         require(self.max_requeues >= 0, f"{prefix}max_requeues", "must be >= 0")
         require(bool(self.log_dir), f"{prefix}log_dir", "give a directory for the job logs")
+
+
+@dataclass
+class SlurmArrayProfile(SlurmProfile):
+    """The ``slurm:`` section of data prep and tokenize (``executor: slurm``): a ``SlurmProfile`` for one
+    job array per stage, one element per pending task, plus what only an array needs. Its defaults
+    differ where an array differs from a training run: no time limit of its own, no warning signal and
+    no requeue, because a rerun skips the tasks that left a completion marker."""
+
+    time: str = ""
+    """Per-element wall-clock limit (``30``, ``2:00:00``, ``1-00:00:00``); empty: the partition's default."""
+    signal_seconds: int = 0
+    max_requeues: int = 0
+    log_dir: str = "logs"
+    """Where each element's ``<job name>-<job id>_<i>.out`` goes; a relative path is taken from the
+    executor's work directory (``<output>/slurm``), not from where lmpipe runs."""
+    max_parallel: int = 0
+    """Most elements running at once (the ``%P`` of ``--array=0-K%P``); 0: no cap."""
+    job_name: str = "lmpipe"
+    """Each stage's array is named ``<job_name>-<stage>`` (lmpipe-prep, lmpipe-cluster, lmpipe-dedup)."""
+    poll_seconds: float = 5.0
+    """Seconds between job-state polls while the arrays run."""
+    timeout_minutes: float = 0.0
+    """Cancel the arrays and fail if they run longer than this; 0: wait as long as it takes."""
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        # An element execs its task on the batch node: no srun step, no container, no checkpoint.
+        require(self.nodes == 1, f"{prefix}nodes", "an array element is one task on one node: leave it 1")
+        require(self.tasks_per_node == 1, f"{prefix}tasks_per_node", "one task per element: leave it 1")
+        require(not self.container.image, f"{prefix}container.image", "array elements run outside containers")
+        require(
+            self.signal_seconds == 0,
+            f"{prefix}signal_seconds",
+            "array tasks do not checkpoint on a warning; leave it 0 (a rerun skips finished tasks)",
+        )
+        require(self.max_parallel >= 0, f"{prefix}max_parallel", "must be >= 0 (0: no cap)")
+        require(bool(self.job_name.strip()), f"{prefix}job_name", "must not be empty")
+        require(self.poll_seconds > 0, f"{prefix}poll_seconds", "must be > 0")
+        require(self.timeout_minutes >= 0, f"{prefix}timeout_minutes", "must be >= 0 (0: no limit)")
 
 
 def _fields(profile: SlurmProfile) -> list[str]:

@@ -118,3 +118,14 @@ def test_wiki_recipe_on_the_utf16_and_siteinfo_less_dumps(tmp_path):
     assert tasks["enwiki-table-markup.xml.bz2"]["kept"] >= 3
     titles = {row["url"] for row in docs(tmp_path)}
     assert "Economy of Estonia" in titles or any(t.endswith("Economy of Estonia") for t in titles)
+
+
+def test_fineweb_recipe_runs_every_fixture_page_through_its_filters(tmp_path):
+    stats = prep("fineweb.yaml", sorted((FIXTURES / "warc").glob("*.warc.gz")), tmp_path)
+    accounted_for(stats)
+    names = list(stats["stages"])
+    assert names.index("language") < names.index("repetition") < names.index("quality")
+    assert names.index("quality") < names.index("c4") < names.index("fineweb")  # FineWeb's order
+    assert stats["stages"]["fineweb"]["input"] > 0
+    assert stats["totals"]["kept"] == len(docs(tmp_path)) > 0
+    assert all(json.loads(row["metadata"])["language"] == "en" for row in docs(tmp_path))

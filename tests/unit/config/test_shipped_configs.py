@@ -22,6 +22,7 @@ SHIPPED = {
     "demo.yaml": (DemoConfig, []),
     "data/prep.yaml": (PrepConfig, ["input=[x.warc.gz]", "output=o"]),
     "data/cc.yaml": (PrepConfig, ["input=[x.warc.gz]", "output=o"]),
+    "data/fineweb.yaml": (PrepConfig, ["input=[x.warc.gz]", "output=o"]),
     "data/wiki.yaml": (PrepConfig, ["input=[x.xml.bz2]", "output=o"]),
     "data/mixed.yaml": (PrepConfig, ["input=[x.warc.gz,y.xml.bz2]", "output=o"]),
     "data/tokenizer.yaml": (TokenizerTrainConfig, ["input=d", "output=o"]),

@@ -9,12 +9,13 @@ import shlex
 
 import pytest
 
-from data_prep.config import PrepConfig, SlurmExecutorConfig
+from data_prep.config import PrepConfig
 from data_prep.executor import Stage, TaskFailed
 from data_prep.executor.local import LocalExecutor
 from data_prep.executor.slurm import SlurmExecutor, render_script
 from data_prep.prep import Task, make_executor
 from launch.slurm import task as task_main
+from launch.slurm.profile import SlurmArrayProfile
 from pipeline.cli.main import main
 from pipeline.core.errors import ConfigError
 
@@ -24,7 +25,7 @@ def sbatch_options(script: str) -> list[str]:
 
 
 def test_script_has_array_range_cap_log_path_and_task_main(tmp_path):
-    cfg = SlurmExecutorConfig(max_parallel=2, job_name="prep-cc")
+    cfg = SlurmArrayProfile(max_parallel=2, job_name="prep-cc")
     plan, logs = tmp_path / "slurm" / "plan.json", tmp_path / "slurm" / "logs"
     script = render_script(cfg, 7, plan, logs, job_name="prep-cc-prep", python="/venv/bin/python")
     options = sbatch_options(script)
@@ -39,7 +40,7 @@ def test_script_has_array_range_cap_log_path_and_task_main(tmp_path):
 
 
 def test_script_without_cap_and_with_every_option():
-    cfg = SlurmExecutorConfig(
+    cfg = SlurmArrayProfile(
         partition="gpu", time="2:00:00", cpus_per_task=4, mem="8G", sbatch_args=["--qos=high", "--account=lm"]
     )
     options = sbatch_options(
@@ -67,7 +68,7 @@ def test_script_without_cap_and_with_every_option():
 
 
 def test_script_values_are_shell_quoted():
-    cfg = SlurmExecutorConfig(partition="a b", sbatch_args=["--comment=it's"])
+    cfg = SlurmArrayProfile(partition="a b", sbatch_args=["--comment=it's"])
     script = render_script(
         cfg, 3, "/out dir/plan.json", "/out dir/logs", job_name="x;rm -rf /", python="/my env/python"
     )
@@ -88,7 +89,7 @@ def test_script_values_are_shell_quoted():
 
 def test_script_needs_a_task():
     with pytest.raises(ValueError):
-        render_script(SlurmExecutorConfig(), 0, "/p.json", "/logs", job_name="lmpipe-prep")
+        render_script(SlurmArrayProfile(), 0, "/p.json", "/logs", job_name="lmpipe-prep")
 
 
 def record(calls):
@@ -142,6 +143,47 @@ def test_config_executor_choice_and_slurm_checks():
     assert isinstance(make_executor(cfg), SlurmExecutor)
 
 
+def test_slurm_section_is_a_cluster_profile(tmp_path, fake_slurm):
+    """The keys users wrote under ``slurm:`` stay valid, and every profile field (account, qos,
+    constraint, setup, env, log_dir) now reaches the stage's array script too."""
+    path = tmp_path / "prep.yaml"
+    path.write_text(
+        "input: [a.warc]\noutput: o\nexecutor: slurm\nslurm:\n"
+        "  partition: cpu\n  time: '30'\n  cpus_per_task: 2\n  mem: 4G\n  max_parallel: 3\n"
+        "  job_name: cc\n  sbatch_args: [--comment=nightly]\n  poll_seconds: 1\n  timeout_minutes: 9\n"
+        "  account: lm\n  qos: low\n  constraint: avx2\n  setup: [module load python]\n"
+        "  env: {HF_HOME: /scratch/hf}\n  log_dir: array-logs\n"
+    )
+    profile = PrepConfig.load(path).slurm
+    assert isinstance(profile, SlurmArrayProfile)
+    executor = SlurmExecutor(profile, tmp_path / "slurm", {}, lambda stage, task: True)
+    executor.run_stages([Stage("prep", [Task("t", "/x", "warc")])])
+    script = (tmp_path / "slurm" / "prep" / "prep.sbatch").read_text()
+    options = sbatch_options(script)
+    expected = ["--account=lm", "--qos=low", "--constraint=avx2", "--time=30", "--mem=4G", "--array=0-0%3"]
+    assert [option for option in expected if option not in options] == []
+    assert f"--output={tmp_path}/slurm/array-logs/%x-%A_%a.out" in options
+    assert options[-1] == "--comment=nightly" and "--no-requeue" in options
+    assert not any(option.startswith("--signal") for option in options)
+    assert "module load python" in script.splitlines()
+    assert "export HF_HOME=/scratch/hf" in script.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("slurm.signal_seconds=60", "slurm.signal_seconds: array tasks do not checkpoint"),
+        ("slurm.container.image=img.sif", "slurm.container.image: array elements run outside"),
+        ("slurm.nodes=2", "slurm.nodes: an array element is one task on one node"),
+        ("slurm.job_name=' '", "slurm.job_name: must not be empty"),
+        ("slurm.time=2h", "slurm.time: '2h' is not a Slurm time"),
+    ],
+)
+def test_slurm_section_rejects_what_an_array_cannot_do(override, message):
+    with pytest.raises(ConfigError, match=message):
+        PrepConfig.load(None, ["input=[a.warc]", "output=o", override])
+
+
 def test_cli_executor_flag_reaches_the_config(tmp_path, capsys):
     warc = tmp_path / "a.warc.gz"
     warc.write_bytes(b"")
@@ -167,7 +209,7 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 def test_slurm_executor_with_no_task_submits_nothing(tmp_path, fake_slurm):
-    SlurmExecutor(SlurmExecutorConfig(), tmp_path / "slurm", {}, lambda stage, task: True).run_stages(
+    SlurmExecutor(SlurmArrayProfile(), tmp_path / "slurm", {}, lambda stage, task: True).run_stages(
         [Stage("prep")]
     )
     assert not fake_slurm.exists() and not (tmp_path / "slurm").exists()
@@ -175,7 +217,7 @@ def test_slurm_executor_with_no_task_submits_nothing(tmp_path, fake_slurm):
 
 def test_slurm_executor_chains_stages_and_names_the_logs_of_failed_tasks(tmp_path, fake_slurm, capsys):
     tasks = [Task(f"t{i}", f"/in/{i}.warc.gz", "warc") for i in range(3)]
-    cfg = SlurmExecutorConfig(max_parallel=2, poll_seconds=0.01)
+    cfg = SlurmArrayProfile(max_parallel=2, poll_seconds=0.01)
     executor = SlurmExecutor(
         cfg,
         tmp_path / "slurm",
@@ -212,7 +254,7 @@ def test_slurm_executor_reports_a_failed_sbatch(tmp_path, fake_slurm):
     (fake_slurm.parent / "bin" / "sbatch").write_text(
         "#!/bin/sh\necho 'sbatch: error: invalid partition' >&2\nexit 1\n"
     )
-    executor = SlurmExecutor(SlurmExecutorConfig(), tmp_path / "slurm", {}, lambda stage, task: False)
+    executor = SlurmExecutor(SlurmArrayProfile(), tmp_path / "slurm", {}, lambda stage, task: False)
     with pytest.raises(TaskFailed, match="failed: sbatch: error: invalid partition"):
         executor.run_stages([Stage("prep", [Task("t", "/x", "warc")])])
 

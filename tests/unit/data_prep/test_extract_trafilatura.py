@@ -68,9 +68,18 @@ def test_article_is_kept_and_boilerplate_dropped():
 
 def test_junk_is_dropped_as_empty_text_not_an_error():
     step = extractor()
-    junk = ["", "<html><body><nav><a href='/'>Home</a></nav></body></html>", "<<<>>>\x00", "\ud800 not html"]
+    junk = ["", "<<<>>>\x00"]
     assert list(step.run([Document(str(i), text, "cc") for i, text in enumerate(junk)])) == []
     assert step.stats.dropped == {"empty_text": len(junk)} and step.stats.errors == {}
+    list(step.run([Document("s", "\ud800 not html", "cc")]))  # a lone surrogate: no exception
+    assert step.stats.errors == {}
+
+
+def test_fallback_passes_are_on_as_in_datatrove():
+    """Without ``fast``, trafilatura's fallback extractors run, as in datatrove and FineWeb: a page of
+    navigation alone keeps its one word (the word-count rules drop it later) instead of coming out empty."""
+    nav_only = "<html><body><nav><a href='/'>Home</a></nav></body></html>"
+    assert [doc.text for doc in extractor().run([Document("n", nav_only, "cc")])] == ["Home"]
 
 
 def test_the_same_page_twice_gives_the_same_text():

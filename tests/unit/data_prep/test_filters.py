@@ -72,7 +72,7 @@ def test_quality_keeps_prose_and_drops_junk_with_its_reason():
     step = QualityFilter(QualityFilterConfig())
     short = "Page not found. Please try again later."
     symbols = " ".join("".join(rng.choices("#$%&*+=/|<>~^@0123456789", k=5)) for _ in range(60))
-    blobs = " ".join(base64.b64encode(rng.randbytes(24)).decode() for _ in range(30))
+    blobs = " ".join(base64.b64encode(rng.randbytes(24)).decode() for _ in range(60))
     assert run(step, ENGLISH, short, symbols, blobs) == [ENGLISH]
     assert step.stats.dropped == {"too_few_words": 1, "too_few_alpha_words": 1, "mean_word_length": 1}
 

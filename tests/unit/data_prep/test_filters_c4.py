@@ -50,7 +50,7 @@ def test_c4_drops_pages_with_placeholders_code_or_too_few_sentences():
     step = C4Filter(C4FilterConfig(enabled=True))
     docs = [
         Document("lorem", "\n".join(ARTICLE + ["Lorem ipsum dolor sit amet, consectetur adipiscing."]), "cc"),
-        Document("code", "\n".join(ARTICLE + ["if (x) { return the value of x to the caller. }"]), "cc"),
+        Document("code", "\n".join(ARTICLE + ["Write if (x) { return x; } to return the value of x."]), "cc"),
         Document("stub", "\n".join(ARTICLE[:2] + ["Menu", "Login"]), "cc"),
     ]
     assert run(step, *docs) == []

@@ -54,10 +54,11 @@ def test_quality_some_bullets_and_one_hashtag_are_fine():
     assert verdicts(step, listing) == [True]
 
 
-def test_stop_word_rule_is_off_by_default_and_counts_distinct_words():
-    only_the = " ".join(["the town"] * 15)
-    assert verdicts(QualityFilter(QualityFilterConfig()), only_the) == [True]
-    assert verdicts(QualityFilter(QualityFilterConfig(min_stop_words=2)), only_the) == [False]
+def test_stop_word_rule_is_gophers_by_default_and_counts_distinct_words():
+    only_the = " ".join(["the town"] * 30)
+    assert verdicts(QualityFilter(QualityFilterConfig()), only_the) == [False]
+    assert verdicts(QualityFilter(QualityFilterConfig(min_stop_words=0)), only_the) == [True]
+    assert verdicts(QualityFilter(QualityFilterConfig()), only_the + " of the river") == [True]
 
 
 def test_repetition_keeps_prose_and_drops_each_kind_of_repetition():
@@ -88,7 +89,7 @@ def test_repetition_char_fractions_catch_few_but_long_repeats():
 
 
 def test_repetition_helpers_count_overlaps_once():
-    assert duplicate_shares(["a", "bb", "a", "a"]) == (0.5, 2 / 5)
+    assert duplicate_shares(["a", "bb", "a", "a"], 10) == (0.5, 2 / 10)  # over the document's characters
     words = ["a", "b", "c", "d", "e", "a", "b", "c", "d", "e", "a", "b", "c", "d", "e", "f"]
     lengths = [1] * len(words)
     assert duplicate_ngram_chars(words, lengths, 5) == 15  # every word but "f", each counted once

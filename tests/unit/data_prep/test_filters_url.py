@@ -115,13 +115,25 @@ def test_missing_list_file_fails_at_build_in_one_line(tmp_path):
 
 def test_build_steps_order_and_defaults(tmp_path):
     names = lambda cfg: [step.name for step in build_steps(cfg, "warc")]
-    assert names(PrepConfig()) == ["extract", "quality", "language", "pii"]  # dedup is a later stage
+    # The default is Gopher + C4 in FineWeb's order; dedup is a later stage.
+    assert names(PrepConfig()) == ["extract", "language", "repetition", "quality", "c4", "pii"]
     listing = tmp_path / "bad.txt"
     listing.write_text("badword\n")
     cfg = PrepConfig()
     cfg.url.domain_blocklists = [str(listing)]
     cfg.c4.enabled = cfg.repetition.enabled = cfg.badwords.enabled = True
     cfg.badwords.path = str(listing)
-    assert names(cfg) == ["extract", "url", "c4", "quality", "repetition", "language", "badwords", "pii"]
-    cfg.pii.enabled = cfg.quality.enabled = cfg.language.enabled = False
-    assert names(cfg) == ["extract", "url", "c4", "repetition", "badwords"]
+    cfg.fineweb.enabled = True
+    assert names(cfg) == [
+        "extract",
+        "url",
+        "language",
+        "repetition",
+        "quality",
+        "c4",
+        "fineweb",
+        "badwords",
+        "pii",
+    ]
+    cfg.pii.enabled = cfg.quality.enabled = cfg.language.enabled = cfg.fineweb.enabled = False
+    assert names(cfg) == ["extract", "url", "repetition", "c4", "badwords"]
