@@ -47,8 +47,12 @@ class EvalJobConfig(Config):
     """Multiple-choice JSONL of ``{"context": str, "choices": [str, ...], "answer": int}`` records."""
     batch_size: int = 8
     max_batches: int = 0
-    """Per source (shards), text file or SFT set: at most this many batches, of evenly spaced windows
-    for shards and text; 0: all."""
+    """Per source (shards) or SFT set: at most this many batches, of evenly spaced windows for shards;
+    0: all. Raw text is always scored whole, as the harness scores it."""
+    stride: int = 0
+    """Raw text: the new tokens each rolling window predicts; every window still sees at least
+    ``seq_len - stride`` tokens of context (more context, more compute). 0: ``seq_len``, the harness's
+    disjoint windows."""
     output: str = ""
     """Also write every result to this JSON file."""
     tracking: EvalTrackingConfig = field(default_factory=EvalTrackingConfig)
@@ -77,6 +81,7 @@ class EvalJobConfig(Config):
         )
         require(self.batch_size > 0, f"{prefix}batch_size", "must be > 0")
         require(self.max_batches >= 0, f"{prefix}max_batches", "must be >= 0")
+        require(self.stride >= 0, f"{prefix}stride", "must be >= 0 (0: seq_len)")
 
 
 @dataclass

@@ -100,6 +100,9 @@ class LoopConfig(Config):
     log_interval: int = 10
     eval_interval: int = 100
     """Validate every this many steps and at the end (0: only at the end)."""
+    eval_tasks: list[str] = field(default_factory=list)
+    """Multiple-choice JSONL files (``lmpipe eval --mc``'s format) scored every ``eval_interval`` steps
+    and at the end, logged as ``downstream/<file stem>/acc`` and ``acc_norm``."""
     eval_batches: int = 20
     """Fine-tuning: validation batches per evaluation (pretraining validates on ``data.val_windows``)."""
     max_bad_steps: int = 3
@@ -133,6 +136,12 @@ class LoopConfig(Config):
         require(self.log_interval > 0, f"{prefix}log_interval", "must be > 0")
         require(self.eval_interval >= 0, f"{prefix}eval_interval", "must be >= 0")
         require(self.eval_batches > 0, f"{prefix}eval_batches", "must be > 0")
+        stems = [Path(task).stem for task in self.eval_tasks]
+        require(
+            all(self.eval_tasks) and len(set(stems)) == len(stems),
+            f"{prefix}eval_tasks",
+            "give non-empty paths whose file names (without extension) differ: they name the metrics",
+        )
 
     @property
     def batch(self) -> int:

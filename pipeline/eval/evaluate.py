@@ -1,55 +1,57 @@
 """``lmpipe eval``: what a checkpoint scores on held-out data, in one process, logged to its MLflow run.
 
-- **Language modelling** on one split of token shards (per manifest source) or on raw text (a .txt
-  file is one document, a .jsonl one document per line's ``text``; tokenized with the checkpoint's
-  tokenizer, EOS after each document as ``data tokenize`` does, cut into the same windows as the
-  loader's: ``seq_len + 1`` tokens, stride ``seq_len``). Loss and perplexity weigh every target
-  token alike, so a source's share of the overall loss is its share of the tokens.
-  **Bits per byte** ``= loss_sum / (ln 2 * bytes)`` compares across tokenizers: ``bytes`` are the
-  UTF-8 bytes of text that the scored target tokens stand for, read off a byte-level BPE vocabulary
-  (each token's string is one character per byte, so this equals the bytes of the decoded text
-  exactly). EOS and the other special tokens stand for no text and count 0 bytes, while their loss
-  stays in the sum: predicting where a document ends is part of modelling the text, and harness
-  style bpb over whole documents counts no bytes for it either. Tokenizers that are not byte-level
-  get no bpb (None).
+- **Language modelling** on one split of token shards (per manifest source), cut into the loader's
+  windows (``seq_len + 1`` tokens, stride ``seq_len``). Loss and perplexity weigh every target token
+  alike, so a source's share of the overall loss is its share of the tokens. **Bits per byte**
+  ``= loss_sum / (ln 2 * bytes)`` compares across tokenizers: ``bytes`` are the UTF-8 bytes of text
+  that the scored target tokens stand for, read off a byte-level BPE vocabulary (EOS and the other
+  special tokens count 0 bytes while their loss stays in the sum); other tokenizers get no bpb (None).
+- **Raw text** (a .txt file is one document, a .jsonl one document per line's ``text``): scored as
+  lm-evaluation-harness scores perplexity tasks (``rolling``): every token of every document, each
+  document conditioned on EOS alone at its start, with as much of the document as context as fits;
+  bits per byte, word and byte perplexity over all the documents' bytes and words.
 - **Held-out instruction loss**: the response-token loss on the val split of fine-tuning data, read,
   split and batched as ``finetune`` validates (``sft_data``), so the two numbers agree.
 - **Multiple choice**: accuracy by log-likelihood (``mc_eval``).
 
 Metrics go to MLflow at the checkpoint's step: to the run the checkpoint belongs to (its status is
-left as it is: a finished run stays finished), or to a new run of the ``eval`` experiment.
+left as it is: a finished run stays finished), or to a new run of the ``eval`` experiment, tagged with
+the checkpoint and its run, whose ``eval_run_ids`` tag names the new run back. Evaluated shards are
+logged as the run's dataset input (context ``eval``; ``lineage``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from tokenizers import Tokenizer
 
 from data_prep.tokenizer.manifest import load_manifest
 from data_prep.tokenizer.special import find_special_tokens
-from data_prep.tokenizer.tokenize import flat_with_eos
 from pipeline.config.eval import EvalJobConfig
 from pipeline.config.finetune import SFTDataConfig
 from pipeline.config.train import DataConfig, TrackingConfig
 from pipeline.core.errors import InputError, MissingInputError
 from pipeline.core.files import CONFIG_FILE, TOKENIZER_FILE, atomic_write_json
 from pipeline.eval.mc import evaluate_mc
+from pipeline.eval.rolling import rolling_loglikelihood, text_metrics
 from pipeline.finetune.data import ChatTokens, SFTDataset, read_examples, sft_eval_batches
 from pipeline.model.loss import IGNORE_INDEX
 from pipeline.model.transformer import Transformer
 from pipeline.train.checkpoint import CHECKPOINTS_DIR, load_model_for_inference, read_meta, resolve_checkpoint
-from pipeline.train.data import ValidationSet, evenly_spaced, verify_shards
+from pipeline.train.data import ValidationSet, verify_shards
+from pipeline.train.lineage import link_eval_run, log_shards_inputs
 from pipeline.train.mixture import validation_sources
 from pipeline.train.tracking import Tracker
 
+TEXT_ONLY_METRICS = ("word_perplexity", "byte_perplexity")
+"""Raw text has words and bytes to count; token shards do not."""
 Batches = Iterable[tuple[str, torch.Tensor, torch.Tensor]]
 """(source, inputs, targets) triples."""
 
@@ -117,20 +119,22 @@ def shards_lm(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, step
 
 
 def text_lm(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, *, eos_id: int) -> dict[str, Any]:
-    """Loss, perplexity and bpb of the documents of ``cfg.text``, tokenized as ``data tokenize`` does."""
-    encodings = tokenizer.encode_batch_fast(read_documents(cfg.text), add_special_tokens=False)
-    stream, _ = flat_with_eos([encoding.ids for encoding in encodings], eos_id, np.dtype(np.int64))
-    batches = text_batches(
-        stream,
-        seq_len=model.args.seq_len,
+    """The harness's rolling log-likelihood of every document of ``cfg.text`` (``rolling``): loss,
+    perplexity, bits per byte, word and byte perplexity."""
+    documents = read_documents(cfg.text)
+    encodings = tokenizer.encode_batch_fast(documents, add_special_tokens=False)
+    loglikelihood, tokens = rolling_loglikelihood(
+        model,
+        [encoding.ids for encoding in encodings],
+        prefix=eos_id,
+        stride=cfg.stride or None,
         batch_size=cfg.batch_size,
-        windows=cfg.max_batches * cfg.batch_size or None,
-        where=cfg.text,
     )
     return {
         "name": cfg.name or Path(cfg.text).stem,
         "text": cfg.text,
-        **_lm_summary(model, batches, tokenizer, per_source=False),
+        **text_metrics(loglikelihood, tokens, documents),
+        "by_source": {},
     }
 
 
@@ -157,26 +161,6 @@ def read_documents(path: str | Path) -> list[str]:
     if not docs:
         raise InputError(f"{path}: no text to evaluate on")
     return docs
-
-
-def text_batches(
-    stream: np.ndarray, *, seq_len: int, batch_size: int, windows: int | None, where: str | Path
-) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """The loader's windows over one token stream: window ``i`` is ``stream[i*T : i*T + T + 1]``;
-    all of them, or ``windows`` evenly spaced ones."""
-    count = (len(stream) - 1) // seq_len
-    if count == 0:
-        raise InputError(
-            f"{where}: {len(stream)} tokens, too few for one window of seq_len + 1 = {seq_len + 1}"
-        )
-    indices = evenly_spaced(count, windows or count)
-    for start in range(0, len(indices), batch_size):
-        rows = torch.from_numpy(
-            np.stack(
-                [stream[i * seq_len : i * seq_len + seq_len + 1] for i in indices[start : start + batch_size]]
-            )
-        )
-        yield "text", rows[:, :-1], rows[:, 1:]
 
 
 def token_byte_lengths(tokenizer: Tokenizer) -> torch.Tensor | None:
@@ -217,7 +201,7 @@ def _lm_summary(
     }
 
 
-def _metrics(loss_sum: float, tokens: int, text_bytes: int, *, bytes_known: bool) -> dict[str, Any]:
+def _metrics(loss_sum: float, tokens: float, text_bytes: float, *, bytes_known: bool) -> dict[str, Any]:
     loss = loss_sum / tokens
     bpb = loss_sum / (math.log(2) * text_bytes) if bytes_known and text_bytes else None
     return {
@@ -286,7 +270,7 @@ def mlflow_metrics(results: dict[str, Any]) -> dict[str, float]:
     if "lm" in results:
         lm = results["lm"]
         base = f"eval/{lm['name']}"
-        metrics.update({f"{base}/{key}": lm[key] for key in ("loss", "ppl", "bpb")})
+        metrics.update({f"{base}/{key}": lm.get(key) for key in ("loss", "ppl", "bpb", *TEXT_ONLY_METRICS)})
         for source, values in lm["by_source"].items():
             metrics.update({f"{base}/{key}/{source}": values[key] for key in ("loss", "ppl", "bpb")})
     if "sft" in results:
@@ -298,8 +282,9 @@ def mlflow_metrics(results: dict[str, Any]) -> dict[str, float]:
 
 
 def job_config(step_dir: Path) -> dict[str, Any]:
-    """The config of the job that wrote the checkpoint, as a plain dict."""
-    return yaml.safe_load((step_dir / CONFIG_FILE).read_text()) or {}
+    """The config of the job that wrote the checkpoint, as a plain dict ({} for a bare weights file)."""
+    path = step_dir / CONFIG_FILE
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def log_to_mlflow(
@@ -318,6 +303,7 @@ def log_to_mlflow(
     if checkpoint_run and not cfg.tracking.new_run:
         tracker = Tracker(_client_of_run(uri, checkpoint_run, step_dir), checkpoint_run)
         tracker.log_metrics(metrics, step=step)
+        log_shards_inputs(tracker, [cfg.shards] if cfg.shards else [], context="eval")
         tracker.flush()  # and no finish(): the run's status stays as it is
     else:
         tracker = Tracker.start(
@@ -335,7 +321,10 @@ def log_to_mlflow(
             },
         )
         tracker.log_metrics(metrics, step=step)
+        log_shards_inputs(tracker, [cfg.shards] if cfg.shards else [], context="eval")
         tracker.finish()
+        if checkpoint_run and tracker.run_id and _has_run(tracker.client, checkpoint_run):
+            link_eval_run(tracker.client, checkpoint_run, tracker.run_id)
     return {
         "uri": uri,
         "run_id": tracker.run_id,
@@ -343,6 +332,17 @@ def log_to_mlflow(
         "step": step,
         "metrics": sorted(metrics),
     }
+
+
+def _has_run(client: Any, run_id: str) -> bool:
+    """Whether the store holds ``run_id`` (an eval logged elsewhere than its checkpoint's store)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def _client_of_run(uri: str, run_id: str, step_dir: Path) -> Any:

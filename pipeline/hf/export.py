@@ -9,6 +9,7 @@ the files are JSON and safetensors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 import yaml
 from tokenizers import Tokenizer
 
-from data_prep.tokenizer.special import find_special_tokens
+from data_prep.tokenizer.special import SpecialTokens, find_special_tokens
 from pipeline.core.errors import ConfigError, MissingInputError
 from pipeline.core.files import CONFIG_FILE, META_FILE, TOKENIZER_FILE, atomic_write_json
 from pipeline.finetune.data import ASSISTANT, EOS, USER
@@ -51,7 +52,7 @@ def export_hf(
     model, args, source_dir = _load_for_export(Path(checkpoint))
     tokenizer_file = _tokenizer_file(tokenizer, source_dir, checkpoint)
     vocab = Tokenizer.from_file(str(tokenizer_file))
-    special = find_special_tokens(vocab, tokenizer_file)
+    special = as_exported(find_special_tokens(vocab, tokenizer_file))
 
     staging = output.with_name(f".{output.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -73,6 +74,13 @@ def export_hf(
         output.rmdir()  # empty, checked above
     staging.rename(output)
     return output
+
+
+def as_exported(special: SpecialTokens) -> SpecialTokens:
+    """The roles the export names: EOS also as BOS. Training puts EOS (never ``<|bos|>``) before every
+    document, so EOS is what a document start looks like to the model; naming it BOS makes the
+    harness's default prefix (``prefix_token_id``: BOS) and ``add_bos_token`` condition as lmpipe does."""
+    return dataclasses.replace(special, bos=special.eos, bos_id=special.eos_id)
 
 
 def _load_for_export(path: Path) -> tuple[Transformer, ModelArgs, Path | None]:

@@ -11,10 +11,18 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
+import yaml
 
 from data_prep.tokenizer.special import HF_CONFIG_FILE
 from pipeline.core.errors import ConfigError, InputError, MissingInputError
-from pipeline.core.files import LATEST_FILE, META_FILE, TOKENIZER_FILE, atomic_write_json, atomic_write_text
+from pipeline.core.files import (
+    CONFIG_FILE,
+    LATEST_FILE,
+    META_FILE,
+    TOKENIZER_FILE,
+    atomic_write_json,
+    atomic_write_text,
+)
 from pipeline.hf.names import CONFIG, hf_names, model_args_from_config, read_json_object
 from pipeline.hf.weights import read_hf_weights
 from pipeline.model.args import ModelArgs
@@ -116,6 +124,9 @@ def save_weights_checkpoint(
         "imported_from": imported_from,
     }
     atomic_write_json(staging / META_FILE, meta)
+    # Every step dir carries the config of the job that wrote it; an import's "job" is only where it
+    # lives, which is what ``eval`` and ``generate`` look up (its MLflow store: <output>/mlflow.db).
+    atomic_write_text(staging / CONFIG_FILE, yaml.safe_dump({"output_dir": str(Path(output_dir))}))
     shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
     for extra in extra_files:  # tokenizer_config.json: which tokens are bos/eos/pad (find_special_tokens)
         if extra.is_file():

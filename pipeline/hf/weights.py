@@ -3,6 +3,7 @@ follows, written and read by the names ``names.hf_names`` gives."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -47,16 +48,26 @@ def write_sharded(tensors: dict[str, torch.Tensor], directory: Path, *, max_shar
         size += nbytes
     if len(shards) == 1:
         save_file(shards[0], str(directory / WEIGHTS), metadata={"format": "pt"})
+        _mode_as_siblings(directory / WEIGHTS)
         return [directory / WEIGHTS]
     files = [directory / f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
     for shard, path in zip(shards, files):
         save_file(shard, str(path), metadata={"format": "pt"})
+        _mode_as_siblings(path)
     index = {
         "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
         "weight_map": {name: path.name for shard, path in zip(shards, files) for name in shard},
     }
     atomic_write_json(directory / WEIGHTS_INDEX, index)
     return files
+
+
+def _mode_as_siblings(path: Path) -> None:
+    """Give ``path`` the mode a plain new file gets (0644 under the usual umask): ``save_file`` leaves
+    0600, which other users of a shared model directory could not read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:

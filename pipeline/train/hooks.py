@@ -2,7 +2,8 @@
 
 ``default_hooks`` gives a job's set, in the order they run after each step: the train log (metrics
 and one printed line every ``log_interval`` steps), validation (at the start of a fresh run, every
-``eval_interval`` steps and at the end), checkpoints (every ``checkpoint.interval`` steps and at the
+``eval_interval`` steps and at the end), downstream multiple-choice accuracy (``train.eval_tasks``, on
+validation's cadence, ``downstream.py``), checkpoints (every ``checkpoint.interval`` steps and at the
 end) and preemption (a SIGTERM/SIGUSR2 on any rank: checkpoint this step, then ``Preempted``).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from pipeline.train.downstream import DownstreamEvalHook
 from pipeline.train.loop import Hook, LoopState, TrainRun, validate
 from pipeline.train.mfu import mfu
 from pipeline.train.preemption import Preempted, PreemptionWatch
@@ -131,10 +133,12 @@ def default_hooks(
     token_flops: float = 0.0,
     device_peak: float | None = None,
 ) -> list[Hook]:
-    """A job's hooks, in the order they run: log, validation, checkpoints, then preemption (if watched)."""
+    """A job's hooks, in the order they run: log, validation, downstream eval (if tasks are given),
+    checkpoints, then preemption (if watched)."""
     hooks: list[Hook] = [
         TrainLogHook(run.loop.log_interval, token_flops=token_flops, device_peak=device_peak),
         ValidationHook(run.loop.eval_interval),
+        *([DownstreamEvalHook.for_run(run)] if run.loop.eval_tasks else []),
         CheckpointHook(checkpoint_interval),
     ]
     if preemption is not None:

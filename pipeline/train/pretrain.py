@@ -40,6 +40,7 @@ from pipeline.train.job import (
     run_job,
     run_tags,
 )
+from pipeline.train.lineage import log_shards_inputs
 from pipeline.train.loop import TrainResult, TrainRun
 from pipeline.train.mixture import sources_from_config, validation_sources
 from pipeline.train.tracking import Tracker, model_size_tag
@@ -206,6 +207,7 @@ def _start_tracking(
     tracker.log_artifact(Path(cfg.output_dir) / CONFIG_FILE)
     for i, directory in enumerate(directories):
         tracker.log_artifact(directory / MANIFEST_FILE, f"manifests/{i}-{directory.name}")
+    log_shards_inputs(tracker, directories, context="train")
     return tracker
 
 

@@ -42,6 +42,9 @@ _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
 SEND_EVERY_S = 1.0
 """The sender gathers this long after the first queued log before it writes: fewer, larger ``log_batch``
 calls, whose per-call work (Python, holding the GIL) would otherwise slow the training thread."""
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""Without it the MLflow UI (3.x) opens an experiment in its GenAI view (traces, prompts); with it,
+in its model-training view: the runs table and metric charts."""
 _STOP = object()
 log = logging.getLogger(__name__)
 
@@ -241,19 +244,23 @@ def git_commit() -> str | None:
 
 def find_experiment_id(client: Any, name: str, output_dir: str | Path, uri: str) -> str:
     """The experiment's id, creating it if new. Artifacts go under output_dir (with a sqlite store
-    MLflow would otherwise put them in ./mlruns of whatever the cwd is), or to the server's store."""
+    MLflow would otherwise put them in ./mlruns of whatever the cwd is), or to the server's store.
+    The experiment is tagged as model training (``EXPERIMENT_KIND``), even one made before this tag was
+    (unless it has a kind already)."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = (
-        None if uri.startswith(_REMOTE_SCHEMES) else (Path(output_dir).resolve() / "mlartifacts").as_uri()
-    )
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # another job created it between our lookup and our create
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        location = (
+            None if uri.startswith(_REMOTE_SCHEMES) else (Path(output_dir).resolve() / "mlartifacts").as_uri()
+        )
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+        except MlflowException:  # another job created it between our lookup and our create
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in experiment.tags:  # a kind someone chose in the UI stays
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id

@@ -10,7 +10,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from data_prep.tokenizer.config import TokenizeConfig
 from data_prep.tokenizer.tokenize import tokenize
@@ -19,8 +18,7 @@ from pipeline.config.eval import EvalJobConfig
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.eval.evaluate import evaluate
 from pipeline.finetune.run import finetune
-from pipeline.model.loss import IGNORE_INDEX
-from pipeline.train.checkpoint import load_model_for_inference, load_tokenizer, read_meta, resolve_checkpoint
+from pipeline.train.checkpoint import load_tokenizer, read_meta, resolve_checkpoint
 from pipeline.train.windows import TokenWindows
 
 
@@ -122,33 +120,6 @@ def test_sources_weigh_by_their_tokens(pretrained, tiny_corpus, texts, tmp_path)
     assert lm["bpb"] == pytest.approx((cc["bpb"] * cc["bytes"] + wiki["bpb"] * wiki["bytes"]) / lm["bytes"])
 
 
-def test_raw_text_scores_as_the_shards_made_from_it(pretrained, tiny_corpus, texts, tmp_path):
-    # The same documents in the same order make the same token stream, hence the same windows: equal
-    # up to float summation. (A corpus's val split would not compare: it is another sample of documents.)
-    docs = texts[:40]
-    jsonl = tmp_path / "docs.jsonl"
-    jsonl.write_text("".join(json.dumps({"text": text}) + "\n" for text in docs))
-    shards = make_shards(tmp_path / "a", [(text, "wiki") for text in docs], tiny_corpus)
-    from_shards = run_eval(pretrained, f"shards={shards}", "split=train")["lm"]
-    from_text = run_eval(pretrained, f"text={jsonl}")["lm"]
-    assert from_text["name"] == "docs" and from_text["by_source"] == {}
-    assert (from_text["tokens"], from_text["bytes"]) == (from_shards["tokens"], from_shards["bytes"])
-    assert from_text["loss"] == pytest.approx(from_shards["loss"], rel=1e-6)
-    assert from_text["bpb"] == pytest.approx(from_shards["bpb"], rel=1e-6)
-    # A .txt file is one document: the shards of that one document.
-    txt = tmp_path / "whole.txt"
-    txt.write_text("".join(docs))
-    one_doc = make_shards(tmp_path / "b", [("".join(docs), "wiki")], tiny_corpus)
-    assert run_eval(pretrained, f"text={txt}", "max_batches=2", "batch_size=3")["lm"][
-        "loss"
-    ] == pytest.approx(
-        run_eval(pretrained, f"shards={one_doc}", "split=train", "max_batches=2", "batch_size=3")["lm"][
-            "loss"
-        ],
-        rel=1e-6,
-    )
-
-
 def test_sft_loss_is_the_finetunes_validation_loss(finetuned, tiny_corpus):
     out, result = finetuned
     sft = run_eval(out, f"sft={tiny_corpus[1]}")[
@@ -229,50 +200,6 @@ def write_mc_task(root: Path, records: list[dict] | None = None, bad_lines: tupl
         "".join(json.dumps(r) + "\n" for r in records) + "".join(line + "\n" for line in bad_lines)
     )
     return path
-
-
-def test_multiple_choice_follows_the_models_likelihoods(pretrained, tmp_path, caplog):
-    model, _, tokenizer = load_model_for_inference(pretrained)
-    eos = tokenizer.token_to_id("<|eos|>")
-
-    def log_likelihood(context: str, choice: str) -> float:  # through the fused loss, over the choice only
-        prefix = [eos, *tokenizer.encode(context, add_special_tokens=False).ids]
-        tokens = torch.tensor([prefix + tokenizer.encode(choice, add_special_tokens=False).ids])
-        targets = tokens[:, 1:].clone()
-        targets[:, : len(prefix) - 1] = IGNORE_INDEX
-        with torch.no_grad():
-            return -float(model(tokens[:, :-1], targets, reduction="sum")[1])
-
-    towns = ["Branford", "Kelholt", "Morwick", "Stavmere", "Tullford", "Branmere"]
-    questions = [
-        (f"{town} lies on the river", [" Amber.", " Grey.", " Lorn.", " Vell."]) for town in towns[:3]
-    ]
-    questions += [
-        (f"{town} is known for its", [" wool.", " glass.", " cheese.", " paper products."])
-        for town in towns[3:]
-    ]
-    records, hits, norm_hits = [], 0, 0
-    for i, (context, choices) in enumerate(questions):
-        scores = [log_likelihood(context, choice) for choice in choices]
-        best = max(range(len(choices)), key=scores.__getitem__)
-        answer = best if i % 2 == 0 else (best + 1) % len(choices)  # right on half of them
-        per_char = [score / len(choice) for score, choice in zip(scores, choices)]
-        hits += answer == best
-        norm_hits += answer == max(range(len(choices)), key=per_char.__getitem__)
-        records.append({"context": context, "choices": choices, "answer": answer})
-    bad = (
-        '{"context": "x", "choices": [" a", " b"], "answer": 2}',
-        "not json",
-        '{"context": "x", "choices": [" a"], "answer": 0}',
-        '{"choices": [" a", " b"], "answer": 0}',
-    )
-    path = write_mc_task(tmp_path, records, bad)
-    mc = run_eval(pretrained, f"mc={path}")["mc"]
-    assert (mc["records"], mc["skipped"]) == (6, 4)
-    assert mc["acc"] == pytest.approx(hits / 6) and mc["acc"] == pytest.approx(0.5)
-    assert mc["acc_norm"] == pytest.approx(norm_hits / 6)
-    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
-    assert [message.split(": ")[0] for message in skipped] == [f"{path}:{line}" for line in (7, 8, 9, 10)]
 
 
 def test_cli_prints_a_table_and_writes_json(pretrained, tiny_corpus, texts, tmp_path, capsys):

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.cli.hf import add_parsers as add_export_import_parsers
+from pipeline.cli.main import main
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.config.train import LoopConfig
 from pipeline.core.files import TOKENIZER_FILE
@@ -77,15 +78,19 @@ def test_export_loads_in_transformers_with_our_logits_and_token_ids(pretrained, 
     theirs = transformers.AutoTokenizer.from_pretrained(out)
     assert theirs(SENTENCE)["input_ids"] == ours.encode(SENTENCE).ids
     assert theirs.decode(ours.encode(SENTENCE).ids) == SENTENCE
-    assert (theirs.eos_token, theirs.pad_token, theirs.bos_token) == ("<|eos|>", "<|pad|>", "<|bos|>")
+    # EOS is also BOS: training puts EOS before every document, so a harness prefixing BOS conditions alike.
+    assert (theirs.eos_token, theirs.pad_token, theirs.bos_token) == ("<|eos|>", "<|pad|>", "<|eos|>")
 
     config = json.loads((out / "config.json").read_text())
     assert config["max_position_embeddings"] == args.seq_len and config["tie_word_embeddings"] is True
-    assert config["eos_token_id"] == ours.token_to_id("<|eos|>")
+    assert config["eos_token_id"] == config["bos_token_id"] == ours.token_to_id("<|eos|>")
+    assert {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}["model.safetensors"] == (
+        (out / "config.json").stat().st_mode & 0o777
+    )  # readable by whoever can read its siblings
     assert "lm_head.weight" not in load_file(out / "model.safetensors")  # tied: the embedding serves as head
     assert "chat_template" not in json.loads((out / "tokenizer_config.json").read_text())  # pretrained only
     generation = transformers.GenerationConfig.from_pretrained(out)
-    assert generation.eos_token_id == config["eos_token_id"]
+    assert generation.eos_token_id == generation.bos_token_id == config["eos_token_id"]
 
 
 def test_sharded_export_loads_the_same_weights(pretrained, tmp_path):
@@ -119,6 +124,34 @@ def test_import_of_export_is_bit_identical(pretrained, tmp_path):
         tokenizer.encode(SENTENCE).ids
         == load_tokenizer(resolve_checkpoint(pretrained) / TOKENIZER_FILE).encode(SENTENCE).ids
     )
+
+
+def test_eval_of_an_imported_model_works_with_default_settings(pretrained, tmp_path, monkeypatch, capsys):
+    """``import hf`` then ``eval`` with tracking on (the default): metrics go to a new run in the import's
+    own store, and the scores equal the original checkpoint's."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    import_hf(export_hf(pretrained, tmp_path / "hf"), tmp_path / "imported")
+    task = tmp_path / "task.jsonl"
+    task.write_text(
+        json.dumps({"context": "Branford lies on the", "choices": [" river", " wool"], "answer": 0})
+    )
+    results = {}
+    for name, checkpoint in (("imported", tmp_path / "imported"), ("original", pretrained)):
+        out = tmp_path / f"{name}.json"
+        flags = ["--new-run"] if name == "original" else []
+        assert (
+            main(["eval", "--checkpoint", str(checkpoint), "--mc", str(task), "--output", str(out), *flags])
+            == 0
+        )
+        results[name] = json.loads(out.read_text())
+    assert results["imported"]["mc"]["log_likelihoods"][0] == pytest.approx(
+        results["original"]["mc"]["log_likelihoods"][0]
+    )
+    run = MlflowClient(results["imported"]["mlflow"]["uri"]).get_run(results["imported"]["mlflow"]["run_id"])
+    assert results["imported"]["mlflow"]["uri"] == f"sqlite:///{tmp_path / 'imported'}/mlflow.db"
+    assert run.data.metrics["eval/mc/task/acc"] == results["imported"]["mc"]["acc"]
 
 
 def test_consolidated_file_exports_like_its_checkpoint(pretrained, tmp_path):
