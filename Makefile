@@ -6,6 +6,7 @@ VENV    ?= .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.lmpipe-installed
 WORKDIR ?= demo_out
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo lint test bench clean
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	else \
 		$(PYTHON) -m pip install --quiet torch==2.13.0; \
 	fi
-	$(PYTHON) -m pip install --quiet -e '.[dev,extras]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,extras,eval]'
 	@touch $(STAMP)
 
 demo: setup
@@ -31,7 +32,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 test: lint
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done

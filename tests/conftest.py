@@ -6,7 +6,26 @@ A test that needs an optional module or a shared fixture asks ``pipeline.testing
 
 import os
 
+import pytest
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_STATE_GROUPS = {
+    "slurm": "slurm",  # one local Slurm node: its tests queue behind each other and read its queue
+}
+"""Under ``pytest -n N --dist loadgroup`` (``make test``), tests that share one outside resource or one
+session fixture costly to build run on the same worker."""
+TRAIN_JOBS_MODULES = ("test_resume_world_size.py", "test_kill_resume.py")
+"""They compare against the reference runs of the ``train_jobs`` session fixture, trained once per worker."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, group in SHARED_STATE_GROUPS.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.xdist_group(group))
+        if item.path.name in TRAIN_JOBS_MODULES:
+            item.add_marker(pytest.mark.xdist_group("train_jobs"))

@@ -8,9 +8,7 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,64 +16,33 @@ from pipeline.train.checkpoint import newest_checkpoint, read_meta
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
-
-
-def command(shards: Path, output: Path, uri: str, options: tuple[str, ...] = ()) -> list[str]:
-    return [
-        LMPIPE,
-        "launch",
-        "torchrun",
-        "--nproc-per-node",
-        "2",
-        "--",
-        "train",
-        f"data.shards={shards}",
-        f"output_dir={output}",
-        "model.seq_len=64",
-        "train.global_batch_size=8",
-        "train.micro_batch_size=2",
-        "train.max_steps=10",
-        "train.warmup_steps=2",
-        "train.log_interval=1",
-        "train.eval_interval=0",
-        "data.val_windows=8",
-        "checkpoint.interval=4",
-        "checkpoint.keep=3",
-        f"tracking.uri={uri}",
-        *options,
-    ]
-
-
-def run(cmd: list[str]) -> str:
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
 
 def step_losses(output: str) -> dict[int, str]:
     return {int(m.group(1)): m.group(2) for m in re.finditer(r"train step\s+(\d+)/\d+\s+(loss \S+)", output)}
 
 
-# ddp with blocking checkpoints; fsdp with async ones (written by a thread over a gloo group of their own).
+# ddp with blocking checkpoints, tracked: the resumed job re-attaches to the killed job's MLflow run.
+# fsdp with async ones (written by a thread over a gloo group of their own), untracked: MLflow costs
+# each job seconds, its re-attach is the ddp case's and test_resume_world_size's.
 @pytest.mark.parametrize(
-    "options", [(), ("parallel.strategy=fsdp", "checkpoint.async_save=true")], ids=["ddp", "fsdp-async"]
+    ("strategy", "options", "tracked"),
+    [("ddp", (), True), ("fsdp", ("checkpoint.async_save=true",), False)],
+    ids=["ddp", "fsdp-async"],
 )
-def test_sigkill_then_resume_auto_continues_the_same_curve(tiny_corpus, tmp_path, options):
+def test_sigkill_then_resume_auto_continues_the_same_curve(train_jobs, tmp_path, strategy, options, tracked):
     from mlflow.tracking import MlflowClient
 
-    shards = tiny_corpus[0]
-    whole = step_losses(
-        run(command(shards, tmp_path / "whole", f"sqlite:///{tmp_path / 'whole.db'}", options))
-    )
+    options = (f"parallel.strategy={strategy}", *options)
+    # Uninterrupted, with blocking checkpoints (how a checkpoint is written does not change the curve);
+    # the FSDP one is test_resume_world_size's.
+    reference = train_jobs.reference(strategy)
+    whole = step_losses(reference.stdout)
     assert sorted(whole) == list(range(1, 11))
 
-    uri = f"sqlite:///{tmp_path / 'killed.db'}"
+    uri = train_jobs.store(tmp_path / "killed.db") if tracked else ""
     output = tmp_path / "killed"
     process = subprocess.Popen(
-        command(shards, output, uri, options),
+        train_jobs.command(2, output, uri, *options),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -84,20 +51,22 @@ def test_sigkill_then_resume_auto_continues_the_same_curve(tiny_corpus, tmp_path
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and newest_checkpoint(output) is None and process.poll() is None:
-            time.sleep(0.01)
+            time.sleep(0.05)  # the next checkpoint is 4 steps later
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the launcher, torchrun and both ranks
         process.wait()
     killed_at = read_meta(newest_checkpoint(output))["step"]
     assert killed_at == 4, "the run was killed before or long after its first checkpoint"
 
-    resumed = step_losses(run([*command(shards, output, uri, options), "checkpoint.resume=auto"]))
+    resumed = step_losses(
+        train_jobs.run(train_jobs.command(2, output, uri, *options, "checkpoint.resume=auto"))
+    )
     assert sorted(resumed) == list(range(killed_at + 1, 11))
     assert resumed == {step: loss for step, loss in whole.items() if step > killed_at}
     meta = read_meta(newest_checkpoint(output))
     assert meta["step"] == 10 and meta["loader"]["sample_index"] == 10 * 8  # every sample once
     result = json.loads((output / "result.json").read_text())
-    expected = json.loads((tmp_path / "whole" / "result.json").read_text())
+    expected = json.loads((reference.output / "result.json").read_text())
     for key in (
         "steps",
         "tokens_seen",
@@ -108,6 +77,8 @@ def test_sigkill_then_resume_auto_continues_the_same_curve(tiny_corpus, tmp_path
     ):
         assert result[key] == expected[key], key
 
+    if not tracked:
+        return
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("lmpipe").experiment_id])
     assert [run.info.run_id for run in runs] == [result["mlflow_run_id"]]  # the resumed job re-attached

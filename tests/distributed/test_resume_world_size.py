@@ -3,8 +3,10 @@ and ZeRO 1-3 (DeepSpeed's universal checkpoint, converted on first need), contin
 curve with every sample seen once.
 
 How, per strategy: one uninterrupted 2-rank torchrun job of 10 steps with checkpoints at 4, 8 and 10 is
-the reference. A copy of its output dir (and MLflow db) without the checkpoints after step 4 is what a
-job killed after its step-4 checkpoint leaves (``test_kill_resume`` kills one for real);
+the reference (``conftest.TrainJobs``: trained once per session, the FSDP one shared with
+``test_kill_resume``; only copies of it are resumed). A copy of its output dir (and MLflow db) without
+the checkpoints after step 4 is what a job killed after its step-4 checkpoint leaves
+(``test_kill_resume`` kills one for real);
 ``checkpoint.resume=auto`` continues it in one plain process (``lmpipe train``, no torchrun). That
 job's own step-8 checkpoint, now one rank's, is continued on 2 ranks the same way. Each resumed job
 re-attaches to the MLflow run; its values are the ones logged after the copy, at full precision.
@@ -38,46 +40,14 @@ from pipeline.parallel.zero_checkpoint import (
 )
 from pipeline.train.checkpoint import newest_checkpoint, read_meta
 
-LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 STEPS, GLOBAL_BATCH = 10, 8
+"""The shape of ``conftest.TrainJobs``: checkpoints at steps 4, 8 and 10."""
 LOSS_RTOL, NORM_RTOL = 1e-5, 1e-5
-
-
-def command(nproc: int, strategy: str, shards: Path, output: Path) -> list[str]:
-    launch = (
-        ["train"] if nproc == 1 else ["launch", "torchrun", "--nproc-per-node", str(nproc), "--", "train"]
-    )
-    return [
-        LMPIPE,
-        *launch,
-        f"data.shards={shards}",
-        f"output_dir={output}",
-        f"parallel.strategy={strategy}",
-        "model.seq_len=64",
-        f"train.global_batch_size={GLOBAL_BATCH}",
-        "train.micro_batch_size=2",
-        f"train.max_steps={STEPS}",
-        "train.warmup_steps=2",
-        "train.log_interval=1",
-        "train.eval_interval=0",
-        "data.val_windows=8",
-        "checkpoint.interval=4",
-        "checkpoint.keep=3",
-        f"tracking.uri={uri(output)}",
-        "checkpoint.resume=auto",
-    ]
+RESUME = "checkpoint.resume=auto"
 
 
 def uri(output: Path) -> str:
     return f"sqlite:///{output.with_suffix('.db')}"
-
-
-def run(cmd: list[str]) -> str:
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
 
 
 def copy_stopped_after(source: Path, step: int, target: Path) -> None:
@@ -135,21 +105,18 @@ def as_dict(counter: Counter) -> dict[str, dict[int, float]]:
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["fsdp", "zero1", "zero2", "zero3"])
-def test_resume_on_another_world_size_continues_the_same_curve(tiny_corpus, tmp_path, strategy):
-    shards, root = (
-        tiny_corpus[0],
-        tmp_path / "runs+1",
-    )  # a '+' in the path: DeepSpeed's trap (convert_to_universal)
-    whole_dir = root / "whole"
-    run(command(2, strategy, shards, whole_dir))
-    whole = as_dict(metrics(whole_dir))
+def test_resume_on_another_world_size_continues_the_same_curve(train_jobs, tmp_path, strategy):
+    assert (train_jobs.steps, train_jobs.global_batch) == (STEPS, GLOBAL_BATCH)
+    reference = train_jobs.reference(strategy)
+    whole = as_dict(metrics(reference.output))
     assert sorted(whole["train/loss"]) == list(range(1, STEPS + 1))
+    root = tmp_path / "runs+1"  # a '+' in the path: DeepSpeed's trap (convert_to_universal)
 
     # 2 ranks -> 1 process, from step 4.
     one = root / "one"
-    copy_stopped_after(whole_dir, 4, one)
+    copy_stopped_after(reference.output, 4, one)
     before = metrics(one)
-    output = run(command(1, strategy, shards, one))
+    output = train_jobs.run(train_jobs.command(1, one, uri(one), f"parallel.strategy={strategy}", RESUME))
     assert "resuming from" in output and "step 4" in output
     assert_continues(logged_since(before, one), whole, after=4)
     meta = read_meta(newest_checkpoint(one))
@@ -159,19 +126,20 @@ def test_resume_on_another_world_size_continues_the_same_curve(tiny_corpus, tmp_
     if strategy.startswith("zero"):  # converted once, into the checkpoint it resumed from
         assert (one / "checkpoints" / "step_4" / UNIVERSAL_TAG).is_dir()
         assert not (one / "checkpoints" / "step_8" / UNIVERSAL_TAG).exists()
+        assert not (reference.output / "checkpoints" / "step_4" / UNIVERSAL_TAG).exists()  # the copy, not it
 
     # 1 process -> 2 ranks, from the one-process job's step 8.
     two = root / "two"
     copy_stopped_after(one, 8, two)
     before = metrics(two)
-    run(command(2, strategy, shards, two))
+    train_jobs.run(train_jobs.command(2, two, uri(two), f"parallel.strategy={strategy}", RESUME))
     assert_continues(logged_since(before, two), whole, after=8)
     if strategy.startswith("zero"):
         assert (two / "checkpoints" / "step_8" / UNIVERSAL_TAG).is_dir()
     meta = read_meta(newest_checkpoint(two))
     assert meta["world_size"] == 2 and meta["loader"]["sample_index"] == STEPS * GLOBAL_BATCH
     result = json.loads((two / "result.json").read_text())
-    expected = json.loads((whole_dir / "result.json").read_text())
+    expected = json.loads((reference.output / "result.json").read_text())
     assert (result["steps"], result["tokens_seen"]) == (expected["steps"], expected["tokens_seen"])
 
 
