@@ -40,7 +40,9 @@ def complete(cfg: GenerateJobConfig) -> list[dict[str, Any]]:
     """``{"prompt", "completion"}`` for every prompt (``cfg.prompt``, or each of the ``cfg.prompts`` file's),
     in order, ``{"messages", "completion"}`` for a conversation, and ``"system"`` beside a prompt it
     preceded; also written as JSONL to ``cfg.output`` when set."""
-    prompts: list[Prompt] = [cfg.prompt] if cfg.prompt is not None else read_prompts(cfg.prompts, chat=cfg.chat)
+    prompts: list[Prompt] = (
+        [cfg.prompt] if cfg.prompt is not None else read_prompts(cfg.prompts, chat=cfg.chat)
+    )
     model, _, tokenizer = load_model_for_inference(cfg.checkpoint)
     special = ChatTokens.of(tokenizer, cfg.checkpoint)
     generator = torch.Generator().manual_seed(cfg.seed)
