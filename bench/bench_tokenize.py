@@ -8,10 +8,13 @@ in batches of 1000, reading every encoding's ids. The encoder is the irreducible
 the ratio says what everything around it costs; target >= 0.8x.
 
 Per core: the Rust thread pool is pinned to one thread (``RAYON_NUM_THREADS=1``, set
-before anything encodes, and inherited by the spawned workers), so ours with workers=1
-and the anchor each use one core, and ours with workers=2 shows how it scales with
-processes. The input is several docs files (one task each) from ``generate_split_corpus``;
-the tokenizer (byte-level BPE, vocab 8192) is trained first on it (not timed).
+before anything encodes), so ours with workers=1 and the anchor each use one core; with
+workers=2 each pool worker sets its own share of the cores (one each here). Scaling is
+workers=2 over workers=1 in wall-clock throughput (target >= 1.7x; it needs idle cores, so
+the load average is printed) and in CPU seconds of every process involved, the pool's
+forkserver and workers included (target <= 1.15x: what the pool adds). The input is several
+docs files (one task each) from ``generate_split_corpus``; the tokenizer (byte-level BPE,
+vocab 8192) is trained first on it (not timed).
 
 Run: ``python bench/bench_tokenize.py [--quick]``.
 """
@@ -20,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 from timing import median_seconds
 from tokenizers import Tokenizer
@@ -41,6 +44,7 @@ from pipeline.demo.corpus import generate_split_corpus
 BATCH = 1000
 VOCAB = 8192
 TARGET = 0.8
+SCALING_TARGET, CPU_TARGET = 1.7, 1.15
 REPS = 5  # the 2 cores here are shared: more rounds steady the median
 
 
@@ -75,9 +79,11 @@ def ours(docs_dir: Path, tokenizer_dir: Path, out: Path, workers: int) -> int:
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process plus its finished children (the pool's workers, once joined)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    """CPU seconds of this process and of every process it started, finished or not: its reaped
+    children, and its live ones with theirs (the forkserver that the pools' workers are forked
+    from stays up between runs, and it is the one that reaps them)."""
+    me = psutil.Process()
+    return sum(sum(process.cpu_times()[:4]) for process in [me, *me.children()])
 
 
 def with_cpu(fn: Callable[[], int], spent: list[float]) -> Callable[[], int]:
@@ -111,6 +117,7 @@ def main() -> None:
         files = find_doc_files(docs_dir)
         texts = [t for path in files for t in pq.read_table(path, columns=["text"])["text"].to_pylist() if t]
         cpu: dict[str, list[float]] = {"ours_1": [], "ours_2": []}
+        load_before = os.getloadavg()[0]
         seconds, counts = median_seconds(
             {
                 "anchor": lambda: anchor(work / "tok" / "tokenizer.json", texts),
@@ -138,15 +145,18 @@ def main() -> None:
         f"{'ours: data tokenize, workers=1 (per core)':<44} {rate['ours_1']:>11,.0f} {per_core:>6.2f}x"
         f"   target >= {TARGET}x: {'met' if per_core >= TARGET else 'MISSED'}"
     )
+    speedup = rate["ours_2"] / rate["ours_1"]
     print(
         f"{'ours: data tokenize, workers=2':<44} {rate['ours_2']:>11,.0f} "
         f"{rate['ours_2'] / rate['anchor']:>6.2f}x"
-        f"   scaling {rate['ours_2'] / rate['ours_1']:.2f}x over workers=1 (ideal 2.00x)"
+        f"   scaling {speedup:.2f}x over workers=1 (target >= {SCALING_TARGET}x, ideal 2.00x)"
     )
-    cpu_ratio = statistics.median(cpu["ours_2"]) / statistics.median(cpu["ours_1"])
+    cpu_ratio = statistics.median(cpu["ours_2"][1:]) / statistics.median(cpu["ours_1"][1:])  # [0]: warm-up
+    verdict = "met" if speedup >= SCALING_TARGET and cpu_ratio <= CPU_TARGET else "MISSED"
     print(
-        f"CPU seconds, workers=2 / workers=1: {cpu_ratio:.2f} (1.00 = no work added by the pool; "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores during the run)"
+        f"CPU seconds, workers=2 / workers=1: {cpu_ratio:.2f} (target <= {CPU_TARGET}; 1.00 = no work "
+        f"added by the pool): {verdict}; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores (wall-clock scaling needs idle cores)"
     )
     print(
         f"anchor: tokenizers.Tokenizer.encode_batch_fast, batch {BATCH}, texts in memory; "

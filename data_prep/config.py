@@ -23,9 +23,15 @@ def _installed(module: str) -> bool:
 class ExtractConfig(Config):
     html: str = "resiliparse"
     """HTML -> main text: resiliparse (default, fast) or trafilatura (``pip install 'lmpipe[extras]'``)."""
+    min_main_chars: int = 200
+    """resiliparse: a page whose main-content text is shorter than this is extracted again without its
+    main-content heuristics (only nav, header, footer and aside dropped), and that text is kept if it is
+    at least this long. List pages and tables lose their items to the heuristics' link-density rule; 200
+    characters is below anything the default quality filter keeps (50 words). 0 turns it off."""
 
     def check(self, prefix: str) -> None:
         require_choice(self.html, f"{prefix}html", HTML_EXTRACTORS)
+        require(self.min_main_chars >= 0, f"{prefix}min_main_chars", "must be >= 0")
         require(
             self.html != "trafilatura" or _installed("trafilatura"),
             f"{prefix}html",
@@ -333,3 +339,11 @@ class PrepConfig(Config):
         require(self.workers >= 1, f"{prefix}workers", "must be >= 1")
         require_choice(self.executor, f"{prefix}executor", EXECUTORS)
         require(self.docs_per_shard >= 1, f"{prefix}docs_per_shard", "must be >= 1")
+        require(
+            not (
+                self.quality.enabled and self.quality.min_stop_words and set(self.language.languages) - {"en"}
+            ),
+            f"{prefix}quality.min_stop_words",
+            "counts English stop words, so it would drop every page in "
+            f"{sorted(set(self.language.languages) - {'en'})}: set quality.min_stop_words=0 to keep them",
+        )

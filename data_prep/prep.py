@@ -200,6 +200,7 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
         keys_start = perf_counter()
         result["docs"] = compute_keys(shards, cfg.dedup, out / KEYS, task.name)
         result["keys_seconds"] = round(perf_counter() - keys_start, 6)
+        result["bytes"] = writer.stats.bytes
     else:
         stages[writer.name] = writer.stats
     result["seconds"] = round(perf_counter() - start, 3)
@@ -228,7 +229,16 @@ def run_dedup_task(task: Task, cfg: PrepConfig) -> dict[str, Any]:
     prepped = json.loads(marker_path(out, "prep", task).read_text())
     removal = RemovalFilter.for_task(out / DEDUP, task.name)
     writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard)
-    written = writer.write(removal.run(_read_filtered([out / FILTERED / name for name in prepped["shards"]])))
+    filtered = [out / FILTERED / name for name in prepped["shards"]]
+    if removal.removes_any or "bytes" not in prepped:
+        written = writer.write(removal.run(_read_filtered(filtered)))
+    else:
+        # Rewriting would put the same rows through the same writer: the same bytes. Link them instead
+        # (most inputs of a crawl lose no document to dedup), and count what the rewrite would have.
+        written = [_link(shard, docs_dir / shard.name) for shard in filtered]
+        for stats in (removal.stats, writer.stats):
+            stats.input = stats.kept = prepped["docs"]
+            stats.bytes = prepped["bytes"]
     # The stage's work is mostly its keys (hashing, MinHash), computed in the prep task: count them here,
     # or the summary shows dedup at 0.00 s and millions of documents a second.
     removal.stats.seconds += prepped.get("keys_seconds", 0.0)
@@ -326,6 +336,16 @@ def _filtered_intact(cfg: PrepConfig, task: Task) -> bool:
     return all((out / FILTERED / name).exists() for name in marker["shards"]) and all(
         keys_path(out / KEYS, task.name, kind).exists() for kind in enabled_kinds(cfg.dedup)
     )
+
+
+def _link(source: Path, target: Path) -> Path:
+    """``target`` as a hard link to ``source`` (a copy where the file system has none)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    return target
 
 
 def _read_filtered(paths: list[Path]) -> Iterator[Document]:

@@ -139,7 +139,7 @@ def minhash_signatures(
     # Permutations along rows and shingles along columns: reduceat then scans contiguous memory.
     mins = np.full((cfg.num_perm, len(texts)), np.iinfo(_U64).max, _U64)
     doc_of_shingle = np.repeat(np.arange(len(texts)), shingles_per_doc)
-    buffer = np.empty((cfg.num_perm, CHUNK_SHINGLES), _U64)
+    buffer = np.empty((cfg.num_perm, min(CHUNK_SHINGLES, len(shingles))), _U64)  # a small file's: small
     for lo in range(0, len(shingles), CHUNK_SHINGLES):
         x, docs = shingles[lo : lo + CHUNK_SHINGLES], doc_of_shingle[lo : lo + CHUNK_SHINGLES]
         hashed = buffer[:, : len(x)]

@@ -14,8 +14,8 @@ It writes ``<dedup_dir>/remove/<task>.npy`` for every task, an ``(k, 2)`` int64 
 task's filtered documents, in the same order, and drops the listed ones.
 
 Memory: 16 bytes a document for exact keys, 8 for URL keys, and per band 16 (the column and
-its sort order); the keys are memory-mapped. ``minhash.py`` says how the band search splits
-further when one machine is not enough.
+its sort order); the keys are memory-mapped (files over 1 MiB). ``minhash.py`` says how the
+band search splits further when one machine is not enough.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from data_prep.dedup.minhash import near_duplicate_labels
 from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
 
+MMAP_BYTES = 1 << 20
 REASONS = ("duplicate", "duplicate_url", "near_duplicate")
 """Reason codes 1, 2, 3 (0 = kept), in precedence order."""
 
@@ -64,7 +65,7 @@ def plan_removals(
     reasons = np.zeros(n, np.uint8)
 
     def load(kind: str) -> list[np.ndarray]:
-        arrays = [np.load(keys_path(keys_dir, task, kind), mmap_mode="r") for task in tasks]
+        arrays = [_load(keys_path(keys_dir, task, kind)) for task in tasks]
         for task, array, size in zip(tasks, arrays, sizes):
             if array.shape[-1 if kind == "bands" else 0] != size:
                 raise ValueError(
@@ -96,6 +97,11 @@ def plan_removals(
     return {"docs": n, "removed": removed, "clusters": clusters, "seconds": round(perf_counter() - start, 3)}
 
 
+def _load(path: Path) -> np.ndarray:
+    """A keys file, memory-mapped when large: mapping costs a millisecond a file, reading a small one less."""
+    return np.load(path, mmap_mode="r" if path.stat().st_size > MMAP_BYTES else None)
+
+
 class RemovalFilter(BaseFilter):
     """Drops the documents at the listed positions of this task's stream, by their reason.
 
@@ -111,6 +117,10 @@ class RemovalFilter(BaseFilter):
         self._reasons = [REASONS[code - 1] for code in removals[:, 1].tolist()]
         self._next = 0
         self._index = 0
+
+    @property
+    def removes_any(self) -> bool:
+        return bool(self._positions)
 
     @classmethod
     def for_task(cls, dedup_dir: Path, task: str) -> RemovalFilter:

@@ -2,7 +2,7 @@
 
 A run is a list of ``Stage``s, each depending on the one before (data prep: ``prep`` per
 input, then one ``cluster`` task, then ``dedup`` per input). ``LocalExecutor`` runs them
-one after another, each in this process or a spawned process pool; ``SlurmExecutor``
+one after another, each in this process or one pool of worker processes; ``SlurmExecutor``
 submits each as a job array (``--array=0-K%P``) that starts only after the previous one
 succeeded (``--dependency=afterok``), each element a ``python -m launch.slurm.task plan.json INDEX``.
 Either way a finished task leaves its completion marker, and the caller merges the stats

@@ -3,7 +3,13 @@
 ``main_content=True`` drops navigation, headers, footers, sidebars and cookie
 banners by resiliparse's element heuristics; it is ~14x faster than trafilatura on
 the Common Crawl fixtures (PLATFORM.md, "Extraction speed"), which decides the
-throughput of the whole prep path.
+throughput of the whole prep path. Those heuristics drop every ``<ul>`` near the top
+of the body or with over 20% link text, so a page whose content is a list or a
+list-built table (a page of facts, a job board) came out as its title alone. Such a
+page's main text is near-empty, so one cheap test finds it: below
+``ExtractConfig.min_main_chars`` the same parsed tree is extracted again without the
+heuristics, dropping only the page furniture HTML names (nav, header, footer, aside).
+Only those pages pay for a second pass (bench/bench_extract.py measures F1 and speed).
 
 trafilatura (``extract.html: trafilatura``, ``pip install 'lmpipe[extras]'``) is the
 extractor datatrove and FineWeb use. It runs with the settings below; it catches its
@@ -12,10 +18,12 @@ own parse errors and returns None for junk, which this stage drops as ``empty_te
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from resiliparse.extract.html2text import extract_plain_text
-from resiliparse.parse.html import HTMLParserException
+from resiliparse.parse.html import HTMLParserException, HTMLTree
 
 from data_prep.config import ExtractConfig
 from data_prep.document import Document
@@ -32,9 +40,19 @@ TRAFILATURA_OPTIONS: dict[str, Any] = {
 }
 
 
-def html_to_text(html: str) -> str:
-    """Main text without image alt text (file names such as "prof_pic.jpg") or HTML comments."""
-    return extract_plain_text(html, main_content=True, alt_texts=False, comments=False).strip()
+PAGE_FURNITURE = ["nav", "header", "footer", "aside"]
+"""What the fallback pass still drops: the landmarks HTML itself marks as not the page's content."""
+
+
+def html_to_text(html: str, min_main_chars: int = ExtractConfig.min_main_chars) -> str:
+    """Main text without image alt text (file names such as "prof_pic.jpg") or comment sections;
+    a page whose main text is under ``min_main_chars`` falls back to its text minus page furniture."""
+    tree = HTMLTree.parse(html)
+    text = extract_plain_text(tree, main_content=True, alt_texts=False, comments=False).strip()
+    if len(text) >= min_main_chars:
+        return text
+    whole = extract_plain_text(tree, alt_texts=False, skip_elements=PAGE_FURNITURE).strip()
+    return whole if len(whole) >= min_main_chars else text
 
 
 def trafilatura_to_text(html: str) -> str:
@@ -64,9 +82,9 @@ class HtmlExtractor(BaseFilter):
         self.cfg = cfg or ExtractConfig()
         if self.cfg.html == "trafilatura":
             require_trafilatura()
-            self.to_text = trafilatura_to_text
+            self.to_text: Callable[[str], str] = trafilatura_to_text
         else:
-            self.to_text = html_to_text
+            self.to_text = partial(html_to_text, min_main_chars=self.cfg.min_main_chars)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         doc.text = self.to_text(doc.text)

@@ -21,11 +21,9 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import os
 import re
 import shlex
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
-from data_prep.executor import Progress, Stage, TaskFn
+from data_prep.executor import Progress, Stage
 from data_prep.executor.local import LocalExecutor
 from data_prep.executor.slurm import SlurmExecutor
 from data_prep.tokenizer.config import TokenizeConfig
@@ -110,7 +108,7 @@ def tokenize(cfg: TokenizeConfig, progress: Progress | None = None) -> dict:
     """Tokenize ``cfg.input`` into ``cfg.output``; returns the manifest it wrote.
 
     ``progress`` is called with the number of documents each encoded batch added (executor
-    local). Local workers are spawned processes, so a script that calls this with workers>1
+    local). Local workers import the calling script again, so a script that calls this with workers>1
     needs the ``if __name__ == "__main__":`` guard.
     """
     files = sorted({path.resolve() for docs_dir in cfg.input for path in find_doc_files(docs_dir)})
@@ -139,7 +137,7 @@ def tokenize(cfg: TokenizeConfig, progress: Progress | None = None) -> dict:
         for i, path in enumerate(files)
     ]
     todo = [task for task in tasks if not is_done(task)]
-    _make_executor(cfg).run_stages([Stage(STAGE, todo, _task_fn(cfg.workers, len(todo)))], progress)
+    _make_executor(cfg).run_stages([Stage(STAGE, todo, run_task)], progress)
 
     markers = []
     for task in tasks:
@@ -268,20 +266,6 @@ def _make_executor(cfg: TokenizeConfig) -> Any:
             lambda _stage, task: is_done(task),
         )
     return LocalExecutor(cfg.workers)
-
-
-def _task_fn(workers: int, n_tasks: int) -> TaskFn:
-    """``run_task``, or in a pool of several processes ``run_task`` with each worker's share
-    of the cores for the tokenizer's Rust thread pool (so N workers do not start N x cores threads)."""
-    workers = min(workers, n_tasks)
-    if workers <= 1:
-        return run_task
-    return partial(_run_task_with_threads, max(1, (os.cpu_count() or 1) // workers))
-
-
-def _run_task_with_threads(threads: int, task: TokenizeTask, progress: Progress | None) -> int:
-    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when this process first encodes
-    return run_task(task, progress)
 
 
 def _done_marker(task: TokenizeTask) -> dict | None:

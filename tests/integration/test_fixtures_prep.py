@@ -110,7 +110,11 @@ def test_cc_recipe_keeps_english_web_pages_and_drops_the_rest(tmp_path):
 
 def test_wiki_recipe_on_the_utf16_and_siteinfo_less_dumps(tmp_path):
     stats = prep(
-        "wiki.yaml", sorted((FIXTURES / "wiki").glob("*.bz2")), tmp_path, "language.languages=[en,bg]"
+        "wiki.yaml",
+        sorted((FIXTURES / "wiki").glob("*.bz2")),
+        tmp_path,
+        "language.languages=[en,bg]",
+        "quality.min_stop_words=0",  # Gopher's stop words are English
     )
     accounted_for(stats)
     tasks = {Path(task["path"]).name: task for task in stats["tasks"].values()}

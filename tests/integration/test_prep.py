@@ -12,6 +12,9 @@ import pytest
 
 from data_prep.config import PrepConfig
 from data_prep.prep import run_prep
+from data_prep.readers.parquet import read_parquet
+from data_prep.stats import StageStats
+from data_prep.writers.parquet import ParquetWriter
 from pipeline.demo.corpus import CorpusFiles, generate_corpus
 
 FOREIGN_WORDS = ("Einwohner", "habitants", "habitantes")
@@ -200,6 +203,17 @@ def test_two_workers_write_the_same_documents(prepped, corpus, tmp_path):
     assert read_docs(tmp_path).sort_by("id").equals(read_docs(output).sort_by("id"))
 
 
+def test_docs_are_byte_identical_for_one_and_two_workers(prepped, corpus, tmp_path):
+    """The worker count says how fast, never what: the same shard files, byte for byte."""
+    _, _, output = prepped
+    prep(corpus, tmp_path, workers=2)
+
+    def shards(root: Path) -> dict[str, bytes]:
+        return {path.name: path.read_bytes() for path in sorted((root / "docs").glob("*.parquet"))}
+
+    assert shards(tmp_path) == shards(output) != {}
+
+
 def test_bad_inputs_fail_before_any_work_naming_the_path(corpus, tmp_path):
     """(A zero-byte file is not among them: it is counted, see test_bad_input.py.)"""
     output = tmp_path / "out"
@@ -259,3 +273,44 @@ def test_data_stats_prints_a_row_per_stage_and_the_dedup_decision(prepped, capsy
         for line in lines
     )
     assert lines[-1].startswith(f"read {stats['totals']['input']:,}, kept {stats['totals']['kept']:,}")
+
+
+def test_an_input_that_loses_nothing_to_dedup_is_linked_not_rewritten(corpus, tmp_path):
+    """Rewriting its filtered shard would give the same bytes: it is linked, and counted as written."""
+    unique = tmp_path / "unique.jsonl"
+    unique.write_text(
+        "".join(json.dumps({"id": str(i), "text": text}) + "\n" for i, text in enumerate(PROSE))
+    )
+    out = tmp_path / "out"
+    stats = run_prep(
+        PrepConfig.from_dict(
+            {
+                "input": [str(corpus.warc), str(unique)],
+                "output": str(out),
+                "dedup": {"keep_intermediate": True},
+            }
+        )
+    )
+    (shard,) = (out / "docs").glob("unique.jsonl-*.parquet")
+    assert shard.samefile(out / "filtered" / shard.name)
+    task = shard.name.rsplit("-", 1)[0]
+    (rewritten,) = ParquetWriter(tmp_path / "rewritten", task, 50_000).write(
+        read_parquet(str(shard), StageStats())
+    )
+    assert rewritten.read_bytes() == shard.read_bytes()
+    assert stats["stages"]["write"]["kept"] == read_docs(out).num_rows == stats["totals"]["kept"]
+    assert stats["tasks"][task]["kept"] == len(PROSE)
+
+
+PROSE = (
+    "People who live near the old river say that it has changed little over the years, and the visitors who "
+    "come in the spring are often surprised by how quiet the place is. The council keeps a record of every "
+    "flood since the town was founded, and the oldest entries were written by hand more than two hundred "
+    "years ago by the monks who built the first bridge.",
+    "The market opens at dawn on Saturdays. Farmers from the hills bring cheese, apples and honey, and by "
+    "noon most of the stalls have sold out. A brass band plays in the square during the summer months, and "
+    "the bakery on the corner sells a plum cake that is made to a recipe nobody in the family will share.",
+    "Our school teaches children from six villages. Each class has its own garden, where pupils grow beans "
+    "and potatoes and learn how weather and soil decide a harvest. In winter the older pupils write a short "
+    "newspaper about local history, which is printed at the library and handed out at the station.",
+)

@@ -56,6 +56,7 @@ def test_fixture_docs_come_back_from_every_shard_through_datasets(tmp_path):
         "--workers",
         "2",
         f"language.languages={LANGUAGES}",
+        "quality.min_stop_words=0",  # Gopher's stop words are English
     )
     lmpipe("data", "train-tokenizer", "--input", str(prep), "--vocab-size", "2000", "--output", str(tok))
     summary = lmpipe(

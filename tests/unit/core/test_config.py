@@ -102,3 +102,10 @@ def test_grad_accumulation_must_divide_evenly():
     assert cfg.train.grad_accum_steps(world_size=1) == 3
     with pytest.raises(ConfigError, match="global_batch_size"):
         cfg.train.grad_accum_steps(world_size=2)
+
+
+def test_english_stop_words_refuse_other_languages_with_the_fix():
+    base = ["input=[x.warc.gz]", "output=o", "language.languages=[en,de]"]
+    with pytest.raises(ConfigError, match=r"quality.min_stop_words.*\['de'\].*min_stop_words=0"):
+        PrepConfig.load(None, base)
+    assert PrepConfig.load(None, [*base, "quality.min_stop_words=0"]).language.languages == ["en", "de"]

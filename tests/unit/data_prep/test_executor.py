@@ -11,7 +11,7 @@ import pytest
 
 from data_prep.config import PrepConfig
 from data_prep.executor import Stage, TaskFailed
-from data_prep.executor.local import LocalExecutor
+from data_prep.executor.local import THREAD_POOL_SIZES, LocalExecutor, worker_env
 from data_prep.executor.slurm import SlurmExecutor, render_script
 from data_prep.prep import Task, make_executor
 from launch.slurm import task as task_main
@@ -119,6 +119,40 @@ def test_local_executor_runs_stages_one_after_another():
         ]
     )
     assert calls == ["1", "2", "3"]
+
+
+def write_env(path, progress):
+    """A pool task (module level, so picklable): what its worker's environment says of thread pools."""
+    names = (*THREAD_POOL_SIZES, "TOKENIZERS_PARALLELISM")
+    with open(path, "w") as f:
+        json.dump({name: os.environ.get(name) for name in names}, f)
+    if progress is not None:
+        progress(1)
+
+
+def test_pool_workers_share_the_cores_among_their_thread_pools():
+    """Two workers on two cores: one tokenizer (Rust) thread each, parallelism off, so the workers do
+    not each start a thread per core and fight over them."""
+    assert worker_env(2, cores=2) == {
+        "RAYON_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    assert worker_env(2, cores=16)["RAYON_NUM_THREADS"] == "8"
+    assert worker_env(2, cores=16)["TOKENIZERS_PARALLELISM"] == "true"
+    assert worker_env(4, cores=2)["RAYON_NUM_THREADS"] == "1"
+
+
+def test_one_pool_runs_every_stage_with_the_worker_environment(tmp_path):
+    paths = [str(tmp_path / f"{stage}{i}.json") for stage in "ab" for i in range(2)]
+    seen = []
+    LocalExecutor(workers=2).run_stages(
+        [Stage("a", paths[:2], write_env), Stage("b", paths[2:], write_env)], seen.append
+    )
+    assert sum(seen) == 4
+    expected = worker_env(2)
+    for path in paths:
+        assert json.loads(open(path).read()) == expected
 
 
 def test_local_executor_reraises_a_failure():
