@@ -16,6 +16,7 @@ from launch.slurm.profile import SlurmProfile
 from launch.slurm.sbatch import SlurmJob, render_sbatch, submit
 from launch.slurm.state import format_states, job_states
 from launch.torchrun import run_torchrun, torchrun_command
+from pipeline.cli.plan import launch_fit_warning
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.config.train import TrainJobConfig
 from pipeline.core.config import Config
@@ -207,6 +208,9 @@ def _run_launch_slurm(args: argparse.Namespace) -> int:
         args.profile, args.set, values={"nodes": args.nodes, "gpus_per_node": args.gpus_per_node}
     )
     configs = _slurm_configs(args, verb_args)
+    for cfg in configs:  # a warning, not a refusal: the estimate is approximate and the GPUs assumed
+        if warning := launch_fit_warning(cfg, nodes=profile.nodes, gpus_per_node=profile.gpus_per_node):
+            print(f"lmpipe: warning: {warning}", file=sys.stderr)
     job_name = args.job_name or f"lmpipe-{verb_args[0]}"
     if args.dry_run:
         job = SlurmJob(
@@ -279,7 +283,7 @@ def _run_needs(cfg: Config | None, world_size: int) -> RunNeeds | None:
     else:
         return None
     try:
-        cfg.train.grad_accum_steps(world_size)
+        cfg.train.grad_accum_steps(cfg.parallel.dp_size(world_size))
         batch_error = ""
     except ConfigError as exc:
         batch_error = str(exc)

@@ -2,9 +2,15 @@
 
 Torch-free on purpose: configs validate shapes before anything heavy is imported.
 Shapes follow one rule so that every rung is a Llama of the same family: head_dim 64
-(32 on the smallest rung, 128 on 7b as in Llama 2), SwiGLU hidden = 8/3 d_model rounded up
+(32 on the smallest rung, 128 from 7b up as in Llama 2), SwiGLU hidden = 8/3 d_model rounded up
 to a multiple of 64, and depth grown with width at an aspect ratio d_model / n_layers
-between 32 and 128 (16 layers or fewer below 100M, 24 to 1.3B, 32 above).
+between 32 and 128 (16 layers or fewer below 100M, 24 to 1.3B, 32 to 7B, 40 to 100 above);
+grouped-query attention with 8 KV heads from 34b up, as Code Llama 34B and Llama 2 70B have.
+The three largest rungs stand for Llama 2 13B, Code Llama 34B and Llama 2 70B, N within 2% of
+theirs: ``13b`` is Llama 2 13B's shape (its hidden is already ~8/3 d); ``34b`` is narrower and
+deeper than Code Llama 34B (7168 x 64 layers, not 8192 x 48, which is past the aspect ratio);
+``70b`` has Llama 2 70B's width and heads, keeps the 8/3 hidden where it widens it to 3.5 d, and
+makes up N with depth (100 layers instead of 80).
 
 Each size's default peak learning rate and global batch follow from N by one power law
 each (``default_lr``, ``default_batch_tokens``), so a sweep over sizes needs no per-size
@@ -49,6 +55,9 @@ SIZES: dict[str, ModelArgs] = {
     "1.3b": rung(2048, 24, 32, 32),
     "3b": rung(2560, 32, 40, 40),
     "7b": rung(4096, 32, 32, 32),
+    "13b": rung(5120, 40, 40, 40),  # Llama 2 13B: 12.61B vs its 12.69B
+    "34b": rung(7168, 64, 56, 8),  # Code Llama 34B: 33.85B vs its 33.22B
+    "70b": rung(8192, 100, 64, 8),  # Llama 2 70B: 68.89B vs its 68.45B (80 layers of a 3.5 d hidden)
 }
 
 NOMINAL_PARAMS: dict[str, int] = {
@@ -62,6 +71,9 @@ NOMINAL_PARAMS: dict[str, int] = {
     "1.3b": 1_300_000_000,
     "3b": 3_000_000_000,
     "7b": 7_000_000_000,
+    "13b": 13_000_000_000,
+    "34b": 34_000_000_000,
+    "70b": 70_000_000_000,
 }
 
 

@@ -6,11 +6,11 @@ model computes exactly what the pretrained one does, and the optimizer holds sta
 the parameters.
 
 The order of operations follows the model's (``transformer.py``): ``apply_lora`` swaps the projections of a
-model built on the meta device, before a strategy places it; the strategy's ``init_on_cpu`` draws the
-base weights (``init_weights``) and then the adapters (``reset_adapters``), from the same seeded
-generator on every rank. ``LoRALinear`` is an ``nn.Linear`` whose frozen weight keeps its name, so a
-LoRA checkpoint holds the plain model's keys plus ``<projection>.lora_A`` / ``.lora_B``, and its
-``meta.json`` says so (``"lora"``). Whatever reads weights out of a checkpoint
+model built on the meta device, before a strategy places it; the strategy draws base weights and
+adapters alike, each from a generator seeded by its name (``model.init``), the same on every rank.
+``LoRALinear`` is an ``nn.Linear`` whose frozen weight keeps its name, so a LoRA checkpoint holds the
+plain model's keys plus ``<projection>.lora_A`` / ``.lora_B``, and its ``meta.json`` says so
+(``"lora"``). Whatever reads weights out of a checkpoint
 (``parallel_base.load_model_weights``: eval, generate, export, consolidate, ``--init-from``) folds the
 adapters in with ``merged_state_dict``: the result has exactly a plain model's keys.
 """
@@ -114,14 +114,6 @@ def apply_lora(model: Transformer, cfg: LoRAConfig) -> Transformer:
     if missing:
         raise ConfigError(f"lora.targets: the model's blocks have no projection {', '.join(missing)}")
     return model
-
-
-def reset_adapters(model: nn.Module) -> None:
-    """Initialise every adapter (``LoRALinear.reset_adapter``). Call it after ``model.init_weights``, which
-    knows no adapters and draws them like any matrix (from the seeded generator, so alike on every rank)."""
-    for module in model.modules():
-        if isinstance(module, LoRALinear):
-            module.reset_adapter()
 
 
 def is_adapter(name: str) -> bool:

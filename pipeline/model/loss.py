@@ -2,13 +2,19 @@
 
 Its own module so that what the data side needs of the loss (``IGNORE_INDEX``) comes without the model,
 and the fused autograd function can be read and tested on its own (``linear_cross_entropy`` against
-``F.linear`` then ``F.cross_entropy``).
+``F.linear`` then ``F.cross_entropy``). Under tensor parallelism the head's weight is split by vocabulary
+rows (a DTensor, ``parallel.tensor_parallel``) and the same fused pass runs on each rank's rows
+(``vocab_parallel_head``): the ranks exchange two numbers per token, never logits.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 
 IGNORE_INDEX = -100
 """Targets with this value add nothing to the loss (prompt and padding positions in SFT)."""
@@ -30,15 +36,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
+        ctx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        reduction: str,
+        shard: VocabShard | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, d) and weight (V, d) in the compute dtype, targets (N,) -> logits (N, V), loss ()."""
+        """x (N, d) and weight (V, d) in the compute dtype, targets (N,) -> logits (N, V), loss ().
+        With ``shard``, ``weight`` is this rank's rows of the vocabulary, and so are the logits."""
         with torch.autocast(x.device.type, enabled=False):  # the caller chose the dtype; softmax in fp32
             logits, loss, grad_x, grad_weight = _linear_cross_entropy(
                 x,
                 weight,
                 targets,
                 reduction=reduction,
+                shard=shard,
                 grad_x=ctx.needs_input_grad[0],
                 grad_weight=ctx.needs_input_grad[1],
             )
@@ -52,11 +65,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(
         ctx, _grad_logits: None, grad_loss: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         grad_x, grad_weight = ctx.saved_tensors
         return (
             None if grad_x is None else grad_x * grad_loss,
             None if grad_weight is None else grad_weight * grad_loss,
+            None,
             None,
             None,
         )
@@ -76,39 +90,73 @@ def _linear_cross_entropy(
     targets: torch.Tensor,
     *,
     reduction: str,
+    shard: VocabShard | None = None,
     grad_x: bool,
     grad_weight: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Logits (N, V), the loss, and its gradients with respect to ``x`` and ``weight`` (None where not
-    asked)."""
+    asked). With ``shard`` (``VocabShard``): ``weight``'s rows, the logits and the weight's gradient are
+    this rank's part of the vocabulary, and the gradient of ``x`` is this rank's term of a sum over ranks."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     valid = targets != IGNORE_INDEX
-    target_ids = targets.masked_fill(~valid, 0)[:, None]  # (N, 1); an ignored row's id is arbitrary: weight 0
     row_weight = valid.float()  # each row's share of the loss: 1 per counted target, / their count for "mean"
     if reduction == "mean":
         row_weight /= valid.sum()
+    local = targets if shard is None else targets - shard.start
+    # the target's logit is one of this rank's (without a shard always: an id past the vocabulary fails)
+    hit = valid if shard is None else valid & (local >= 0) & (local < weight.shape[0])
+    target_ids = local.masked_fill(~hit, 0)[:, None]  # (N, 1); elsewhere arbitrary, weighted 0
+    target_weight = (row_weight * hit)[:, None]
     logits = x.new_empty(x.shape[0], weight.shape[0])
     row_loss = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
     dx = torch.empty_like(x) if grad_x else None
     dw = torch.zeros_like(weight) if grad_weight else None
     chunk = _loss_chunk_rows(x, weight.shape[0])
     for rows in (slice(start, start + chunk) for start in range(0, x.shape[0], chunk)):
-        log_probs = torch.log_softmax(
-            torch.mm(x[rows], weight.t(), out=logits[rows]).float(), dim=1
-        )  # (n, V)
-        row_loss[rows] = -log_probs.gather(1, target_ids[rows]).squeeze(1)
+        chunk_logits = torch.mm(x[rows], weight.t(), out=logits[rows]).float()  # (n, V)
+        if shard is None:
+            log_probs = torch.log_softmax(chunk_logits, dim=1)
+            row_loss[rows] = -log_probs.gather(1, target_ids[rows]).squeeze(1)
+            probs = log_probs.exp_()
+        else:
+            log_norm, target_logit = shard.log_norm_and_target(chunk_logits, target_ids[rows], hit[rows])
+            row_loss[rows] = log_norm - target_logit
+            probs = (chunk_logits - log_norm[:, None]).exp_()  # not in place: fp32 logits are the output
         if dx is None and dw is None:
             continue
         # d loss / d logits: (softmax - one-hot target), times the row's share of the loss
-        grad_logits = log_probs.exp_().mul_(row_weight[rows, None])
-        grad_logits = grad_logits.scatter_add_(1, target_ids[rows], -row_weight[rows, None]).to(x.dtype)
+        grad_logits = probs.mul_(row_weight[rows, None])
+        grad_logits = grad_logits.scatter_add_(1, target_ids[rows], -target_weight[rows]).to(x.dtype)
         if dx is not None:
             torch.mm(grad_logits, weight, out=dx[rows])
         if dw is not None:
             dw.addmm_(grad_logits.t(), x[rows])
     loss = torch.where(valid, row_loss, 0.0).sum()
     return logits, loss / valid.sum() if reduction == "mean" else loss, dx, dw
+
+
+@dataclass(frozen=True)
+class VocabShard:
+    """This rank's rows ``start:start + V_local`` of an output head split by vocabulary over ``group``
+    (tensor parallelism): the softmax's normaliser and the target's logit come from every rank's rows,
+    exchanged as two numbers per row, never as logits."""
+
+    group: dist.ProcessGroup
+    start: int
+
+    def log_norm_and_target(
+        self, logits: torch.Tensor, target_ids: torch.Tensor, hit: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row of (n, V_local) fp32 ``logits``: log of the softmax's normaliser over the whole
+        vocabulary, and the target's logit (held by one rank: ``hit``)."""
+        mine = torch.stack(
+            [torch.logsumexp(logits, dim=1), torch.where(hit, logits.gather(1, target_ids).squeeze(1), 0.0)]
+        )  # (2, n)
+        every = [torch.empty_like(mine) for _ in range(dist.get_world_size(self.group))]
+        dist.all_gather(every, mine, group=self.group)
+        stacked = torch.stack(every)  # (ranks, 2, n)
+        return torch.logsumexp(stacked[:, 0], dim=0), stacked[:, 1].sum(dim=0)
 
 
 def linear_cross_entropy(
@@ -120,9 +168,41 @@ def linear_cross_entropy(
     device = x.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
     logits, loss = _LinearCrossEntropy.apply(
-        x.reshape(-1, x.shape[-1]).to(dtype), weight.to(dtype), targets.reshape(-1), reduction
+        x.reshape(-1, x.shape[-1]).to(dtype), weight.to(dtype), targets.reshape(-1), reduction, None
     )
     return logits.view(*x.shape[:-1], -1), loss
+
+
+def vocab_parallel_head(
+    x: torch.Tensor, weight: DTensor, targets: torch.Tensor | None, *, reduction: str = "mean"
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``OutputHead``'s forward when tensor parallelism split ``weight`` (V, d) by vocabulary rows
+    (``parallel.tensor_parallel``): ``x`` (..., d), sequence shards or replicated, is gathered whole on
+    each rank of the group; with ``targets`` each rank computes its rows' logits (returned as a DTensor
+    sharded over the vocabulary) and the fused loss (``VocabShard``), the same on every rank. Without
+    targets the whole logits (generation, evaluation), a plain tensor."""
+    mesh = weight.device_mesh
+    if not isinstance(x, DTensor):
+        x = DTensor.from_local(x, mesh, [Replicate()], run_check=False)
+    # Each rank's gradient of x is its rows' term: summed over ranks (reduce-scattered onto the sequence
+    # shards the norm produced) in backward.
+    x_local = x.redistribute(mesh, [Replicate()]).to_local(grad_placements=[Partial()])
+    w_local = weight.to_local()
+    device = x_local.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x_local.dtype
+    if targets is None:
+        logits = torch.matmul(x_local.to(dtype), w_local.to(dtype).t())
+        return DTensor.from_local(logits, mesh, [Shard(-1)], run_check=False).full_tensor()
+    shard = VocabShard(group=mesh.get_group(), start=mesh.get_local_rank() * w_local.shape[0])
+    logits, loss = _LinearCrossEntropy.apply(
+        x_local.reshape(-1, x_local.shape[-1]).to(dtype),
+        w_local.to(dtype),
+        targets.reshape(-1),
+        reduction,
+        shard,
+    )
+    logits = logits.view(*x_local.shape[:-1], -1)
+    return DTensor.from_local(logits, mesh, [Shard(-1)], run_check=False), loss
 
 
 class OutputHead(nn.Linear):
@@ -137,6 +217,8 @@ class OutputHead(nn.Linear):
         self, x: torch.Tensor, targets: torch.Tensor | None = None, *, reduction: str = "mean"
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits (..., vocab); with ``targets``, (logits without gradient, loss)."""
+        if isinstance(self.weight, DTensor):  # split by vocabulary rows (tensor parallelism)
+            return vocab_parallel_head(x, self.weight, targets, reduction=reduction)
         if targets is None:
             return super().forward(x)
         return linear_cross_entropy(x, self.weight, targets, reduction=reduction)

@@ -17,7 +17,6 @@ are chosen so that an export to ``LlamaForCausalLM`` is a renaming, no permutati
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -27,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from pipeline.model.args import ModelArgs
 from pipeline.model.generation import KVCache, LayerCache, sample_next
+from pipeline.model.init import full_parameter
 from pipeline.model.loss import OutputHead
 
 
@@ -122,7 +122,7 @@ def causal_attention(
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.head_dim = args.head_dim
         self.wq = nn.Linear(args.d_model, args.n_heads * args.head_dim, bias=False)
         self.wk = nn.Linear(args.d_model, args.n_kv_heads * args.head_dim, bias=False)
         self.wv = nn.Linear(args.d_model, args.n_kv_heads * args.head_dim, bias=False)
@@ -139,9 +139,10 @@ class Attention(nn.Module):
         """Causal self-attention; with ``mask`` ((B, 1, T, T) bool, ``document_mask``) only where it is True.
         With ``cache`` (generation) also over the cached keys: then ``mask`` is (B, 1, T, start + T)."""
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        # Head counts from the projections' widths: tensor parallelism leaves each rank a share of the heads.
+        q = self.wq(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.wk(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        v = self.wv(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v)
@@ -208,18 +209,14 @@ class Transformer(nn.Module):
             self.output.weight = self.tok_embeddings.weight
 
     @torch.no_grad()
-    def init_weights(self) -> None:
-        """Normal(0, 0.02) everywhere; the projections that write into the residual stream get
-        0.02 / sqrt(2 n_layers) so the stream's variance does not grow with depth (GPT-2)."""
+    def init_weights(self, seed: int | None = None) -> None:
+        """Every parameter (adapters included) drawn by its rule from its own generator (``model.init``),
+        and the RoPE tables filled. ``seed`` None: the one given ``torch.manual_seed``. For a model whose
+        parameters are plain tensors; a sharded one is ``pipeline.parallel.init``'s."""
         self.tie_weights()
-        residual_std = 0.02 / math.sqrt(2 * self.args.n_layers)
-        for name, param in self.named_parameters():
-            if name.endswith("norm.weight"):
-                nn.init.ones_(param)
-            elif name.endswith(("wo.weight", "w2.weight")):
-                nn.init.normal_(param, mean=0.0, std=residual_std)
-            else:
-                nn.init.normal_(param, mean=0.0, std=0.02)
+        seed = torch.initial_seed() if seed is None else seed
+        for name, param in self.named_parameters():  # a tied head is listed once, as tok_embeddings.weight
+            param.copy_(full_parameter(name, param.shape, seed=seed, n_layers=self.args.n_layers))
         self.rope_cos, self.rope_sin = rope_tables(self.args, device=self.tok_embeddings.weight.device)
 
     def forward(

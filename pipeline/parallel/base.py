@@ -4,13 +4,9 @@ Kept apart from ``registry.py`` so that the strategy modules (``ddp``, ``fsdp``,
 subclass ``ParallelModel`` without an import cycle. Checkpoint files are not the model's business:
 each strategy holds a ``Checkpointer`` (``checkpointer.py``) for its native format.
 
-Initial weights: every strategy materialises the whole model on the CPU and runs
-``init_weights()`` there, from the global RNG that the caller seeded, before placing,
-wrapping or sharding it. So the same seed gives the same starting weights under ddp,
-fsdp and zero1-3, on any world size and device (a GPU's generator draws other numbers
-than the CPU's, and a sharded init would draw per shard). The price is one full fp32
-copy of the model in host memory per rank for the moment of set-up, which is fine for
-every size of the ladder.
+Initial weights are ``parallel.init``'s: every parameter drawn from a generator seeded by the run's
+seed and its name, so ddp and zero1-3 (which place a whole model) and fsdp (which draws each rank's
+shards after ``fully_shard``) start from the same weights on any world size, layout and device.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ from torch.distributed.tensor import DTensor
 from pipeline.config.parallel import ParallelConfig
 from pipeline.config.train import LoopConfig
 from pipeline.core.errors import ConfigError
-from pipeline.model.lora import reset_adapters
 from pipeline.model.transformer import Transformer, checkpoint_blocks
 from pipeline.parallel.checkpointer import Checkpointer
 from pipeline.parallel.dist import DistInfo
@@ -102,6 +97,12 @@ class ParallelModel(ABC):
         self.optimizer.zero_grad(set_to_none=True)
 
     @property
+    def dp_size(self) -> int:
+        """Data-parallel replicas: the ranks that read different batches (a tensor-parallel group reads
+        one), so tokens per step are micro-batch tokens x accumulation x ``dp_size``."""
+        return self.options.dp_size(self.dist.world_size)
+
+    @property
     def lr(self) -> float:
         """The learning rate the next ``step()`` applies."""
         return self.optimizer.param_groups[0]["lr"]
@@ -148,15 +149,6 @@ def require_process_group(strategy: str) -> None:
             f"parallel.strategy {strategy} needs a process group: launch with torchrun, or call "
             f"init_distributed(strategy={strategy!r}), which makes one of one rank for one process"
         )
-
-
-def init_on_cpu(model: Transformer) -> Transformer:
-    """Materialise a meta-built model on the CPU and draw its initial weights (see the module docstring),
-    then its LoRA adapters' if it has any (``lora.reset_adapters``)."""
-    model.to_empty(device="cpu")
-    model.init_weights()
-    reset_adapters(model)
-    return model
 
 
 def prepare_blocks(model: Transformer, loop: LoopConfig) -> Transformer:

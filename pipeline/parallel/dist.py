@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -37,12 +38,16 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(backend: str = "auto", *, strategy: str = "ddp") -> DistInfo:
+def init_distributed(
+    backend: str = "auto", *, strategy: str = "ddp", timeout_s: float | None = None
+) -> DistInfo:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT);
     in one process, make a group of one rank unless ``strategy`` runs without (module docstring).
 
     ``auto`` picks nccl when CUDA is available, gloo otherwise. A process group that already
-    exists (a test harness made it) is reused.
+    exists (a test harness made it) is reused. ``timeout_s``: how long a collective waits for a rank
+    that does not come (hung, or dead without its connections closing, as on a lost node) before it
+    fails; None: torch's default (30 min for gloo, 10 for nccl).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -58,10 +63,13 @@ def init_distributed(backend: str = "auto", *, strategy: str = "ddp") -> DistInf
     needs_group = traits is None or traits.needs_process_group  # an unknown name fails later, in parallelize
     owns_group = (world_size > 1 or needs_group) and not dist.is_initialized()
     device_id = device if backend == "nccl" else None
+    timeout = None if timeout_s is None else timedelta(seconds=timeout_s)
     if owns_group and world_size > 1:
-        dist.init_process_group(backend, device_id=device_id)
+        dist.init_process_group(backend, device_id=device_id, timeout=timeout)
     elif owns_group:
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, device_id=device_id)
+        dist.init_process_group(
+            backend, store=dist.HashStore(), rank=0, world_size=1, device_id=device_id, timeout=timeout
+        )
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistInfo(
@@ -81,18 +89,24 @@ def barrier(group: dist.ProcessGroup | None = None) -> None:
         dist.barrier(group=group)
 
 
-def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Element-wise sum over ranks of a small float64 vector (the local values when there is no group)."""
+def all_reduce_sum(
+    values: list[float] | torch.Tensor,
+    device: torch.device | str = "cpu",
+    *,
+    group: dist.ProcessGroup | None = None,
+) -> torch.Tensor:
+    """Element-wise sum over ranks (of ``group``; default: all) of a small float64 vector (the local values
+    when there is no process group)."""
     tensor = torch.as_tensor(values, dtype=torch.float64, device=device).clone()
     if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     return tensor
 
 
-def broadcast_object(value: object, src: int = 0) -> object:
-    """``value`` as rank ``src`` holds it, on every rank."""
+def broadcast_object(value: object, src: int = 0, *, group: dist.ProcessGroup | None = None) -> object:
+    """``value`` as rank ``src`` (a global rank) holds it, on every rank (of ``group``; default: all)."""
     if not dist.is_initialized():
         return value
     holder = [value]
-    dist.broadcast_object_list(holder, src=src)
+    dist.broadcast_object_list(holder, src=src, group=group)
     return holder[0]

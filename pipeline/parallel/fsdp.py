@@ -16,7 +16,6 @@ import contextlib
 from typing import cast
 
 import torch
-from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import (
     CPUOffloadPolicy,
     FSDPModule,
@@ -28,10 +27,13 @@ from torch.distributed.fsdp import (
 from pipeline.config.parallel import ParallelConfig
 from pipeline.config.train import LoopConfig
 from pipeline.model.transformer import Transformer
-from pipeline.parallel.base import ParallelModel, init_on_cpu, prepare_blocks
+from pipeline.parallel.base import ParallelModel, prepare_blocks
 from pipeline.parallel.dcp import DCPCheckpointer
 from pipeline.parallel.dist import DistInfo
+from pipeline.parallel.init import materialize_and_init
+from pipeline.parallel.mesh import build_meshes
 from pipeline.parallel.optim import build_optimizer, build_scheduler
+from pipeline.parallel.tensor_parallel import apply_tensor_parallel
 
 
 class FSDPModel(ParallelModel):
@@ -51,7 +53,8 @@ class FSDPModel(ParallelModel):
     ):
         super().__init__(model, dist=dist, loop=loop, total_steps=total_steps, options=options)
         self.autocast_dtype = None  # the policy below casts instead
-        mesh = init_device_mesh(dist.device.type, (dist.world_size,))
+        meshes = build_meshes(options, dist)
+        mesh = meshes.dp
         policy = (
             MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
             if loop.precision == "bf16"
@@ -62,9 +65,9 @@ class FSDPModel(ParallelModel):
             if options.fsdp_cpu_offload
             else OffloadPolicy()
         )
-        # Same initial weights as every other strategy (parallel.base); fully_shard then keeps each rank's
-        # shard.
-        prepare_blocks(init_on_cpu(model), loop)
+        if meshes.tp is not None:  # on the meta model: DTensors of nothing yet
+            apply_tensor_parallel(model, meshes.tp)
+        prepare_blocks(model, loop)
         for block in model.layers:
             fully_shard(
                 block,
@@ -75,6 +78,10 @@ class FSDPModel(ParallelModel):
             )
         # The root's weights (embeddings, head) are needed again first thing in backward: keep them gathered.
         fully_shard(model, mesh=mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=False)
+        # Each rank allocates and draws only its shards, the same weights as every strategy (parallel.init).
+        materialize_and_init(
+            model, device="cpu" if options.fsdp_cpu_offload else dist.device, buffer_device=dist.device
+        )
         self.model = model  # fully_shard moved parameters and buffers (the RoPE tables) to the mesh's device
         self.optimizer = build_optimizer(model, loop)
         self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)

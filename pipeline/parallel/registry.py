@@ -13,14 +13,18 @@ gradient sync, the optimizer and schedule (DeepSpeed's engine steps both), and t
 
 Gradient contract: the loss handed to ``backward`` is this rank's share of the global
 mean, scaled so that averaging gradients over ranks gives the global-batch gradient
-(``loop.train_step`` does that scaling); every strategy averages over ranks.
+(``loop.train_step`` does that scaling); every strategy averages over ranks. With tensor parallelism
+(``parallel.tp``) the ranks of a group hold the same batch and loss: the target count and the loss
+summed over all ranks are both tp times the replicas' sums, so the same scaling holds, and the strategy
+averages over the data-parallel replicas (``ParallelModel.dp_size``).
 """
 
 from __future__ import annotations
 
 from pipeline.config.parallel import ParallelConfig
 from pipeline.config.train import LoopConfig
-from pipeline.core.config import require_choice
+from pipeline.core.config import require, require_choice
+from pipeline.model.lora import adapter_config
 from pipeline.model.transformer import Transformer
 from pipeline.parallel.base import ParallelModel
 from pipeline.parallel.ddp import DDPModel
@@ -53,5 +57,19 @@ def parallelize(
     options = strategy if isinstance(strategy, ParallelConfig) else ParallelConfig(strategy=strategy)
     require_choice(options.strategy, "parallel.strategy", STRATEGIES)
     options.check("parallel.")
-    loop.grad_accum_steps(dist.world_size)  # a batch the ranks cannot split fails here, before any set-up
+    # A layout the ranks or the model's shape do not fit, or a batch the replicas cannot split, fails here,
+    # before any set-up.
+    options.check_layout(world_size=dist.world_size, model=model.args)
+    require(
+        options.tp == 1 or adapter_config(model) is None,
+        "parallel.tp",
+        "LoRA adapters are not split by tensor parallelism; fine-tune with tp 1",
+    )
+    require(
+        options.tp == 1 or not loop.eval_tasks,
+        "parallel.tp",
+        "train.eval_tasks score sequences of any length, which sequence parallelism cannot split; "
+        "score the checkpoints with lmpipe eval instead",
+    )
+    loop.grad_accum_steps(options.dp_size(dist.world_size))
     return STRATEGIES[options.strategy](model, dist=dist, loop=loop, total_steps=total_steps, options=options)

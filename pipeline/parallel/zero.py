@@ -40,8 +40,9 @@ from pipeline.config.parallel import ParallelConfig
 from pipeline.config.train import LoopConfig
 from pipeline.core.errors import ConfigError
 from pipeline.model.transformer import Transformer
-from pipeline.parallel.base import ParallelModel, init_on_cpu
+from pipeline.parallel.base import ParallelModel
 from pipeline.parallel.dist import DistInfo
+from pipeline.parallel.init import init_on_cpu
 from pipeline.parallel.optim import build_optimizer, build_scheduler
 from pipeline.parallel.zero_checkpoint import DeepSpeedCheckpointer
 

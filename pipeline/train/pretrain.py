@@ -62,7 +62,9 @@ def train(cfg: TrainJobConfig) -> TrainResult:
     """Pretrain ``cfg.model`` on ``cfg.data`` (one shards
     directory or a weighted mixture); call it in every rank."""
     started = time.perf_counter()
-    dist = init_distributed(cfg.parallel.backend, strategy=cfg.parallel.strategy)
+    dist = init_distributed(
+        cfg.parallel.backend, strategy=cfg.parallel.strategy, timeout_s=cfg.parallel.timeout_seconds or None
+    )
     try:
         return _train(cfg, dist, started)
     finally:
@@ -80,16 +82,16 @@ def _train(cfg: TrainJobConfig, dist: DistInfo, started: float) -> TrainResult:
             f"{tokenizer['file']} ({tokenizer['vocab_size']})"
         )
     _verify_on_main(directories, vocab_size=args.vocab_size, check_sha=cfg.data.verify_sha256, dist=dist)
-    loop = cfg.train
-    accum = loop.grad_accum_steps(dist.world_size)
+    loop, dp_rank, dp_size = cfg.train, cfg.parallel.dp_rank(dist.rank), cfg.parallel.dp_size(dist.world_size)
+    accum = loop.grad_accum_steps(dp_size)  # split by replica: a tensor-parallel group reads one batch
     total_steps = plan_steps(loop, seq_len=args.seq_len)
     loader = TokenLoader(
         sources=specs,
         split=cfg.data.train_split,
         seq_len=args.seq_len,
         batch_size=loop.micro_batch_size,
-        rank=dist.rank,
-        world_size=dist.world_size,
+        rank=dp_rank,
+        world_size=dp_size,
         seed=loop.seed,
         prefetch=cfg.data.prefetch,
         doc_starts=cfg.data.doc_masking,
@@ -102,7 +104,7 @@ def _train(cfg: TrainJobConfig, dist: DistInfo, started: float) -> TrainResult:
     )
 
     def val_batches() -> Iterable[ValBatch]:
-        return val_set.batches(batch_size=loop.micro_batch_size, rank=dist.rank, world_size=dist.world_size)
+        return val_set.batches(batch_size=loop.micro_batch_size, rank=dp_rank, world_size=dp_size)
 
     start = starting_point(cfg, args, total_steps=total_steps, tokenizer_file=tokenizer["file"])
     torch.manual_seed(loop.seed)

@@ -37,6 +37,7 @@ SHIPPED = {
     "finetune/lora.yaml": (FinetuneJobConfig, ["init_from=c", "data.path=p"]),
     "slurm/local.yaml": (SlurmProfile, []),
     "slurm/gpu-8x.yaml": (SlurmProfile, ["partition=gpu"]),
+    "slurm/gpu-8x-70b.yaml": (SlurmProfile, ["partition=gpu"]),
     "sweep/cpu-small.yaml": (SweepConfig, []),
     "sweep/ladder-isoflop.yaml": (SweepConfig, []),
 }

@@ -3,7 +3,15 @@
 import pytest
 
 from pipeline.config.train import TrainJobConfig
-from pipeline.model.ladder import NOMINAL_PARAMS, SIZES, default_batch_size, default_batch_tokens, default_lr
+from pipeline.model.args import ModelArgs
+from pipeline.model.ladder import (
+    NOMINAL_PARAMS,
+    SIZES,
+    default_batch_size,
+    default_batch_tokens,
+    default_lr,
+    ffn_hidden_size,
+)
 
 
 @pytest.mark.parametrize("name", list(SIZES))
@@ -45,3 +53,25 @@ def test_train_config_takes_lr_and_batch_from_the_ladder_unless_given():
         None, ["data.shards=s", "model.size=125m", "train.lr=1e-4", "train.global_batch_size=24"]
     )
     assert (given.train.lr, given.train.global_batch_size) == (1e-4, 24)
+
+
+# The published shapes the largest rungs stand for: (d_model, n_layers, n_heads, n_kv_heads, ffn_hidden).
+LLAMA_SHAPES = {
+    "13b": (5120, 40, 40, 40, 13824),  # Llama 2 13B
+    "34b": (8192, 48, 64, 8, 22016),  # Code Llama 34B
+    "70b": (8192, 80, 64, 8, 28672),  # Llama 2 70B
+}
+
+
+@pytest.mark.parametrize("name", list(LLAMA_SHAPES))
+def test_largest_rungs_match_the_llama_they_stand_for(name):
+    d_model, n_layers, n_heads, n_kv_heads, ffn_hidden = LLAMA_SHAPES[name]
+    llama = ModelArgs(  # the Llama's own shape
+        d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, ffn_hidden=ffn_hidden
+    )
+    rung = SIZES[name]
+    ratio = rung.non_embedding_params() / llama.non_embedding_params()
+    assert 0.98 <= ratio <= 1.02, f"{name}: N is {ratio:.3f}x the Llama's"
+    assert rung.head_dim == 128 and rung.n_kv_heads == (8 if name != "13b" else rung.n_heads)
+    assert rung.ffn_hidden == ffn_hidden_size(rung.d_model)  # the ladder's rule, not the Llama's own widths
+    assert 32 <= rung.d_model / rung.n_layers <= 128  # the ladder's aspect ratio (Code Llama 34B is 171)

@@ -25,9 +25,9 @@ from pipeline.model.args import ModelArgs
 from pipeline.model.lora import LoRALinear, apply_lora, is_adapter, merged_state_dict, parameter_counts
 from pipeline.model.lora_config import LORA_TARGETS, LoRAConfig
 from pipeline.model.transformer import Block, build_model
-from pipeline.parallel.base import init_on_cpu
 from pipeline.parallel.dcp import load_model_weights, quiet_without_process_group
 from pipeline.parallel.dist import DistInfo
+from pipeline.parallel.init import init_on_cpu
 from pipeline.parallel.registry import parallelize
 from pipeline.testing import require_module
 from pipeline.train.checkpoint import load_model_for_inference, read_meta, resolve_checkpoint

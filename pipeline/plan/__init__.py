@@ -1,0 +1,1 @@
+"""Planning before launching: will a run fit in the devices' memory (``memory``, ``fit``)."""
