@@ -105,6 +105,10 @@ class LoopConfig(Config):
     and at the end, logged as ``downstream/<file stem>/acc`` and ``acc_norm``."""
     eval_batches: int = 20
     """Fine-tuning: validation batches per evaluation (pretraining validates on ``data.val_windows``)."""
+    early_stop_patience: int = 0
+    """Stop when this many validations in a row (every ``eval_interval`` steps) have not improved on the
+    best validation loss; 0: off. For fine-tuning on small sets, which overfit: pair it with
+    ``checkpoint.keep_best`` so the best step's weights stay."""
     max_bad_steps: int = 3
     """Steps with a non-finite loss or gradient norm are skipped (no update, their data consumed);
     this many in a row stop the run with a checkpoint of the last good weights."""
@@ -136,6 +140,12 @@ class LoopConfig(Config):
         require(self.log_interval > 0, f"{prefix}log_interval", "must be > 0")
         require(self.eval_interval >= 0, f"{prefix}eval_interval", "must be >= 0")
         require(self.eval_batches > 0, f"{prefix}eval_batches", "must be > 0")
+        require(self.early_stop_patience >= 0, f"{prefix}early_stop_patience", "must be >= 0 (0: off)")
+        require(
+            not self.early_stop_patience or self.eval_interval > 0,
+            f"{prefix}early_stop_patience",
+            "needs train.eval_interval > 0 (it counts validations)",
+        )
         stems = [Path(task).stem for task in self.eval_tasks]
         require(
             all(self.eval_tasks) and len(set(stems)) == len(stems),
@@ -180,10 +190,18 @@ class CheckpointConfig(Config):
     async_save: bool = False
     """ddp/fsdp: training pauses only to copy the state to host memory; a background thread writes
     it and completes the step directory (pipeline/train/checkpoint.py). Not for zero1-3."""
+    keep_best: bool = False
+    """Also keep the step with the lowest validation loss (``checkpoints/best`` names it), whatever
+    ``keep`` prunes; only steps validated when saved count (``checkpoint.interval`` a multiple of
+    ``train.eval_interval``)."""
+    checksum_max_mb: int = 64
+    """Files of a step up to this size get a blake2b checksum when saved, checked before a resume or a
+    load; bigger ones (a large model's shards) only their size, so no save spends minutes hashing."""
 
     def check(self, prefix: str) -> None:
         require(self.interval >= 0, f"{prefix}interval", "must be >= 0")
         require(self.keep >= 1, f"{prefix}keep", "must be >= 1")
+        require(self.checksum_max_mb >= 0, f"{prefix}checksum_max_mb", "must be >= 0 (0: sizes only)")
         require(bool(self.resume), f"{prefix}resume", "auto, never, or a checkpoint step directory")
 
 
@@ -215,9 +233,14 @@ class TrackingConfig(Config):
     parent_run_id: str = ""
     """A new run is made a child of this MLflow run (a
     sweep's parent run, ``lmpipe sweep run``); empty: none."""
+    flush_timeout_s: float = 60.0
+    """At the end of a job (or a preemption), wait at most this long for the store to take the queued
+    metrics; what it has not taken then is kept in ``<output_dir>/mlflow_unsent.jsonl`` for
+    ``lmpipe tracking replay``. Training itself never waits on the store."""
 
     def check(self, prefix: str) -> None:
         require(self.peak_flops >= 0, f"{prefix}peak_flops", "must be >= 0 (0: detect from the GPU)")
+        require(self.flush_timeout_s >= 0, f"{prefix}flush_timeout_s", "must be >= 0")
 
     def resolve_uri(self, output_dir: str) -> str:
         if self.uri:

@@ -59,7 +59,9 @@ from pipeline.train.tracking import Tracker
 def finetune(cfg: FinetuneJobConfig) -> TrainResult:
     """Fine-tune the checkpoint ``cfg.init_from`` on ``cfg.data.path``; call it in every rank."""
     started = time.perf_counter()
-    dist = init_distributed(cfg.parallel.backend, strategy=cfg.parallel.strategy)
+    dist = init_distributed(
+        cfg.parallel.backend, strategy=cfg.parallel.strategy, timeout_s=cfg.parallel.timeout_seconds or None
+    )
     try:
         return _finetune(cfg, dist, started)
     finally:
@@ -82,7 +84,7 @@ def _finetune(cfg: FinetuneJobConfig, dist: DistInfo, started: float) -> TrainRe
     args = ModelArgs(**init_meta["model"])
     tokenizer_file = init_dir / TOKENIZER_FILE
     loop = cfg.train
-    accum = loop.grad_accum_steps(dist.world_size)
+    accum = loop.grad_accum_steps(cfg.parallel.dp_size(dist.world_size))  # a TP group reads one batch
     total_steps = plan_steps(loop, seq_len=args.seq_len)
     data = sft_data(cfg, load_tokenizer(tokenizer_file), tokenizer_file, seq_len=args.seq_len, dist=dist)
 
@@ -90,8 +92,8 @@ def _finetune(cfg: FinetuneJobConfig, dist: DistInfo, started: float) -> TrainRe
         return sft_eval_batches(
             data.val,
             batch_size=loop.micro_batch_size,
-            rank=dist.rank,
-            world_size=dist.world_size,
+            rank=cfg.parallel.dp_rank(dist.rank),
+            world_size=cfg.parallel.dp_size(dist.world_size),
             max_batches=loop.eval_batches,
         )
 
@@ -212,7 +214,11 @@ def sft_data(
     train = SFTDataset(examples["train"], seq_len=seq_len, pad=pad, packing=data.packing, seed=loop.seed)
     val = SFTDataset(examples["val"], seq_len=seq_len, pad=pad)
     loader = SFTLoader(
-        train, batch_size=loop.micro_batch_size, rank=dist.rank, world_size=dist.world_size, seed=loop.seed
+        train,
+        batch_size=loop.micro_batch_size,
+        rank=cfg.parallel.dp_rank(dist.rank),
+        world_size=cfg.parallel.dp_size(dist.world_size),
+        seed=loop.seed,
     )
     return SFTData(loader=loader, val=val, stats=stats, train_rows=len(train))
 

@@ -29,6 +29,7 @@ from pipeline.model.args import ModelArgs
 from pipeline.model.transformer import Transformer, empty_model
 from pipeline.parallel.dcp import quiet_without_process_group
 from pipeline.train.checkpoint import CHECKPOINTS_DIR, TIED_HEAD
+from pipeline.train.step_files import DEFAULT_CHECKSUM_MAX_BYTES, write_checksums
 
 
 def import_hf(hf_dir: str | Path, output: str | Path, *, seq_len: int | None = None) -> Path:
@@ -131,6 +132,7 @@ def save_weights_checkpoint(
     for extra in extra_files:  # tokenizer_config.json: which tokens are bos/eos/pad (find_special_tokens)
         if extra.is_file():
             shutil.copyfile(extra, staging / extra.name)
+    write_checksums(staging, hash_max_bytes=DEFAULT_CHECKSUM_MAX_BYTES)  # what resolve_checkpoint verifies
     staging.rename(final)
     atomic_write_text(root / LATEST_FILE, final.name + "\n")
     return final

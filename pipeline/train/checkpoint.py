@@ -10,9 +10,17 @@ step directory around them is ``RunCheckpointer``'s, the same for every strategy
 resumes on any world size: DCP reshards, ZeRO state is converted to DeepSpeed's universal
 checkpoint (``parallel.zero_checkpoint``), and the loader state is global.
 
-Writes are crash-safe: everything goes into ``step_N.tmp/``, which is renamed once
-complete, and ``checkpoints/latest`` (a text file naming the step directory) is
-replaced last. Only the newest ``keep`` step directories stay.
+Writes survive a SIGKILL at any moment (tests/faults): everything goes into ``step_N.tmp/``;
+``checksums.json`` (every file's size and, up to ``checksum_max_bytes``, its blake2b) is written
+into it last, then it is renamed to ``step_N/`` and ``checkpoints/latest`` (a text file naming the
+step directory) is replaced. Only then are older steps pruned to the newest ``keep`` (each renamed
+to a hidden name before it is deleted, so a half-deleted one is never mistaken for a checkpoint).
+A kill leaves the previous complete step in place, and a step directory that is there is complete.
+
+Files can still go bad afterwards (a full disk, a truncating copy, a bad block): every reader checks
+a step against its ``checksums.json`` (``verify_checkpoint``; sizes always, hashes of the files that
+have one). ``resolve_checkpoint`` (eval, export, consolidate, init_from) refuses a corrupt step naming
+the file; ``newest_checkpoint`` (resume) passes over it to the previous good one with a warning.
 
 With ``checkpoint.async_save`` (ddp, fsdp) a save costs training only the copy of the
 state to host memory: a background thread writes the files and then completes the step
@@ -25,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shutil
 import warnings
 from collections.abc import Callable
@@ -40,19 +47,38 @@ from torch.distributed import ProcessGroup
 
 from pipeline.core.config import Config
 from pipeline.core.errors import ConfigError, InputError, MissingInputError
-from pipeline.core.files import CONFIG_FILE, LATEST_FILE, META_FILE, TOKENIZER_FILE, atomic_write_text
+from pipeline.core.files import (
+    CONFIG_FILE,
+    LATEST_FILE,
+    META_FILE,
+    TOKENIZER_FILE,
+    atomic_write_json,
+    atomic_write_text,
+)
 from pipeline.model.args import ModelArgs
 from pipeline.model.lora import META_KEY, adapter_config
 from pipeline.model.transformer import Transformer, build_model
 from pipeline.parallel.base import ParallelModel
 from pipeline.parallel.checkpointer import AsyncSaveCheckpointer
 from pipeline.parallel.dcp import load_model_weights
-from pipeline.parallel.dist import DistInfo, barrier
+from pipeline.parallel.dist import DistInfo, all_reduce_sum, barrier, broadcast_object
+from pipeline.train.step_files import (
+    DEFAULT_CHECKSUM_MAX_BYTES,
+    WRITE_ERRORS,
+    CheckpointWriteError,
+    CorruptCheckpointError,
+    prune,
+    step_directories,
+    verify_checkpoint,
+    write_checksums,
+    write_problem,
+)
 
 __all__ = [
     "CHECKPOINTS_DIR",
     "AsyncCheckpointer",
     "RunCheckpointer",
+    "best_checkpoint",
     "consolidate",
     "load_consolidated",
     "load_model_for_inference",
@@ -64,7 +90,8 @@ __all__ = [
 ]
 
 CHECKPOINTS_DIR = "checkpoints"
-STEP_DIR = re.compile(r"step_(\d+)")
+BEST_FILE = "best"
+"""``checkpoints/best``: JSON naming the step of the lowest validation loss (``checkpoint.keep_best``)."""
 TIED_HEAD = "output.weight"
 """With tied embeddings the same tensor as ``tok_embeddings.weight``; a consolidated file omits it."""
 
@@ -89,6 +116,9 @@ class RunCheckpointer:
     loader_state: Callable[[], dict[str, Any]] = dict
     mlflow_run_id: Callable[[], str | None] = lambda: None
     writer: AsyncCheckpointer | None = None
+    checksum_max_bytes: int = DEFAULT_CHECKSUM_MAX_BYTES
+    keep_best: bool = False
+    """Spare the step of the lowest validation loss from pruning (``checkpoints/best`` names it)."""
 
     def save(self, step: int, tokens_seen: int, progress: dict[str, Any] | None = None) -> Path:
         """Write ``checkpoints/step_<step>/`` (collective: every rank must call it); returns its path."""
@@ -102,23 +132,57 @@ class RunCheckpointer:
         barrier()
         meta = self.meta(step, tokens_seen, progress)
 
-        def complete(group: ProcessGroup | None = None) -> None:
-            """After every rank's files are written: rank 0
-            adds meta, config and tokenizer, then publishes."""
-            barrier(group)
-            if self.dist.is_main:
-                self.publish(staging, final, meta)
-            barrier(group)
+        def complete(group: ProcessGroup | None = None, error: BaseException | None = None) -> None:
+            self.complete(staging, final, meta, group=group, error=error)
 
         checkpointer = self.parallel.checkpointer
         if self.writer is None:
-            checkpointer.save(staging)
-            complete()
+            try:
+                checkpointer.save(staging)
+            except WRITE_ERRORS as exc:
+                complete(error=exc)
+            else:
+                complete()
         elif isinstance(checkpointer, AsyncSaveCheckpointer):
             self.writer.start(checkpointer.save_async(staging, process_group=self.writer.group), complete)
         else:  # the config check refuses this first (StrategyTraits.async_save)
             raise ConfigError(f"checkpoint.async_save: strategy {self.parallel.strategy} saves synchronously")
         return final
+
+    def complete(
+        self,
+        staging: Path,
+        final: Path,
+        meta: dict[str, Any],
+        *,
+        group: ProcessGroup | None,
+        error: BaseException | None,
+    ) -> None:
+        """After every rank wrote its files (or failed to: ``error``), collectively: rank 0 publishes the
+        step unless a rank failed; if any rank or the publishing failed (a full disk), every rank raises
+        ``CheckpointWriteError`` with rank 0's reason, the staging directory is deleted (its space is
+        freed) and the checkpoints before it are untouched. No rank is left waiting on another."""
+        device = "cpu" if group is not None else self.dist.device  # the background group is gloo's
+        failed = int(all_reduce_sum([1.0 if error is not None else 0.0], device, group=group)[0])
+        problem = f"{failed} rank(s) failed" if failed else ""
+        if error is not None:
+            problem = write_problem(error, staging)
+        if self.dist.is_main and not failed:
+            try:
+                self.publish(staging, final, meta)
+            except OSError as exc:
+                problem = write_problem(exc, staging)
+        problem = str(broadcast_object(problem, group=group))
+        if not problem:
+            return
+        if self.dist.is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+        previous = newest_checkpoint(self.output_dir)
+        raise CheckpointWriteError(
+            f"checkpoint {final} could not be written: {problem}; "
+            + (f"{previous.name} is intact and " if previous is not None else "")
+            + "checkpoint.resume=auto continues from it once there is room"
+        )
 
     def meta(self, step: int, tokens_seen: int, progress: dict[str, Any] | None) -> dict[str, Any]:
         """The step's ``meta.json``."""
@@ -141,14 +205,27 @@ class RunCheckpointer:
         }
 
     def publish(self, staging: Path, final: Path, meta: dict[str, Any]) -> None:
-        """Rank 0, once the state files are written: meta, config, tokenizer, rename, ``latest``, prune."""
+        """Rank 0, once the state files are written: meta, config, tokenizer, checksums (last), rename,
+        ``latest``, then prune (module docstring). A step directory of the same name (a rerun from an
+        earlier checkpoint) is set aside, not deleted, until the new one has taken its name."""
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         self.config.save(staging / CONFIG_FILE)
         shutil.copyfile(self.tokenizer_file, staging / TOKENIZER_FILE)
-        shutil.rmtree(final, ignore_errors=True)
+        write_checksums(staging, hash_max_bytes=self.checksum_max_bytes)
+        replaced = final.with_name(f".{final.name}.replaced")
+        if final.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
+            final.rename(replaced)
         staging.rename(final)
         atomic_write_text(final.parent / LATEST_FILE, final.name + "\n")
-        _prune(final.parent, self.keep)
+        best = _best(final.parent) if self.keep_best else None
+        val_loss = meta["progress"].get("val_loss")
+        if self.keep_best and val_loss is not None and (best is None or val_loss < best[1]):
+            atomic_write_json(final.parent / BEST_FILE, {"step_dir": final.name, "val_loss": val_loss})
+            best = (final, val_loss)
+        prune(
+            final.parent, self.keep, newest=meta["step"], spare=best[0] if self.keep_best and best else None
+        )
 
     def close(self) -> None:
         """Wait for the write in flight (the last checkpoint is complete before the job goes)."""
@@ -191,12 +268,18 @@ class AsyncCheckpointer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._pending: Future | None = None
 
-    def start(self, written: Future, complete: Callable[[ProcessGroup | None], None]) -> None:
+    def start(
+        self, written: Future, complete: Callable[[ProcessGroup | None, BaseException | None], None]
+    ) -> None:
         """Once ``written`` (the state files) is done, run ``complete`` (meta, rename, latest)."""
 
         def finish() -> None:
-            written.result()
-            complete(self.group)
+            try:
+                written.result()
+            except WRITE_ERRORS as exc:
+                complete(self.group, exc)
+            else:
+                complete(self.group, None)
 
         self._pending = self._thread.submit(finish)
 
@@ -214,9 +297,11 @@ class AsyncCheckpointer:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A step directory itself, or the latest one of a training output dir (or of its checkpoints/)."""
+    """A step directory itself, or the latest one of a training output dir (or of its checkpoints/);
+    checked against its ``checksums.json`` (``CorruptCheckpointError`` naming the bad file)."""
     path = Path(path)
     if (path / META_FILE).is_file():
+        verify_checkpoint(path)
         return path
     for root in (path / CHECKPOINTS_DIR, path):
         latest = root / LATEST_FILE
@@ -224,6 +309,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
             step_dir = root / latest.read_text().strip()
             if not (step_dir / META_FILE).is_file():
                 raise MissingInputError(f"{latest} names {step_dir.name}, which has no {META_FILE}")
+            verify_checkpoint(step_dir)
             return step_dir
     if not path.exists():
         raise MissingInputError(f"checkpoint not found: {path}")
@@ -233,23 +319,47 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
-def newest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete ``step_N/`` of a training output (one with its meta.json; a ``.tmp``
-    staging directory left by a killed save is not one), or None. ``latest`` is not trusted:
-    a kill between the rename and its update leaves it one step behind."""
-    root = Path(output_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
+def newest_checkpoint(
+    output_dir: str | Path, *, hashes: bool = False, warn: Callable[[str], None] | None = None
+) -> Path | None:
+    """The newest complete, intact ``step_N/`` of a training output, or None. A ``.tmp`` staging
+    directory left by a killed save is not one; a step that fails ``verify_checkpoint`` (``hashes``:
+    its checksums too, as a resume does) is passed over for the one before, saying so through ``warn``.
+    ``latest`` is not trusted: a kill between the rename and its update leaves it one step behind."""
+    for step_dir in reversed(step_directories(Path(output_dir) / CHECKPOINTS_DIR)):
+        try:
+            verify_checkpoint(step_dir, hashes=hashes)
+        except CorruptCheckpointError as exc:
+            if warn is not None:
+                warn(f"{exc}; passing over it for the step before")
+            continue
+        return step_dir
+    return None
+
+
+def best_checkpoint(output_dir: str | Path) -> Path | None:
+    """The step directory of the lowest validation loss (``checkpoint.keep_best``), if one is recorded
+    and still there."""
+    best = _best(Path(output_dir) / CHECKPOINTS_DIR)
+    return best[0] if best is not None else None
+
+
+def _best(root: Path) -> tuple[Path, float] | None:
+    """(step directory, its validation loss) as ``checkpoints/best`` records them, if that step is there."""
+    record = root / BEST_FILE
+    if not record.is_file():
         return None
-    steps = [
-        (int(m.group(1)), p)
-        for p in root.iterdir()
-        if (m := STEP_DIR.fullmatch(p.name)) and (p / META_FILE).is_file()
-    ]
-    return max(steps)[1] if steps else None
+    best = json.loads(record.read_text())
+    step_dir = root / best["step_dir"]
+    return (step_dir, float(best["val_loss"])) if (step_dir / META_FILE).is_file() else None
 
 
 def read_meta(step_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(step_dir) / META_FILE).read_text())
+    path = Path(step_dir) / META_FILE
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:  # a step without checksums.json (older, imported) is checked only here
+        raise CorruptCheckpointError(f"checkpoint {step_dir} is corrupt: {path} is not JSON ({exc})") from exc
 
 
 def load_model_for_inference(
@@ -325,11 +435,3 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.encode_special_tokens = True
     return tokenizer
-
-
-def _prune(root: Path, keep: int) -> None:
-    steps = sorted(
-        (int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.fullmatch(p.name))
-    )
-    for _, old in steps[:-keep]:
-        shutil.rmtree(old)

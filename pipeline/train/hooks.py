@@ -3,8 +3,9 @@
 ``default_hooks`` gives a job's set, in the order they run after each step: the train log (metrics
 and one printed line every ``log_interval`` steps), validation (at the start of a fresh run, every
 ``eval_interval`` steps and at the end), downstream multiple-choice accuracy (``train.eval_tasks``, on
-validation's cadence, ``downstream.py``), checkpoints (every ``checkpoint.interval`` steps and at the
-end) and preemption (a SIGTERM/SIGUSR2 on any rank: checkpoint this step, then ``Preempted``).
+validation's cadence, ``downstream.py``), early stopping (``train.early_stop_patience``), checkpoints
+(every ``checkpoint.interval`` steps and at the end) and preemption (a SIGTERM/SIGUSR2 on any rank:
+checkpoint this step, then ``Preempted``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class TrainLogHook(Hook):
 
 class ValidationHook(Hook):
     """Validation loss (overall and, for a mixture, per source) before a fresh run's first step, every
-    ``interval`` steps (0: none between) and after the last; logged and printed."""
+    ``interval`` steps (0: none between) and after the last; logged, printed, and recorded in the state
+    (the best so far: early stopping, ``checkpoint.keep_best``)."""
 
     def __init__(self, interval: int):
         self.interval = interval
@@ -71,10 +73,12 @@ class ValidationHook(Hook):
 
     def on_step(self, run: TrainRun, state: LoopState) -> None:
         if self.interval and state.step % self.interval == 0 and state.step != run.total_steps:
-            self.validate(run, state.step)
+            state.validated(state.step, self.validate(run, state.step))
 
     def on_end(self, run: TrainRun, state: LoopState) -> None:
-        state.final_val_loss = self.validate(run, run.total_steps)
+        if state.val_step != state.step:  # an early stop has just validated this step
+            state.validated(state.step, self.validate(run, state.step))
+        state.final_val_loss = state.val_loss
 
     @staticmethod
     def validate(run: TrainRun, step: int) -> float | None:
@@ -107,8 +111,26 @@ class CheckpointHook(Hook):
             state.checkpoint = run.checkpointer.save(state.step, state.tokens_seen, state.progress())
 
     def on_end(self, run: TrainRun, state: LoopState) -> None:
-        state.checkpoint = run.checkpointer.save(run.total_steps, state.tokens_seen, state.progress())
+        state.checkpoint = state.checkpoint or run.checkpointer.save(
+            state.step, state.tokens_seen, state.progress()
+        )
         run.say(f"saved {state.checkpoint}")
+
+
+class EarlyStopHook(Hook):
+    """End the run when ``patience`` validations in a row have not improved on the best validation loss
+    (``train.early_stop_patience``): a small fine-tuning set overfits long before its planned steps.
+    With ``checkpoint.keep_best`` the best step's checkpoint stays, whatever ``keep`` prunes."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def on_step(self, run: TrainRun, state: LoopState) -> None:
+        if state.val_step == state.step and state.evals_since_best >= self.patience:
+            state.stop = (
+                f"early stop after step {state.step}: val loss {state.val_loss:.4f} has not improved on "
+                f"{state.best_val_loss:.4f} for {self.patience} validation(s)"
+            )
 
 
 class PreemptionHook(Hook):
@@ -134,11 +156,12 @@ def default_hooks(
     device_peak: float | None = None,
 ) -> list[Hook]:
     """A job's hooks, in the order they run: log, validation, downstream eval (if tasks are given),
-    checkpoints, then preemption (if watched)."""
+    early stopping (if patience is set), checkpoints, then preemption (if watched)."""
     hooks: list[Hook] = [
         TrainLogHook(run.loop.log_interval, token_flops=token_flops, device_peak=device_peak),
         ValidationHook(run.loop.eval_interval),
         *([DownstreamEvalHook.for_run(run)] if run.loop.eval_tasks else []),
+        *([EarlyStopHook(run.loop.early_stop_patience)] if run.loop.early_stop_patience else []),
         CheckpointHook(checkpoint_interval),
     ]
     if preemption is not None:

@@ -10,9 +10,12 @@ checkpoint write, tags D and C, closes the MLflow run and (rank 0) writes ``resu
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol
+
+import torch
 
 from pipeline.config.finetune import FinetuneJobConfig
 from pipeline.config.parallel import STRATEGY_TRAITS
@@ -32,7 +35,7 @@ from pipeline.train.hooks import default_hooks
 from pipeline.train.loop import TrainResult, TrainRun, run_loop
 from pipeline.train.mfu import flops_per_token, peak_flops
 from pipeline.train.preemption import Preempted, PreemptionWatch
-from pipeline.train.tracking import Tracker, git_commit, scaling_tags
+from pipeline.train.tracking import Tracker, TrackingUnsent, git_commit, scaling_tags
 
 RESULT_FILE = "result.json"
 JobConfig = TrainJobConfig | FinetuneJobConfig
@@ -65,10 +68,11 @@ def run_tags(*, n_params: int, strategy: str, dist: DistInfo, **extra: str | Non
 
 def resume_checkpoint(output_dir: str | Path, resume: str) -> Path | None:
     """The step directory a job continues from: ``checkpoint.resume`` is ``auto`` (the newest complete
-    one in ``output_dir``, or none), ``never`` (none; an output_dir with checkpoints is refused, so
-    a fresh run never interleaves its checkpoints with an old one's), or a step directory."""
+    and intact one in ``output_dir``, or none; a corrupt newer one is passed over with a warning),
+    ``never`` (none; an output_dir with checkpoints is refused, so a fresh run never interleaves its
+    checkpoints with an old one's), or a step directory (checked: ``resolve_checkpoint``)."""
     if resume == "auto":
-        return newest_checkpoint(output_dir)
+        return newest_checkpoint(output_dir, hashes=True, warn=warn_on_main)
     if resume == "never":
         found = newest_checkpoint(output_dir)
         if found is not None:
@@ -78,6 +82,12 @@ def resume_checkpoint(output_dir: str | Path, resume: str) -> Path | None:
             )
         return None
     return resolve_checkpoint(resume)
+
+
+def warn_on_main(message: str) -> None:
+    """One ``lmpipe: warning:`` line on stderr, from rank 0 only (every rank finds the same problem)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        print(f"lmpipe: warning: {message}", file=sys.stderr, flush=True)
 
 
 def refuse_another_model(
@@ -157,6 +167,8 @@ def job_checkpointer(
         tokenizer_file=tokenizer_file,
         seed=cfg.train.seed,
         keep=cfg.checkpoint.keep,
+        checksum_max_bytes=cfg.checkpoint.checksum_max_mb << 20,
+        keep_best=cfg.checkpoint.keep_best,
         loader_state=loader.state_dict,
         mlflow_run_id=lambda: tracker.run_id,
         writer=AsyncCheckpointer() if cfg.checkpoint.async_save else None,
@@ -192,5 +204,8 @@ def finish_job(result: TrainResult, run: TrainRun, *, output_dir: str | Path) ->
     result_path = Path(output_dir) / RESULT_FILE
     if run.dist.is_main:
         result.save(result_path)
-    run.tracker.finish(artifacts=(result_path,))
+    try:
+        run.tracker.finish(artifacts=(result_path,))
+    except TrackingUnsent as exc:  # the training is done and saved; the store being down does not undo it
+        warn_on_main(str(exc))
     return result

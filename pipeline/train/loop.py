@@ -101,6 +101,14 @@ class LoopState:
     checkpoint: Path | None = None
     """The checkpoint written after the current step (or the final one), if any."""
     resumed: bool = False
+    val_loss: float | None = None
+    val_step: int = -1
+    """The latest validation loss and the step it was measured after."""
+    best_val_loss: float | None = None
+    evals_since_best: int = 0
+    """Validations since the best one (``hooks.EarlyStopHook``)."""
+    stop: str = ""
+    """Set by a hook to end the run after this step; says why (early stopping)."""
 
     @classmethod
     def resuming(cls, meta: dict[str, Any] | None) -> LoopState:
@@ -115,6 +123,8 @@ class LoopState:
             initial_val_loss=progress.get("initial_val_loss"),
             first_train_loss=progress.get("first_train_loss", math.nan),
             resumed=True,
+            best_val_loss=progress.get("best_val_loss"),
+            evals_since_best=progress.get("evals_since_best", 0),
         )
 
     @property
@@ -122,8 +132,25 @@ class LoopState:
         return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
 
     def progress(self) -> dict[str, Any]:
-        """What a checkpoint keeps for a resumed run to report as this one would."""
-        return {"initial_val_loss": self.initial_val_loss, "first_train_loss": self.first_train_loss}
+        """What a checkpoint keeps for a resumed run to report (and stop early) as this one would, and
+        the validation loss of its own step, if measured (``checkpoint.keep_best``)."""
+        return {
+            "initial_val_loss": self.initial_val_loss,
+            "first_train_loss": self.first_train_loss,
+            "best_val_loss": self.best_val_loss,
+            "evals_since_best": self.evals_since_best,
+            "val_loss": self.val_loss if self.val_step == self.step else None,
+        }
+
+    def validated(self, step: int, loss: float | None) -> None:
+        """Record a validation after ``step``, and whether it is the best so far."""
+        self.val_loss, self.val_step = loss, step
+        if loss is None:
+            return
+        if self.best_val_loss is None or loss < self.best_val_loss:
+            self.best_val_loss, self.evals_since_best = loss, 0
+        else:
+            self.evals_since_best += 1
 
 
 class Hook:
@@ -195,10 +222,11 @@ class TrainResult:
 def run_loop(run: TrainRun, hooks: Sequence[Hook], *, resume: dict[str, Any] | None = None) -> TrainResult:
     """``run.total_steps`` optimizer steps, the hooks called around each (``hooks.default_hooks``).
 
-    ``resume`` (a checkpoint's meta) continues after its step. A step with a non-finite loss or gradient
-    norm is skipped (its data consumed, MLflow ``skipped_steps`` counts them); ``loop.max_bad_steps`` in a
-    row write a checkpoint (the last good weights, the loader
-    past the bad data) and raise ``TrainingDiverged``."""
+    ``resume`` (a checkpoint's meta) continues after its step. A hook may end the run early
+    (``state.stop``): the end hooks then validate and checkpoint that step. A step with a non-finite
+    loss or gradient norm is skipped (its data consumed, MLflow ``skipped_steps`` counts them);
+    ``loop.max_bad_steps`` in a row write a checkpoint (the last good weights, the loader past the bad
+    data) and raise ``TrainingDiverged``."""
     state = LoopState.resuming(resume)
     for hook in hooks:
         hook.on_start(run, state)
@@ -207,6 +235,9 @@ def run_loop(run: TrainRun, hooks: Sequence[Hook], *, resume: dict[str, Any] | N
         take_step(run, state)
         for hook in hooks:
             hook.on_step(run, state)
+        if state.stop:
+            run.say(state.stop)
+            break
     for hook in hooks:
         hook.on_end(run, state)
     data = run.data_report() if run.data_report is not None else None
@@ -224,7 +255,7 @@ def take_step(run: TrainRun, state: LoopState) -> None:
     state.lr = run.parallel.lr
     micro_batches = [next(run.batches) for _ in range(run.accum_steps)]
     state.loss, state.grad_norm = train_step(run.parallel, micro_batches, dist=run.dist)
-    state.step_tokens = sum(batch[0].numel() for batch in micro_batches) * run.dist.world_size
+    state.step_tokens = sum(batch[0].numel() for batch in micro_batches) * run.parallel.dp_size
     state.step_seconds = time.perf_counter() - tick
     state.tokens_seen += state.step_tokens
     state.train_seconds += state.step_seconds

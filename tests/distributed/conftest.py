@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.testing import make_tiny_corpus, require_module
+from pipeline.testing import kill_tree, make_tiny_corpus, require_module
 
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 STEPS, GLOBAL_BATCH, CHECKPOINT_INTERVAL = 10, 8, 4
@@ -145,7 +144,7 @@ class TrainJobs:
         """Kill the background references no test asked for (a run stopped early, ``-x``)."""
         for process in self.started.values():
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)  # the launcher, torchrun and both ranks
+                kill_tree(process.pid)  # the launcher, torchrun and both ranks (each in its own session)
                 process.wait()
 
 

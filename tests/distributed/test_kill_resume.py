@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 
 import pytest
 
+from pipeline.testing import kill_tree
 from pipeline.train.checkpoint import newest_checkpoint, read_meta
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -53,7 +53,7 @@ def test_sigkill_then_resume_auto_continues_the_same_curve(train_jobs, tmp_path,
         while time.monotonic() < deadline and newest_checkpoint(output) is None and process.poll() is None:
             time.sleep(0.05)  # the next checkpoint is 4 steps later
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the launcher, torchrun and both ranks
+        kill_tree(process.pid)  # the launcher, torchrun and both ranks (each in its own session)
         process.wait()
     killed_at = read_meta(newest_checkpoint(output))["step"]
     assert killed_at == 4, "the run was killed before or long after its first checkpoint"
