@@ -361,6 +361,9 @@ def kill_tree(pid: int, *, including_root: bool = True, timeout_s: float = 10.0)
     a lost node would: all are stopped first (parents first, so none starts another meanwhile), then
     killed; returns once none can run any more. The calling process, if among them, dies last."""
     me, stopped = os.getpid(), list[int]()
+    # Asked now, not at the end: once the processes between ``pid`` and this one are killed, the /proc
+    # parent chain that makes it a descendant is gone, and it would go on running.
+    kill_me = me == pid and including_root or me in descendants(pid)
     while new := [
         p for p in [pid] * including_root + descendants(pid) if p not in stopped and p != me and alive(p)
     ]:
@@ -374,7 +377,7 @@ def kill_tree(pid: int, *, including_root: bool = True, timeout_s: float = 10.0)
     deadline = time.monotonic() + timeout_s
     while any(alive(p) for p in stopped) and time.monotonic() < deadline:
         time.sleep(0.01)
-    if me in descendants(pid):
+    if kill_me:
         os.kill(me, signal.SIGKILL)
 
 

@@ -11,6 +11,7 @@ checkpoint this step, then ``Preempted``).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from pipeline.train.downstream import DownstreamEvalHook
 from pipeline.train.loop import Hook, LoopState, TrainRun, validate
@@ -108,13 +109,18 @@ class CheckpointHook(Hook):
 
     def on_step(self, run: TrainRun, state: LoopState) -> None:
         if self.interval and state.step % self.interval == 0 and state.step != run.total_steps:
-            state.checkpoint = run.checkpointer.save(state.step, state.tokens_seen, state.progress())
+            state.checkpoint = save_step(run, state)
 
     def on_end(self, run: TrainRun, state: LoopState) -> None:
-        state.checkpoint = state.checkpoint or run.checkpointer.save(
-            state.step, state.tokens_seen, state.progress()
-        )
+        state.checkpoint = state.checkpoint or save_step(run, state)
         run.say(f"saved {state.checkpoint}")
+
+
+def save_step(run: TrainRun, state: LoopState) -> Path:
+    """Checkpoint ``state.step``, once the metrics logged up to it have reached the tracking store (a job
+    killed after this checkpoint resumes with its MLflow history whole)."""
+    run.tracker.drain()
+    return run.checkpointer.save(state.step, state.tokens_seen, state.progress())
 
 
 class EarlyStopHook(Hook):
@@ -143,7 +149,7 @@ class PreemptionHook(Hook):
     def on_step(self, run: TrainRun, state: LoopState) -> None:
         if state.step == run.total_steps or not self.watch.requested(run.dist):
             return
-        saved = state.checkpoint or run.checkpointer.save(state.step, state.tokens_seen, state.progress())
+        saved = state.checkpoint or save_step(run, state)
         raise Preempted(state.step, str(saved), self.watch.signal_name)
 
 

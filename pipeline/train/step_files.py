@@ -60,9 +60,9 @@ def step_directories(root: Path) -> list[Path]:
 
 def write_checksums(step_dir: Path, *, hash_max_bytes: int) -> None:
     """Record the size of every file under ``step_dir`` and the blake2b of those up to ``hash_max_bytes``
-    in its ``checksums.json`` (atomically: it is the last file of a step)."""
+    in its ``checksums.json`` (atomically: it is the last file of a step; recording again replaces it)."""
     files = {}
-    for path in sorted(p for p in step_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in step_dir.rglob("*") if p.is_file() and p != step_dir / CHECKSUMS_FILE):
         size = path.stat().st_size
         files[path.relative_to(step_dir).as_posix()] = {
             "size": size,

@@ -156,13 +156,7 @@ class Tracker:
         """Wait until every queued metric is sent, at most ``flush_timeout_s`` and, once the store has
         failed, one more attempt; then raise ``TrackingUnsent`` if anything is left, kept in
         ``unsent_file``."""
-        if self._sender is not None:
-            done = threading.Event()
-            self._queue.put(done)
-            deadline, attempts = time.monotonic() + self.flush_timeout_s, self._attempts
-            while not done.wait(0.05) and time.monotonic() < deadline:
-                if self._attempts > attempts:
-                    break  # the store failed (again) since this flush began: waiting longer is guessing
+        self._wait_until_sent()
         with self._lock:
             left = [{"op": "metrics", "metrics": list(self._backlog)}] if self._backlog else []
             left += self._unsent
@@ -180,6 +174,25 @@ class Tracker:
             if error is not None
             else f"MLflow did not answer within {self.flush_timeout_s:g} s; {kept}"
         )
+
+    def drain(self) -> None:
+        """Wait until what is queued has been sent, unless the store is failing (then at once: training
+        never waits on a store that is down). A checkpoint drains first, so a job killed after it has every
+        metric up to its step in the store, and its resumed run's history has no gap."""
+        if self._error is None:
+            self._wait_until_sent()
+
+    def _wait_until_sent(self) -> None:
+        """Wait for the sender to take and send everything queued so far: at most ``flush_timeout_s``, and
+        no longer than the store's next failure."""
+        if self._sender is None:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        deadline, attempts = time.monotonic() + self.flush_timeout_s, self._attempts
+        while not done.wait(0.05) and time.monotonic() < deadline:
+            if self._attempts > attempts:
+                break  # the store failed (again) since this wait began: waiting longer is guessing
 
     def _keep(self, operations: list[dict[str, Any]]) -> str:
         """Append ``operations`` to the unsent file; what to tell the user about them."""

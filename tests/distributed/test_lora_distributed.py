@@ -3,8 +3,9 @@
 One launch runs every strategy in turn (process start-up and DeepSpeed's import paid once); the
 reference is a 1-process ddp LoRA fine-tune of the same global batch. Each writes its checkpoints,
 which this process then reads as eval/export do (merged), so the check covers what each strategy saves.
-Tolerances as tests/distributed/test_strategies.py measured them for full training (fp32, clipping on):
-losses rtol 1e-6, merged weights per tensor ||w - w_ref|| / ||w_ref|| <= 1e-4.
+Tolerances: losses rtol 1e-5 (ZeRO-2/3 reduce LoRA's small gradients in buckets, in another order than
+one process sums them; measured 1.4e-6 and 5.1e-6 after 6 steps, DDP 7e-7), merged weights per tensor
+||w - w_ref|| / ||w_ref|| <= 1e-4, as tests/distributed/test_strategies.py measured for full training.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pipeline.train.checkpoint import load_model_for_inference, read_meta, resol
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 STRATEGIES = ["ddp", "fsdp", "zero1", "zero2", "zero3"]
-LOSS_RTOL, WEIGHT_RTOL = 1e-6, 1e-4
+LOSS_RTOL, WEIGHT_RTOL = 1e-5, 1e-4
 
 
 def config(init_from: Path, sft: Path, output_dir: Path, strategy: str, *overrides: str) -> FinetuneJobConfig:

@@ -21,9 +21,9 @@ FAILPOINTS = Path(__file__).with_name("failpoints")
 
 
 def failpoint_env(fault: str) -> dict[str, str]:
-    """The environment of a job that kills itself (and everything this test process started) at ``fault``."""
+    """The environment of a job that kills itself (every process of it) at ``fault``."""
     path = os.pathsep.join(filter(None, [str(FAILPOINTS), os.environ.get("PYTHONPATH", "")]))
-    return {"LMPIPE_FAULT": fault, "LMPIPE_FAULT_ROOT": str(os.getpid()), "PYTHONPATH": path}
+    return {"LMPIPE_FAULT": fault, "PYTHONPATH": path}
 
 
 TINY = [

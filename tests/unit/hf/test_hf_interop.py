@@ -33,6 +33,7 @@ from pipeline.train.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from pipeline.train.step_files import DEFAULT_CHECKSUM_MAX_BYTES, write_checksums
 
 transformers = require_module("transformers")
 
@@ -207,6 +208,7 @@ def test_fine_tuned_model_gets_our_chat_template(pretrained, tmp_path):
     step_dir = tmp_path / "sft" / "checkpoints" / "step_40"
     shutil.copytree(resolve_checkpoint(pretrained), step_dir)
     FinetuneJobConfig(init_from=str(pretrained)).save(step_dir / "config.yaml")
+    write_checksums(step_dir, hash_max_bytes=DEFAULT_CHECKSUM_MAX_BYTES)  # as a fine-tuning job saves it
     out = export_hf(step_dir, tmp_path / "hf")
     theirs = transformers.AutoTokenizer.from_pretrained(out)
     ours = load_tokenizer(step_dir / TOKENIZER_FILE)

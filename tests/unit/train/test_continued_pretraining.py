@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.core.errors import ConfigError
 from pipeline.train.pretrain import train
+from pipeline.train.step_files import DEFAULT_CHECKSUM_MAX_BYTES, CorruptCheckpointError, write_checksums
 
 
 def test_init_from_starts_from_the_pretrained_weights(pretrained: Path, train_config, tmp_path, capsys):
@@ -53,6 +54,9 @@ def test_init_from_refuses_another_shape_or_tokenizer(pretrained: Path, train_co
     other = tmp_path / "other_tokenizer"
     shutil.copytree(pretrained / "checkpoints" / "step_40", other)
     (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text() + "\n")
+    with pytest.raises(CorruptCheckpointError, match=r"tokenizer.json has \d+ bytes"):
+        train(train_config(f"init_from={other}"))  # edited after the save: its checksums say so
+    write_checksums(other, hash_max_bytes=DEFAULT_CHECKSUM_MAX_BYTES)  # as if saved with that tokenizer
     with pytest.raises(ValueError, match=f"init_from {other} was trained with another tokenizer than"):
         train(train_config(f"init_from={other}"))
     with pytest.raises(ConfigError, match="init_from: is this run's own output_dir"):

@@ -74,6 +74,29 @@ def test_a_failing_store_is_reported_at_finish_and_the_run_still_closes(store):
     assert spy.client.get_run(tracker.run_id).info.status == "FINISHED"
 
 
+def test_drain_before_a_checkpoint_puts_every_logged_metric_in_the_store(store):
+    tracker, spy = start(store, delay=0.2)  # slower than a step: without the wait, the store lags
+    for step in range(1, 5):
+        tracker.log_metrics({"train/loss": float(step)}, step=step)
+    tracker.drain()
+    assert [m.step for m in spy.client.get_metric_history(tracker.run_id, "train/loss")] == [1, 2, 3, 4]
+    tracker.finish()
+
+
+def test_drain_does_not_wait_on_a_failing_store(store):
+    tracker, spy = start(store, fail=True)
+    tracker.log_metrics({"train/loss": 1.0}, step=1)
+    deadline = time.monotonic() + 10
+    while tracker._error is None and time.monotonic() < deadline:  # the first failed send
+        time.sleep(0.05)
+    tracker.log_metrics({"train/loss": 0.5}, step=2)
+    began = time.perf_counter()
+    tracker.drain()
+    assert time.perf_counter() - began < 0.5  # training goes on; the metrics stay queued
+    with pytest.raises(RuntimeError, match="store down"):
+        tracker.finish()
+
+
 def test_a_preempted_block_sends_its_metrics_and_leaves_the_run_open(store):
     tracker, spy = start(store, delay=0.2)
     with pytest.raises(KeyboardInterrupt), tracker.failing_on_error(keep_open=(KeyboardInterrupt,)):
