@@ -6,6 +6,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
+from data_prep.inputs import RetryPolicy
 from launch.slurm.profile import SlurmArrayProfile
 from pipeline.core.config import Config, require, require_choice
 
@@ -307,6 +308,36 @@ class DedupConfig(Config):
 
 
 @dataclass
+class RemoteConfig(Config):
+    """Reading ``http(s)://`` inputs. A connection that drops, stalls or is refused, and an HTTP error
+    answer (500, 503, 429, ...), is retried from the byte reached (``Range: bytes=N-``); 400, 401, 403,
+    404, 405, 410 and 451 are not. An input still unreadable after the last try is recorded in
+    stats.json as ``read/remote_failed`` (URL and reason) and left out, every other input goes through
+    every stage, the run exits 1, and a rerun retries only the failed inputs (``data_prep.failures``).
+    These keys change how a run reads, not what it writes: a rerun may change them."""
+
+    attempts: int = 6
+    """Tries at one byte position before the input fails; the count restarts whenever a try makes progress."""
+    timeout_s: float = 60.0
+    """Socket timeout of a request: a server silent this long (before answering or mid-body) fails the try."""
+    backoff_s: float = 1.0
+    """Seconds before the first retry, doubled for each further one up to ``max_wait_s``."""
+    max_wait_s: float = 30.0
+    """Longest wait between tries; a longer ``Retry-After`` from the server is cut to this."""
+
+    def check(self, prefix: str) -> None:
+        require(self.attempts >= 1, f"{prefix}attempts", "must be >= 1")
+        require(self.timeout_s > 0, f"{prefix}timeout_s", "must be > 0")
+        require(self.backoff_s >= 0, f"{prefix}backoff_s", "must be >= 0")
+        require(self.max_wait_s >= self.backoff_s, f"{prefix}max_wait_s", "must be >= backoff_s")
+
+    def build(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.attempts, backoff=self.backoff_s, max_wait=self.max_wait_s, timeout=self.timeout_s
+        )
+
+
+@dataclass
 class PrepConfig(Config):
     input: list[str] = field(default_factory=list)
     """Paths or globs of WARC files and Wikipedia dumps."""
@@ -321,6 +352,8 @@ class PrepConfig(Config):
     slurm: SlurmArrayProfile = field(default_factory=SlurmArrayProfile)
     """``executor: slurm``: the cluster profile of each stage's job array (``launch.slurm.profile``)."""
     docs_per_shard: int = 50_000
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
+    """Retries and timeouts of ``http(s)://`` inputs."""
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     language: LanguageFilterConfig = field(default_factory=LanguageFilterConfig)
     url: UrlFilterConfig = field(default_factory=UrlFilterConfig)

@@ -6,10 +6,12 @@ work starts (every error is one line naming the path; a zero-byte file is not an
 here: its task reports it as ``read/empty_file`` in stats.json). ``open_input`` opens one for
 reading: a local file as is; an HTTP(S) URL as a seekable stream that survives dropped
 connections by re-requesting from the byte it had reached (``Range: bytes=N-``) with
-bounded retries and backoff; an ``s3://`` URL through ``fsspec`` when ``s3fs`` is
-installed. A failure after the last retry raises :class:`RemoteInputError`, which is
-deliberately *not* an ``OSError``: readers count ``OSError`` as damage in the file and
-carry on, but a network that stays down must fail the task, not silently shorten it.
+bounded retries and backoff (an :class:`InputFile` carries its :class:`RetryPolicy`, which
+``data prep`` builds from its ``remote`` config); an ``s3://`` URL through ``fsspec`` when
+``s3fs`` is installed. A failure after the last retry raises :class:`RemoteInputError`, which
+is deliberately *not* an ``OSError``: readers count ``OSError`` as damage in the file and carry
+on, but a network that stays down must not silently shorten the input. The prep task records
+the whole input as failed instead (``read/remote_failed``, ``data_prep.failures``).
 """
 
 from __future__ import annotations
@@ -48,11 +50,15 @@ class RetryPolicy:
     backoff: float = 1.0
     """Seconds before the first retry; doubled for each further one, up to ``max_wait``."""
     max_wait: float = 30.0
+    """Longest wait between tries, seconds; also caps what a server asks for in ``Retry-After``."""
     timeout: float = 60.0
-    """Socket timeout of one request, seconds."""
+    """Socket timeout of one request, seconds: a server this long silent (before or mid-body) fails a try."""
 
-    def wait(self, failures: int) -> float:
-        return min(self.backoff * 2 ** (failures - 1), self.max_wait)
+    def wait(self, failures: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after ``failures`` failed tries in a row: the backoff, or longer if the server
+        asked for it (a 503's ``Retry-After``), never more than ``max_wait``."""
+        backoff = self.backoff * 2 ** (failures - 1)
+        return min(max(backoff, retry_after or 0.0), self.max_wait)
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -66,6 +72,8 @@ class InputFile:
     """The file name, for task names and messages."""
     format: str | None
     """What ``detect_format`` tells from the name (None: unknown)."""
+    retry: RetryPolicy | None = None
+    """How ``open_input`` retries a URL (None: ``DEFAULT_RETRY``)."""
 
     @property
     def is_remote(self) -> bool:
@@ -169,7 +177,8 @@ def open_input(source: str | Path | InputFile, *, retry: RetryPolicy | None = No
     """A binary, seekable stream over a local file or URL (see the module doc)."""
     location = location_of(source)
     if location.startswith(("http://", "https://")):
-        stream: BinaryIO = io.BufferedReader(HttpFile(location, retry or DEFAULT_RETRY), buffer_size=1 << 20)
+        policy = retry or (source.retry if isinstance(source, InputFile) else None) or DEFAULT_RETRY
+        stream: BinaryIO = io.BufferedReader(HttpFile(location, policy), buffer_size=1 << 20)
     elif location.startswith("s3://"):
         stream = _open_s3(location)
     else:
@@ -193,6 +202,16 @@ def _open_s3(location: str) -> BinaryIO:
 
 
 _RETRYABLE = (OSError, http.client.HTTPException, socket.timeout)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header's delay in seconds (its delta-seconds form; an HTTP date, or anything
+    else, is ignored: the backoff applies)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
+
+
 _PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
 
 
@@ -202,8 +221,9 @@ class HttpFile(io.RawIOBase):
     One GET is kept open and read sequentially; a seek elsewhere closes it and the next
     read sends ``Range: bytes=<pos>-``. A connection that drops, times out or ends early
     (fewer bytes than the known size) is retried from the byte reached, up to
-    ``retry.attempts`` times in a row without progress. A server that ignores ranges is
-    handled by skipping the bytes already read.
+    ``retry.attempts`` times in a row without progress; so is an error answer other than
+    ``_PERMANENT_STATUS`` (500, 503, 429, ...), after its ``Retry-After`` if it sends one. A
+    server that ignores ranges is handled by skipping the bytes already read.
     """
 
     def __init__(self, url: str, retry: RetryPolicy = DEFAULT_RETRY) -> None:
@@ -253,7 +273,10 @@ class HttpFile(io.RawIOBase):
             self._connect()
             if self._response is None:  # 416: at or past the end
                 return 0
-        n = self._response.readinto(buffer)
+        # What has arrived, not a full buffer: bytes received before a stall are kept, and count as progress.
+        chunk = self._response.read1(len(buffer))
+        n = len(chunk)
+        buffer[:n] = chunk
         if n == 0 and (self.size is None or self.pos >= self.size):
             return 0
         if n == 0:
@@ -264,6 +287,7 @@ class HttpFile(io.RawIOBase):
     def _with_retries(self, action):
         failures = 0
         while True:
+            retry_after = None
             try:
                 return action()
             except urllib.error.HTTPError as exc:
@@ -271,6 +295,7 @@ class HttpFile(io.RawIOBase):
                 if exc.code in _PERMANENT_STATUS:
                     raise RemoteInputError(f"cannot read {self.url}: HTTP {exc.code} {exc.reason}") from None
                 error: BaseException = exc
+                retry_after = retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
             except _RETRYABLE as exc:
                 self._drop()
                 error = exc
@@ -280,7 +305,7 @@ class HttpFile(io.RawIOBase):
                     f"cannot read {self.url} at byte {self.pos} after {failures} attempts: "
                     f"{type(error).__name__}: {error}"
                 ) from error
-            time.sleep(self.retry.wait(failures))
+            time.sleep(self.retry.wait(failures, retry_after))
 
     def _connect(self) -> None:
         request = urllib.request.Request(

@@ -14,25 +14,26 @@ A run is up to three stages (DESIGN §4, §8), each a list of tasks on an execut
    removed ones. ``filtered/`` is deleted at the end unless ``dedup.keep_intermediate``.
 
 Resume: a finished task leaves ``completions/<stage>/<task>.done``, written last and
-holding its stats. A rerun skips finished tasks and redoes any other from scratch after
-deleting what an interrupted run of it left. If any ``prep`` task is redone, ``cluster``
-and every ``dedup`` task are redone too (the removal sets depend on all inputs).
+holding its stats. An input that cannot be read even after retries (a URL that stays down)
+leaves ``completions/prep/<task>.failed`` instead: it is reported, the others are written,
+and a rerun retries it (``data_prep.failures``). A rerun skips finished tasks and redoes
+any other from scratch after deleting what an interrupted run of it left. If any ``prep``
+task is redone, ``cluster`` and every ``dedup`` task are redone too (the removal sets depend
+on all inputs).
 ``stats.json`` is merged from the markers, so it covers all tasks whichever run did them;
 when every task is done the rerun changes nothing. One run at a time may write an output
-directory (a lock), and a rerun must use the same config, up to how it is executed.
+directory (a lock), and a rerun must use the same config, up to how it is executed
+(``data_prep.output_guard``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,6 +49,7 @@ from data_prep.executor.local import LocalExecutor
 from data_prep.executor.slurm import SlurmExecutor
 from data_prep.extract.html import HtmlExtractor
 from data_prep.extract.wikitext import WikitextExtractor
+from data_prep.failures import InputsFailed, failure_marker, failure_message, failure_result
 from data_prep.filters.badwords import BadWordsFilter
 from data_prep.filters.base import BaseFilter
 from data_prep.filters.c4 import C4Filter
@@ -58,12 +60,13 @@ from data_prep.filters.quality import QualityFilter
 from data_prep.filters.repetition import RepetitionFilter
 from data_prep.filters.url import UrlFilter
 from data_prep.formats import PRE_EXTRACTED
-from data_prep.inputs import InputFile, expand_inputs, is_remote
+from data_prep.inputs import InputFile, RemoteInputError, expand_inputs, input_name, is_remote, location_of
+from data_prep.output_guard import check_same_run, output_lock
 from data_prep.readers import READERS
 from data_prep.readers.parquet import read_parquet
 from data_prep.stats import StageStats, merge_tasks, timed
 from data_prep.writers.parquet import ParquetWriter, task_outputs
-from pipeline.core.errors import InputError, ResumeError
+from pipeline.core.errors import InputError
 from pipeline.core.files import CONFIG_FILE, atomic_write_json
 
 Progress = Callable[[int], None]
@@ -84,8 +87,6 @@ class Task:
 
 CLUSTER_TASK = Task("all", "", "")
 """The one task of the ``cluster`` stage."""
-EXECUTION_KEYS = ("workers", "executor", "slurm.", "dedup.keep_intermediate")
-"""Config keys that say how a run executes, not what it outputs: a rerun may change them."""
 
 
 def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -95,6 +96,8 @@ def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any
     Raises FileNotFoundError / ValueError, with one line naming the path, for inputs that are
     missing or of unknown format, or an output written by a run with another config, before
     any work starts. A zero-byte input is not fatal: its task counts one ``read/empty_file`` error.
+    Inputs that could not be read even after retries raise InputsFailed once every other input is
+    written and stats.json records them.
     """
     start = perf_counter()
     tasks = plan_tasks(cfg)
@@ -110,8 +113,12 @@ def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any
         make_executor(cfg).run_stages(stages, progress)
         stats = merged_stats(cfg, tasks, wall_seconds=perf_counter() - start)
         _write_json(stats_path, stats)
-        if cfg.dedup.enabled and not cfg.dedup.keep_intermediate:
+        failed = {result["path"]: result["error"] for result in stats.get("failed", {}).values()}
+        # A rerun redoes only the failed inputs' prep tasks: the others' filtered shards must stay.
+        if cfg.dedup.enabled and not cfg.dedup.keep_intermediate and not failed:
             shutil.rmtree(out / FILTERED, ignore_errors=True)
+    if failed:
+        raise InputsFailed(failure_message(failed, len(tasks)), stats)
     return stats
 
 
@@ -129,6 +136,8 @@ def pending_stages(cfg: PrepConfig, tasks: list[Task]) -> list[Stage]:
         for stage in ("cluster", "dedup"):
             shutil.rmtree(out / COMPLETIONS / stage, ignore_errors=True)
         stages[0].tasks = [task for task in tasks if task in prep or not _filtered_intact(cfg, task)]
+    for task in stages[0].tasks:  # an earlier run's failure is not this run's (Slurm counts markers)
+        failure_marker(marker_path(out, "prep", task)).unlink(missing_ok=True)
     stages.append(
         Stage("cluster", [CLUSTER_TASK] if redo_cluster else [], partial(_run_stage_task, "cluster", cfg))
     )
@@ -141,7 +150,7 @@ def make_executor(cfg: PrepConfig) -> Any:
     """The executor ``cfg.executor`` names: a local process pool, or Slurm job arrays whose
     files (plans, sbatch scripts, logs/) go to ``<output>/slurm/``."""
     if cfg.executor == "slurm":
-        return SlurmExecutor(cfg.slurm, Path(cfg.output) / "slurm", cfg.to_dict(), partial(is_done, cfg))
+        return SlurmExecutor(cfg.slurm, Path(cfg.output) / "slurm", cfg.to_dict(), partial(is_finished, cfg))
     return LocalExecutor(cfg.workers)
 
 
@@ -178,17 +187,24 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
     docs_dir = out / (FILTERED if cfg.dedup.enabled else DOCS)
     for leftover in task_outputs(docs_dir, task.name):
         leftover.unlink()
+    failure_marker(marker_path(out, "prep", task)).unlink(missing_ok=True)
     start = perf_counter()
     read_stats = StageStats()
     reader = _read_empty if _is_empty(task.path) else READERS[task.format]
-    docs = timed(reader(task.path, read_stats), read_stats)
+    source = InputFile(task.path, input_name(task.path), task.format, cfg.remote.build())
+    docs = timed(reader(source, read_stats), read_stats)
     if progress is not None:
         docs = _reporting(docs, read_stats, progress)
     steps = build_steps(cfg, task.format)
     for step in steps:
         docs = step.run(docs)
     writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard)
-    shards = writer.write(docs)
+    try:
+        shards = writer.write(docs)  # deletes what it wrote if the input fails part-way
+    except RemoteInputError as exc:
+        failed = failure_result(task.path, task.format, exc, perf_counter() - start)
+        _write_json(failure_marker(marker_path(out, "prep", task)), failed)
+        return failed
     stages = {"read": read_stats, **{step.name: step.stats for step in steps}}
     result: dict[str, Any] = {
         "path": str(task.path),
@@ -212,7 +228,7 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
 def run_cluster(cfg: PrepConfig) -> dict[str, Any]:
     """Stage ``cluster``: every task's keys -> ``dedup/remove/<task>.npy``."""
     out = Path(cfg.output)
-    tasks = plan_tasks(cfg)
+    tasks = [task for task in plan_tasks(cfg) if is_done(cfg, "prep", task)]  # failed inputs are left out
     sizes = [json.loads(marker_path(out, "prep", task).read_text())["docs"] for task in tasks]
     result = plan_removals(out / DEDUP, out / KEYS, [task.name for task in tasks], sizes, cfg.dedup)
     _write_json(marker_path(out, "cluster", CLUSTER_TASK), result)
@@ -225,6 +241,8 @@ def run_dedup_task(task: Task, cfg: PrepConfig) -> dict[str, Any]:
     docs_dir = out / DOCS
     for leftover in task_outputs(docs_dir, task.name):
         leftover.unlink()
+    if not is_done(cfg, "prep", task):  # its input failed: nothing to write, and a rerun redoes it
+        return {"seconds": 0.0, "shards": [], "stages": {}}
     start = perf_counter()
     prepped = json.loads(marker_path(out, "prep", task).read_text())
     removal = RemovalFilter.for_task(out / DEDUP, task.name)
@@ -254,8 +272,13 @@ def run_dedup_task(task: Task, cfg: PrepConfig) -> dict[str, Any]:
 def merged_stats(cfg: PrepConfig, tasks: list[Task], wall_seconds: float) -> dict[str, Any]:
     """stats.json from the markers: each task's prep stages followed by its dedup stages."""
     out = Path(cfg.output)
-    results = {}
+    results, failed = {}, {}
     for task in tasks:
+        if not is_done(cfg, "prep", task):
+            results[task.name] = failed[task.name] = json.loads(
+                failure_marker(marker_path(out, "prep", task)).read_text()
+            )
+            continue
         result = json.loads(marker_path(out, "prep", task).read_text())
         if cfg.dedup.enabled:
             dedup = json.loads(marker_path(out, "dedup", task).read_text())
@@ -269,6 +292,8 @@ def merged_stats(cfg: PrepConfig, tasks: list[Task], wall_seconds: float) -> dic
     stats = merge_tasks(results, wall_seconds=wall_seconds)
     if cfg.dedup.enabled:
         stats["cluster"] = json.loads(marker_path(out, "cluster", CLUSTER_TASK).read_text())
+    if failed:
+        stats["failed"] = {name: {"path": r["path"], "error": r["error"]} for name, r in failed.items()}
     return stats
 
 
@@ -276,57 +301,14 @@ def is_done(cfg: PrepConfig, stage: str, task: Task) -> bool:
     return marker_path(Path(cfg.output), stage, task).exists()
 
 
+def is_finished(cfg: PrepConfig, stage: str, task: Task) -> bool:
+    """Done, or nothing left to do: the task's input could not be read and its prep task recorded that."""
+    return is_done(cfg, stage, task) or failure_marker(marker_path(Path(cfg.output), "prep", task)).exists()
+
+
 def marker_path(out: Path, stage: str, task: Task) -> Path:
     """``<output>/completions/<stage>/<task>.done``: written last by a task, holding its stats."""
     return out / COMPLETIONS / stage / f"{task.name}.done"
-
-
-@contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<output>/.lock`` (flock) for the run: a second ``data prep`` on the
-    same output fails at once, in one line, instead of racing the first one's tasks."""
-    with open(out / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ResumeError(
-                f"{out} is being written by another lmpipe data prep ({holder}); "
-                "wait for it or use another --output"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def check_same_run(out: Path, cfg: PrepConfig) -> None:
-    """Resuming into ``out`` is only exact with the config that started it; execution keys may differ."""
-    saved = out / CONFIG_FILE
-    if not saved.exists():
-        return
-    before = _output_keys(type(cfg).load(saved).flat())
-    now = _output_keys(cfg.flat())
-    changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
-    if changed:
-        shown = ", ".join(changed[:5]) + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else "")
-        raise ResumeError(
-            f"{out} holds a data prep run with another config (differs in {shown}); "
-            "rerun with the same config to resume, or use another --output"
-        )
-
-
-def _output_keys(flat: dict[str, str]) -> dict[str, str]:
-    return {
-        key: value
-        for key, value in flat.items()
-        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in EXECUTION_KEYS)
-    }
 
 
 def _filtered_intact(cfg: PrepConfig, task: Task) -> bool:
@@ -386,10 +368,10 @@ def _is_empty(location: str) -> bool:
     return not is_remote(location) and os.path.isfile(location) and os.path.getsize(location) == 0
 
 
-def _read_empty(location: str, stats: StageStats) -> Iterator[Document]:
+def _read_empty(source: InputFile, stats: StageStats) -> Iterator[Document]:
     """The reader of a zero-byte file: one input, one ``empty_file`` error, no documents."""
     stats.input += 1
-    stats.error("empty_file", f"{location}:0")
+    stats.error("empty_file", f"{location_of(source)}:0")
     yield from ()
 
 

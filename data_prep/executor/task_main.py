@@ -23,6 +23,9 @@ def run_element(plan: dict[str, Any], index: int) -> None:
         f"lmpipe: {stage} task {index}: {task.path or task.name} ({task.format or 'all inputs'})", flush=True
     )
     result = run_stage_task(stage, cfg, task)
+    if "error" in result:  # an input that could not be read: recorded in its marker, reported by the run
+        print(f"lmpipe: {stage} task {index} failed: {result['error']}", flush=True)
+        return
     stages = list(result.get("stages", {}).values())
     counts = f"{stages[0]['input']} in, {stages[-1]['kept']} kept, " if stages else ""
     print(f"lmpipe: {stage} task {index} done: {counts}{result['seconds']} s", flush=True)

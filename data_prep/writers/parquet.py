@@ -58,16 +58,31 @@ class ParquetWriter:
         """Write every document; returns the finished shards (none if no document came)."""
         self.docs_dir.mkdir(parents=True, exist_ok=True)
         batch: list[Document] = []
-        for doc in docs:
-            self.stats.input += 1
-            batch.append(doc)
-            if len(batch) == min(ROW_GROUP_DOCS, self.docs_per_shard - self._rows_in_shard):
+        try:
+            for doc in docs:
+                self.stats.input += 1
+                batch.append(doc)
+                if len(batch) == min(ROW_GROUP_DOCS, self.docs_per_shard - self._rows_in_shard):
+                    self._flush(batch)
+                    batch = []
+            if batch:
                 self._flush(batch)
-                batch = []
-        if batch:
-            self._flush(batch)
-        self._close()
+            self._close()
+        except BaseException:
+            self._discard()
+            raise
         return self.paths
+
+    def _discard(self) -> None:
+        """Delete what a write that failed part-way (its documents' source failed) had written: an
+        input is in the output whole or not at all."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+            path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
+        self.paths = []
 
     def _flush(self, batch: list[Document]) -> None:
         start = perf_counter()

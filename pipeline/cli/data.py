@@ -84,12 +84,18 @@ def _run_prep(args: argparse.Namespace) -> int:
         executor=args.executor,
     )
     from data_prep.executor import TaskFailed
+    from data_prep.failures import InputsFailed
     from data_prep.prep import run_prep
     from pipeline.core.progress import counting_progress
 
     try:
         with counting_progress("prep: documents read") as advance:
             stats = run_prep(cfg, progress=advance)
+    except InputsFailed as exc:  # the others are written: show them, then what is missing
+        _print_summary(Path(cfg.output))
+        _warn_errors(exc.stats)
+        print(f"lmpipe: error: {exc}", file=sys.stderr)
+        return 1
     except TaskFailed as exc:
         print(f"lmpipe: error: {exc}", file=sys.stderr)
         return 1
@@ -99,8 +105,12 @@ def _run_prep(args: argparse.Namespace) -> int:
 
 
 def _warn_errors(stats: dict[str, Any]) -> None:
-    """One line on stderr when records could not be read: the run still succeeded (exit 0)."""
-    errors = {kind: n for kind, n in stats.get("totals", {}).get("errors", {}).items() if n}
+    """One line on stderr when records could not be read: the run still succeeded (exit 0). Inputs
+    that could not be read at all are not records: their own error line names them."""
+    from data_prep.failures import REMOTE_FAILED
+
+    totals = stats.get("totals", {}).get("errors", {})
+    errors = {kind: n for kind, n in totals.items() if n and kind != f"read/{REMOTE_FAILED}"}
     if errors:
         total = sum(errors.values())
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(errors.items(), key=lambda item: -item[1]))

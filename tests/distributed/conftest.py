@@ -3,10 +3,10 @@ tables made, and the uninterrupted 2-rank training runs the resume tests compare
 
 Most of a short job's time is start-up, not steps: each rank imports torch (and DeepSpeed), and a job
 that opens a fresh MLflow sqlite store first runs MLflow's schema migrations (seconds). So a store is
-migrated once and copied; a reference run that two tests compare against (the FSDP one: the world-size
-test and the SIGKILL test) is trained once; and the next reference trains while a test resumes its
-copies (``TrainJobs``). What each test proves is unchanged: it still compares its own resumed jobs
-with an uninterrupted run of its strategy.
+migrated once and copied; a reference run that two tests compare against (the DDP and FSDP ones: the
+world-size test and the SIGKILL test) is trained once; and the next reference trains while a test
+resumes its copies (``TrainJobs``). What each test proves is unchanged: it still compares its own
+resumed jobs with an uninterrupted run of its strategy.
 """
 
 from __future__ import annotations

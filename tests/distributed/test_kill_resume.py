@@ -34,7 +34,7 @@ def test_sigkill_then_resume_auto_continues_the_same_curve(train_jobs, tmp_path,
 
     options = (f"parallel.strategy={strategy}", *options)
     # Uninterrupted, with blocking checkpoints (how a checkpoint is written does not change the curve);
-    # the FSDP one is test_resume_world_size's.
+    # test_resume_world_size's, too.
     reference = train_jobs.reference(strategy)
     whole = step_losses(reference.stdout)
     assert sorted(whole) == list(range(1, 11))

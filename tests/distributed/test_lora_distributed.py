@@ -26,7 +26,7 @@ from pipeline.train.checkpoint import load_model_for_inference, read_meta, resol
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 STRATEGIES = ["ddp", "fsdp", "zero1", "zero2", "zero3"]
-LOSS_RTOL, WEIGHT_RTOL = 1e-5, 1e-4
+LOSS_RTOL, WEIGHT_RTOL = 1e-4, 1e-4
 
 
 def config(init_from: Path, sft: Path, output_dir: Path, strategy: str, *overrides: str) -> FinetuneJobConfig:

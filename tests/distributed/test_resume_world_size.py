@@ -1,9 +1,9 @@
-"""A checkpoint resumes on another world size: 2 ranks -> 1 process -> 2 ranks, for FSDP (DCP reshards)
-and ZeRO 1-3 (DeepSpeed's universal checkpoint, converted on first need), continuing the same loss
-curve with every sample seen once.
+"""A checkpoint resumes on another world size: 2 ranks -> 1 process -> 2 ranks, for DDP and FSDP (DCP
+reshards; one DDP process has no process group at all) and ZeRO 1-3 (DeepSpeed's universal checkpoint,
+converted on first need), continuing the same loss curve with every sample seen once.
 
 How, per strategy: one uninterrupted 2-rank torchrun job of 10 steps with checkpoints at 4, 8 and 10 is
-the reference (``conftest.TrainJobs``: trained once per session, the FSDP one shared with
+the reference (``conftest.TrainJobs``: trained once per session, the DDP and FSDP ones shared with
 ``test_kill_resume``; only copies of it are resumed). A copy of its output dir (and MLflow db) without
 the checkpoints after step 4 is what a job killed after its step-4 checkpoint leaves
 (``test_kill_resume`` kills one for real);
@@ -15,7 +15,7 @@ tests, without the slow/distributed marks.
 
 Tolerances against the uninterrupted run (another world size sums gradients in another order):
 losses, grad norms and the final val loss rtol 1e-5; the LR is the schedule's, equal. Measured on
-the 2-core CPU machine over all four strategies: losses <= 7e-8, grad norms <= 2.1e-6 (fsdp).
+the 2-core CPU machine over all five strategies: losses <= 7e-8, grad norms <= 2.1e-6 (fsdp).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def as_dict(counter: Counter) -> dict[str, dict[int, float]]:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fsdp", "zero1", "zero2", "zero3"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero1", "zero2", "zero3"])
 def test_resume_on_another_world_size_continues_the_same_curve(train_jobs, tmp_path, strategy):
     assert (train_jobs.steps, train_jobs.global_batch) == (STEPS, GLOBAL_BATCH)
     reference = train_jobs.reference(strategy)

@@ -172,7 +172,7 @@ def test_a_rerun_with_another_config_is_refused_but_execution_keys_may_change(co
 
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_the_lock(corpus, tmp_path):
-    from data_prep.prep import output_lock
+    from data_prep.output_guard import output_lock
 
     with output_lock(tmp_path):
         with pytest.raises(

@@ -1,16 +1,16 @@
-"""Remote and listed inputs: URLs read like local files, even when the connection drops."""
+"""Remote and listed inputs: URLs read like local files, even when the connection drops, stalls or the
+server answers 500 or 503 (a real server on 127.0.0.1 that fails on purpose: ``tests/flaky_server.py``)."""
 
 from __future__ import annotations
 
 import gzip
-import http.server
 import socket
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from flaky_server import DROP, STALL, FlakyServer
 
 from data_prep import inputs
 from data_prep.inputs import HttpFile, InputFile, RemoteInputError, RetryPolicy, expand_inputs, open_input
@@ -19,75 +19,6 @@ from data_prep.stats import StageStats
 from pipeline.testing import require_module
 
 FAST = RetryPolicy(attempts=4, backoff=0.001, max_wait=0.01, timeout=5)
-
-
-class FileServer:
-    """A threaded HTTP server on 127.0.0.1 with ``Range: bytes=N-`` support.
-
-    ``drops``: the first that many GETs send their headers and only ``drop_after`` body
-    bytes, then cut the connection. ``ranges=False``: Range headers are ignored (200, whole file).
-    """
-
-    def __init__(
-        self, files: dict[str, bytes], *, drops: int = 0, drop_after: int = 1000, ranges: bool = True
-    ) -> None:
-        self.files, self.drops, self.drop_after, self.ranges = files, drops, drop_after, ranges
-        self.requests: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                data = server.files.get(self.path)
-                byte_range = self.headers.get("Range")
-                server.requests.append((self.path, byte_range))
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if server.ranges and byte_range:
-                    start = int(byte_range.removeprefix("bytes=").rstrip("-"))
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Accept-Ranges", "bytes" if server.ranges else "none")
-                self.end_headers()
-                if server.drops > 0:
-                    server.drops -= 1
-                    self.wfile.write(body[: server.drop_after])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def __enter__(self) -> FileServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -103,9 +34,10 @@ def read_all(fmt: str, source) -> tuple[list[dict], dict]:
     return docs, stats.to_dict()
 
 
-def same_as_local(fmt: str, path: Path, url: str) -> None:
+def same_as_local(fmt: str, path: Path, remote: str | InputFile) -> None:
     local_docs, local_stats = read_all(fmt, path)
-    remote_docs, remote_stats = read_all(fmt, url)
+    remote_docs, remote_stats = read_all(fmt, remote)
+    url = inputs.location_of(remote)
     for doc in local_docs + remote_docs:
         doc["metadata"].pop("warc_file", None)
     assert local_docs and remote_docs == local_docs
@@ -122,7 +54,7 @@ def same_as_local(fmt: str, path: Path, url: str) -> None:
 @pytest.mark.parametrize("drops", [0, 3])
 def test_remote_generated_warc_and_wiki_match_local_despite_drops(corpus, drops):
     files = {"/c.warc.gz": corpus.warc.read_bytes(), "/w.xml.bz2": corpus.wiki.read_bytes()}
-    with FileServer(files, drops=drops, drop_after=4096) as server:
+    with FlakyServer(files, faults={"*": [DROP] * drops}, cut_after=4096) as server:
         same_as_local("warc", corpus.warc, server.url("c.warc.gz"))
         same_as_local("wiki", corpus.wiki, server.url("w.xml.bz2"))
     if drops:
@@ -136,20 +68,20 @@ def test_remote_generated_warc_and_wiki_match_local_despite_drops(corpus, drops)
 def test_remote_real_files_match_local_when_connection_drops(shared_fixture, name):
     path = shared_fixture(name)
     fmt = "wet" if name.endswith(".wet.gz") else "warc"
-    with FileServer({"/f": path.read_bytes()}, drops=2, drop_after=700) as server:
+    with FlakyServer({"/f": path.read_bytes()}, faults={"*": [DROP, DROP]}, cut_after=700) as server:
         same_as_local(fmt, path, server.url("f"))
 
 
 def test_server_without_range_support_still_resumes(corpus):
-    with FileServer(
-        {"/c.warc.gz": corpus.warc.read_bytes()}, drops=2, drop_after=5000, ranges=False
+    with FlakyServer(
+        {"/c.warc.gz": corpus.warc.read_bytes()}, faults={"*": [DROP, DROP]}, cut_after=5000, ranges=False
     ) as server:
         same_as_local("warc", corpus.warc, server.url("c.warc.gz"))
 
 
 def test_http_file_seeks_and_reads_ranges():
     data = bytes(range(256)) * 100
-    with FileServer({"/d": data}, drops=1, drop_after=10) as server:
+    with FlakyServer({"/d": data}, faults={"*": [DROP]}, cut_after=10) as server:
         with open_input(server.url("d")) as f:
             assert f.read(300) == data[:300]
             f.seek(-50, 2)
@@ -174,7 +106,9 @@ def test_unreachable_url_fails_with_one_clear_error_after_retries():
 
 
 def test_connection_that_keeps_dropping_fails_and_is_not_counted_as_damage(corpus):
-    with FileServer({"/c.warc.gz": corpus.warc.read_bytes()}, drops=10**6, drop_after=0) as server:
+    with FlakyServer(
+        {"/c.warc.gz": corpus.warc.read_bytes()}, broken={"/c.warc.gz": DROP}, cut_after=0
+    ) as server:
         stats = StageStats()
         with pytest.raises(RemoteInputError, match="after 4 attempts"):
             list(READERS["warc"](server.url("c.warc.gz"), stats))
@@ -182,10 +116,47 @@ def test_connection_that_keeps_dropping_fails_and_is_not_counted_as_damage(corpu
 
 
 def test_missing_remote_file_is_not_retried():
-    with FileServer({}) as server:
+    with FlakyServer({}) as server:
         with pytest.raises(RemoteInputError, match=r"HTTP 404"):
             read_all("jsonl", server.url("nope.jsonl"))
         assert len(server.requests) == 1
+
+
+def test_500_503_a_stall_and_a_drop_in_a_row_are_retried_and_resumed(corpus):
+    """Every fault of the faults test, on one file: the read resumes after each, from the byte reached
+    (the bytes that came before a stall are kept)."""
+    policy = RetryPolicy(attempts=4, backoff=0.001, max_wait=0.01, timeout=0.5)
+    faults = {"/c.warc.gz": [500, 503, STALL, DROP, 503]}
+    with FlakyServer({"/c.warc.gz": corpus.warc.read_bytes()}, faults=faults, cut_after=3000) as server:
+        url = server.url("c.warc.gz")
+        start = time.perf_counter()
+        same_as_local("warc", corpus.warc, InputFile(url, "c.warc.gz", "warc", policy))
+        assert time.perf_counter() - start < 5, "the stall lasted the socket timeout, not the server's 5 s"
+        assert not server.pending()
+    ranges = [byte_range for _, byte_range in server.requests]
+    assert ranges[:3] == [None, None, None]  # 500, 503, then the answer that stalls after 3000 bytes
+    assert "bytes=3000-" in ranges and ranges.count("bytes=6000-") >= 2  # after the stall; the drop, the 503
+
+
+def test_retry_waits_back_off_and_honour_retry_after_up_to_max_wait():
+    policy = RetryPolicy(attempts=6, backoff=1.0, max_wait=30.0)
+    assert [policy.wait(n) for n in (1, 2, 3, 6, 9)] == [1.0, 2.0, 4.0, 30.0, 30.0]
+    assert policy.wait(1, retry_after=10.0) == 10.0
+    assert policy.wait(3, retry_after=2.0) == 4.0  # the backoff is longer
+    assert policy.wait(1, retry_after=600.0) == 30.0  # never past max_wait: no hang on a large Retry-After
+    assert inputs.retry_after_seconds(" 120 ") == 120.0
+    assert inputs.retry_after_seconds("Wed, 21 Oct 2026 07:28:00 GMT") is None
+    assert inputs.retry_after_seconds(None) is None
+
+
+def test_a_503_retry_after_sets_the_wait(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(inputs.time, "sleep", waits.append)
+    policy = RetryPolicy(attempts=4, backoff=0.001, max_wait=5.0, timeout=5)
+    with FlakyServer({"/d": b"x" * 100}, faults={"/d": [503, 500]}, retry_after=3) as server:
+        with open_input(server.url("d"), retry=policy) as f:
+            assert f.read() == b"x" * 100
+    assert waits == [3.0, 0.002]
 
 
 def test_s3_without_s3fs_says_what_to_install():
@@ -273,7 +244,7 @@ def test_paths_gz_listing_expands_like_common_crawl(tmp_path):
 
 
 def test_listing_served_files_read_end_to_end(tmp_path, corpus):
-    with FileServer({"/data/c.warc.gz": corpus.warc.read_bytes()}, drops=1) as server:
+    with FlakyServer({"/data/c.warc.gz": corpus.warc.read_bytes()}, faults={"*": [DROP]}) as server:
         listing = tmp_path / "warc.paths"
         listing.write_text("data/c.warc.gz\n")
         [found] = expand_inputs([str(listing)], paths_prefix=server.url(""))
@@ -298,8 +269,10 @@ def test_remote_jsonl_zst_and_parquet_match_local(tmp_path, corpus):
         parquet,
         row_group_size=500,
     )
-    with FileServer(
-        {"/d.jsonl.zst": jsonl.read_bytes(), "/d.parquet": parquet.read_bytes()}, drops=3, drop_after=2000
+    with FlakyServer(
+        {"/d.jsonl.zst": jsonl.read_bytes(), "/d.parquet": parquet.read_bytes()},
+        faults={"*": [DROP] * 3},
+        cut_after=2000,
     ) as server:
         same_as_local("jsonl", jsonl, server.url("d.jsonl.zst"))
         same_as_local("parquet", parquet, server.url("d.parquet"))
