@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.lmpipe-installed
 WORKDIR ?= demo_out
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo lint test bench clean
+.PHONY: setup demo lint test bench books-shards clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,19 @@ lint: setup
 
 test: lint
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+# The natural-text shards of configs/sweep/cpu-books.yaml (configs/data/books.yaml): ../shared/corpora's
+# books with the Wikipedia and Common Crawl fixtures -> data/books/{docs,tokenizer,shards}, ~3 min on 2 cores.
+SHARED ?= ../shared
+BOOKS  ?= data/books
+books-shards: setup
+	$(VENV)/bin/lmpipe data prep --config configs/data/books.yaml --output $(BOOKS)/docs \
+		--input $(SHARED)/corpora/gutenberg-books.jsonl.gz '$(SHARED)/fixtures/wiki/enwiki-*' \
+		'$(SHARED)/fixtures/warc/*.warc.gz'
+	$(VENV)/bin/lmpipe data train-tokenizer --config configs/data/tokenizer.yaml --input $(BOOKS)/docs \
+		--output $(BOOKS)/tokenizer
+	$(VENV)/bin/lmpipe data tokenize --config configs/data/tokenize.yaml --input $(BOOKS)/docs \
+		--tokenizer $(BOOKS)/tokenizer --output $(BOOKS)/shards
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done

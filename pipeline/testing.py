@@ -55,6 +55,11 @@ SHARED_FIXTURES = Path(
 """The real Common Crawl / Wikipedia files: ../shared/fixtures beside the checkout (where CI puts them
 too), or wherever LMPIPE_FIXTURES points."""
 
+SHARED_CORPORA = Path(
+    os.environ.get("LMPIPE_CORPORA", Path(__file__).resolve().parents[2] / "shared" / "corpora")
+)
+"""The real books for training and sweeps: ../shared/corpora beside the checkout, or LMPIPE_CORPORA."""
+
 
 def in_ci() -> bool:
     """``CI=true`` (or 1/yes): what a local run may skip, CI must have."""
@@ -79,9 +84,10 @@ def require_module(name: str) -> Any:
         skip_or_fail(f"could not import {name!r}: {exc}")
 
 
-def require_fixture(relative: str | Path) -> Path:
-    """A file or directory under :data:`SHARED_FIXTURES`; skips without it (fails under CI)."""
-    path = SHARED_FIXTURES / relative
+def require_fixture(relative: str | Path, root: Path = SHARED_FIXTURES) -> Path:
+    """A file or directory under ``root`` (the shared fixtures, or :data:`SHARED_CORPORA`); skips without
+    it (fails under CI)."""
+    path = root / relative
     if not path.exists():
         skip_or_fail(f"shared fixture {path} not present")
     return path

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.cli.predict import add_prediction_verbs
 from pipeline.core.config import Config, require, require_choice
 from pipeline.core.errors import ConfigError
 from pipeline.core.files import atomic_write_json, atomic_write_text
@@ -99,7 +100,9 @@ class SweepCompareConfig(Config):
 def add_parsers(verbs: argparse._SubParsersAction) -> None:
     """Add ``sweep`` and its sub-verbs to the top-level ``lmpipe`` parser."""
     sweep = verbs.add_parser(
-        "sweep", help="scaling-law sweeps: plan, run, plot, fit, compare", description="scaling-law sweeps"
+        "sweep",
+        help="scaling-law sweeps: plan, run, plot, fit, predict, verify, compare",
+        description="scaling-law sweeps",
     )
     sweep_verbs = sweep.add_subparsers(title="sweep verbs", metavar="VERB")
     about = (
@@ -132,6 +135,8 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
         help="also predict the compute-optimal N*, D* and loss (with CIs) at these budgets, FLOP",
     )
     fit.set_defaults(run=_run_fit)
+
+    add_prediction_verbs(sweep_verbs)
 
     about = (
         "resolve a sweep config (configs/sweep/*.yaml) into one train config per run under <root>/runs/, "

@@ -49,6 +49,17 @@ class DataConfig(Config):
     val_windows: int = 128
     """Validation windows per source, evenly spaced over its val split: the same windows for every run
     (any world size or batch), so val losses compare across runs and sweeps."""
+    train_eval_windows: int = 0
+    """After the last step, the final weights' loss on the windows of the first this many global
+    training samples (``train_eval/loss``, result.json ``final_train_eval_loss``); 0: off. Every run
+    with the same seed and shards has trained on exactly these once it took that many samples, so
+    val minus this loss is a train/val gap that compares across a sweep's runs, where the train loss
+    of the last steps mixes batches seen under moving weights. Must not exceed the samples the run
+    plans to take; a run that stops early evaluates the samples it took (it says so)."""
+    unique_tokens: int = 0
+    """Train on at most this many distinct tokens (0: the whole train split): a seeded random subset of
+    ``unique_tokens // seq_len`` windows, shared over a mixture's sources by weight, that the loader's
+    epochs repeat. A data-constrained run (Muennighoff et al. 2023): D tokens of U unique ones."""
     prefetch: int = 2
     """Batches built ahead in a background thread (0: none)."""
     verify_sha256: bool = True
@@ -64,6 +75,8 @@ class DataConfig(Config):
             "give the token shards directory",
         )
         require(self.val_windows > 0, f"{prefix}val_windows", "must be > 0")
+        require(self.train_eval_windows >= 0, f"{prefix}train_eval_windows", "must be >= 0 (0: off)")
+        require(self.unique_tokens >= 0, f"{prefix}unique_tokens", "must be >= 0 (0: the whole split)")
         require(self.prefetch >= 0, f"{prefix}prefetch", "must be >= 0 (0: no prefetch)")
 
 
@@ -302,4 +315,17 @@ class TrainJobConfig(Config):
                 f"{prefix}train.max_tokens",
                 f"{budget} is not a whole number of steps of global_batch_size x seq_len = "
                 f"{per_step} tokens; nearest: {nearest}",
+            )
+        require(
+            not self.data.unique_tokens or self.data.unique_tokens >= self.model.seq_len,
+            f"{prefix}data.unique_tokens",
+            f"{self.data.unique_tokens} is less than one window of seq_len = {self.model.seq_len} tokens",
+        )
+        if self.data.train_eval_windows and batch > 0 and self.model.seq_len > 0:
+            samples = budget // self.model.seq_len if budget else self.train.max_steps * batch
+            require(  # refused, not clamped: a subset cut to fit this run would differ from its siblings'
+                self.data.train_eval_windows <= samples,
+                f"{prefix}data.train_eval_windows",
+                f"{self.data.train_eval_windows} is more than the {samples} samples this run trains on; "
+                "the subset must be windows every run of a sweep has trained on",
             )

@@ -104,7 +104,7 @@ def shards_lm(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, step
         check_sha=False,
     )
     sources = validation_sources(DataConfig(shards=cfg.shards, val_split=cfg.split))
-    val_set = ValidationSet(
+    val_set = ValidationSet.from_sources(
         sources,
         split=cfg.split,
         seq_len=model.args.seq_len,

@@ -2,7 +2,8 @@
 the (N, D, loss) points ``lmpipe sweep fit --experiment`` fits.
 
 Every training run tags N (non-embedding parameters), D (tokens seen) and C = 6ND when it ends
-(``tracking.scaling_tags``), and logs ``val/loss``; MLflow keeps each metric's latest value on the
+(``tracking.scaling_tags``), and logs ``val/loss`` (and ``train_eval/loss`` with
+``data.train_eval_windows``); MLflow keeps each metric's latest value on the
 run, which for a finished run is its final one. So the experiment itself is the sweep's record:
 nothing is exported by hand, and a run added later shows up in the next comparison.
 """
@@ -27,6 +28,7 @@ SORT_KEYS = (
     "C",
     "epochs",
     "train_loss",
+    "train_eval_loss",
     "val_loss",
     "gap",
     "val_ppl",
@@ -49,9 +51,15 @@ class RunSummary:
     epochs: float | None
     """Passes over the training data (a sweep tags its runs with it); above 1 the run repeated data."""
     train_loss: float | None
+    """The last ``train/loss``: the mean over the final log window's batches, taken while weights moved."""
+    train_eval_loss: float | None
+    """``train_eval/loss``: the final weights on the first ``data.train_eval_windows`` training samples."""
     val_loss: float | None
     gap: float | None
-    """val - train loss."""
+    """val - train_eval loss: the final weights on unseen vs seen data. A run without train_eval/loss
+    falls back to val - train loss (``gap_from``), which the weights' drift over the window blurs."""
+    gap_from: str | None
+    """Which loss ``gap`` subtracts: ``train_eval`` or (the fallback) ``train``; None without a gap."""
     val_ppl: float | None
     tokens_per_s: float | None
     wall_s: float | None
@@ -82,7 +90,9 @@ def experiment_runs(experiment: str, tracking_uri: str) -> list[RunSummary]:
 def _summary(run) -> RunSummary:  # an mlflow.entities.Run
     tags, metrics, info = run.data.tags, run.data.metrics, run.info
     wall = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
-    train, val = metrics.get("train/loss"), metrics.get("val/loss")
+    train, train_eval, val = (metrics.get(key) for key in ("train/loss", "train_eval/loss", "val/loss"))
+    seen, gap_from = (train_eval, "train_eval") if train_eval is not None else (train, "train")
+    gap = val - seen if val is not None and seen is not None else None
     return RunSummary(
         name=info.run_name or info.run_id[:8],
         run_id=info.run_id,
@@ -93,8 +103,10 @@ def _summary(run) -> RunSummary:  # an mlflow.entities.Run
         C=_int(tags.get("C")),
         epochs=float(tags["epochs"]) if "epochs" in tags else None,
         train_loss=train,
+        train_eval_loss=train_eval,
         val_loss=val,
-        gap=val - train if train is not None and val is not None else None,
+        gap=gap,
+        gap_from=gap_from if gap is not None else None,
         val_ppl=metrics.get("val/ppl"),
         tokens_per_s=metrics.get("tokens_per_s"),
         wall_s=wall,
@@ -137,7 +149,8 @@ def sort_runs(runs: list[RunSummary], key: str, *, descending: bool = False) -> 
 
 
 def format_table(runs: list[RunSummary]) -> str:
-    """Aligned columns for a terminal; ``-`` where a run has no value."""
+    """Aligned columns for a terminal; ``-`` where a run has no value. A gap from the fallback (train loss,
+    not train eval loss) is marked ``~`` and a last line says what that means."""
     header = (
         "run",
         "size",
@@ -146,6 +159,7 @@ def format_table(runs: list[RunSummary]) -> str:
         "C",
         "epochs",
         "train loss",
+        "train eval",
         "val loss",
         "gap",
         "val ppl",
@@ -162,8 +176,9 @@ def format_table(runs: list[RunSummary]) -> str:
             _si(r.C),
             epochs_cell(r.epochs),
             _float(r.train_loss),
+            _float(r.train_eval_loss),
             _float(r.val_loss),
-            _float(r.gap, "+.4f"),
+            _float(r.gap, "+.4f") + ("~" if r.gap_from == "train" else ""),
             _float(r.val_ppl, ".2f"),
             _si(r.tokens_per_s),
             _duration(r.wall_s),
@@ -172,13 +187,19 @@ def format_table(runs: list[RunSummary]) -> str:
         for r in runs
     ]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
+    lines = [
         "  ".join(
             str(cell).rjust(width) if i else str(cell).ljust(width)
             for i, (cell, width) in enumerate(zip(row, widths))
         )
         for row in [header, *rows]
-    )
+    ]
+    if any(r.gap_from == "train" for r in runs):
+        lines.append(
+            "~ gap = val - train loss (the last log window, under moving weights): the run has no "
+            "train eval loss (data.train_eval_windows was 0)"
+        )
+    return "\n".join(lines)
 
 
 def write_csv(runs: list[RunSummary], path: str | Path) -> Path:

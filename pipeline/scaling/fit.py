@@ -98,6 +98,14 @@ class ScalingFit:
         """Predicted loss at model size(s) ``n`` and token count(s) ``d`` (broadcast)."""
         return _law(np.array([self.E, self.A, self.B, self.alpha, self.beta]), n, d)
 
+    def predict_interval(self, n: float, d: float) -> tuple[float, tuple[float, float] | None]:
+        """The predicted loss at (``n``, ``d``) and its percentile interval over the bootstrap fits (None
+        without a bootstrap): the uncertainty of the law, not of one run's noise."""
+        loss = float(self.predict(n, d))
+        if not len(self.bootstrap):
+            return loss, None
+        return loss, _percentiles(np.array([_law(row, n, d) for row in self.bootstrap]), self.ci_level)
+
     def compute_optimal(self, compute: float) -> ComputeOptimal:
         """Closed form under C = 6 N D: N* = G (C/6)^(beta/(alpha+beta)),
         G = (alpha A / (beta B))^(1/(alpha+beta))."""
@@ -109,6 +117,8 @@ class ScalingFit:
         return ComputeOptimal(float(compute), n, d, loss, ci)
 
     def to_json(self) -> dict[str, Any]:
+        """fit.json: the law, its intervals, and every bootstrap refit (``bootstrap``: rows of E, A, B,
+        alpha, beta), which is what a prediction's interval is computed from later."""
         return {
             **{key: getattr(self, key) for key in PARAMS},
             "ci": {key: list(bounds) for key, bounds in self.ci.items()},
@@ -116,7 +126,23 @@ class ScalingFit:
             "n_bootstrap": len(self.bootstrap),
             "n_points": self.n_points,
             "objective": self.objective,
+            "bootstrap": self.bootstrap.tolist(),
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScalingFit:
+        """The fit ``to_json`` wrote (one written before the refits were kept has no prediction intervals)."""
+        try:
+            return cls(
+                **{key: float(data[key]) for key in PARAMS},
+                ci={key: (float(lo), float(hi)) for key, (lo, hi) in data.get("ci", {}).items()},
+                objective=float(data["objective"]),
+                n_points=int(data["n_points"]),
+                ci_level=float(data.get("ci_level", 0.95)),
+                bootstrap=np.array(data.get("bootstrap", []), dtype=float).reshape(-1, len(PARAMS)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a fit written by lmpipe sweep fit: {type(exc).__name__}: {exc}") from None
 
 
 def fit_scaling_law(n: Any, d: Any, loss: Any, options: FitOptions = FitOptions()) -> ScalingFit:

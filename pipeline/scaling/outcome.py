@@ -29,13 +29,24 @@ class RunOutcome:
     epochs: float | None = None
     """The most passes the run made over any source's training windows (result.json's ``data``); above
     1 it repeated data."""
+    train_eval_loss: float | None = None
+    """result.json's ``final_train_eval_loss``: the final weights on the first ``data.train_eval_windows``
+    training samples; None when the run had it off."""
 
     @property
     def train_val_gap(self) -> float | None:
-        """Final val minus last train loss: grows as a model starts to fit its (repeated) data."""
-        if self.final_val_loss is None or not math.isfinite(self.last_train_loss):
+        """Final val minus train eval loss (final weights on unseen vs seen data): grows as a model starts to
+        fit its (repeated) data. Without a train eval loss, the fallback: final val minus the last train
+        loss, a mean over batches taken while the weights still moved (``gap_from``)."""
+        train = self.train_eval_loss if self.train_eval_loss is not None else self.last_train_loss
+        if self.final_val_loss is None or not math.isfinite(train):
             return None
-        return self.final_val_loss - self.last_train_loss
+        return self.final_val_loss - train
+
+    @property
+    def gap_from(self) -> str:
+        """Which train loss ``train_val_gap`` subtracts: ``train_eval``, or the fallback ``train``."""
+        return "train_eval" if self.train_eval_loss is not None else "train"
 
 
 def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
@@ -64,6 +75,7 @@ def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
         last_train_loss=train_loss,
         mlflow_run_id=run_id,
         epochs=max((source["epochs"] for source in sources.values()), default=None),
+        train_eval_loss=result.get("final_train_eval_loss"),  # absent from runs made before it existed
     )
 
 

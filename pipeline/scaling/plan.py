@@ -246,7 +246,7 @@ def plan_sweep(cfg: SweepConfig, *, parent_run_id: str = "") -> Plan:
             seq_len=base.model.seq_len,
             vocab_size=base.model.vocab_size or (manifest["tokenizer"]["vocab_size"] if manifest else 0),
             micro_batch_size=base.train.micro_batch_size,
-            train_tokens=manifest["totals"]["by_split"]["train"]["tokens"] if manifest else 0,
+            train_tokens=_unique_tokens(base, manifest),
             parent_run_id=parent_run_id,
         )
     require(bool(plan.runs), "compute", "no run is left: every model's D is outside min_tokens..max_tokens")
@@ -311,6 +311,15 @@ def _plan_model(
                     epochs=tokens / train_tokens if train_tokens else 0.0,
                 )
             )
+
+
+def _unique_tokens(base: TrainJobConfig, manifest: dict | None) -> int:
+    """The distinct training tokens each run draws from: the split's, or fewer with ``data.unique_tokens``
+    (a data-constrained sweep); 0 while the shards are not made yet."""
+    if not manifest:
+        return 0
+    split = manifest["totals"]["by_split"]["train"]["tokens"]
+    return min(split, base.data.unique_tokens) if base.data.unique_tokens else split
 
 
 def _global_batch(cfg: SweepConfig, model: str, n_params: int, seq_len: int) -> int:

@@ -5,7 +5,8 @@
 - ``isoflop.png``: loss against N per compute budget (IsoFLOP sweeps);
 - ``loss_vs_tokens.png``: loss against D, one line per model size;
 - ``fit_vs_observed.png``: the fit's prediction against each run's loss (when there is a fit);
-- ``train_val_gap.png``: final val minus train loss per run, runs that repeated data in red.
+- ``train_val_gap.png``: final val minus train eval loss per run (hatched: a run without one, minus
+  its last train loss), runs that repeated data in red.
 
 matplotlib is imported when plots are drawn, not with this module: it costs more than a second.
 """
@@ -124,24 +125,31 @@ def _fit_vs_observed(plt: Any, save: Save, scored: list[RunOutcome], fit: Scalin
 def _train_val_gap(plt: Any, save: Save, scored: list[RunOutcome]) -> None:
     from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(scored)), 4))
-    repeated = [bool(o.epochs and o.epochs > 1) for o in scored]
+    runs = [o for o in scored if o.train_val_gap is not None]
+    fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(runs)), 4))
+    repeated = [bool(o.epochs and o.epochs > 1) for o in runs]
+    fallback = [o.gap_from == "train" for o in runs]
     ax.bar(
-        range(len(scored)),
-        [o.final_val_loss - o.last_train_loss for o in scored],
+        range(len(runs)),
+        [o.train_val_gap for o in runs],
         color=["tab:red" if r else "tab:blue" for r in repeated],
+        hatch=["//" if f else "" for f in fallback],
     )
+    legend = []
     if any(repeated):
-        ax.legend(
-            handles=[
-                Patch(color="tab:blue", label="one pass or less"),
-                Patch(color="tab:red", label="repeated data (epochs > 1)"),
-            ],
-            fontsize=7,
+        legend += [
+            Patch(color="tab:blue", label="one pass or less"),
+            Patch(color="tab:red", label="repeated data (epochs > 1)"),
+        ]
+    if any(fallback):
+        legend.append(
+            Patch(facecolor="white", edgecolor="k", hatch="//", label="no train eval: val - last train loss")
         )
-    ax.set_xticks(range(len(scored)), [o.name for o in scored], rotation=60, ha="right", fontsize=7)
+    if legend:
+        ax.legend(handles=legend, fontsize=7)
+    ax.set_xticks(range(len(runs)), [o.name for o in runs], rotation=60, ha="right", fontsize=7)
     ax.axhline(0, color="k", linewidth=0.5)
-    ax.set_ylabel("val - train loss (final)")
+    ax.set_ylabel("final val - train eval loss" if not any(fallback) else "final val - train loss")
     ax.set_title("train/val gap per run")
     save(fig, "train_val_gap.png")
 
@@ -169,3 +177,37 @@ def _load_fit(path: Path | None) -> ScalingFit | None:
         objective=data["objective"],
         n_points=data["n_points"],
     )
+
+
+def write_repeats_plot(analysis: Any, fit: ScalingFit, path: Path) -> Path:
+    """``repeats.png``: final val loss against D for the data-constrained runs (U unique tokens, repeated)
+    and the fresh-data runs of the same N, with the law's curve at that N (``repeats.RepeatAnalysis``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    runs = analysis.runs
+    d = np.array([r.D for r in runs])
+    ax.plot(d, [r.loss for r in runs], "o-", color="tab:red", label=f"U = {runs[0].U:,.0f} unique, repeated")
+    fresh = [(r.D, r.fresh_loss) for r in runs if r.fresh_loss is not None]
+    if fresh:
+        ax.plot(*zip(*fresh), "s-", color="tab:blue", label="fresh data")
+    grid = np.geomspace(d.min() / 1.5, d.max() * 1.5, 50)
+    ax.plot(
+        grid, fit.predict(analysis.n, grid), "--", color="gray", label=f"fitted law at N = {analysis.n:,.0f}"
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens D")
+    ax.set_ylabel("final val loss")
+    title = (
+        f"repeated vs fresh tokens (R* = {analysis.r_star:.3g})" if analysis.r_star else "repeated vs fresh"
+    )
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -6,7 +6,8 @@ half-done run continues from its checkpoint (every run has ``checkpoint.resume=a
 
 The sweep has one MLflow parent run, created on first use and remembered in <root>/sweep.json;
 every training run is its child (``tracking.parent_run_id``). When every run has finished, the
-parent gets the plan, each run's final losses, the fit of L(N, D) (from 5 finished runs) and the plots.
+parent gets the plan, each run's final losses, the tables (``results.py``), the fit of L(N, D) (from 5
+finished points; a point trained at several learning rates counts with its best run) and the plots.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pipeline.scaling.fit import FitOptions, fit_scaling_law
 from pipeline.scaling.outcome import RunOutcome, load_outcomes, pending_runs
 from pipeline.scaling.plan import SWEEP_STATE, Plan, PlannedRun, SweepConfig, read_parent_run_id
 from pipeline.scaling.plots import write_plots
+from pipeline.scaling.results import best_per_point, write_points_csv, write_runs_csv
 from pipeline.train.pretrain import train
 from pipeline.train.tracking import find_experiment_id, mlflow_key
 
@@ -113,12 +115,20 @@ def summarize(
         client.log_artifact(parent_run_id, str(root / name))
     fit_path = None
     usable = [o for o in outcomes if o.final_val_loss is not None and math.isfinite(o.final_val_loss)]
-    if len(usable) >= MIN_FIT_RUNS:
-        fit_path = write_fit(usable, root / "fit.json", fit_options or FitOptions())
+    points = best_per_point(plan, usable)
+    tables = (
+        write_runs_csv(plan, outcomes, points, root / "runs.csv", uri),
+        write_points_csv(plan, points, root / "fit_points.csv"),
+    )
+    for table in tables:
+        client.log_artifact(parent_run_id, str(table))
+    if len(points) >= MIN_FIT_RUNS:
+        fit_path = write_fit(points, root / "fit.json", fit_options or FitOptions())
         client.log_artifact(parent_run_id, str(fit_path))
     else:
         print(
-            f"sweep {cfg.name}: {len(usable)} finished run(s) with a val loss; the fit needs {MIN_FIT_RUNS}",
+            f"sweep {cfg.name}: {len(points)} (model, data size) point(s) with a val loss; "
+            f"the fit needs {MIN_FIT_RUNS}",
             file=sys.stderr,
         )
     for plot in write_plots(plan, outcomes, root / "plots", fit_file=fit_path):

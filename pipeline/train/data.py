@@ -12,7 +12,8 @@ epoch ``k // N``, whose permutation is drawn by ``np.random.default_rng((seed, e
 (a mixture adds the source index: ``(seed, epoch, s)``). A small source thus repeats
 (its epoch count is its repeats) while a big one does not. Global sample ``g`` goes to
 rank ``g % world_size``. The state is ``(seed, sample_index)`` (per-source epochs follow),
-so resume is exact, also at another world size.
+so resume is exact, also at another world size. The same order gives ``seen_subset(n)``: the windows
+of the first ``n`` global samples, data every run of this seed has trained on (``data.train_eval_windows``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from data_prep.tokenizer.shards import COLUMN
 from pipeline.core.errors import InputError, MissingInputError, ResumeError
 from pipeline.core.files import file_sha256
 from pipeline.model.loss import IGNORE_INDEX
-from pipeline.train.mixture import BLOCK_SIZE, MixtureSchedule, SourceSpec, source_label
+from pipeline.train.mixture import BLOCK_SIZE, MixtureSchedule, SourceSpec, largest_remainder, source_label
 from pipeline.train.windows import TokenWindows, read_shard, split_chunks
 
 Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]
@@ -70,7 +71,10 @@ class TokenLoader:
         prefetch: int = 2,
         doc_starts: bool = False,
         block_size: int = BLOCK_SIZE,
+        unique_windows: int = 0,
     ):
+        """``unique_windows`` > 0: train on only that many distinct windows (``data.unique_tokens``),
+        shared out over the sources by weight, each source's chosen by the seed."""
         if (shards_dir is None) == (not sources):
             raise ValueError("give either shards_dir or sources")
         if not 0 <= rank < world_size:
@@ -79,11 +83,16 @@ class TokenLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.sources = list(sources) or [SourceSpec(name="all", shards=str(shards_dir))]
         self.windows = [_source_windows(spec, split, seq_len) for spec in self.sources]
+        if unique_windows:
+            shares = largest_remainder(np.array([spec.weight for spec in self.sources]), unique_windows)
+            for windows, share in zip(self.windows, shares.tolist()):
+                windows.keep_only(max(1, share), seed)
         self.split, self.seq_len, self.block_size = split, seq_len, block_size
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.prefetch, self.with_doc_starts = prefetch, doc_starts
+        limited = {"unique_windows": unique_windows} if unique_windows else {}  # old fingerprints stay valid
         self.fingerprint = _fingerprint(
-            self.sources, self.windows, split=split, seq_len=seq_len, block_size=block_size
+            self.sources, self.windows, split=split, seq_len=seq_len, block_size=block_size, **limited
         )
         self._reseed(seed)
         self.sample_index = 0  # global: the next sample no rank has consumed yet
@@ -145,26 +154,43 @@ class TokenLoader:
         ws = self.world_size
         first = sample_index + (self.rank - sample_index) % ws
         g = np.arange(first, sample_index + self.batch_size * ws, ws, dtype=np.int64)
-        source, local = self.schedule.locate(g)
+        source, indices = self.window_indices(g)
         rows = np.empty((len(g), self.seq_len + 1), dtype=np.int64)
         starts: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(g)
         for s in np.unique(source).tolist():
             here = np.flatnonzero(source == s)
             windows = self.windows[s]
-            epochs, positions = np.divmod(local[here], windows.num_windows)
-            indices = np.empty_like(positions)
-            for epoch in np.unique(epochs).tolist():
-                same = epochs == epoch
-                indices[same] = self._permutation(s, epoch)[positions[same]]
             sub = np.empty((len(here), self.seq_len + 1), dtype=np.int64)
-            windows.fill(sub, indices)
+            windows.fill(sub, indices[here])
             rows[here] = sub
             if self.with_doc_starts:
-                for row, i in zip(here.tolist(), indices.tolist()):
+                for row, i in zip(here.tolist(), indices[here].tolist()):
                     starts[row] = windows.doc_starts(i)
         tensor = torch.from_numpy(rows)
         inputs, targets = tensor[:, :-1], tensor[:, 1:]  # views of one buffer: no second copy
         return (inputs, targets, starts) if self.with_doc_starts else (inputs, targets)
+
+    def window_indices(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(source, window of that source) of each global sample in ``g``: the training order itself."""
+        source, local = self.schedule.locate(g)
+        indices = np.empty_like(local)
+        for s in np.unique(source).tolist():
+            here = np.flatnonzero(source == s)
+            epochs, positions = np.divmod(local[here], self.windows[s].num_windows)
+            for epoch in np.unique(epochs).tolist():
+                same = epochs == epoch
+                indices[here[same]] = self._permutation(s, epoch)[positions[same]]
+        return source, indices
+
+    def seen_subset(self, samples: int) -> ValidationSet:
+        """The windows of global samples ``[0, samples)``, per source: what every run of this seed and
+        data has trained on once it took ``samples`` samples, whatever its world size or batch size."""
+        source, indices = self.window_indices(np.arange(samples, dtype=np.int64))
+        return ValidationSet(
+            {spec.name: windows for spec, windows in zip(self.sources, self.windows)},
+            {spec.name: indices[source == s] for s, spec in enumerate(self.sources)},
+            seq_len=self.seq_len,
+        )
 
     def _permutation(self, s: int, epoch: int) -> np.ndarray:
         seed = self.seed  # read once: a state load on another thread may change it
@@ -282,32 +308,37 @@ class ValBatch(NamedTuple):
 
 
 class ValidationSet:
-    """A fixed validation set: per source, ``windows_per_source`` evenly spaced windows of its val split
-    (all of them when it has fewer). Which windows, and so the loss, depends on neither the world
-    size nor the batch size, so val loss compares across runs and sweeps.
+    """A fixed set of windows per source, whose loss depends on neither the world size nor the batch size,
+    so it compares across runs and sweeps: validation's (``from_sources``), or the training windows a run
+    has seen (``TokenLoader.seen_subset``).
 
     ``batches()`` deals each source's windows out round-robin; ranks left one short get a padding
     row (inputs 0, targets IGNORE_INDEX), so every window counts exactly once while every rank runs
     the same number of equally shaped batches (collectives stay matched).
     """
 
-    def __init__(
-        self,
+    def __init__(self, windows: dict[str, TokenWindows], indices: dict[str, np.ndarray], *, seq_len: int):
+        self.windows, self.indices, self.seq_len = windows, indices, seq_len
+
+    @classmethod
+    def from_sources(
+        cls,
         sources: Sequence[SourceSpec],
         *,
         split: str = "val",
         seq_len: int,
         windows_per_source: int | None,
-    ):
-        """``windows_per_source=None``: every window of each source's split."""
+    ) -> ValidationSet:
+        """Per source, ``windows_per_source`` evenly spaced windows of its ``split`` (all of them when it
+        has fewer; ``None``: all of them)."""
         if windows_per_source is not None and windows_per_source < 1:
             raise ValueError(f"windows_per_source must be >= 1, got {windows_per_source}")
-        self.windows = {spec.name: _source_windows(spec, split, seq_len) for spec in sources}
-        self.seq_len = seq_len
-        self.indices = {
+        windows = {spec.name: _source_windows(spec, split, seq_len) for spec in sources}
+        indices = {
             name: evenly_spaced(w.num_windows, windows_per_source or w.num_windows)
-            for name, w in self.windows.items()
+            for name, w in windows.items()
         }
+        return cls(windows, indices, seq_len=seq_len)
 
     def tokens(self) -> dict[str, int]:
         """Target tokens each source contributes to a full pass (the weights of an overall val loss)."""

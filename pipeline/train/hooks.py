@@ -2,7 +2,8 @@
 
 ``default_hooks`` gives a job's set, in the order they run after each step: the train log (metrics
 and one printed line every ``log_interval`` steps), validation (at the start of a fresh run, every
-``eval_interval`` steps and at the end), downstream multiple-choice accuracy (``train.eval_tasks``, on
+``eval_interval`` steps and at the end, then the final weights on seen training windows with
+``data.train_eval_windows``), downstream multiple-choice accuracy (``train.eval_tasks``, on
 validation's cadence, ``downstream.py``), early stopping (``train.early_stop_patience``), checkpoints
 (every ``checkpoint.interval`` steps and at the end) and preemption (a SIGTERM/SIGUSR2 on any rank:
 checkpoint this step, then ``Preempted``).
@@ -11,10 +12,12 @@ checkpoint this step, then ``Preempted``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from pipeline.train.data import Batch, ValBatch
 from pipeline.train.downstream import DownstreamEvalHook
-from pipeline.train.loop import Hook, LoopState, TrainRun, validate
+from pipeline.train.loop import Hook, LoopState, TrainEval, TrainRun, validate
 from pipeline.train.mfu import mfu
 from pipeline.train.preemption import Preempted, PreemptionWatch
 from pipeline.train.tracking import memory_metrics
@@ -63,7 +66,8 @@ class TrainLogHook(Hook):
 class ValidationHook(Hook):
     """Validation loss (overall and, for a mixture, per source) before a fresh run's first step, every
     ``interval`` steps (0: none between) and after the last; logged, printed, and recorded in the state
-    (the best so far: early stopping, ``checkpoint.keep_best``)."""
+    (the best so far: early stopping, ``checkpoint.keep_best``). After the last step, with
+    ``run.train_eval``, also the loss on training windows the run has seen (``evaluate_seen``)."""
 
     def __init__(self, interval: int):
         self.interval = interval
@@ -80,25 +84,49 @@ class ValidationHook(Hook):
         if state.val_step != state.step:  # an early stop has just validated this step
             state.validated(state.step, self.validate(run, state.step))
         state.final_val_loss = state.val_loss
+        if run.train_eval is not None:  # the final weights only: a resumed run gets what an unbroken one does
+            state.final_train_eval_loss = evaluate_seen(run, run.train_eval, state.step)
 
     @staticmethod
     def validate(run: TrainRun, step: int) -> float | None:
-        loss, by_source = validate(run.parallel, run.val_batches(), dist=run.dist, sources=run.val_sources)
-        if loss is None:
-            return None
-        metrics = {"val/loss": loss, "val/ppl": math.exp(loss)}
-        per_source = ""
-        if len(by_source) > 1:
-            for source, source_loss in by_source.items():
-                metrics.update(
-                    {f"val/loss/{source}": source_loss, f"val/ppl/{source}": math.exp(source_loss)}
-                )
-            per_source = "".join(f"  {source} {value:.4f}" for source, value in by_source.items())
-        run.tracker.log_metrics(metrics, step=step)
+        return log_eval(run, step, "val", run.val_batches(), run.val_sources)
+
+
+def evaluate_seen(run: TrainRun, train_eval: TrainEval, step: int) -> float | None:
+    """The loss on the windows of the first ``train_eval.samples`` training samples; a run that stopped
+    before taking that many (early stopping) is measured on those it took, which it has trained on."""
+    taken = step * run.loop.batch
+    samples = min(train_eval.samples, taken)
+    if samples < train_eval.samples:
         run.say(
-            f"step {step:>5}/{run.total_steps}  val loss {loss:.4f}  ppl {math.exp(loss):,.2f}{per_source}"
+            f"train eval on the first {samples} training samples, not {train_eval.samples}: "
+            f"the run stopped after step {step} and never trained on the others"
         )
-        return loss
+    return log_eval(run, step, "train_eval", train_eval.batches(samples), train_eval.sources)
+
+
+def log_eval(
+    run: TrainRun, step: int, prefix: str, batches: Iterable[ValBatch | Batch], sources: Sequence[str]
+) -> float | None:
+    """Loss (overall and, over several sources, per source) of ``batches``: logged as ``<prefix>/loss``
+    and ``<prefix>/ppl`` (``/<source>`` appended per source) and printed as one line."""
+    loss, by_source = validate(run.parallel, batches, dist=run.dist, sources=sources)
+    if loss is None:
+        return None
+    metrics = {f"{prefix}/loss": loss, f"{prefix}/ppl": math.exp(loss)}
+    per_source = ""
+    if len(by_source) > 1:
+        for source, source_loss in by_source.items():
+            metrics.update(
+                {f"{prefix}/loss/{source}": source_loss, f"{prefix}/ppl/{source}": math.exp(source_loss)}
+            )
+        per_source = "".join(f"  {source} {value:.4f}" for source, value in by_source.items())
+    run.tracker.log_metrics(metrics, step=step)
+    run.say(
+        f"step {step:>5}/{run.total_steps}  {prefix.replace('_', ' ')} loss {loss:.4f}  "
+        f"ppl {math.exp(loss):,.2f}{per_source}"
+    )
+    return loss
 
 
 class CheckpointHook(Hook):

@@ -39,6 +39,19 @@ class TrainingDiverged(ValueError):
     rank)."""
 
 
+@dataclass(frozen=True)
+class TrainEval:
+    """Pretraining's ``data.train_eval_windows``: the final weights' loss on training windows the run has
+    seen, the train side of a train/val gap that compares across runs (``hooks.ValidationHook``)."""
+
+    samples: int
+    """The first this many global training samples; a run that took fewer evaluates those it took."""
+    batches: Callable[[int], Iterable[ValBatch]]
+    """This rank's batches of the windows of the first n global samples (``TokenLoader.seen_subset``)."""
+    sources: Sequence[str]
+    """The training sources, the same list on every rank (``validate``)."""
+
+
 class StepCheckpointer(Protocol):
     """Writes the checkpoint of a step (``checkpoint.RunCheckpointer``); returns its path.
     ``progress``: what a resumed run needs to report as an uninterrupted one would (first losses).
@@ -70,6 +83,7 @@ class TrainRun:
     val_sources: Sequence[str] = (ALL_SOURCES,)
     data_report: Callable[[], dict[str, dict]] | None = None
     """The loader's per-source draw (pretraining's mixture record), logged and kept in the result."""
+    train_eval: TrainEval | None = None
     started: float = field(default_factory=time.perf_counter)
 
     def say(self, line: str) -> None:
@@ -88,6 +102,7 @@ class LoopState:
     last_train_loss: float = math.nan
     initial_val_loss: float | None = None
     final_val_loss: float | None = None
+    final_train_eval_loss: float | None = None
     train_seconds: float = 0.0
     """Time in training steps only (validation and checkpoints excluded): the throughput's denominator."""
     bad_in_a_row: int = 0
@@ -177,6 +192,8 @@ class TrainResult:
     initial_val_loss: float | None
     final_val_loss: float | None
     final_val_ppl: float | None
+    final_train_eval_loss: float | None
+    """The final weights' loss on the first ``data.train_eval_windows`` training samples; None when off."""
     n_params: int
     """Non-embedding parameters (N)."""
     n_params_total: int
@@ -202,6 +219,7 @@ class TrainResult:
             initial_val_loss=state.initial_val_loss,
             final_val_loss=final,
             final_val_ppl=None if final is None else math.exp(final),
+            final_train_eval_loss=state.final_train_eval_loss,
             n_params=run.parallel.model.num_params(),
             n_params_total=run.parallel.model.num_params(non_embedding=False),
             world_size=run.dist.world_size,

@@ -41,7 +41,7 @@ from pipeline.train.job import (
     run_tags,
 )
 from pipeline.train.lineage import log_shards_inputs
-from pipeline.train.loop import TrainResult, TrainRun
+from pipeline.train.loop import TrainEval, TrainResult, TrainRun
 from pipeline.train.mixture import sources_from_config, validation_sources
 from pipeline.train.tracking import Tracker, model_size_tag
 
@@ -75,12 +75,7 @@ def _train(cfg: TrainJobConfig, dist: DistInfo, started: float) -> TrainResult:
     specs = sources_from_config(cfg.data)
     directories = list(dict.fromkeys(Path(spec.shards) for spec in specs))
     tokenizer = _shared_tokenizer(directories)
-    args = cfg.model.args(vocab_size=cfg.model.vocab_size or tokenizer["vocab_size"])
-    if args.vocab_size < tokenizer["vocab_size"]:
-        raise ConfigError(
-            f"model.vocab_size {args.vocab_size} is smaller than the vocabulary of "
-            f"{tokenizer['file']} ({tokenizer['vocab_size']})"
-        )
+    args = _model_args(cfg, tokenizer)
     _verify_on_main(directories, vocab_size=args.vocab_size, check_sha=cfg.data.verify_sha256, dist=dist)
     loop, dp_rank, dp_size = cfg.train, cfg.parallel.dp_rank(dist.rank), cfg.parallel.dp_size(dist.world_size)
     accum = loop.grad_accum_steps(dp_size)  # split by replica: a tensor-parallel group reads one batch
@@ -95,8 +90,9 @@ def _train(cfg: TrainJobConfig, dist: DistInfo, started: float) -> TrainResult:
         seed=loop.seed,
         prefetch=cfg.data.prefetch,
         doc_starts=cfg.data.doc_masking,
+        unique_windows=cfg.data.unique_tokens // args.seq_len,
     )
-    val_set = ValidationSet(
+    val_set = ValidationSet.from_sources(
         validation_sources(cfg.data),
         split=cfg.data.val_split,
         seq_len=args.seq_len,
@@ -128,9 +124,34 @@ def _train(cfg: TrainJobConfig, dist: DistInfo, started: float) -> TrainResult:
         label="train",
         val_sources=list(val_set.windows),
         data_report=loader.mixture_report,
+        train_eval=_train_eval(cfg, loader, dp_rank=dp_rank, dp_size=dp_size),
         started=started,
     )
     return run_job(cfg, run, resume=start.resume)
+
+
+def _model_args(cfg: TrainJobConfig, tokenizer: dict[str, Any]) -> ModelArgs:
+    """The model's shape, its vocabulary the tokenizer's unless the config sets a larger one."""
+    args = cfg.model.args(vocab_size=cfg.model.vocab_size or tokenizer["vocab_size"])
+    if args.vocab_size < tokenizer["vocab_size"]:
+        raise ConfigError(
+            f"model.vocab_size {args.vocab_size} is smaller than the vocabulary of "
+            f"{tokenizer['file']} ({tokenizer['vocab_size']})"
+        )
+    return args
+
+
+def _train_eval(cfg: TrainJobConfig, loader: TokenLoader, *, dp_rank: int, dp_size: int) -> TrainEval | None:
+    """``data.train_eval_windows``: the seen training windows, dealt to the data-parallel replicas as
+    validation's are (each window once, whatever the world size)."""
+    if not cfg.data.train_eval_windows:
+        return None
+
+    def batches(samples: int) -> Iterable[ValBatch]:
+        subset = loader.seen_subset(samples)
+        return subset.batches(batch_size=cfg.train.micro_batch_size, rank=dp_rank, world_size=dp_size)
+
+    return TrainEval(cfg.data.train_eval_windows, batches, [spec.name for spec in loader.sources])
 
 
 def starting_point(

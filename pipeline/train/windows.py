@@ -58,6 +58,10 @@ def mapped_chunks(shards_dir: str | Path, entries: list[dict]) -> list[tuple[np.
     return chunks
 
 
+UNIQUE_SUBSET_TAG = 0x756E6971
+"""Mixed into the seed of ``TokenWindows.keep_only``, so the subset is not the first epoch's order."""
+
+
 class TokenWindows:
     """Non-overlapping windows of ``seq_len + 1`` tokens
     (stride ``seq_len``) over one split (of one source)."""
@@ -82,6 +86,21 @@ class TokenWindows:
                 f"too few for one window of seq_len + 1 = {seq_len + 1}"
             )
 
+    subset: np.ndarray | None = None
+    """With ``keep_only``: the stream windows kept, sorted; window ``i`` is stream window ``subset[i]``."""
+
+    def keep_only(self, count: int, seed: int) -> None:
+        """Keep ``count`` windows, the first of a permutation seeded by ``seed``, renumbered 0..count-1: the
+        unique data of a data-constrained run (``data.unique_tokens``), which the loader's epochs then
+        repeat. A random subset rather than the first windows, so it samples every part of the split."""
+        if 0 < count < self.num_windows:
+            chosen = np.random.default_rng([seed, UNIQUE_SUBSET_TAG]).permutation(self.num_windows)[:count]
+            self.subset, self.num_windows = np.sort(chosen), count
+
+    def _stream(self, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        return indices if self.subset is None else self.subset[indices]
+
     def __len__(self) -> int:
         return self.num_windows
 
@@ -96,7 +115,7 @@ class TokenWindows:
     def fill(self, out: np.ndarray, indices: np.ndarray) -> None:
         """Copy window ``indices[r]`` into row ``r`` of ``out`` ([len(indices), T+1] int64): the one copy."""
         width = self.seq_len + 1
-        starts = np.asarray(indices, dtype=np.int64) * self.seq_len
+        starts = self._stream(indices) * self.seq_len
         first = np.searchsorted(self.starts, starts, side="right") - 1
         for row, (start, c) in enumerate(zip(starts.tolist(), first.tolist())):
             offset = start - int(self.starts[c])
@@ -113,6 +132,7 @@ class TokenWindows:
 
     def doc_starts(self, i: int) -> np.ndarray:
         """Input positions ``p`` in ``[0, T)`` of window ``i`` where a document begins (int64, sorted)."""
+        i = int(self._stream(np.array([i]))[0])
         lo, hi = i * self.seq_len, i * self.seq_len + self.seq_len
         found = []
         c = int(np.searchsorted(self.starts, lo, side="right")) - 1

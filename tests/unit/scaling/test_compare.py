@@ -1,5 +1,6 @@
 """``lmpipe sweep compare`` and ``sweep fit --experiment`` on a real MLflow store holding runs tagged
-the way training tags them (N, D, C, model_size; train/loss, val/loss, val/ppl, tokens_per_s)."""
+the way training tags them (N, D, C, model_size; train/loss, val/loss, val/ppl, tokens_per_s, and for the
+smallest model train_eval/loss: data.train_eval_windows)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def law(n: float, d: float) -> float:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    """Nine finished runs on a 3 x 3 grid of N x D, and one killed run without a final loss."""
+    """Nine finished runs on a 3 x 3 grid of N x D (the s runs with a train eval loss), and one killed run
+    without a final loss."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
@@ -55,6 +57,7 @@ def store(tmp_path_factory) -> str:
                 "val/loss": loss,
                 "val/ppl": math.exp(loss),
                 "tokens_per_s": 1e5 / n * 1e6,
+                **({"train_eval/loss": loss - 0.03} if size == "s" else {}),
             }.items():
                 client.log_metric(run, key, value, step=10)
             client.set_terminated(run, "FINISHED")
@@ -98,13 +101,24 @@ def test_compare_prints_every_run_sorted_and_writes_csv(store, tmp_path, capsys)
         float(by_name["l-2e+08"]["gap"]) == pytest.approx(0.01) and float(by_name["l-2e+08"]["epochs"]) == 2.0
     )
     table = {line.split()[0]: line.split() for line in lines[1:11]}
-    assert table["l-2e+08"][5:9] == [
+    assert table["l-2e+08"][5:10] == [
         "2.00*",
         f"{law(1e7, 2e8) - 0.01:.4f}",
+        "-",
         f"{law(1e7, 2e8):.4f}",
-        "+0.0100",
+        "+0.0100~",  # no train eval loss: val - train loss, marked
     ]
-    assert table["s-2e+07"][5] == "0.20" and table["killed"][5] == "-"
+    assert table["s-2e+07"][5:10] == [
+        "0.20",
+        f"{law(1e6, 2e7) - 0.01:.4f}",
+        f"{law(1e6, 2e7) - 0.03:.4f}",
+        f"{law(1e6, 2e7):.4f}",
+        "+0.0300",  # val - train eval loss
+    ]
+    assert table["killed"][5] == "-" and table["killed"][9] == "-"
+    assert lines[11].startswith("~ gap = val - train loss")
+    assert (by_name["s-2e+07"]["gap_from"], by_name["l-2e+08"]["gap_from"]) == ("train_eval", "train")
+    assert float(by_name["s-2e+07"]["gap"]) == pytest.approx(0.03) and by_name["killed"]["gap_from"] == ""
 
 
 def test_fit_from_the_experiment_uses_the_finished_runs(store, tmp_path, capsys, small_grid):

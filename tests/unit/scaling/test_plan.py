@@ -239,3 +239,54 @@ def test_summary_of_a_finished_isoflop_sweep_fits_and_plots_on_the_parent(tmp_pa
         for name in ("loss_vs_compute", "loss_vs_tokens", "isoflop", "fit_vs_observed", "train_val_gap")
     }
     assert "fit.json" in {a.path for a in client.list_artifacts(parent)}
+
+
+@pytest.mark.slow
+def test_a_learning_rate_sweep_fits_each_points_best_run_and_the_csv_refits_alike(tmp_path, monkeypatch):
+    """3 models x 2 data sizes x 3 lr multipliers: each point's loss is its best multiplier's, runs.csv
+    marks those, and ``lmpipe sweep fit --csv fit_points.csv`` gives fit.json's law again."""
+    import csv
+    import functools
+
+    from pipeline.cli.main import main
+    from pipeline.scaling import fit as fit_module
+
+    grid = InitGrid(alpha=(0.5,), beta=(0.5,), e=(0.0, 1.0), a=(5.0, 10.0), b=(5.0, 10.0))
+    cfg = sweep(
+        "tokens=[20000,80000]",
+        "lr_multipliers=[0.5,1,2]",
+        "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1}, "
+        "{name: b, d_model: 64, n_layers: 2, n_heads: 2}, {name: c, d_model: 96, n_layers: 3, n_heads: 3}]",
+        tmp_path=tmp_path,
+    )
+    plan = plan_sweep(cfg)
+    write_plan(plan, cfg.root_dir)
+    parent = ensure_parent_run(cfg)
+    best_multiplier = {"a": 2.0, "b": 1.0, "c": 0.5}  # larger models want a smaller lr
+    for run in plan.runs:
+        multiplier = float(run.name.rsplit("-lr", 1)[1].removesuffix("x"))  # a-d20k-lr0.5x
+        penalty = 0.1 * abs(multiplier / best_multiplier[run.model] - 1)
+        loss = 1.5 + 30 / run.N**0.3 + 60 / run.D**0.3 + penalty
+        (tmp_path / "runs" / run.name / "result.json").write_text(
+            json.dumps(
+                {"n_params": run.N, "tokens_seen": run.D, "final_val_loss": loss, "last_train_loss": loss}
+            )
+        )
+    fit = summarize(cfg, plan, parent, fit_options=FitOptions(grid=grid, n_bootstrap=20))
+
+    with (tmp_path / "runs.csv").open() as handle:
+        runs = list(csv.DictReader(handle))
+    assert len(runs) == 18 and sum(row["best_of_lr"] == "true" for row in runs) == 6
+    with (tmp_path / "fit_points.csv").open() as handle:
+        points = list(csv.DictReader(handle))
+    chosen = {row["name"] for row in points}
+    assert chosen == {f"{m}-d{d}-lr{best_multiplier[m]:g}x" for m in "abc" for d in ("20k", "80k")}
+    assert chosen == {row["name"] for row in runs if row["best_of_lr"] == "true"}
+
+    monkeypatch.setattr(fit_module, "FitOptions", functools.partial(FitOptions, grid=grid))
+    again = tmp_path / "refit.json"
+    argv = ["sweep", "fit", "--csv", str(tmp_path / "fit_points.csv"), "--d-col", "D", "--n-bootstrap", "20"]
+    assert main([*argv, "--output", str(again)]) == 0
+    ours, refit = json.loads(fit.read_text()), json.loads(again.read_text())
+    for key in ("E", "A", "B", "alpha", "beta", "ci", "n_points"):
+        assert refit[key] == ours[key], key

@@ -113,6 +113,37 @@ def test_each_epoch_is_a_fresh_permutation_of_all_windows(data):
     assert state["source_epochs"] == {"all": 2}
 
 
+def test_unique_windows_repeat_one_seeded_subset_every_epoch(data):
+    """``data.unique_tokens``: 5 of the 17 windows, drawn 4 times over in 20 samples, each pass all 5."""
+    root, _ = data
+    loader = TokenLoader(root, seq_len=16, batch_size=1, seed=3, unique_windows=5)
+    seen = rows_of(take(loader, 20))
+    passes = [sorted(seen[i : i + 5]) for i in range(0, 20, 5)]
+    assert all(p == passes[0] for p in passes) and len(set(seen)) == 5
+    windows = TokenWindows(root, "train", seq_len=16)
+    everything = {tuple(windows.window(i)[:-1].tolist()) for i in range(17)}
+    assert set(seen) <= everything
+    assert loader.state_dict()["source_epochs"] == {"all": 4}
+    halves = [
+        take(TokenLoader(root, seq_len=16, batch_size=1, seed=3, unique_windows=5, rank=r, world_size=2), 10)
+        for r in range(2)
+    ]
+    assert set(rows_of(halves[0] + halves[1])) == set(seen)  # the subset depends on the seed, not the ranks
+    other = TokenLoader(root, seq_len=16, batch_size=1, seed=4, unique_windows=5)
+    assert set(rows_of(take(other, 5))) != set(seen)
+    assert loader.fingerprint != TokenLoader(root, seq_len=16, batch_size=1, seed=3).fingerprint
+
+
+def test_unique_windows_are_shared_over_a_mixture_by_weight(data):
+    root, _ = data
+    sources = [
+        SourceSpec(name="cc", shards=str(root), source="cc", weight=3.0),
+        SourceSpec(name="wiki", shards=str(root), source="wiki", weight=1.0),
+    ]
+    loader = TokenLoader(sources=sources, seq_len=8, batch_size=1, unique_windows=8)
+    assert [w.num_windows for w in loader.windows] == [6, 2]
+
+
 def test_two_ranks_split_the_one_rank_sequence(data):
     root, _ = data
     single = take(TokenLoader(root, seq_len=16, batch_size=4, seed=7), 6)  # crosses an epoch boundary
@@ -293,7 +324,7 @@ def val_windows(batches):
 def test_validation_set_is_fixed_whatever_the_world_and_batch_size(data):
     root, streams = data
     sources = [SourceSpec("cc", str(root), "cc"), SourceSpec("wiki", str(root), "wiki")]
-    val = ValidationSet(sources, seq_len=4, windows_per_source=5)
+    val = ValidationSet.from_sources(sources, seq_len=4, windows_per_source=5)
     assert {name: len(w) for name, w in val.windows.items()} == {"cc": 17, "wiki": 9}  # 71 and 37 tokens
     np.testing.assert_array_equal(val.indices["cc"], [0, 3, 6, 10, 13])
     assert val.tokens() == {"cc": 20, "wiki": 20}
@@ -313,6 +344,28 @@ def test_validation_set_is_fixed_whatever_the_world_and_batch_size(data):
             assert sorted(union) == sorted(reference)  # each window exactly once
             padded = [b for rank in ranks for b in rank if (b.targets == IGNORE_INDEX).any()]
             assert all((b.inputs[(b.targets == IGNORE_INDEX).all(1)] == 0).all() for b in padded)
+
+
+def test_seen_subset_is_the_first_samples_of_the_order_whatever_the_world_and_batch_size(data):
+    """data.train_eval_windows' set: the windows of global samples [0, n) as trained on, each source's under
+    its name; the same from any rank's loader, and dealt to any world size with each window once."""
+    root, _ = data
+    n = 37  # at 3:1 cc takes about 28 of its 16 windows: its second epoch is in the subset
+    trained = rows_of(take(mixture(root, batch_size=4, block_size=8, seed=1), 10))[:n]
+    single = mixture(root, batch_size=4, block_size=8, seed=1).seen_subset(n)
+    other = mixture(root, batch_size=3, block_size=8, seed=1, world_size=2, rank=1).seen_subset(n)
+    reference = val_windows(single.batches(batch_size=64))
+    assert sorted(row for _, row in reference) == sorted(trained)
+    drawn = mixture(root, batch_size=1, block_size=8, seed=1).mixture_report(n)
+    assert {s: [source for source, _ in reference].count(s) for s in ("cc", "wiki")} == {
+        name: entry["samples"] for name, entry in drawn.items()
+    }
+    assert drawn["cc"]["samples"] > 16  # cc repeats inside the subset
+    assert val_windows(other.batches(batch_size=64)) == reference
+    ranks = [list(single.batches(batch_size=2, rank=r, world_size=3)) for r in range(3)]
+    assert sorted(w for rank in ranks for w in val_windows(rank)) == sorted(reference)
+    reseeded = mixture(root, batch_size=4, block_size=8, seed=2).seen_subset(n)
+    assert val_windows(reseeded.batches(batch_size=64)) != reference
 
 
 def test_unigram_perplexity_matches_numpy(data):

@@ -29,11 +29,12 @@ def result(output_dir: str) -> dict:
 
 
 def test_sigterm_checkpoints_and_the_rerun_ends_as_the_uninterrupted_job(train_config, tmp_path, capsys):
-    whole = train_config(*STEPS, f"output_dir={tmp_path / 'whole'}")
+    seen = "data.train_eval_windows=24"  # measured at the end on the final weights: resumed or not, the same
+    whole = train_config(*STEPS, seen, f"output_dir={tmp_path / 'whole'}")
     train(whole)
     whole_losses = step_losses(capsys.readouterr().out)
 
-    cfg = train_config(*STEPS, f"output_dir={tmp_path / 'stopped'}")
+    cfg = train_config(*STEPS, seen, f"output_dir={tmp_path / 'stopped'}")
     watcher = signal_after_first_checkpoint(cfg.output_dir)
     with pytest.raises(Preempted) as stop:
         train(cfg)
@@ -51,6 +52,7 @@ def test_sigterm_checkpoints_and_the_rerun_ends_as_the_uninterrupted_job(train_c
     assert sorted(resumed) == list(range(stopped_at + 1, 9))  # no step done twice, none skipped
     assert {**step_losses(first), **resumed} == whole_losses
     assert result(cfg.output_dir) == result(whole.output_dir)
+    assert result(cfg.output_dir)["final_train_eval_loss"] is not None
 
 
 def test_resume_never_refuses_an_output_with_checkpoints_and_a_model_change_is_refused(

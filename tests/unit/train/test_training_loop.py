@@ -27,6 +27,7 @@ def test_pretraining_writes_result_config_and_checkpoint(pretrained: Path):
     assert result["last_train_loss"] < result["first_train_loss"] - 1.0
     assert result["n_params"] == 787_584 and result["world_size"] == 1 and result["strategy"] == "ddp"
     assert result["tokens_per_s"] > 0 and result["mlflow_run_id"] is None
+    assert result["final_train_eval_loss"] is None  # data.train_eval_windows is off by default
     saved = TrainJobConfig.load(pretrained / "config.yaml")
     assert saved.train.max_steps == 40 and saved.model.seq_len == 64
     step_dir = resolve_checkpoint(pretrained)
