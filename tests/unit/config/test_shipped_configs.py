@@ -25,6 +25,7 @@ SHIPPED = {
     "data/fineweb.yaml": (PrepConfig, ["input=[x.warc.gz]", "output=o"]),
     "data/wiki.yaml": (PrepConfig, ["input=[x.xml.bz2]", "output=o"]),
     "data/mixed.yaml": (PrepConfig, ["input=[x.warc.gz,y.xml.bz2]", "output=o"]),
+    "data/books.yaml": (PrepConfig, ["input=[x.jsonl.gz,y.xml.bz2,z.warc.gz]", "output=o"]),
     "data/tokenizer.yaml": (TokenizerTrainConfig, ["input=d", "output=o"]),
     "data/tokenize.yaml": (TokenizeConfig, ["input=[d]", "tokenizer=t", "output=o"]),
     "train/tiny.yaml": (TrainJobConfig, ["data.shards=s"]),
@@ -40,6 +41,9 @@ SHIPPED = {
     "slurm/gpu-8x-70b.yaml": (SlurmProfile, ["partition=gpu"]),
     "sweep/cpu-small.yaml": (SweepConfig, []),
     "sweep/ladder-isoflop.yaml": (SweepConfig, []),
+    "sweep/cpu-books.yaml": (SweepConfig, []),
+    "sweep/cpu-books-repeat.yaml": (SweepConfig, []),
+    "sweep/gpu-books.yaml": (SweepConfig, []),
 }
 
 
