@@ -21,6 +21,12 @@ POINT_COLUMNS = ("name", "model", "N", "D", "C", "lr", "loss")
 """fit_points.csv: one row per (model, data size), its best run."""
 
 
+def fitted_points(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
+    """What the law is fitted to: of the runs with a finite final val loss, each point's best."""
+    usable = [o for o in outcomes if o.final_val_loss is not None and math.isfinite(o.final_val_loss)]
+    return best_per_point(plan, usable)
+
+
 def best_per_point(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
     """Per (model, D), the finished run with the lowest final val loss (runs without one are left out),
     in plan order."""
@@ -40,9 +46,7 @@ def finished_points(config_file: str) -> tuple[list[RunOutcome], SweepConfig, Pl
     """The sweep of ``config_file``: each (model, data size)'s best finished run, the config, the plan."""
     cfg = SweepConfig.load(config_file)
     plan = plan_sweep(cfg)
-    outcomes = load_outcomes(cfg, plan)
-    usable = [o for o in outcomes if o.final_val_loss is not None and math.isfinite(o.final_val_loss)]
-    return best_per_point(plan, usable), cfg, plan
+    return fitted_points(plan, load_outcomes(cfg, plan)), cfg, plan
 
 
 def write_points_csv(plan: Plan, points: list[RunOutcome], path: Path) -> Path:

@@ -30,7 +30,7 @@ from pipeline.scaling.fit import FitOptions, fit_scaling_law
 from pipeline.scaling.outcome import RunOutcome, load_outcomes, pending_runs
 from pipeline.scaling.plan import SWEEP_STATE, Plan, PlannedRun, SweepConfig, read_parent_run_id
 from pipeline.scaling.plots import write_plots
-from pipeline.scaling.results import best_per_point, write_points_csv, write_runs_csv
+from pipeline.scaling.results import fitted_points, write_points_csv, write_runs_csv
 from pipeline.train.pretrain import train
 from pipeline.train.tracking import find_experiment_id, mlflow_key
 
@@ -114,8 +114,7 @@ def summarize(
     for name in ("plan.json", "plan.csv", "results.json"):
         client.log_artifact(parent_run_id, str(root / name))
     fit_path = None
-    usable = [o for o in outcomes if o.final_val_loss is not None and math.isfinite(o.final_val_loss)]
-    points = best_per_point(plan, usable)
+    points = fitted_points(plan, outcomes)
     tables = (
         write_runs_csv(plan, outcomes, points, root / "runs.csv", uri),
         write_points_csv(plan, points, root / "fit_points.csv"),
