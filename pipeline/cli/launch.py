@@ -224,7 +224,7 @@ def _run_launch_slurm(args: argparse.Namespace) -> int:
         print(render_sbatch(profile, job), end="")
         return 0
 
-    runs = [needs for cfg in configs if (needs := _run_needs(cfg, profile.world_size)) is not None]
+    runs = [needs for cfg in configs if (needs := run_needs(cfg, profile.world_size)) is not None]
     checks = preflight(profile, runs)
     for check in checks:
         print(f"lmpipe: {'ok' if check.ok else 'FAILED'}: {check.line}", file=sys.stderr)
@@ -273,7 +273,7 @@ def _slurm_configs(args: argparse.Namespace, verb_args: list[str]) -> list[Confi
     return configs
 
 
-def _run_needs(cfg: Config | None, world_size: int) -> RunNeeds | None:
+def run_needs(cfg: Config | None, world_size: int) -> RunNeeds | None:
     """What the preflight checks of a training or finetuning run; None for other verbs."""
     if isinstance(cfg, TrainJobConfig):
         shards = [cfg.data.shards, *(source.shards for source in cfg.data.sources.values())]

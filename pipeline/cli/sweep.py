@@ -278,9 +278,18 @@ def _slurm_script(args: argparse.Namespace, cfg, plan):
 
 def _submit(args: argparse.Namespace, cfg, plan) -> None:
     """Write the sweep's sbatch script beside its runs and submit it."""
+    from launch.checks import preflight
+    from launch.slurm.profile import SlurmProfile
     from launch.slurm.sbatch import submit
+    from pipeline.cli.launch import run_needs
 
     script, pending = _slurm_script(args, cfg, plan)
+    profile = SlurmProfile.load(args.slurm, args.set)
+    runs = [run_needs(plan.configs[run.name], profile.world_size) for run in pending]
+    checks = preflight(profile, [needs for needs in runs if needs is not None])
+    failed = [check.line for check in checks if not check.ok]
+    if failed:  # e.g. a log directory Slurm cannot write: every element would fail at once, silently
+        raise ConfigError("cannot submit the sweep: " + "; ".join(failed))
     path = atomic_write_text(cfg.root_dir / f"sweep-{cfg.name}.sbatch", script)
     print(
         f"lmpipe: submitted {path} ({len(pending)} runs) as job {submit(path)}; when it has finished, "

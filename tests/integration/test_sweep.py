@@ -124,3 +124,18 @@ def test_sweep_slurm_array_dry_run(sweep, capsys, tmp_path):
     script_file = tmp_path / "sweep.sbatch"
     script_file.write_text(script)
     assert subprocess.run(["bash", "-n", str(script_file)], check=False).returncode == 0
+
+
+def test_sweep_slurm_submission_is_refused_when_slurm_could_not_write_its_logs(sweep, capsys, tmp_path):
+    """Slurm fails every element at once, with no log, when --output's directory cannot be made; the
+    sweep checks the profile as `lmpipe launch slurm` does and submits nothing."""
+    config, _ = sweep
+    profile = Path(__file__).resolve().parents[2] / "configs" / "slurm" / "local.yaml"
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    out_root = tmp_path / "fresh"
+    args = ["sweep", "run", "--config", str(config), f"root={out_root}", "--slurm", str(profile)]
+    assert main([*args, "--set", f"log_dir={blocker / 'logs'}"]) != 0
+    error = capsys.readouterr().err
+    assert "cannot submit the sweep" in error and f"log_dir {blocker / 'logs'} is not writable" in error
+    assert not (out_root / "sweep-micro.sbatch").exists()
