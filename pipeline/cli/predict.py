@@ -30,7 +30,12 @@ def add_prediction_verbs(verbs: argparse._SubParsersAction) -> None:
     verify = verbs.add_parser("verify", help=about, description=about)
     verify.add_argument("--prediction", required=True, help="the record of lmpipe sweep predict --output")
     verify.add_argument(
-        "--run", dest="run_dir", required=True, help="the trained run's output_dir (its result.json)"
+        "--run",
+        dest="run_dirs",
+        action="append",
+        required=True,
+        help="the trained run's output_dir (its result.json); repeat it for the learning rates tried: "
+        "their best is the observed loss, as for each point of the fit",
     )
     verify.add_argument("--config", help="the sweep config whose parent run gets the result")
     verify.set_defaults(run=_run_verify)
@@ -61,7 +66,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     from pipeline.scaling.predict import add_verification, describe, log_on_parent, read_record, verify_run
 
     record = read_record(args.prediction)
-    verification = verify_run(record, Path(args.run_dir) / "result.json")
+    verification = verify_run(record, [Path(run) / "result.json" for run in args.run_dirs])
     path = add_verification(args.prediction, record, verification)
     print(describe(record["prediction"], verification))
     print(f"wrote the verdict into {path}")

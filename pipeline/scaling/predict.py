@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,9 @@ class Verification:
     inside_ci: bool | None
     """Whether the observed loss lies in the prediction's interval (None: no interval)."""
     predicted_before_run: bool
-    """Whether the record is older than the run's start (result.json's time less its duration)."""
+    """Whether the record is older than every run's start (result.json's time less its duration)."""
+    candidates: dict[str, float] = field(default_factory=dict)
+    """Each run tried (result.json -> final val loss); ``observed`` is the lowest."""
 
 
 def load_fit(path: str | Path) -> ScalingFit:
@@ -121,34 +123,45 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
-def verify_run(record: dict[str, Any], result_file: str | Path) -> Verification:
-    """Set the run of ``result_file`` (a training job's result.json) against the recorded prediction."""
-    result_file = Path(result_file)
+def verify_run(record: dict[str, Any], result_files: list[str | Path]) -> Verification:
+    """Set the run of ``result_files`` (training jobs' result.json) against the recorded prediction.
+
+    Several files are the learning rates tried for the predicted run: the observed loss is their best,
+    as each point of the fit is its best run (``pipeline.scaling.results.fitted_points``)."""
+    if not result_files:
+        raise ConfigError("verify needs at least one trained run")
+    results = [_predicted_result(record["prediction"], Path(path)) for path in result_files]
+    best_file, best, _ = min(results, key=lambda item: item[1]["final_val_loss"])
+    observed = float(best["final_val_loss"])
+    predicted = record["prediction"]
+    made = datetime.fromisoformat(predicted["made_at"]).timestamp()
+    ci = predicted.get("ci")
+    return Verification(
+        result_file=str(best_file),
+        observed=observed,
+        N=int(best["n_params"]),
+        D=int(best["tokens_seen"]),
+        relative_error=(predicted["loss"] - observed) / observed,
+        inside_ci=None if ci is None else ci[0] <= observed <= ci[1],
+        predicted_before_run=all(made <= started for _, _, started in results),
+        candidates={str(path): float(result["final_val_loss"]) for path, result, _ in results},
+    )
+
+
+def _predicted_result(predicted: dict[str, Any], result_file: Path) -> tuple[Path, dict[str, Any], float]:
+    """(the file, its result, when its run started) of a finished run of the predicted N and D."""
     if not result_file.is_file():
         raise MissingInputError(f"no result.json at {result_file}: has the run finished?")
     result = json.loads(result_file.read_text())
-    observed = result.get("final_val_loss")
-    if observed is None:
+    if result.get("final_val_loss") is None:
         raise InputError(f"{result_file} has no final_val_loss: the run did not validate")
-    predicted = record["prediction"]
     for key, value in (("N", result["n_params"]), ("D", result["tokens_seen"])):
         if abs(value - predicted[key]) > SHAPE_RTOL * predicted[key]:
             raise InputError(
                 f"the run of {result_file} has {key}={value:,}, the prediction is for "
                 f"{key}={predicted[key]:,.0f}: not the predicted run"
             )
-    started = result_file.stat().st_mtime - float(result.get("seconds", 0.0))
-    made = datetime.fromisoformat(predicted["made_at"]).timestamp()
-    ci = predicted.get("ci")
-    return Verification(
-        result_file=str(result_file),
-        observed=float(observed),
-        N=int(result["n_params"]),
-        D=int(result["tokens_seen"]),
-        relative_error=(predicted["loss"] - observed) / observed,
-        inside_ci=None if ci is None else ci[0] <= observed <= ci[1],
-        predicted_before_run=made <= started,
-    )
+    return result_file, result, result_file.stat().st_mtime - float(result.get("seconds", 0.0))
 
 
 def add_verification(path: str | Path, record: dict[str, Any], verification: Verification) -> Path:
@@ -200,9 +213,11 @@ def describe(prediction: dict[str, Any], verification: Verification | None = Non
     ]
     if verification is not None:
         inside = {True: "inside", False: "outside", None: "no"}[verification.inside_ci]
+        tried = len(verification.candidates)
+        best_of = f" (the best of {tried} runs)" if tried > 1 else ""
         when = "before" if verification.predicted_before_run else "AFTER"
         lines.append(
-            f"observed {verification.observed:.4f}: relative error "
+            f"observed {verification.observed:.4f}{best_of}: relative error "
             f"{100 * verification.relative_error:+.2f}%, {inside} the interval; "
             f"predicted {when} the run started"
         )

@@ -144,3 +144,28 @@ def test_a_fit_without_refits_predicts_without_an_interval(tmp_path, capsys):
     path = atomic_write_json(tmp_path / "fit.json", fit.to_json())
     assert main(["sweep", "predict", "--fit", str(path), "--n", "1e8", "--d", "1e10"]) == 0
     assert "no interval" in capsys.readouterr().out
+
+
+def test_verify_takes_the_best_of_the_learning_rates_tried(fit_file, tmp_path, capsys):
+    """The fitted points are each the best of a few learning rates, so the predicted run is too."""
+    record = tmp_path / "prediction.json"
+    argv = ["sweep", "predict", "--fit", str(fit_file), "--n", "2e9", "--d", "2e11", "--output", str(record)]
+    assert main(argv) == 0
+    loss = json.loads(record.read_text())["prediction"]["loss"]
+    later = time.time() + 60
+    runs = {}
+    for name, observed in (("lr0.25x", loss * 1.02), ("lr0.5x", loss * 0.995), ("lr1x", loss * 1.3)):
+        runs[name] = finished_run(tmp_path / name, n=2_000_000_000, d=200_000_000_000, loss=observed)
+        os.utime(runs[name] / "result.json", (later, later))
+    verify = ["sweep", "verify", "--prediction", str(record)]
+    assert main([*verify, *(arg for run in runs.values() for arg in ("--run", str(run)))]) == 0
+    verdict = json.loads(record.read_text())["verification"]
+    assert verdict["observed"] == loss * 0.995 and verdict["result_file"] == str(
+        runs["lr0.5x"] / "result.json"
+    )
+    assert sorted(verdict["candidates"].values()) == sorted([loss * 1.02, loss * 0.995, loss * 1.3])
+    assert "(the best of 3 runs)" in capsys.readouterr().out
+
+    other = finished_run(tmp_path / "other", n=1_000_000_000, d=200_000_000_000, loss=loss * 0.5)
+    assert main([*verify, "--run", str(runs["lr0.5x"]), "--run", str(other)]) == 2
+    assert "not the predicted run" in capsys.readouterr().err
