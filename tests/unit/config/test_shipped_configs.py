@@ -43,6 +43,7 @@ SHIPPED = {
     "sweep/ladder-isoflop.yaml": (SweepConfig, []),
     "sweep/cpu-books.yaml": (SweepConfig, []),
     "sweep/cpu-books-repeat.yaml": (SweepConfig, []),
+    "sweep/cpu-books-predict.yaml": (SweepConfig, []),
     "sweep/gpu-books.yaml": (SweepConfig, []),
 }
 
