@@ -137,7 +137,7 @@ def pending_stages(cfg: PrepConfig, tasks: list[Task]) -> list[Stage]:
             shutil.rmtree(out / COMPLETIONS / stage, ignore_errors=True)
         stages[0].tasks = [task for task in tasks if task in prep or not _filtered_intact(cfg, task)]
     for task in stages[0].tasks:  # an earlier run's failure is not this run's (Slurm counts markers)
-        failure_marker(marker_path(out, "prep", task)).unlink(missing_ok=True)
+        failed_marker(out, task).unlink(missing_ok=True)
     stages.append(
         Stage("cluster", [CLUSTER_TASK] if redo_cluster else [], partial(_run_stage_task, "cluster", cfg))
     )
@@ -187,7 +187,7 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
     docs_dir = out / (FILTERED if cfg.dedup.enabled else DOCS)
     for leftover in task_outputs(docs_dir, task.name):
         leftover.unlink()
-    failure_marker(marker_path(out, "prep", task)).unlink(missing_ok=True)
+    failed_marker(out, task).unlink(missing_ok=True)
     start = perf_counter()
     read_stats = StageStats()
     reader = _read_empty if _is_empty(task.path) else READERS[task.format]
@@ -203,7 +203,7 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
         shards = writer.write(docs)  # deletes what it wrote if the input fails part-way
     except RemoteInputError as exc:
         failed = failure_result(task.path, task.format, exc, perf_counter() - start)
-        _write_json(failure_marker(marker_path(out, "prep", task)), failed)
+        _write_json(failed_marker(out, task), failed)
         return failed
     stages = {"read": read_stats, **{step.name: step.stats for step in steps}}
     result: dict[str, Any] = {
@@ -275,9 +275,7 @@ def merged_stats(cfg: PrepConfig, tasks: list[Task], wall_seconds: float) -> dic
     results, failed = {}, {}
     for task in tasks:
         if not is_done(cfg, "prep", task):
-            results[task.name] = failed[task.name] = json.loads(
-                failure_marker(marker_path(out, "prep", task)).read_text()
-            )
+            results[task.name] = failed[task.name] = json.loads(failed_marker(out, task).read_text())
             continue
         result = json.loads(marker_path(out, "prep", task).read_text())
         if cfg.dedup.enabled:
@@ -303,12 +301,17 @@ def is_done(cfg: PrepConfig, stage: str, task: Task) -> bool:
 
 def is_finished(cfg: PrepConfig, stage: str, task: Task) -> bool:
     """Done, or nothing left to do: the task's input could not be read and its prep task recorded that."""
-    return is_done(cfg, stage, task) or failure_marker(marker_path(Path(cfg.output), "prep", task)).exists()
+    return is_done(cfg, stage, task) or failed_marker(Path(cfg.output), task).exists()
 
 
 def marker_path(out: Path, stage: str, task: Task) -> Path:
     """``<output>/completions/<stage>/<task>.done``: written last by a task, holding its stats."""
     return out / COMPLETIONS / stage / f"{task.name}.done"
+
+
+def failed_marker(out: Path, task: Task) -> Path:
+    """Where a prep task records the inputs it could not read (beside its done marker, never both)."""
+    return failure_marker(marker_path(out, "prep", task))
 
 
 def _filtered_intact(cfg: PrepConfig, task: Task) -> bool:
