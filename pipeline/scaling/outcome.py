@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.scaling.plan import Plan, PlannedRun, SweepConfig
@@ -32,6 +32,8 @@ class RunOutcome:
     train_eval_loss: float | None = None
     """result.json's ``final_train_eval_loss``: the final weights on the first ``data.train_eval_windows``
     training samples; None when the run had it off."""
+    val_loss_by_source: dict[str, float] = field(default_factory=dict)
+    """The run's final ``val/loss/<source>`` metrics in MLflow (empty: one source, or no MLflow run)."""
 
     @property
     def train_val_gap(self) -> float | None:
@@ -57,6 +59,7 @@ def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
     result = json.loads(result_file.read_text())
     run_id = result.get("mlflow_run_id")
     train_loss = result["last_train_loss"]
+    by_source: dict[str, float] = {}
     if run_id:
         from mlflow.tracking import MlflowClient
 
@@ -66,6 +69,12 @@ def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
         # The last logged train/loss averages the final log window: the last step alone is one batch,
         # the same batch for every run of one D (one data order), which biases every gap at that D alike.
         train_loss = tracked.data.metrics.get("train/loss", train_loss)
+        prefix = "val/loss/"
+        by_source = {
+            key.removeprefix(prefix): value
+            for key, value in tracked.data.metrics.items()
+            if key.startswith(prefix)
+        }
     sources = result.get("data") or {}
     return RunOutcome(
         name=run.name,
@@ -76,6 +85,7 @@ def finished_outcome(run: PlannedRun, uri: str) -> RunOutcome | None:
         mlflow_run_id=run_id,
         epochs=max((source["epochs"] for source in sources.values()), default=None),
         train_eval_loss=result.get("final_train_eval_loss"),  # absent from runs made before it existed
+        val_loss_by_source=by_source,
     )
 
 

@@ -56,14 +56,12 @@ def write_points_csv(plan: Plan, points: list[RunOutcome], path: Path) -> Path:
     return _write(path, POINT_COLUMNS, rows)
 
 
-def write_runs_csv(
-    plan: Plan, outcomes: list[RunOutcome], points: list[RunOutcome], path: Path, uri: str
-) -> Path:
+def write_runs_csv(plan: Plan, outcomes: list[RunOutcome], points: list[RunOutcome], path: Path) -> Path:
     """Every finished run: its size, data, compute, learning rate, final losses (overall and per source,
     from its MLflow run; train: the last logged, and on the seen windows if measured), the train/val gap
     and which train loss it used, epochs over its data, and whether it is its point's best."""
     planned = {run.name: run for run in plan.runs}
-    per_source = {o.name: _source_losses(o, uri) for o in outcomes}
+    per_source = {o.name: o.val_loss_by_source for o in outcomes}
     sources = sorted({source for losses in per_source.values() for source in losses})
     chosen = {o.name for o in points}
     header = (
@@ -91,17 +89,6 @@ def write_runs_csv(
 def _identity(outcome: RunOutcome, planned: PlannedRun) -> tuple:
     """The first columns of both tables: name, model, N, D, C = 6ND and the run's learning rate."""
     return (outcome.name, planned.model, outcome.N, outcome.D, 6 * outcome.N * outcome.D, repr(planned.lr))
-
-
-def _source_losses(outcome: RunOutcome, uri: str) -> dict[str, float]:
-    """The run's final ``val/loss/<source>`` metrics (none when it has one source or no MLflow run)."""
-    if not outcome.mlflow_run_id:
-        return {}
-    from mlflow.tracking import MlflowClient
-
-    metrics = MlflowClient(tracking_uri=uri).get_run(outcome.mlflow_run_id).data.metrics
-    prefix = "val/loss/"
-    return {key.removeprefix(prefix): value for key, value in metrics.items() if key.startswith(prefix)}
 
 
 def _cell(value: Any) -> str:

@@ -116,7 +116,7 @@ def summarize(
     fit_path = None
     points = fitted_points(plan, outcomes)
     tables = (
-        write_runs_csv(plan, outcomes, points, root / "runs.csv", uri),
+        write_runs_csv(plan, outcomes, points, root / "runs.csv"),
         write_points_csv(plan, points, root / "fit_points.csv"),
     )
     for table in tables:
