@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.cli.predict import add_prediction_verbs
+from pipeline.cli.sweep_slurm import slurm_script, submit_sweep
 from pipeline.core.config import Config, require, require_choice
 from pipeline.core.errors import ConfigError
-from pipeline.core.files import atomic_write_json, atomic_write_text
+from pipeline.core.files import atomic_write_json
 
 if TYPE_CHECKING:
     from pipeline.scaling.fit import ComputeOptimal, ScalingFit
@@ -237,13 +238,13 @@ def _run_sweep(args: argparse.Namespace) -> int:
     cfg = _sweep_config(args)
     if args.dry_run:
         plan = _write_plan(cfg, read_parent_run_id(cfg.root_dir))
-        print(_slurm_script(args, cfg, plan)[0], end="")
+        print(slurm_script(args, cfg, plan)[0], end="")
         return 0
     plan_sweep(cfg)  # a config that cannot be planned fails before the parent run is made
     parent = ensure_parent_run(cfg)
     plan = _write_plan(cfg, parent)
     if args.slurm:
-        _submit(args, cfg, plan)
+        submit_sweep(args, cfg, plan)
         return 0
     left = run_local(cfg, plan, max_runs=args.max_runs)
     if left:
@@ -260,42 +261,6 @@ def _run_sweep(args: argparse.Namespace) -> int:
         + f"; plots in {cfg.root_dir / 'plots'}"
     )
     return 0
-
-
-def _slurm_script(args: argparse.Namespace, cfg, plan):
-    """The sweep's sbatch script for the ``--slurm`` profile, and the runs it trains."""
-    from pipeline.scaling.run import slurm_script
-
-    return slurm_script(
-        cfg,
-        plan,
-        profile_path=args.slurm,
-        profile_overrides=args.set,
-        max_parallel=args.max_parallel,
-        workdir=os.getcwd(),
-    )
-
-
-def _submit(args: argparse.Namespace, cfg, plan) -> None:
-    """Write the sweep's sbatch script beside its runs and submit it."""
-    from launch.checks import preflight
-    from launch.slurm.profile import SlurmProfile
-    from launch.slurm.sbatch import submit
-    from pipeline.cli.launch import run_needs
-
-    script, pending = _slurm_script(args, cfg, plan)
-    profile = SlurmProfile.load(args.slurm, args.set)
-    runs = [run_needs(plan.configs[run.name], profile.world_size) for run in pending]
-    checks = preflight(profile, [needs for needs in runs if needs is not None])
-    failed = [check.line for check in checks if not check.ok]
-    if failed:  # e.g. a log directory Slurm cannot write: every element would fail at once, silently
-        raise ConfigError("cannot submit the sweep: " + "; ".join(failed))
-    path = atomic_write_text(cfg.root_dir / f"sweep-{cfg.name}.sbatch", script)
-    print(
-        f"lmpipe: submitted {path} ({len(pending)} runs) as job {submit(path)}; when it has finished, "
-        f"`lmpipe sweep run --config {args.config}` again logs the results on the parent run",
-        file=sys.stderr,
-    )
 
 
 def _run_plot(args: argparse.Namespace) -> int:
