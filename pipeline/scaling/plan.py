@@ -46,6 +46,9 @@ class ModelSpec(Config):
     n_heads: Optional[int] = None
     n_kv_heads: Optional[int] = None
     """None: ``n_heads`` (no grouped-query attention)."""
+    lr_multipliers: Optional[list[float]] = None
+    """This size's learning-rate multipliers instead of the sweep's: the larger the model, the lower its
+    best learning rate, so a size can leave out multipliers a pilot showed it never wins at."""
 
     def check(self, prefix: str) -> None:
         require(
@@ -64,6 +67,12 @@ class ModelSpec(Config):
         else:
             require(
                 len(custom) == 3, f"{prefix}d_model", "a custom shape needs d_model, n_layers and n_heads"
+            )
+        if self.lr_multipliers is not None:
+            require(
+                bool(self.lr_multipliers) and all(m > 0 for m in self.lr_multipliers),
+                f"{prefix}lr_multipliers",
+                "give at least one, each > 0 (or leave it out: the sweep's)",
             )
 
     def args(self, *, seq_len: int, vocab_size: int) -> ModelArgs:
@@ -277,7 +286,7 @@ def _plan_model(
             round(cfg.warmup_tokens_per_param * n_params / step_tokens),
             math.floor(cfg.max_warmup_fraction * steps),
         )
-        for multiplier in cfg.lr_multipliers:
+        for multiplier in model.lr_multipliers or cfg.lr_multipliers:
             lr = (cfg.lr or default_lr(n_params)) * multiplier
             name = _run_name(model.name, point, multiplier, cfg)
             require(name not in plan.configs, "models", f"two runs are both named {name}")
@@ -414,7 +423,8 @@ def _run_name(model: str, point: float, multiplier: float, cfg: SweepConfig) -> 
     that every model's runs at one point share the suffix: ``c1e+15``, ``d65.5k`` or ``x20`` (tokens per
     param)."""
     data = f"c{point:.3g}" if cfg.compute else f"x{point:g}" if cfg.tokens_per_param else f"d{si(point)}"
-    lr = f"-lr{multiplier:g}x" if len(cfg.lr_multipliers) > 1 else ""
+    several = [cfg.lr_multipliers, *(m.lr_multipliers for m in cfg.models if m.lr_multipliers)]
+    lr = f"-lr{multiplier:g}x" if any(len(multipliers) > 1 for multipliers in several) else ""
     return f"{model}-{data}{lr}"
 
 

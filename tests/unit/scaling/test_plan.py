@@ -125,6 +125,20 @@ def test_lr_multipliers_make_one_run_each():
     assert plan.configs["14m-d50k-lr1x"].model.size == "14m"
 
 
+def test_a_model_can_take_its_own_lr_multipliers():
+    """Larger models win at lower learning rates: a size may leave out the sweep's largest multiplier."""
+    models = (
+        "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1},"
+        " {name: b, d_model: 64, n_layers: 2, n_heads: 2, lr_multipliers: [0.5]}]"
+    )
+    plan = plan_sweep(sweep("tokens=[50000]", "lr_multipliers=[0.5,1]", models))
+    assert [run.name for run in plan.runs] == ["a-d50k-lr0.5x", "a-d50k-lr1x", "b-d50k-lr0.5x"]
+    b = next(run for run in plan.runs if run.model == "b")
+    assert b.lr == pytest.approx(default_lr(b.N) / 2)
+    only_one = plan_sweep(sweep("tokens=[50000]", models.replace("[0.5]", "[0.5, 2]")))
+    assert [run.name for run in only_one.runs] == ["a-d50k-lr1x", "b-d50k-lr0.5x", "b-d50k-lr2x"]
+
+
 def test_warmup_is_about_n_tokens_capped_at_a_fraction_of_the_run():
     long, short = plan_sweep(
         sweep(
@@ -166,6 +180,7 @@ def test_written_configs_load_as_train_configs(tmp_path):
         (["tokens=[1000]", "models=[{name: c, d_model: 64}]"], "needs d_model, n_layers and n_heads"),
         (["tokens=[1000]", "models=[{name: 14m}, {name: 14m}]"], "names must be unique"),
         (["tokens=[1000]", "lr_multipliers=[0]"], "lr_multipliers: every value must be > 0"),
+        (["tokens=[1000]", "models=[{name: 14m, lr_multipliers: []}]"], "give at least one, each > 0"),
         (["tokens=[1000]", "tokens_per_s={zz: 1}"], "zz is not a model of the sweep"),
     ],
 )
