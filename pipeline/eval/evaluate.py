@@ -45,6 +45,7 @@ from pipeline.finetune.data import ChatTokens, SFTDataset, read_examples, sft_ev
 from pipeline.model.loss import IGNORE_INDEX
 from pipeline.model.transformer import Transformer
 from pipeline.train.checkpoint import CHECKPOINTS_DIR, load_model_for_inference, read_meta, resolve_checkpoint
+from pipeline.train.cuda import inference_device
 from pipeline.train.data import ValidationSet, verify_shards
 from pipeline.train.lineage import link_eval_run, log_shards_inputs
 from pipeline.train.mixture import validation_sources
@@ -65,7 +66,7 @@ def evaluate(cfg: EvalJobConfig) -> dict[str, Any]:
     """
     step_dir = resolve_checkpoint(cfg.checkpoint)
     _require_inputs(cfg)
-    model, _, tokenizer = load_model_for_inference(step_dir)
+    model, _, tokenizer = load_model_for_inference(step_dir, device=inference_device())
     meta = read_meta(step_dir)
     results: dict[str, Any] = {"checkpoint": str(step_dir), "step": meta["step"]}
     eos_id = find_special_tokens(tokenizer, step_dir / TOKENIZER_FILE).eos_id
@@ -188,7 +189,7 @@ def _lm_summary(
     for source, inputs, targets in batches:
         scored = targets != IGNORE_INDEX
         entry = sums.setdefault(source, [0.0, 0, 0])
-        entry[0] += float(model(inputs, targets, reduction="sum")[1])
+        entry[0] += summed_loss(model, inputs, targets)
         entry[1] += int(scored.sum())
         entry[2] += 0 if token_bytes is None else int(token_bytes[targets[scored]].sum())
         batch_count += 1
@@ -199,6 +200,12 @@ def _lm_summary(
         "batches": batch_count,
         "by_source": by_source if per_source else {},
     }
+
+
+def summed_loss(model: Transformer, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The summed loss of a batch built on the host, computed on the model's device (CUDA or the CPU)."""
+    device = model.tok_embeddings.weight.device
+    return float(model(inputs.to(device), targets.to(device), reduction="sum")[1])
 
 
 def _metrics(loss_sum: float, tokens: float, text_bytes: float, *, bytes_known: bool) -> dict[str, Any]:
@@ -237,7 +244,7 @@ def sft_loss(model: Transformer, tokenizer: Tokenizer, cfg: EvalJobConfig, step_
     )
     loss_sum, tokens = 0.0, 0
     for inputs, targets in sft_eval_batches(dataset, batch_size=cfg.batch_size, max_batches=cfg.max_batches):
-        loss_sum += float(model(inputs, targets, reduction="sum")[1])
+        loss_sum += summed_loss(model, inputs, targets)
         tokens += int((targets != IGNORE_INDEX).sum())
     loss = loss_sum / tokens
     return {

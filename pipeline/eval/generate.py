@@ -23,8 +23,10 @@ from pipeline.config.eval import GenerateJobConfig
 from pipeline.core.errors import InputError, MissingInputError
 from pipeline.finetune.data import ChatTokens, render_prompt
 from pipeline.finetune.records import BadRecord, Message, conversation
+from pipeline.model.generation import sampling_generator
 from pipeline.model.transformer import Transformer
 from pipeline.train.checkpoint import load_model_for_inference
+from pipeline.train.cuda import inference_device
 
 Prompt = str | list[Message]
 """Text to continue (or, in chat mode, a user turn), or a conversation ending in a user turn."""
@@ -43,9 +45,10 @@ def complete(cfg: GenerateJobConfig) -> list[dict[str, Any]]:
     prompts: list[Prompt] = (
         [cfg.prompt] if cfg.prompt is not None else read_prompts(cfg.prompts, chat=cfg.chat)
     )
-    model, _, tokenizer = load_model_for_inference(cfg.checkpoint)
+    device = inference_device()
+    model, _, tokenizer = load_model_for_inference(cfg.checkpoint, device=device)
     special = ChatTokens.of(tokenizer, cfg.checkpoint)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = sampling_generator(device, cfg.seed)
     records = []
     for start in range(0, len(prompts), cfg.batch_size):
         batch = prompts[start : start + cfg.batch_size]

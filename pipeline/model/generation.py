@@ -45,6 +45,12 @@ class KVCache:
         return LayerCache(self.keys[i], self.values[i], self.length)
 
 
+def sampling_generator(device: torch.device | str, seed: int) -> torch.Generator:
+    """A seeded generator for ``sample_next`` on ``device``, the model's: ``torch.multinomial`` on CUDA
+    refuses a CPU generator."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def sample_next(
     logits: torch.Tensor,
     *,

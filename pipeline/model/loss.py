@@ -1,4 +1,5 @@
-"""The output head fused with the cross-entropy: logits and loss in one pass over the vocabulary.
+"""The output head fused with the cross-entropy: the loss in one pass over the vocabulary, chunk by chunk
+of rows, with no (tokens, vocab) logits kept.
 
 Its own module so that what the data side needs of the loss (``IGNORE_INDEX``) comes without the model,
 and the fused autograd function can be read and tested on its own (``linear_cross_entropy`` against
@@ -9,6 +10,7 @@ rows (a DTensor, ``parallel.tensor_parallel``) and the same fused pass runs on e
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -20,19 +22,25 @@ IGNORE_INDEX = -100
 """Targets with this value add nothing to the loss (prompt and padding positions in SFT)."""
 
 LOSS_CHUNK_LOGITS = 1 << 21
-"""Logits per chunk of the fused head + loss in fp32 on the CPU (8 MiB): small enough to stay in cache
+"""Logits per chunk of the fused head + loss on the CPU (8 MiB in fp32): small enough to stay in cache
 from the matmul that makes them, through the softmax, to the two matmuls of the gradient."""
+
+LOSS_CHUNK_ROWS = 4096
+"""Rows per chunk of the fused head + loss off the CPU. A chunk holds its logits in the compute dtype, an
+fp32 copy turned into the softmax and its gradient in the compute dtype: about 10 bytes per logit, so one
+chunk of all rows would be 20 GiB at 16k tokens and a 128k vocabulary; 4096 rows keep it near 5 GiB and
+each matmul still large enough to run at full speed."""
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Logits and the cross-entropy, with the loss's gradients computed in the forward pass, chunk by
+    """The cross-entropy of ``x @ weight.T``, with its gradients computed in the forward pass, chunk by
     chunk of rows (as Liger-Kernel's fused linear cross-entropy). Unfused, a step writes the (tokens, vocab)
     logits, their log-softmax (kept for backward), a zero-filled gradient of that size and the
-    log-softmax's backward: on the CPU at our sizes that memory traffic adds about half the time of the
-    head's three matmuls. Fused, each chunk's softmax minus its one-hot targets, the gradient of its
-    logits, goes at once into the gradients of ``x`` and ``weight`` while the chunk is in cache; backward
-    only scales them by the loss's gradient, exact since the loss is a scalar. The logits carry no
-    gradient."""
+    log-softmax's backward: memory that grows with tokens x vocabulary, and on the CPU at our sizes
+    traffic that adds about half the time of the head's three matmuls. Fused, each chunk's softmax minus
+    its one-hot targets, the gradient of its logits, goes at once into the gradients of ``x`` and
+    ``weight`` and is dropped; backward only scales them by the loss's gradient, exact since the loss is a
+    scalar. No logits leave it: holding them until the optimizer step would cost what chunking saves."""
 
     @staticmethod
     def forward(
@@ -42,11 +50,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         targets: torch.Tensor,
         reduction: str,
         shard: VocabShard | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, d) and weight (V, d) in the compute dtype, targets (N,) -> logits (N, V), loss ().
-        With ``shard``, ``weight`` is this rank's rows of the vocabulary, and so are the logits."""
-        with torch.autocast(x.device.type, enabled=False):  # the caller chose the dtype; softmax in fp32
-            logits, loss, grad_x, grad_weight = _linear_cross_entropy(
+    ) -> torch.Tensor:
+        """x (N, d) in the compute dtype, weight (V, d) in its own (cast to x's here, so its gradient is
+        accumulated and returned in fp32 for an fp32 weight), targets (N,) -> loss ().
+        With ``shard``, ``weight`` is this rank's rows of the vocabulary."""
+        with _no_autocast(x.device.type):  # the caller chose the dtype; softmax in fp32
+            loss, grad_x, grad_weight = _linear_cross_entropy(
                 x,
                 weight,
                 targets,
@@ -55,16 +64,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_x=ctx.needs_input_grad[0],
                 grad_weight=ctx.needs_input_grad[1],
             )
-        ctx.mark_non_differentiable(logits)
-        ctx.set_materialize_grads(
-            False
-        )  # no zero-filled (N, V) gradient for the logits, which backward ignores
         ctx.save_for_backward(grad_x, grad_weight)
-        return logits, loss
+        return loss
 
     @staticmethod
     def backward(
-        ctx, _grad_logits: None, grad_loss: torch.Tensor
+        ctx, grad_loss: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         grad_x, grad_weight = ctx.saved_tensors
         return (
@@ -76,12 +81,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         )
 
 
-def _loss_chunk_rows(x: torch.Tensor, vocab: int) -> int:
-    """Rows per chunk: ``LOSS_CHUNK_LOGITS`` logits in fp32 on the CPU. Elsewhere every row in one chunk, so
-    the weight gradient stays one matmul rather than a sum rounded per chunk in low precision."""
-    if x.device.type == "cpu" and x.dtype == torch.float32:
+def loss_chunk_rows(x: torch.Tensor, vocab: int) -> int:
+    """Rows per chunk of the fused head + loss: ``LOSS_CHUNK_LOGITS`` logits on the CPU, where the cache
+    sets the size, ``LOSS_CHUNK_ROWS`` elsewhere, where memory does."""
+    if x.device.type == "cpu":
         return max(1, LOSS_CHUNK_LOGITS // vocab)
-    return x.shape[0]
+    return LOSS_CHUNK_ROWS
 
 
 def _linear_cross_entropy(
@@ -93,47 +98,53 @@ def _linear_cross_entropy(
     shard: VocabShard | None = None,
     grad_x: bool,
     grad_weight: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Logits (N, V), the loss, and its gradients with respect to ``x`` and ``weight`` (None where not
-    asked). With ``shard`` (``VocabShard``): ``weight``'s rows, the logits and the weight's gradient are
-    this rank's part of the vocabulary, and the gradient of ``x`` is this rank's term of a sum over ranks."""
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The loss of the logits ``x @ weight.T`` (N, V), and its gradients with respect to ``x`` (in x's
+    dtype) and ``weight`` (summed over chunks in fp32, returned in weight's dtype); None where not asked.
+    With ``shard`` (``VocabShard``): ``weight``'s rows and its gradient are this rank's part of the
+    vocabulary, and the gradient of ``x`` is this rank's term of a sum over ranks."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     valid = targets != IGNORE_INDEX
     row_weight = valid.float()  # each row's share of the loss: 1 per counted target, / their count for "mean"
     if reduction == "mean":
         row_weight /= valid.sum()
+    w = weight.to(x.dtype)
     local = targets if shard is None else targets - shard.start
     # the target's logit is one of this rank's (without a shard always: an id past the vocabulary fails)
-    hit = valid if shard is None else valid & (local >= 0) & (local < weight.shape[0])
+    hit = valid if shard is None else valid & (local >= 0) & (local < w.shape[0])
     target_ids = local.masked_fill(~hit, 0)[:, None]  # (N, 1); elsewhere arbitrary, weighted 0
     target_weight = (row_weight * hit)[:, None]
-    logits = x.new_empty(x.shape[0], weight.shape[0])
     row_loss = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
     dx = torch.empty_like(x) if grad_x else None
-    dw = torch.zeros_like(weight) if grad_weight else None
-    chunk = _loss_chunk_rows(x, weight.shape[0])
+    dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if grad_weight else None
+    chunk = loss_chunk_rows(x, w.shape[0])
     for rows in (slice(start, start + chunk) for start in range(0, x.shape[0], chunk)):
-        chunk_logits = torch.mm(x[rows], weight.t(), out=logits[rows]).float()  # (n, V)
+        chunk_logits = torch.mm(x[rows], w.t()).float()  # (n, V)
         if shard is None:
             log_probs = torch.log_softmax(chunk_logits, dim=1)
             row_loss[rows] = -log_probs.gather(1, target_ids[rows]).squeeze(1)
-            probs = log_probs.exp_()
         else:
             log_norm, target_logit = shard.log_norm_and_target(chunk_logits, target_ids[rows], hit[rows])
             row_loss[rows] = log_norm - target_logit
-            probs = (chunk_logits - log_norm[:, None]).exp_()  # not in place: fp32 logits are the output
+            log_probs = chunk_logits.sub_(log_norm[:, None])
         if dx is None and dw is None:
             continue
         # d loss / d logits: (softmax - one-hot target), times the row's share of the loss
-        grad_logits = probs.mul_(row_weight[rows, None])
+        grad_logits = log_probs.exp_().mul_(row_weight[rows, None])
         grad_logits = grad_logits.scatter_add_(1, target_ids[rows], -target_weight[rows]).to(x.dtype)
         if dx is not None:
-            torch.mm(grad_logits, weight, out=dx[rows])
-        if dw is not None:
+            torch.mm(grad_logits, w, out=dx[rows])
+        if dw is not None and x.dtype == dw.dtype:
             dw.addmm_(grad_logits.t(), x[rows])
+        elif dw is not None:  # summed in fp32: a low-precision sum would round at every chunk
+            dw.add_(torch.mm(grad_logits.t(), x[rows]))
     loss = torch.where(valid, row_loss, 0.0).sum()
-    return logits, loss / valid.sum() if reduction == "mean" else loss, dx, dw
+    return (
+        loss / valid.sum() if reduction == "mean" else loss,
+        dx,
+        None if dw is None else dw.to(weight.dtype),
+    )
 
 
 @dataclass(frozen=True)
@@ -159,28 +170,42 @@ class VocabShard:
         return torch.logsumexp(stacked[:, 0], dim=0), stacked[:, 1].sum(dim=0)
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the head's matmuls run in: autocast's where it is on, else x's own. A device without
+    autocast (``meta``, where tests measure the memory of an accelerator's path) has only x's."""
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def _no_autocast(device: str) -> contextlib.AbstractContextManager:
+    """Autocast off inside the fused head, on a device that has autocast."""
+    if torch.amp.is_autocast_available(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
 def linear_cross_entropy(
     x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x @ weight.T, F.cross_entropy(those logits in fp32, targets, ignore_index=IGNORE_INDEX))`` for
-    x (..., d), weight (V, d), targets (...): the same values, computed fused (``_LinearCrossEntropy``),
-    so only the loss carries gradient. Under autocast the matmuls run in its dtype, as ``F.linear`` would."""
-    device = x.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-    logits, loss = _LinearCrossEntropy.apply(
-        x.reshape(-1, x.shape[-1]).to(dtype), weight.to(dtype), targets.reshape(-1), reduction, None
+) -> torch.Tensor:
+    """``F.cross_entropy(x @ weight.T in fp32, targets, ignore_index=IGNORE_INDEX)`` for x (..., d),
+    weight (V, d), targets (...): the same value and gradients, computed fused and chunked
+    (``_LinearCrossEntropy``), so the (tokens, vocab) logits never exist whole. Under autocast the
+    matmuls run in its dtype, as ``F.linear``'s would."""
+    return _LinearCrossEntropy.apply(
+        x.reshape(-1, x.shape[-1]).to(_compute_dtype(x)), weight, targets.reshape(-1), reduction, None
     )
-    return logits.view(*x.shape[:-1], -1), loss
 
 
 def vocab_parallel_head(
     x: torch.Tensor, weight: DTensor, targets: torch.Tensor | None, *, reduction: str = "mean"
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     """``OutputHead``'s forward when tensor parallelism split ``weight`` (V, d) by vocabulary rows
     (``parallel.tensor_parallel``): ``x`` (..., d), sequence shards or replicated, is gathered whole on
-    each rank of the group; with ``targets`` each rank computes its rows' logits (returned as a DTensor
-    sharded over the vocabulary) and the fused loss (``VocabShard``), the same on every rank. Without
-    targets the whole logits (generation, evaluation), a plain tensor."""
+    each rank of the group; with ``targets`` each rank runs the fused loss on its rows (``VocabShard``),
+    the same loss on every rank. Without targets the whole logits (generation, evaluation), a plain
+    tensor."""
     mesh = weight.device_mesh
     if not isinstance(x, DTensor):
         x = DTensor.from_local(x, mesh, [Replicate()], run_check=False)
@@ -188,21 +213,14 @@ def vocab_parallel_head(
     # shards the norm produced) in backward.
     x_local = x.redistribute(mesh, [Replicate()]).to_local(grad_placements=[Partial()])
     w_local = weight.to_local()
-    device = x_local.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x_local.dtype
+    dtype = _compute_dtype(x_local)
     if targets is None:
         logits = torch.matmul(x_local.to(dtype), w_local.to(dtype).t())
         return DTensor.from_local(logits, mesh, [Shard(-1)], run_check=False).full_tensor()
     shard = VocabShard(group=mesh.get_group(), start=mesh.get_local_rank() * w_local.shape[0])
-    logits, loss = _LinearCrossEntropy.apply(
-        x_local.reshape(-1, x_local.shape[-1]).to(dtype),
-        w_local.to(dtype),
-        targets.reshape(-1),
-        reduction,
-        shard,
+    return _LinearCrossEntropy.apply(
+        x_local.reshape(-1, x_local.shape[-1]).to(dtype), w_local, targets.reshape(-1), reduction, shard
     )
-    logits = logits.view(*x_local.shape[:-1], -1)
-    return DTensor.from_local(logits, mesh, [Shard(-1)], run_check=False), loss
 
 
 class OutputHead(nn.Linear):
@@ -213,10 +231,10 @@ class OutputHead(nn.Linear):
     def __init__(self, d_model: int, vocab_size: int):
         super().__init__(d_model, vocab_size, bias=False)
 
-    def forward(  # type: ignore[override]  # optional targets widen Linear's forward on purpose
+    def forward(  # optional targets widen Linear's forward, compatibly
         self, x: torch.Tensor, targets: torch.Tensor | None = None, *, reduction: str = "mean"
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits (..., vocab); with ``targets``, (logits without gradient, loss)."""
+    ) -> torch.Tensor:
+        """Logits (..., vocab); with ``targets``, the loss alone."""
         if isinstance(self.weight, DTensor):  # split by vocabulary rows (tensor parallelism)
             return vocab_parallel_head(x, self.weight, targets, reduction=reduction)
         if targets is None:

@@ -226,9 +226,11 @@ class Transformer(nn.Module):
         *,
         reduction: str = "mean",
         doc_starts: torch.Tensor | Sequence | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, T, vocab); with ``targets`` also the cross-entropy over targets != IGNORE_INDEX, and
-        then only the loss carries gradient (the head and loss are fused: ``linear_cross_entropy``).
+    ) -> torch.Tensor | tuple[None, torch.Tensor]:
+        """Logits (B, T, vocab); with ``targets`` (None, the cross-entropy over targets != IGNORE_INDEX):
+        the head and loss are fused and chunked (``linear_cross_entropy``), so no (B, T, vocab) logits
+        are made, nor held through backward and the optimizer step. The pair keeps the place of the
+        logits for the strategies' and loops' ``_, loss = model(...)``.
 
         ``reduction="sum"`` lets the training loop normalise by the target count of the whole
         global batch, so accumulation and data parallelism weigh every target token equally.
@@ -246,7 +248,7 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, mask)
         if targets is None:
             return self.output(self.norm(x))  # (B, T, vocab)
-        return self.output(self.norm(x), targets, reduction=reduction)
+        return None, self.output(self.norm(x), targets, reduction=reduction)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; non-embedding (N of the scaling laws) leaves out the embedding and output head."""
@@ -280,13 +282,16 @@ class Transformer(nn.Module):
         Past the model's ``seq_len`` the window slides and every step reruns it (positions shift, so
         nothing cached stays valid). Stops early once every row has produced ``eos_id`` or been
         declared done by ``finished`` (the tokens generated so far (B, n) -> (B,) bool, e.g. stop strings).
+        Prompts, ``valid`` and ``finished``'s answers may come from the host: they are moved to the model's
+        device, where the result is (``generator`` must be on it too: ``sampling_generator``).
         """
         B, T = tokens.shape
-        out = tokens.new_empty(B, T + max_new_tokens)
+        device = self.tok_embeddings.weight.device
+        out = tokens.new_empty(B, T + max_new_tokens, device=device)
         out[:, :T] = tokens
-        valid = torch.ones_like(tokens, dtype=torch.bool) if valid is None else valid.to(tokens.device)
+        valid = torch.ones_like(out[:, :T], dtype=torch.bool) if valid is None else valid.to(device)
         valid = torch.cat([valid, valid.new_ones(B, max_new_tokens)], dim=1)  # every generated token is real
-        done = torch.zeros(B, dtype=torch.bool, device=tokens.device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
         seq_len = self.args.seq_len
         cache = self.new_cache(B, min(seq_len, T + max_new_tokens))
         n = T
@@ -304,7 +309,7 @@ class Transformer(nn.Module):
             if eos_id is not None:
                 done |= next_token == eos_id
             if finished is not None:
-                done |= finished(out[:, T:n])
+                done |= finished(out[:, T:n]).to(device)
             if (eos_id is not None or finished is not None) and done.all():
                 break
         return out[:, :n]

@@ -21,7 +21,7 @@ zero3         bf16 or fp32, sharded  the same, sharded   8 B + 4 B, sharded
 the state: the weights a sharded strategy gathers to compute (FSDP: the root's embeddings and head for
 the whole step, plus two blocks: the current one and the prefetched next; their unsharded gradients
 before the reduce-scatter), the output head's logits and their fp32 softmax (the fused head and loss
-runs as one chunk on GPUs), and the activations saved for backward.
+runs 4,096 tokens at a time on GPUs), and the activations saved for backward.
 
 Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
 Models", section 4), recounted for this block, with flash attention (no s x s scores kept) and no
@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.model.args import ModelArgs
+from pipeline.model.loss import LOSS_CHUNK_ROWS
 
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
 """``config.parallel``'s; fsdp on a layout with ``dp_replicate`` > 1 is HSDP."""
@@ -151,10 +152,14 @@ def activation_bytes(work: Workload, tp: int, *, checkpointing: bool) -> float:
 
 
 def head_bytes(work: Workload, tp: int) -> float:
-    """The fused head and loss in one chunk: logits in the compute dtype, their fp32 log-softmax and, under
-    bf16, its gradient cast back; tensor parallelism splits the vocabulary."""
-    size = work.activation_bytes
-    return work.tokens * work.args.vocab_size * (size + 4 + (size if size == 2 else 0)) / tp
+    """The fused head and loss (``pipeline.model.loss``) hold one chunk of ``LOSS_CHUNK_ROWS`` tokens at a
+    time on a GPU: its logits in the compute dtype, their fp32 softmax and, under bf16, its gradient cast
+    back; plus, under bf16, the fp32 sum of the head weight's gradient over the chunks. Tensor parallelism
+    splits the vocabulary."""
+    size, vocab = work.activation_bytes, work.args.vocab_size
+    chunk = min(work.tokens, LOSS_CHUNK_ROWS) * vocab * (size + 4 + (size if size == 2 else 0))
+    weight_grad_sum = vocab * work.args.d_model * 4 if size == 2 else 0
+    return (chunk + weight_grad_sum) / tp
 
 
 def estimate(strategy: str, work: Workload, layout: Layout) -> Estimate:

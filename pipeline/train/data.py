@@ -54,7 +54,8 @@ class TokenLoader:
     Give ``shards_dir`` (one source: every shard of ``split``) or ``sources`` (a mixture).
     With ``doc_starts`` each batch has a third item: per row, ``TokenWindows.doc_starts``.
     ``prefetch`` batches are built ahead by one thread; ``state_dict()`` still counts only
-    the batches handed out.
+    the batches handed out. ``pin_memory`` (for CUDA: ``cuda.pin_batches``) builds them in pinned memory
+    in that thread, so the loop's ``non_blocking`` copy to the device is asynchronous.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class TokenLoader:
         doc_starts: bool = False,
         block_size: int = BLOCK_SIZE,
         unique_windows: int = 0,
+        pin_memory: bool = False,
     ):
         """``unique_windows`` > 0: train on only that many distinct windows (``data.unique_tokens``),
         shared out over the sources by weight, each source's chosen by the seed."""
@@ -89,7 +91,7 @@ class TokenLoader:
                 windows.keep_only(max(1, share), seed)
         self.split, self.seq_len, self.block_size = split, seq_len, block_size
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.prefetch, self.with_doc_starts = prefetch, doc_starts
+        self.prefetch, self.with_doc_starts, self.pin_memory = prefetch, doc_starts, pin_memory
         limited = {"unique_windows": unique_windows} if unique_windows else {}  # old fingerprints stay valid
         self.fingerprint = _fingerprint(
             self.sources, self.windows, split=split, seq_len=seq_len, block_size=block_size, **limited
@@ -166,7 +168,7 @@ class TokenLoader:
             if self.with_doc_starts:
                 for row, i in zip(here.tolist(), indices[here].tolist()):
                     starts[row] = windows.doc_starts(i)
-        tensor = torch.from_numpy(rows)
+        tensor = torch.from_numpy(rows).pin_memory() if self.pin_memory else torch.from_numpy(rows)
         inputs, targets = tensor[:, :-1], tensor[:, 1:]  # views of one buffer: no second copy
         return (inputs, targets, starts) if self.with_doc_starts else (inputs, targets)
 

@@ -33,7 +33,7 @@ def test_forward_shapes_and_loss():
     tokens = torch.randint(0, VOCAB, (3, 32))
     assert model(tokens).shape == (3, 32, VOCAB)
     logits, loss = model(tokens, torch.randint(0, VOCAB, (3, 32)))
-    assert logits.shape == (3, 32, VOCAB) and loss.shape == ()
+    assert logits is None and loss.shape == ()  # no (B, T, vocab) logits held through the step
     assert loss.item() == pytest.approx(math.log(VOCAB), rel=0.1)  # near uniform at init
     with pytest.raises(ValueError, match="seq_len"):
         model(torch.zeros(1, 33, dtype=torch.long))
@@ -117,7 +117,8 @@ def test_ignored_targets_do_not_count():
     tokens = torch.randint(0, VOCAB, (2, 32))
     targets = tokens.clone()
     targets[:, :10] = IGNORE_INDEX
-    logits, loss = model(tokens, targets)
+    _, loss = model(tokens, targets)
+    logits = model(tokens)
     expected = F.cross_entropy(logits[:, 10:].reshape(-1, VOCAB), tokens[:, 10:].reshape(-1))
     torch.testing.assert_close(loss, expected)
     _, summed = model(tokens, targets, reduction="sum")
@@ -126,17 +127,15 @@ def test_ignored_targets_do_not_count():
 
 def unfused_loss(
     x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     """The reference the fused head + loss must equal: a linear layer, then cross-entropy in fp32."""
     logits = F.linear(x, weight)
-    return logits, F.cross_entropy(
+    return F.cross_entropy(
         logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction=reduction
     )
 
 
-def fused_loss(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
     return linear_cross_entropy(x, weight, targets, reduction=reduction)
 
 
@@ -151,26 +150,26 @@ def head_inputs(seed: int = 0, vocab: int = 300) -> tuple[torch.Tensor, torch.Te
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-@pytest.mark.parametrize("chunk_rows", [7, 1000])  # several chunks with a remainder, and one
+@pytest.mark.parametrize("chunk_rows", [7, 32, 50, 1000])  # with a remainder (7, 32), exact (50), one
 def test_fused_head_and_loss_equal_linear_then_cross_entropy(monkeypatch, reduction, chunk_rows):
     x, weight, targets = head_inputs()
     monkeypatch.setattr(pipeline.model.loss, "LOSS_CHUNK_LOGITS", chunk_rows * weight.shape[0])
     grads = []
     for loss_fn in (unfused_loss, fused_loss):
         xi, wi = x.clone().requires_grad_(), weight.clone().requires_grad_()
-        logits, loss = loss_fn(xi, wi, targets, reduction)
+        loss = loss_fn(xi, wi, targets, reduction)
         (loss * 3.0).backward()  # a loss gradient other than 1 reaches both
-        grads.append((logits.detach(), loss.detach(), xi.grad, wi.grad))
+        grads.append((loss.detach(), xi.grad, wi.grad))
     for expected, fused in zip(*grads):
         torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_loss_alone_carries_gradient_and_skips_it_without_grad():
     x, weight, targets = head_inputs()
-    logits, loss = linear_cross_entropy(x.requires_grad_(), weight, targets)
-    assert loss.requires_grad and not logits.requires_grad
+    loss = linear_cross_entropy(x.requires_grad_(), weight, targets)
+    assert loss.requires_grad
     with torch.no_grad():
-        _, no_grad_loss = linear_cross_entropy(x, weight, targets)
+        no_grad_loss = linear_cross_entropy(x, weight, targets)
     torch.testing.assert_close(no_grad_loss, loss.detach())
     with pytest.raises(ValueError, match="reduction"):
         linear_cross_entropy(x, weight, targets, reduction="none")
@@ -183,11 +182,11 @@ def test_fused_loss_under_autocast_matches_autocast_linear():
     for loss_fn in (unfused_loss, fused_loss):
         xi, wi = x.clone().requires_grad_(), weight.clone().requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, loss = loss_fn(xi, wi, targets, "mean")
+            loss = loss_fn(xi, wi, targets, "mean")
         loss.backward()
-        assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+        assert loss.dtype == torch.float32
         assert xi.grad.dtype == wi.grad.dtype == torch.float32
-        results.append((logits.float(), loss.detach(), xi.grad, wi.grad))
+        results.append((loss.detach(), xi.grad, wi.grad))
     for expected, fused in zip(*results):
         torch.testing.assert_close(fused, expected, rtol=2e-2, atol=2e-3)
 

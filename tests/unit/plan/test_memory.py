@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.config.model import ModelConfig
 from pipeline.model.ladder import SIZES
+from pipeline.model.loss import LOSS_CHUNK_ROWS
 from pipeline.model.transformer import build_model
 from pipeline.plan.fit import Plan, fit_warning, suggestions
 from pipeline.plan.memory import (
@@ -19,6 +20,7 @@ from pipeline.plan.memory import (
     activation_bytes,
     block_params,
     estimate,
+    head_bytes,
     parameter_count,
     root_params,
 )
@@ -70,6 +72,16 @@ def test_activations_follow_the_per_layer_count():
     assert activation_bytes(work, 1, checkpointing=False) == layers * per_layer
     assert activation_bytes(work, 1, checkpointing=True) == layers * tokens * h * 2 + per_layer
     assert activation_bytes(work, 4, checkpointing=False) == layers * per_layer / 4  # sequence parallel
+
+
+def test_the_fused_head_holds_one_chunk_of_tokens_however_long_the_micro_batch():
+    """The head and loss run LOSS_CHUNK_ROWS tokens at a time: 20 GiB of logits at 16k tokens and a 128k
+    vocabulary in one piece, one chunk's worth (plus the fp32 weight-gradient sum) chunked."""
+    short, long = workload("1.3b", micro=2), workload("1.3b", micro=8)  # 4,096 and 16,384 tokens
+    assert head_bytes(long, 1) == head_bytes(short, 1)
+    vocab, d = long.args.vocab_size, long.args.d_model
+    assert head_bytes(long, 1) == LOSS_CHUNK_ROWS * vocab * (2 + 4 + 2) + vocab * d * 4  # bf16
+    assert head_bytes(long, 2) == head_bytes(long, 1) / 2
 
 
 def test_tensor_parallel_divides_the_model():
