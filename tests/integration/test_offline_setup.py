@@ -1,0 +1,84 @@
+"""The GPU machine's set-up, rehearsed on CPU: `make wheelhouse` collects what its image lacks, and
+`make setup WHEELS=dir` installs from that folder alone over the image's own torch, then trains.
+
+The "image" is a fresh venv given only what the GPU image preinstalls that training needs (torch,
+numpy, pyarrow, tokenizers, safetensors), from this machine's package index. The offline install then
+runs with pip's configuration and index switched off, so a wheel missing from the wheelhouse fails it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.testing import write_random_shards
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_PACKAGES = ["numpy", "pyarrow", "tokenizers", "safetensors"]
+MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+
+
+def run(argv: list[str], **env: str) -> subprocess.CompletedProcess:
+    # Not the calling make's variables (`make test` exports them): each make here gets only its own.
+    environment = {key: value for key, value in os.environ.items() if key not in MAKE_VARIABLES} | env
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=environment, check=False)
+    assert done.returncode == 0, f"{' '.join(argv)}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def test_wheelhouse_installs_offline_over_the_images_torch_and_trains_with_zero(tmp_path):
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("the wheelhouse builds DeepSpeed from the installed version; this environment has none")
+    wheels = tmp_path / "wheels"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    run(["make", "wheelhouse", f"WHEELS={wheels}", f"PY_VERSION={version}"])
+    assert any(wheels.glob("deepspeed-*-py3-none-any.whl"))  # pure Python: no op compiled for any GPU
+
+    image = tmp_path / "image"
+    venv.create(image, with_pip=True)
+    python = str(image / "bin" / "python")
+    torch_version = torch.__version__.split("+")[0]
+    run([python, "-m", "pip", "install", "--quiet", f"torch=={torch_version}", *IMAGE_PACKAGES])
+
+    offline = {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}
+    done = run(["make", "setup", f"WHEELS={wheels}", f"VENV={image}"], **offline)
+    assert f"offline set-up: torch {torch.__version__}" in done.stdout
+    missing = "import importlib.util as u; print([m for m in ('mlflow', 'datasets') if u.find_spec(m)])"
+    assert run([python, "-c", missing]).stdout.strip() == "[]"  # as on the image: training needs neither
+
+    shards = tmp_path / "shards"
+    write_random_shards(shards, {"train": [300] * 40, "val": [300] * 8}, vocab_size=300)
+    for strategy in ("ddp", "zero2"):
+        out = tmp_path / f"run-{strategy}"
+        run(
+            [
+                python,
+                "-m",
+                "pipeline.cli",
+                "train",
+                "--config",
+                "configs/train/tiny.yaml",
+                f"data.shards={shards}",
+                f"output_dir={out}",
+                f"parallel.strategy={strategy}",
+                "tracking.enabled=false",
+                "checkpoint.interval=0",
+                "train.max_steps=3",
+                "model.seq_len=32",
+                "model.vocab_size=300",
+                "train.global_batch_size=4",
+                "train.micro_batch_size=4",
+            ]  # fmt: skip
+        )
+        result = json.loads((out / "result.json").read_text())
+        assert result["steps"] == 3 and result["final_val_loss"] < 7.0
