@@ -325,6 +325,10 @@ def _launch_lines(profile: SlurmProfile, job: SlurmJob) -> list[str]:
     """``srun [container] <launcher> <rendezvous> -m pipeline.cli <verb args>``, one argument group a line."""
     q = shlex.quote
     srun = [f"srun --kill-on-bad-exit=1 --ntasks-per-node={profile.tasks_per_node}"]
+    if profile.cpus_per_task:
+        # Given again: since Slurm 22.05 a step no longer inherits the allocation's --cpus-per-task, so
+        # each task (a launcher and all its ranks) would be bound to one core's worth of CPUs.
+        srun[0] += f" --cpus-per-task={profile.cpus_per_task}"
     wrapper: list[str] = []
     container = profile.container
     if container.image and container.runtime == "pyxis":

@@ -47,6 +47,11 @@ STRATEGY_TRAITS: dict[str, StrategyTraits] = {
     ),
 }
 STRATEGIES = tuple(STRATEGY_TRAITS)
+DEFAULT_TIMEOUT_S = 1800.0
+"""How long a collective waits by default: 30 minutes, not torch's 10 for nccl, because rank 0 alone does
+work between collectives that takes minutes on a large job (hashing every shard before the first step,
+converting a ZeRO checkpoint to the universal format on resume, consolidating the weights on save) while
+the other ranks wait in their next collective."""
 
 
 def strategies_with(predicate: str) -> list[str]:
@@ -74,9 +79,11 @@ class ParallelConfig(Config):
     converted once to DeepSpeed's universal checkpoint."""
     backend: str = "auto"
     """auto: nccl on CUDA, gloo on CPU."""
-    timeout_seconds: float = 0
+    timeout_seconds: float = DEFAULT_TIMEOUT_S
     """How long a collective waits for a rank that does not come (one that died) before the job fails
-    with the rank named; 0: torch's default (10 minutes on gloo and nccl)."""
+    with the rank named. Never torch's default (10 minutes on nccl), which rank 0's own work between
+    collectives can outlast: 0, as configs saved before this default existed say, means
+    ``DEFAULT_TIMEOUT_S`` too; a shorter value finds a dead rank sooner."""
     fsdp_reshard_after_forward: bool = True
     """fsdp: free each block's gathered weights after its forward and gather again for backward
     (least memory); False keeps them until backward (one gather fewer per step)."""
@@ -97,7 +104,11 @@ class ParallelConfig(Config):
     def check(self, prefix: str) -> None:
         require_choice(self.strategy, f"{prefix}strategy", STRATEGIES)
         require_choice(self.backend, f"{prefix}backend", ("auto", "gloo", "nccl"))
-        require(self.timeout_seconds >= 0, f"{prefix}timeout_seconds", "must be >= 0 (0: torch's default)")
+        require(
+            self.timeout_seconds >= 0,
+            f"{prefix}timeout_seconds",
+            f"must be >= 0 (0: {DEFAULT_TIMEOUT_S:g}), got {self.timeout_seconds}",
+        )
         require(self.tp >= 1, f"{prefix}tp", f"must be >= 1, got {self.tp}")
         require(self.dp_replicate >= 1, f"{prefix}dp_replicate", f"must be >= 1, got {self.dp_replicate}")
         defaults = ParallelConfig()

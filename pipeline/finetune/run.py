@@ -60,7 +60,7 @@ def finetune(cfg: FinetuneJobConfig) -> TrainResult:
     """Fine-tune the checkpoint ``cfg.init_from`` on ``cfg.data.path``; call it in every rank."""
     started = time.perf_counter()
     dist = init_distributed(
-        cfg.parallel.backend, strategy=cfg.parallel.strategy, timeout_s=cfg.parallel.timeout_seconds or None
+        cfg.parallel.backend, strategy=cfg.parallel.strategy, timeout_s=cfg.parallel.timeout_seconds
     )
     try:
         return _finetune(cfg, dist, started)
@@ -117,7 +117,7 @@ def _finetune(cfg: FinetuneJobConfig, dist: DistInfo, started: float) -> TrainRe
         data,
         dist=dist,
         counts=(trainable, total),
-        n_params=parallel.model.num_params(),
+        n_params=parallel.n_params,
         init=(init_dir, init_meta),
         resume=resume,
     )

@@ -5,7 +5,8 @@ subclass ``ParallelModel`` without an import cycle. Checkpoint files are not the
 each strategy holds a ``Checkpointer`` (``checkpointer.py``) for its native format.
 
 Initial weights are ``parallel.init``'s: every parameter drawn from a generator seeded by the run's
-seed and its name, so ddp and zero1-3 (which place a whole model) and fsdp (which draws each rank's
+seed and its name, so ddp and zero1-2 (which place a whole model), zero3 (built partitioned under
+``deepspeed.zero.Init``, ``zero.ZeRO3Model.place``) and fsdp (which draws each rank's
 shards after ``fully_shard``) start from the same weights on any world size, layout and device.
 """
 
@@ -41,7 +42,12 @@ class ParallelModel(ABC):
     needs_process_group: ClassVar[bool]
     """It runs over a process group, one of a single rank in one process (``dist.init_distributed``)."""
     model: Transformer
-    """The model itself (unwrapped): for parameter counts, evaluation and inference."""
+    """The model itself (unwrapped): for evaluation and inference. Its parameter count is ``n_params``'s,
+    not ``model.num_params()``: ZeRO-3 leaves each rank's parameters empty outside a gather."""
+    n_params: int
+    """N of the scaling laws (non-embedding), counted on the whole model before any wrapping or sharding."""
+    n_params_total: int
+    """Every parameter, counted with ``n_params``."""
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     checkpointer: Checkpointer
@@ -62,6 +68,10 @@ class ParallelModel(ABC):
             require_process_group(self.strategy)
         self.dist = dist
         self.options = options
+        # Counted before the subclass wraps or shards the model: meta tensors have their whole shapes,
+        # whereas a ZeRO-3 parameter's numel() is 0 once DeepSpeed partitions it (issue 20).
+        self.n_params = model.num_params()
+        self.n_params_total = model.num_params(non_embedding=False)
         self.grad_clip = loop.grad_clip
         self.autocast_dtype = torch.bfloat16 if loop.precision == "bf16" else None
 

@@ -17,7 +17,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from pipeline.config.parallel import STRATEGY_TRAITS
+from pipeline.config.parallel import DEFAULT_TIMEOUT_S, STRATEGY_TRAITS
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def init_distributed(
     ``auto`` picks nccl when CUDA is available, gloo otherwise. A process group that already
     exists (a test harness made it) is reused. ``timeout_s``: how long a collective waits for a rank
     that does not come (hung, or dead without its connections closing, as on a lost node) before it
-    fails; None: torch's default (30 min for gloo, 10 for nccl).
+    fails; None or 0: ``DEFAULT_TIMEOUT_S``, never torch's default (10 min for nccl: too short, see there).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -63,7 +63,7 @@ def init_distributed(
     needs_group = traits is None or traits.needs_process_group  # an unknown name fails later, in parallelize
     owns_group = (world_size > 1 or needs_group) and not dist.is_initialized()
     device_id = device if backend == "nccl" else None
-    timeout = None if timeout_s is None else timedelta(seconds=timeout_s)
+    timeout = timedelta(seconds=timeout_s or DEFAULT_TIMEOUT_S)
     if owns_group and world_size > 1:
         dist.init_process_group(backend, device_id=device_id, timeout=timeout)
     elif owns_group:

@@ -55,5 +55,5 @@ def materialize_and_init(
 def init_on_cpu(model: Transformer) -> Transformer:
     """Materialise a meta-built, unsharded model on the CPU and draw its initial weights by the per-parameter
     rule (``materialize_and_init``), from the seed the caller gave ``torch.manual_seed``. For the strategies
-    that place or wrap a whole model (ddp, zero1-3)."""
+    that place or wrap a whole model (ddp, zero1-2, and zero3 for a model with LoRA adapters)."""
     return materialize_and_init(model, device="cpu")

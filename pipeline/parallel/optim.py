@@ -19,9 +19,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     get no decay and no optimizer state. A group left empty (LoRA: no 1-D adapters) is left out: the ZeRO
     optimizers drop it themselves, and the LR schedule would then step one group too many."""
     params = [p for p in model.parameters() if p.requires_grad]  # parameters() yields a tied tensor once
+    # A parameter partitioned by ZeRO-3's zero.Init is an empty 1-D tensor here: its shape is ds_shape.
+    dims = [len(getattr(p, "ds_shape", p.shape)) for p in params]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p, dim in zip(params, dims) if dim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p, dim in zip(params, dims) if dim < 2], "weight_decay": 0.0},
     ]
     return [group for group in groups if group["params"]]
 

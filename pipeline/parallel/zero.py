@@ -19,6 +19,10 @@ What is ours and what is DeepSpeed's:
   (see there), since the engine's accumulation state (partitioned gradient buffers, micro-step
   and sample counters) is only reset correctly by a ``step()``.
 
+Placement: zero1/2 materialise the whole model on every rank, as ddp does; zero3 builds it under
+``deepspeed.zero.Init``, so each rank holds only its partitions from construction on (``ZeRO3Model.place``).
+Either way every strategy starts from the same initial weights (``parallel.init``).
+
 Checkpoints: DeepSpeed's own format, plus a DCP copy of the weights (``zero_checkpoint``).
 
 Not JIT-compiled: the shm all-reduce op (only used for inference) is switched off and the
@@ -39,7 +43,9 @@ import torch
 from pipeline.config.parallel import ParallelConfig
 from pipeline.config.train import LoopConfig
 from pipeline.core.errors import ConfigError
-from pipeline.model.transformer import Transformer
+from pipeline.model.init import full_parameter
+from pipeline.model.lora import adapter_config
+from pipeline.model.transformer import Transformer, rope_tables
 from pipeline.parallel.base import ParallelModel
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.init import init_on_cpu
@@ -64,8 +70,13 @@ def ds_config(
         "managed_gradient_accumulation": False,
         "gradient_clipping": loop.grad_clip,
         "bf16": {"enabled": bf16},
-        # bf16 compute, but gradients reduced in fp32, as fsdp's MixedPrecisionPolicy does.
+        # bf16 compute; gradients reduced in fp32 (communication_data_type) and, for ZeRO-2/3, summed over
+        # micro-batches in fp32 (grad_accum_dtype): DeepSpeed's default for both is the model's bf16,
+        # whose 8-bit mantissa drops small micro-batch gradients from the sum. ZeRO-1 keeps bf16 sums in
+        # param.grad: asking it for fp32 swaps in DeepSpeed's BF16_Optimizer, whose grad norm and
+        # overflow path do not keep this class's contract (step(), skip_step()).
         **({"communication_data_type": "fp32"} if bf16 else {}),
+        **({"data_types": {"grad_accum_dtype": "fp32"}} if bf16 and stage >= 2 else {}),
         "zero_optimization": zero,
         # Our torch AdamW under ZeRO-Offload: slower than DeepSpeedCPUAdam, but nothing to compile.
         "zero_force_ds_cpu_optimizer": False,
@@ -124,13 +135,11 @@ class DeepSpeedModel(ParallelModel):
         config = ds_config(
             loop, options, stage=self.stage, world_size=dist.world_size, on_cuda=dist.device.type == "cuda"
         )
-        self.model = init_on_cpu(model).to(
-            dist.device
-        )  # same initial weights as every strategy (parallel.base)
-        self.optimizer = build_optimizer(model, loop)
+        self.model = self.place(model, config)
+        self.optimizer = build_optimizer(self.model, loop)
         self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
         self.engine, *_ = self.deepspeed.initialize(
-            model=model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config
+            model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config
         )
         self.checkpointer = DeepSpeedCheckpointer(
             self.engine,
@@ -140,6 +149,11 @@ class DeepSpeedModel(ParallelModel):
             dist=dist,
             deepspeed=self.deepspeed,
         )
+
+    def place(self, model: Transformer, config: dict[str, Any]) -> Transformer:
+        """The meta-built ``model`` materialised on this rank's device with the initial weights every
+        strategy starts from (``parallel.init``), for ``deepspeed.initialize`` to wrap."""
+        return init_on_cpu(model).to(self.dist.device)
 
     def __call__(
         self,
@@ -185,3 +199,36 @@ class ZeRO2Model(DeepSpeedModel):
 
 class ZeRO3Model(DeepSpeedModel):
     strategy, stage = "zero3", 3
+
+    def place(self, model: Transformer, config: dict[str, Any]) -> Transformer:
+        """Built under ``deepspeed.zero.Init``: each module's parameters are partitioned as soon as it is
+        constructed, so no rank ever holds the whole model (materialising it first, then partitioning in
+        ``deepspeed.initialize``, put the full fp32 model on every GPU). A model with LoRA adapters is
+        still placed whole (``apply_lora`` swaps modules of a built model, which would have to be
+        gathered first)."""
+        if adapter_config(model) is not None:
+            return super().place(model, config)
+        # The modules' own default init draws from the global generators: keep them where they were, as
+        # a meta-built model leaves them, so the run's later draws do not depend on the strategy.
+        forked = [self.dist.device] if self.dist.device.type == "cuda" else []
+        # zero.Init reads the world size from DeepSpeed's communicator, which deepspeed.initialize would
+        # set up only later: wrap our process group in it now (it keeps the group and its timeout).
+        self.deepspeed.init_distributed(dist_backend=torch.distributed.get_backend(), verbose=False)
+        with torch.random.fork_rng(devices=forked), self.deepspeed.zero.Init(config_dict_or_path=config):
+            partitioned = Transformer(model.args)
+        init_partitioned(partitioned, self.deepspeed, device=self.dist.device)
+        return partitioned
+
+
+@torch.no_grad()
+def init_partitioned(model: Transformer, deepspeed: ModuleType, *, device: torch.device) -> None:
+    """Draw the initial weights of a model built under ``zero.Init`` by the same per-parameter rule as every
+    strategy (``parallel.init``): one parameter gathered at a time, rank 0 fills it and DeepSpeed partitions
+    it again from rank 0's copy. Outside ``zero.Init``, whose tensor factories would make the RoPE tables
+    and the drawn weights in its dtype (bf16) on its device."""
+    seed, rank = torch.initial_seed(), torch.distributed.get_rank()
+    for name, param in model.named_parameters():  # a tied head is listed once, as tok_embeddings.weight
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
+            if rank == 0:
+                param.copy_(full_parameter(name, param.shape, seed=seed, n_layers=model.args.n_layers))
+    model.rope_cos, model.rope_sin = rope_tables(model.args, device=device)

@@ -31,6 +31,7 @@ from pipeline.train.checkpoint import (
     newest_checkpoint,
     resolve_checkpoint,
 )
+from pipeline.train.cuda import enable_tf32
 from pipeline.train.hooks import default_hooks
 from pipeline.train.loop import TrainResult, TrainRun, run_loop
 from pipeline.train.mfu import flops_per_token, peak_flops
@@ -177,9 +178,10 @@ def job_checkpointer(
 
 def run_job(cfg: JobConfig, run: TrainRun, *, resume: dict[str, Any] | None = None) -> TrainResult:
     """Run ``run`` with the job's hooks, then finish it (module docstring)."""
+    enable_tf32(run.dist.device)  # before peak_flops, which then counts against the TF32 peak in fp32
     args = run.parallel.model.args
     token_flops = flops_per_token(
-        run.parallel.model.num_params(), args.n_layers, args.d_model, args.seq_len, vocab_size=args.vocab_size
+        run.parallel.n_params, args.n_layers, args.d_model, args.seq_len, vocab_size=args.vocab_size
     )
     device_peak = peak_flops(run.dist.device, cfg.train.precision, override=cfg.tracking.peak_flops)
     with run.tracker.failing_on_error(keep_open=(Preempted,)), PreemptionWatch() as preemption:

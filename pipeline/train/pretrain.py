@@ -30,6 +30,7 @@ from pipeline.parallel.base import ParallelModel
 from pipeline.parallel.dist import DistInfo, broadcast_object, init_distributed, shutdown_distributed
 from pipeline.parallel.registry import parallelize
 from pipeline.train.checkpoint import read_meta, resolve_checkpoint
+from pipeline.train.cuda import pin_batches
 from pipeline.train.data import TokenLoader, ValBatch, ValidationSet, verify_shards
 from pipeline.train.job import (
     check_resumable,
@@ -63,7 +64,7 @@ def train(cfg: TrainJobConfig) -> TrainResult:
     directory or a weighted mixture); call it in every rank."""
     started = time.perf_counter()
     dist = init_distributed(
-        cfg.parallel.backend, strategy=cfg.parallel.strategy, timeout_s=cfg.parallel.timeout_seconds or None
+        cfg.parallel.backend, strategy=cfg.parallel.strategy, timeout_s=cfg.parallel.timeout_seconds
     )
     try:
         return _train(cfg, dist, started)
@@ -91,6 +92,7 @@ def _train(cfg: TrainJobConfig, dist: DistInfo, started: float) -> TrainResult:
         prefetch=cfg.data.prefetch,
         doc_starts=cfg.data.doc_masking,
         unique_windows=cfg.data.unique_tokens // args.seq_len,
+        pin_memory=pin_batches(dist.device),
     )
     val_set = ValidationSet.from_sources(
         validation_sources(cfg.data),
@@ -217,7 +219,7 @@ def _start_tracking(
         params=cfg.flat(),
         active=dist.is_main,
         tags=run_tags(
-            n_params=parallel.model.num_params(),
+            n_params=parallel.n_params,
             strategy=cfg.parallel.strategy,
             dist=dist,
             manifest_sha256=manifest_shas,

@@ -52,7 +52,8 @@ def test_golden_scripts_have_the_launch_contract():
         "export OMP_NUM_THREADS=12",
         "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1",
         "rdzv_port=$((20000 + SLURM_JOB_ID % 20000))",
-        "srun --kill-on-bad-exit=1 --ntasks-per-node=1 \\",
+        # The step's tasks get the allocation's cores: recent Slurm no longer passes them to srun.
+        "srun --kill-on-bad-exit=1 --ntasks-per-node=1 --cpus-per-task=96 \\",
         '--nnodes="$SLURM_NNODES" \\',
         "--nproc_per_node=8 \\",
         "--rdzv_backend=c10d \\",
@@ -173,7 +174,7 @@ def test_several_tasks_per_node_are_rendezvous_nodes_of_their_own():
     lines = script.splitlines()
     for line in (
         "#SBATCH --ntasks-per-node=2",
-        "srun --kill-on-bad-exit=1 --ntasks-per-node=2 \\",
+        "srun --kill-on-bad-exit=1 --ntasks-per-node=2 --cpus-per-task=1 \\",
         '    --nnodes="$SLURM_NTASKS" \\',
         "    --nproc_per_node=1 \\",
         "export OMP_NUM_THREADS=1",
@@ -183,6 +184,15 @@ def test_several_tasks_per_node_are_rendezvous_nodes_of_their_own():
     bash_syntax_ok(script)
     with pytest.raises(ValueError, match="tasks_per_node"):
         render_sbatch(profile, SlurmJob(TRAIN.verb_args, job_name="ds", workdir="/w", launcher="deepspeed"))
+
+
+def test_srun_gets_cpus_per_task_only_when_the_profile_sets_it():
+    def srun_line(profile: SlurmProfile) -> str:
+        (line,) = [line for line in render_sbatch(profile, TRAIN).splitlines() if line.startswith("srun ")]
+        return line
+
+    assert "--cpus-per-task=" not in srun_line(SlurmProfile())  # the partition's default, as sbatch's
+    assert "--cpus-per-task=16" in srun_line(SlurmProfile(cpus_per_task=16)).split()
 
 
 @pytest.mark.parametrize("yaml", ["tasks_per_node: 0\n", "tasks_per_node: 2\ngpus_per_node: 8\n"])

@@ -108,6 +108,8 @@ def test_torchrun_gets_the_rendezvous_and_the_verb_arguments_unchanged(fake_slur
     assert env["OMP_NUM_THREADS"] == "8" and env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
     assert "NCCL_SOCKET_IFNAME" not in env  # an empty value in the profile unsets it
     assert [c for c in calls(fake_slurm) if "requeue" in c] == []
+    (srun,) = [c for c in calls(fake_slurm) if c.startswith("srun ")]
+    assert "--cpus-per-task=32" in srun.split()  # a step no longer inherits the allocation's (Slurm >= 22.05)
 
 
 @pytest.mark.parametrize("restarts, requeued, exit_code", [("0", True, 0), ("2", True, 0), ("3", False, 75)])

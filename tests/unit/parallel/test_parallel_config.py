@@ -83,9 +83,18 @@ def test_ds_config_follows_our_config():
     }
 
 
+@pytest.mark.parametrize("stage", [2, 3])
+def test_ds_config_bf16_accumulates_gradients_in_fp32(stage):
+    """DeepSpeed's default accumulation dtype is the model's: bf16 sums of micro-batch gradients."""
+    loop = LoopConfig(global_batch_size=32, micro_batch_size=4, precision="bf16")
+    config = ds_config(loop, ParallelConfig(strategy=f"zero{stage}"), stage=stage, world_size=2, on_cuda=True)
+    assert config["data_types"] == {"grad_accum_dtype": "fp32"}
+
+
 def test_ds_config_fp32_without_offload():
     config = ds_config(LoopConfig(), ParallelConfig(strategy="zero1"), stage=1, world_size=2, on_cuda=False)
     assert config["bf16"] == {"enabled": False} and "communication_data_type" not in config
+    assert "data_types" not in config  # fp32 weights: gradients accumulate in fp32 already
     assert config["zero_optimization"] == {"stage": 1}
 
 
