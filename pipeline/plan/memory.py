@@ -13,8 +13,8 @@ ddp           fp32, whole            fp32, whole + the   8 B, whole (the fp32 we
                                      same in DDP buckets  master); bf16: autocast's weight copies
 fsdp (HSDP)   fp32, sharded          fp32, sharded       8 B, sharded; bf16 is compute only
 zero1         bf16 or fp32, whole    the same, whole     8 B + a 4 B fp32 master, sharded
-zero2         bf16 or fp32, whole    the same, sharded   8 B + 4 B, sharded
-zero3         bf16 or fp32, sharded  the same, sharded   8 B + 4 B, sharded
+zero2         bf16 or fp32, whole    fp32, sharded       8 B + 4 B, sharded
+zero3         bf16 or fp32, sharded  fp32, sharded       8 B + 4 B, sharded
 ============  =====================  ==================  ======================================
 
 (DeepSpeed's ZeRO keeps an fp32 partition of the weights for the optimizer in fp32 runs too.) Besides
@@ -46,6 +46,8 @@ GiB = 1 << 30
 ADAM_MOMENTS_BYTES = 8
 """exp_avg and exp_avg_sq, fp32."""
 MASTER_BYTES = 4
+GRAD_ACCUM_BYTES = 4
+"""ZeRO-2/3's gradient partitions: fp32 under bf16 too (``parallel.zero.ds_config``)."""
 DDP_BUCKET_BYTES = 4
 """DDP's gradient buckets (``gradient_as_bucket_view=False``): a second fp32 copy of every gradient."""
 
@@ -202,7 +204,9 @@ def _zero(strategy: str, work: Workload, layout: Layout, p: float, activations: 
     args, dp = work.args, layout.dp
     weight_bytes = 2 if work.precision == "bf16" else 4
     params = weight_bytes * (p / dp if stage == 3 else p)
-    grads = weight_bytes * (p if stage == 1 else p / dp)
+    # ZeRO-2/3 sum micro-batch gradients in fp32 partitions (zero.ds_config's grad_accum_dtype); ZeRO-1
+    # keeps them whole in the weights' dtype.
+    grads = weight_bytes * p if stage == 1 else GRAD_ACCUM_BYTES * p / dp
     optimizer = 0.0 if work.offload else (ADAM_MOMENTS_BYTES + MASTER_BYTES) * p / dp
     if stage == 3 and work.offload:
         params = 0.0
