@@ -22,9 +22,15 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask
 from torch.utils.checkpoint import checkpoint
 
 from pipeline.model.args import ModelArgs
+from pipeline.model.attention_mask import (
+    AttentionMask,
+    attention_mask,
+    flex_document_attention,
+)
 from pipeline.model.generation import KVCache, LayerCache, sample_next
 from pipeline.model.init import full_parameter
 from pipeline.model.loss import OutputHead
@@ -48,56 +54,24 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-def doc_starts_indicator(
-    doc_starts: torch.Tensor | Sequence, shape: tuple[int, int], device: torch.device | str | None = None
-) -> torch.Tensor:
-    """``doc_starts`` (see ``document_mask``) as a (B, T) boolean tensor on ``device``."""
-    B, T = shape
-    if isinstance(doc_starts, torch.Tensor) and doc_starts.dtype == torch.bool:
-        if tuple(doc_starts.shape) != (B, T):
-            raise ValueError(
-                f"doc_starts of shape {tuple(doc_starts.shape)} does not match the tokens' {(B, T)}"
-            )
-        return doc_starts.to(device) if device is not None else doc_starts
-    if len(doc_starts) != B:
-        raise ValueError(f"doc_starts has {len(doc_starts)} rows for a batch of {B}")
-    starts = torch.zeros(B, T, dtype=torch.bool)
-    for row, positions in enumerate(doc_starts):
-        starts[row, torch.as_tensor(positions, dtype=torch.long)] = True
-    return starts.to(device) if device is not None else starts
-
-
-def document_mask(
-    doc_starts: torch.Tensor | Sequence, shape: tuple[int, int], device: torch.device | str | None = None
-) -> torch.Tensor:
-    """The (B, 1, T, T) boolean attention mask, True = attend: causal and within one document.
-
-    ``doc_starts`` is per row the input positions where a document begins (``TokenLoader(doc_starts=True)``'s
-    third item: B 1-D int arrays or tensors), or a (B, T) boolean tensor marking them. Positions before a
-    row's first start (a document cut by the window) form a document of their own.
-    """
-    T = shape[1]
-    starts = doc_starts_indicator(doc_starts, shape, device)
-    doc_id = starts.cumsum(dim=1)  # (B, T): the document each position belongs to
-    causal = torch.ones(T, T, dtype=torch.bool, device=starts.device).tril()
-    return (causal & (doc_id[:, :, None] == doc_id[:, None, :]))[:, None]  # (B, 1, T, T)
-
-
 CAUSAL_QUERY_BLOCK = 64
 """Queries per SDPA call in causal attention on the CPU (``causal_attention``)."""
 
 
 def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask | None = None
 ) -> torch.Tensor:
     """Causal SDPA of q (B, H, T, hd) over k, v (B, KV, T, hd), returned as (B, T, H, hd); with ``mask``
-    ((B, 1, T, T) bool, causal itself: ``document_mask``) only where it is True.
+    (``attention_mask``: causal itself) only where it allows.
 
-    On the CPU, one block of queries at a time against only the keys up to the block's last position:
-    at T = 256 the CPU kernel scores every query against all T keys and masks half of them away, so
-    skipping the keys after each block saves 10-20% of the attention's time (fwd + bwd, ``tiny`` and
-    ``14m``), packed fine-tuning batches included. Elsewhere one call: CUDA's flash kernels skip the
-    masked blocks themselves."""
+    A ``BlockMask`` goes to flex attention, which skips the tiles it masks whole. On the CPU, one block of
+    queries at a time against only the keys up to the block's last position: at T = 256 the CPU kernel
+    scores every query against all T keys and masks half of them away, so skipping the keys after each
+    block saves 10-20% of the attention's time (fwd + bwd, ``tiny`` and ``14m``), packed fine-tuning
+    batches included. Elsewhere one call: CUDA's flash kernels skip the masked blocks of causal attention
+    themselves."""
+    if isinstance(mask, BlockMask):
+        return flex_document_attention(q, k, v, mask)
     if q.device.type != "cpu":
         if mask is not None:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).transpose(1, 2)
@@ -133,11 +107,11 @@ class Attention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor | None = None,
+        mask: AttentionMask | None = None,
         cache: LayerCache | None = None,
     ) -> torch.Tensor:
-        """Causal self-attention; with ``mask`` ((B, 1, T, T) bool, ``document_mask``) only where it is True.
-        With ``cache`` (generation) also over the cached keys: then ``mask`` is (B, 1, T, start + T)."""
+        """Causal self-attention; with ``mask`` (``attention_mask``) only where it allows.
+        With ``cache`` (generation) also over the cached keys: then ``mask`` is dense (B, 1, T, start + T)."""
         B, T, _ = x.shape
         # Head counts from the projections' widths: tensor parallelism leaves each rank a share of the heads.
         q = self.wq(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
@@ -150,6 +124,7 @@ class Attention(nn.Module):
         if cache is None:
             y = causal_attention(q, k, v, mask)  # (B, T, H, hd)
         else:  # generation: queries at the cache's end; the mask (if any) covers the cached keys too
+            assert not isinstance(mask, BlockMask), "forward_cached builds dense masks"
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).transpose(1, 2)
         return self.wo(y.reshape(B, T, -1))
 
@@ -180,7 +155,7 @@ class Block(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor | None = None,
+        mask: AttentionMask | None = None,
         cache: LayerCache | None = None,
     ) -> torch.Tensor:
         x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache)
@@ -235,15 +210,16 @@ class Transformer(nn.Module):
         ``reduction="sum"`` lets the training loop normalise by the target count of the whole
         global batch, so accumulation and data parallelism weigh every target token equally.
         ``doc_starts`` (per row, where documents begin; ``document_mask``) keeps attention within each
-        document as well as causal; without it, plain causal attention. RoPE positions stay absolute
-        within the window, not document-relative (a document's logits depend on where it starts).
+        document as well as causal (one mask, built here for every layer: ``attention_mask``); without it,
+        plain causal attention. RoPE positions stay absolute within the window, not document-relative (a
+        document's logits depend on where it starts).
         """
         T = tokens.shape[1]
         if T > self.args.seq_len:
             raise ValueError(f"sequence of {T} tokens is longer than the model's seq_len {self.args.seq_len}")
         x = self.tok_embeddings(tokens)  # (B, T, d)
         cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)
-        mask = None if doc_starts is None else document_mask(doc_starts, (tokens.shape[0], T), tokens.device)
+        mask = None if doc_starts is None else attention_mask(doc_starts, (tokens.shape[0], T), tokens.device)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
         if targets is None:

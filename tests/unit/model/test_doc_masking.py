@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pipeline.config.model import ModelConfig
-from pipeline.model.transformer import Transformer, build_model, document_mask
+from pipeline.model.attention_mask import document_mask
+from pipeline.model.transformer import Transformer, build_model
 from pipeline.train.pretrain import train
 
 VOCAB, T = 97, 32
