@@ -13,6 +13,7 @@ shards after ``fully_shard``) start from the same weights on any world size, lay
 from __future__ import annotations
 
 import contextlib
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -117,23 +118,37 @@ class ParallelModel(ABC):
         """The learning rate the next ``step()`` applies."""
         return self.optimizer.param_groups[0]["lr"]
 
-    def step(self) -> float:
-        """Clip, update, advance the schedule, clear gradients; returns the pre-clip gradient norm.
-        A non-finite norm updates nothing (``skip_step``):
-        clipping by it would write NaN into every weight."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        if isinstance(grad_norm, DTensor):  # FSDP2: each rank holds the norm of its shards only
-            grad_norm = grad_norm.full_tensor()
-        if not torch.isfinite(grad_norm):
-            self.skip_step()
-            return float(grad_norm)
+    def grad_norm(self) -> torch.Tensor | None:
+        """This step's pre-clip gradient norm over all ranks, left on the device unread: the loop reads it
+        with the loss in the step's one host sync (``train.loop.step_stats``). None for a strategy that
+        measures it only inside its own ``step`` (ZeRO)."""
+        norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if isinstance(norm, DTensor):  # FSDP2: each rank holds the norm of its shards only
+            norm = norm.full_tensor()
+        return norm
+
+    def update(self, grad_norm: torch.Tensor) -> None:
+        """Clip by ``grad_norm`` (this step's ``grad_norm()``, read as finite by the caller), update, advance
+        the schedule, clear gradients: no host sync."""
         if self.grad_clip > 0:
+            params = [p for p in self.model.parameters() if p.grad is not None]
             torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+
+    def step(self) -> float:
+        """Clip, update, advance the schedule, clear gradients; returns the pre-clip gradient norm (read on
+        the host here; the loop reads it with the loss instead and calls ``update``). A non-finite norm
+        updates nothing (``skip_step``): clipping by it would write NaN into every weight."""
+        grad_norm = self.grad_norm()
+        assert grad_norm is not None, f"{self.strategy} steps by its own step()"
+        norm = float(grad_norm)
+        if math.isfinite(norm):
+            self.update(grad_norm)
+        else:
+            self.skip_step()
+        return norm
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:

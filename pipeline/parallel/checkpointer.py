@@ -42,3 +42,8 @@ class AsyncSaveCheckpointer(Checkpointer):
         """``save`` in the background: this rank's state is copied to host memory before this returns
         (training may change the weights right after), and a thread writes it. ``process_group`` (a group
         of its own) carries the write's collectives. The future completes when the files are on disk."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free what background saves keep between them (host staging buffers), once the last write is
+        complete; a later ``save_async`` allocates them again."""

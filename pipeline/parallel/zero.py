@@ -171,6 +171,11 @@ class DeepSpeedModel(ParallelModel):
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss, scale_wrt_gas=False)
 
+    def grad_norm(self) -> None:
+        """Unknown before ``step``: the engine reduces the gradients, measures their norm and skips a
+        non-finite one inside ``engine.step()``, with host syncs of DeepSpeed's own."""
+        return None
+
     def step(self) -> float:
         self.engine.step()
         if not self.engine.was_step_applied():

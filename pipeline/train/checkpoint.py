@@ -228,9 +228,15 @@ class RunCheckpointer:
         )
 
     def close(self) -> None:
-        """Wait for the write in flight (the last checkpoint is complete before the job goes)."""
-        if self.writer is not None:
+        """Wait for the write in flight (the last checkpoint is complete before the job goes), then free the
+        strategy checkpointer's staging buffers."""
+        if self.writer is None:
+            return
+        try:
             self.writer.close()
+        finally:
+            if isinstance(self.parallel.checkpointer, AsyncSaveCheckpointer):
+                self.parallel.checkpointer.close()
 
 
 def save_checkpoint(

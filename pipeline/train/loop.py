@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from pipeline.config.train import LoopConfig
 from pipeline.core.errors import InputError
+from pipeline.model.attention_mask import doc_starts_indicator
 from pipeline.model.loss import IGNORE_INDEX
-from pipeline.model.transformer import doc_starts_indicator
 from pipeline.parallel.base import ParallelModel
 from pipeline.parallel.dist import DistInfo, all_reduce_sum
 from pipeline.train.data import Batch, ValBatch
@@ -124,6 +124,8 @@ class LoopState:
     """Validations since the best one (``hooks.EarlyStopHook``)."""
     stop: str = ""
     """Set by a hook to end the run after this step; says why (early stopping)."""
+    signalled: bool = False
+    """Some rank had been told to stop (``Hook.signalled``) by the time this step reduced its loss."""
 
     @classmethod
     def resuming(cls, meta: dict[str, Any] | None) -> LoopState:
@@ -179,6 +181,12 @@ class Hook:
 
     def on_end(self, run: TrainRun, state: LoopState) -> None:
         """After the last step."""
+
+    def signalled(self) -> bool:
+        """Whether this rank has been told to stop (``hooks.PreemptionHook``: a SIGTERM). Asked during each
+        step, whose one reduction ORs it over ranks into ``state.signalled``: every rank learns it at the
+        same step, without a collective or host sync of its own."""
+        return False
 
 
 @dataclass
@@ -250,7 +258,7 @@ def run_loop(run: TrainRun, hooks: Sequence[Hook], *, resume: dict[str, Any] | N
         hook.on_start(run, state)
     for step in range(state.step + 1, run.total_steps + 1):
         state.step, state.checkpoint = step, None
-        take_step(run, state)
+        take_step(run, state, signalled=lambda: any(hook.signalled() for hook in hooks))
         for hook in hooks:
             hook.on_step(run, state)
         if state.stop:
@@ -266,13 +274,16 @@ def run_loop(run: TrainRun, hooks: Sequence[Hook], *, resume: dict[str, Any] | N
     return TrainResult.of(run, state, data)
 
 
-def take_step(run: TrainRun, state: LoopState) -> None:
+def take_step(run: TrainRun, state: LoopState, *, signalled: Callable[[], bool] = lambda: False) -> None:
     """One optimizer step of ``run`` recorded in ``state``; a skipped one is counted, and the
-    ``max_bad_steps``-th in a row checkpoints and raises ``TrainingDiverged``."""
+    ``max_bad_steps``-th in a row checkpoints and raises ``TrainingDiverged``. ``signalled``: this
+    rank's stop flag (the hooks'), ORed over ranks into ``state.signalled`` (``step_stats``)."""
     tick = time.perf_counter()
     state.lr = run.parallel.lr
     micro_batches = [next(run.batches) for _ in range(run.accum_steps)]
-    state.loss, state.grad_norm = train_step(run.parallel, micro_batches, dist=run.dist)
+    state.loss, state.grad_norm, state.signalled = step_stats(
+        run.parallel, micro_batches, dist=run.dist, signalled=signalled
+    )
     state.step_tokens = sum(batch[0].numel() for batch in micro_batches) * run.parallel.dp_size
     state.step_seconds = time.perf_counter() - tick
     state.tokens_seen += state.step_tokens
@@ -297,43 +308,88 @@ def take_step(run: TrainRun, state: LoopState) -> None:
         )
 
 
+class StepStats(NamedTuple):
+    """What one optimizer step read back from the device, all in one host sync (``step_stats``)."""
+
+    loss: float
+    """The global mean loss per target token."""
+    grad_norm: float
+    """The pre-clip gradient norm; NaN when a non-finite loss skipped the step before it mattered."""
+    signalled: bool
+    """Some rank's ``signalled`` was true (``Hook.signalled``)."""
+
+
 def train_step(parallel: ParallelModel, micro_batches: list[Batch], *, dist: DistInfo) -> tuple[float, float]:
     """One optimizer step over this rank's micro-batches; returns (global mean loss, gradient norm).
+    The loop's ``step_stats`` without a stop flag to share."""
+    loss, grad_norm, _ = step_stats(parallel, micro_batches, dist=dist)
+    return loss, grad_norm
+
+
+def step_stats(
+    parallel: ParallelModel,
+    micro_batches: list[Batch],
+    *,
+    dist: DistInfo,
+    signalled: Callable[[], bool] = lambda: False,
+) -> StepStats:
+    """One optimizer step over this rank's micro-batches, and ``signalled`` ORed over ranks.
 
     Each micro-batch's summed loss is divided by the target count of the whole global batch
     (all ranks, all micro-batches), so every target token weighs the same however the batch
     is split (SFT batches hold different numbers of response tokens).
 
-    A non-finite loss or gradient norm (the same on every rank: both are global) means the step
-    was skipped: gradients dropped, no update (``ParallelModel.skip_step``); ``take_step`` counts it.
+    The host reads the device once (issue 20: it read it 5-6 times a step, each a sync on a GPU): the
+    target count, summed loss, flags and gradient norm in one ``tolist()`` after the backward, everything
+    before it queued without waiting (the target count is reduced and divides the loss on the device).
+    That one read comes before the update, not just on log steps, because what follows it is the host's
+    decision: a non-finite loss or gradient norm (the same on every rank: both are global) skips the step,
+    gradients dropped, no update and no advance of the host-side LR schedule (``ParallelModel.skip_step``),
+    and ``take_step`` counts it, logs it and stops a diverging run at that very step.
     """
-    local_targets = sum(int((batch[1] != IGNORE_INDEX).sum()) for batch in micro_batches)
-    global_targets = float(all_reduce_sum([local_targets], device=dist.device)[0])
-    if global_targets == 0:
-        raise InputError("a training batch has no target tokens (every label is ignored)")
-    scale = dist.world_size / global_targets  # the strategy averages gradients over ranks
-    loss_sum = torch.zeros((), dtype=torch.float64, device=dist.device)
-    for i, (inputs, targets, *doc_starts) in enumerate(micro_batches):
-        inputs, targets = (
-            inputs.to(dist.device, non_blocking=True),
-            targets.to(dist.device, non_blocking=True),
-        )
-        starts = (
-            doc_starts_indicator(doc_starts[0], (inputs.shape[0], inputs.shape[1])).to(
-                dist.device, non_blocking=True
-            )
-            if doc_starts
-            else None
-        )  # a third item: mask attention at document boundaries
-        with parallel.accumulate(sync=i == len(micro_batches) - 1):
+    moved = [on_device(batch, dist.device) for batch in micro_batches]
+    local_targets = torch.stack([(targets != IGNORE_INDEX).sum() for _, targets, _ in moved]).sum()
+    global_targets = all_reduce_sum(local_targets.reshape(1), device=dist.device)
+    # The strategy averages gradients over ranks. A batch without targets makes this inf, and its loss NaN,
+    # refused below before any update. (full_like / x, not world_size / x: a tensor's rdiv multiplies by a
+    # reciprocal, which would round the scale differently from the division.)
+    scale = (torch.full_like(global_targets, float(dist.world_size)) / global_targets).reshape(())
+    loss_sum = torch.zeros(1, dtype=torch.float64, device=dist.device)
+    for i, (inputs, targets, starts) in enumerate(moved):
+        with parallel.accumulate(sync=i == len(moved) - 1):
             _, loss = parallel(inputs, targets, reduction="sum", doc_starts=starts)
-            parallel.backward(loss * scale)
+            parallel.backward(loss * scale.to(loss.dtype))
         loss_sum += loss.detach()
-    mean_loss = float(all_reduce_sum([float(loss_sum)], device=dist.device)[0]) / global_targets
+    grad_norm = parallel.grad_norm()  # None: the strategy measures it in its own step (ZeRO)
+    sums = all_reduce_sum(torch.cat([loss_sum, torch.full_like(loss_sum, float(signalled()))]), dist.device)
+    norms = [] if grad_norm is None else [grad_norm.reshape(1).to(dist.device, torch.float64)]  # CPU: offload
+    unread = [sums, global_targets, *norms]
+    loss_total, signals, target_count, *norm = torch.cat(unread).tolist()  # the step's one host sync
+    if target_count == 0:
+        raise InputError("a training batch has no target tokens (every label is ignored)")
+    mean_loss, any_signal = loss_total / target_count, signals > 0
     if not math.isfinite(mean_loss):
         parallel.skip_step()
-        return mean_loss, math.nan
-    return mean_loss, parallel.step()  # step() itself skips a non-finite gradient norm
+        return StepStats(mean_loss, math.nan, any_signal)
+    if grad_norm is None:
+        return StepStats(mean_loss, parallel.step(), any_signal)  # step() itself skips a non-finite norm
+    if math.isfinite(norm[0]):
+        parallel.update(grad_norm)
+    else:
+        parallel.skip_step()
+    return StepStats(mean_loss, norm[0], any_signal)
+
+
+def on_device(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A micro-batch's (inputs, targets, document-start mask or None) on ``device``; a third item of the
+    batch (document starts) becomes the attention mask that keeps documents apart."""
+    inputs, targets, *doc_starts = batch
+    starts = (
+        doc_starts_indicator(doc_starts[0], (inputs.shape[0], inputs.shape[1])).to(device, non_blocking=True)
+        if doc_starts
+        else None
+    )
+    return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True), starts
 
 
 @torch.no_grad()

@@ -3,9 +3,10 @@
 Slurm sends SIGTERM before it kills a job at its time limit or on preemption, and
 ``sbatch --signal=B:USR2@<s>`` sends USR2 a set time before; a handler that checkpoints on
 the spot could run in the middle of a collective. So the handler only raises a flag; the
-loop polls it once per step, and all ranks agree (an all-reduce of the flags) so that every
-rank saves the same step together. The process then exits with ``core.files.EXIT_PREEMPTED``, which a
-launcher reads as "requeue me": the rerun resumes from that checkpoint (``checkpoint.resume``).
+loop polls it once per step, and all ranks agree (the flags are summed in the step's reduction of its
+loss, ``train.loop.step_stats``) so that every rank saves the same step together. The process then
+exits with ``core.files.EXIT_PREEMPTED``, which a launcher reads as "requeue me": the rerun resumes
+from that checkpoint (``checkpoint.resume``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import signal
 import threading
 from types import FrameType
 from typing import Any
-
-from pipeline.parallel.dist import DistInfo, all_reduce_sum
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
@@ -53,9 +52,7 @@ class PreemptionWatch:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(signum).name
 
-    def requested(self, dist: DistInfo) -> bool:
-        """Whether any rank got a signal (collective: every rank calls it at the same step)."""
-        local = 1.0 if self.signal_name else 0.0
-        if not dist.is_distributed:
-            return bool(local)
-        return bool(all_reduce_sum([local], device=dist.device)[0] > 0)
+    @property
+    def signalled(self) -> bool:
+        """Whether this rank got a signal (``hooks.PreemptionHook`` shares it with the other ranks)."""
+        return self.signal_name is not None
