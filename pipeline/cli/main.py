@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipeline.cli import data, demo, hf, launch, plan, sweep, tracking, train
+from pipeline.cli import bench, data, demo, hf, launch, plan, sweep, tracking, train
 from pipeline.cli import eval as evaluate
 from pipeline.core.errors import UserError
 
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every verb takes --config FILE.yaml and dotted overrides such as train.lr=3e-4.",
     )
     verbs = parser.add_subparsers(title="verbs", metavar="VERB")
-    for group in (demo, data, train, evaluate, hf, sweep, plan, launch, tracking):
+    for group in (demo, data, train, evaluate, hf, sweep, plan, bench, launch, tracking):
         group.add_parsers(verbs)
     parser.set_defaults(root_parser=parser)
     return parser

@@ -36,6 +36,7 @@ LAYERS = {
     "eval": 7,
     "hf": 8,
     "scaling": 9,
+    "benchmark": 10,
     "demo": 10,
     "cli": 11,
     "testing": 12,
