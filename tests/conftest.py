@@ -7,10 +7,12 @@ A test that needs an optional module or a shared fixture asks ``pipeline.testing
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
+if not torch.cuda.is_available():  # on a GPU machine DeepSpeed must pick CUDA (tests/gpu run ZeRO there)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_STATE_GROUPS = {
