@@ -1,13 +1,14 @@
 """A scaling-law sweep as data: ``SweepConfig`` (configs/sweep/*.yaml) resolved into one full
 ``TrainJobConfig`` per run, each loadable by ``lmpipe train --config``.
 
-Runs are model sizes x data sizes (x optional learning-rate multipliers). Data sizes are a grid
+Runs are model sizes x data sizes (x optional batch sizes x learning-rate multipliers: each data
+point's loss is then the best of its runs, pipeline/scaling/results.py). Data sizes are a grid
 (``tokens`` or ``tokens_per_param``) or IsoFLOP budgets (``compute``: D = C / 6N for each size,
-sizes whose D falls outside ``min_tokens``..``max_tokens`` left out). Learning rate and global
-batch follow the ladder's rules for each N (``ladder.default_lr`` / ``default_batch_size``);
-warmup is about N tokens (as the OLMo ladder), capped at a fraction of the run; the cosine
-schedule ends at each run's own D. D is rounded to whole optimizer steps, so the C a run is
-tagged with is its planned one.
+sizes whose D falls outside ``min_tokens``..``max_tokens`` left out; pipeline/scaling/grid.py).
+Learning rate and global batch follow the ladder's rules for each N (``ladder.default_lr`` /
+``default_batch_size``) unless given; warmup is about N tokens (as the OLMo ladder), capped at a
+fraction of the run; the cosine schedule ends at each run's own D. D is rounded to whole optimizer
+steps of the run's batch, so the C a run is tagged with is its planned one.
 
 Torch-free: ``lmpipe sweep plan`` validates and prints in a fraction of a second.
 """
@@ -22,13 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from data_prep.tokenizer.manifest import MANIFEST_FILE, load_manifest
 from pipeline.config.model import ModelConfig
 from pipeline.config.train import TrainJobConfig
 from pipeline.core.config import Config, require
 from pipeline.core.files import atomic_write_json
 from pipeline.model.args import ModelArgs
 from pipeline.model.ladder import SIZES, default_batch_size, default_lr
+from pipeline.scaling.grid import data_points, point_label, run_name, shards_manifest, unique_train_tokens
 
 SWEEP_STATE = "sweep.json"
 """<root>/sweep.json: the parent MLflow run of the sweep, written when it is first created."""
@@ -49,6 +50,8 @@ class ModelSpec(Config):
     lr_multipliers: Optional[list[float]] = None
     """This size's learning-rate multipliers instead of the sweep's: the larger the model, the lower its
     best learning rate, so a size can leave out multipliers a pilot showed it never wins at."""
+    global_batch_sizes: Optional[list[int]] = None
+    """This size's batch sizes (sequences per step) instead of the sweep's: the best batch grows with N."""
 
     def check(self, prefix: str) -> None:
         require(
@@ -72,6 +75,12 @@ class ModelSpec(Config):
             require(
                 bool(self.lr_multipliers) and all(m > 0 for m in self.lr_multipliers),
                 f"{prefix}lr_multipliers",
+                "give at least one, each > 0 (or leave it out: the sweep's)",
+            )
+        if self.global_batch_sizes is not None:
+            require(
+                bool(self.global_batch_sizes) and all(b > 0 for b in self.global_batch_sizes),
+                f"{prefix}global_batch_sizes",
                 "give at least one, each > 0 (or leave it out: the sweep's)",
             )
 
@@ -129,6 +138,9 @@ class SweepConfig(Config):
     """Peak learning rate of every run; None: the ladder's rule for each N."""
     global_batch_size: Optional[int] = None
     """Sequences per step of every run; None: the ladder's rule for each N."""
+    global_batch_sizes: list[int] = field(default_factory=list)
+    """A batch-size sweep instead, e.g. [2, 8]: one run per batch size (x lr multiplier) at each model and
+    data size, steps and warmup following each run's batch; empty: ``global_batch_size``."""
     lr_multipliers: list[float] = field(default_factory=lambda: [1.0])
     """A small learning-rate sweep per run, e.g. [0.5, 1, 2] (three runs per model and data size)."""
     warmup_tokens_per_param: float = 1.0
@@ -167,7 +179,7 @@ class SweepConfig(Config):
             "give the data sizes one way: tokens, tokens_per_param "
             f"(a grid) or compute (IsoFLOP budgets); got {', '.join(given) or 'none'}",
         )
-        for key in ("tokens", "tokens_per_param", "compute", "lr_multipliers"):
+        for key in ("tokens", "tokens_per_param", "compute", "lr_multipliers", "global_batch_sizes"):
             require(
                 all(value > 0 for value in getattr(self, key)), f"{prefix}{key}", "every value must be > 0"
             )
@@ -185,6 +197,11 @@ class SweepConfig(Config):
             self.global_batch_size is None or self.global_batch_size > 0,
             f"{prefix}global_batch_size",
             "must be > 0 (or unset: the ladder's rule)",
+        )
+        require(
+            self.global_batch_size is None or not self.global_batch_sizes,
+            f"{prefix}global_batch_sizes",
+            "give global_batch_size (one for every run) or global_batch_sizes (a sweep), not both",
         )
         require(self.warmup_tokens_per_param >= 0, f"{prefix}warmup_tokens_per_param", "must be >= 0")
         require(0 <= self.max_warmup_fraction <= 1, f"{prefix}max_warmup_fraction", "must be in [0, 1]")
@@ -231,6 +248,9 @@ class PlannedRun:
     epochs: float = 0.0
     """Passes over the training split that D takes (D / its tokens; 0 when the shards are not there yet).
     Above 1 the run repeats data: a data-constrained point, flagged in the table."""
+    point: str = ""
+    """The data point as the sweep gives it (``d65.5k``, ``x20``, ``c1e+15``): a point's runs share it
+    whatever their batch and lr, while D, rounded to whole steps of each run's batch, may differ."""
 
 
 @dataclass
@@ -242,104 +262,133 @@ class Plan:
     """Why each (model, budget) pair left out was left out."""
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every run of the sweep takes from its base train config (and the parent MLflow run)."""
+
+    seq_len: int
+    vocab_size: int
+    micro_batch_size: int
+    train_tokens: int
+    """The distinct training tokens a run draws from (0: not known yet), for its epochs."""
+    parent_run_id: str
+
+
 def plan_sweep(cfg: SweepConfig, *, parent_run_id: str = "") -> Plan:
     """Every run of the sweep, resolved and validated (nothing is written)."""
     base = TrainJobConfig.load(cfg.base or None, cfg.overrides)
-    manifest = _shards_manifest(base.data.shards)  # None: the plan cannot count epochs yet
+    manifest = shards_manifest(base.data.shards)  # None: the plan cannot count epochs yet
+    shared = _Shared(
+        seq_len=base.model.seq_len,
+        vocab_size=base.model.vocab_size or (manifest["tokenizer"]["vocab_size"] if manifest else 0),
+        micro_batch_size=base.train.micro_batch_size,
+        train_tokens=unique_train_tokens(base, manifest),
+        parent_run_id=parent_run_id,
+    )
     plan = Plan(runs=[], configs={}, skipped=[])
     for model in cfg.models:
-        _plan_model(
-            cfg,
-            model,
-            plan,
-            seq_len=base.model.seq_len,
-            vocab_size=base.model.vocab_size or (manifest["tokenizer"]["vocab_size"] if manifest else 0),
-            micro_batch_size=base.train.micro_batch_size,
-            train_tokens=_unique_tokens(base, manifest),
-            parent_run_id=parent_run_id,
-        )
+        _plan_model(cfg, model, plan, shared)
     require(bool(plan.runs), "compute", "no run is left: every model's D is outside min_tokens..max_tokens")
     return plan
 
 
-def _plan_model(
+def _plan_model(cfg: SweepConfig, model: ModelSpec, plan: Plan, shared: _Shared) -> None:
+    """Add ``model``'s runs (one per data size, batch size and lr multiplier) to ``plan``, or why a size is
+    left out."""
+    shape = model.args(seq_len=shared.seq_len, vocab_size=shared.vocab_size)
+    n_params = shape.non_embedding_params()
+    batches = _global_batches(cfg, model, n_params, shared.seq_len)
+    for point, tokens in data_points(cfg, model.name, n_params, plan.skipped):
+        for batch in batches:
+            for multiplier in model.lr_multipliers or cfg.lr_multipliers:
+                _plan_run(cfg, model, shape, plan, shared, point, tokens, batch, multiplier)
+
+
+def _plan_run(
     cfg: SweepConfig,
     model: ModelSpec,
+    shape: ModelArgs,
     plan: Plan,
-    *,
-    seq_len: int,
-    vocab_size: int,
-    micro_batch_size: int,
-    train_tokens: int,
-    parent_run_id: str,
+    shared: _Shared,
+    point: float,
+    tokens: float,
+    batch: int,
+    multiplier: float,
 ) -> None:
-    """Add ``model``'s runs (one per data size and lr multiplier) to ``plan``, or why a size is left out."""
-    shape = model.args(seq_len=seq_len, vocab_size=vocab_size)
+    """Add one run to ``plan``: D rounded to whole steps of ``batch``, warmup ~N tokens in those steps,
+    and ``multiplier`` times the sweep's (or the ladder's) learning rate."""
     n_params = shape.non_embedding_params()
-    batch = _global_batch(cfg, model.name, n_params, seq_len)
-    step_tokens = batch * seq_len
-    micro = math.gcd(micro_batch_size, batch // cfg.nproc_per_node)
-    for point, tokens in _data_sizes_within_bounds(cfg, model.name, n_params, plan.skipped):
-        steps = max(1, round(tokens / step_tokens))
-        tokens = steps * step_tokens
-        warmup = min(
-            round(cfg.warmup_tokens_per_param * n_params / step_tokens),
-            math.floor(cfg.max_warmup_fraction * steps),
-        )
-        for multiplier in model.lr_multipliers or cfg.lr_multipliers:
-            lr = (cfg.lr or default_lr(n_params)) * multiplier
-            name = _run_name(model.name, point, multiplier, cfg)
-            require(name not in plan.configs, "models", f"two runs are both named {name}")
-            out = cfg.root_dir / "runs" / name
-            run_overrides = [
-                f"output_dir={out}",
-                f"train.max_tokens={tokens}",
-                f"train.global_batch_size={batch}",
-            ]
-            run_overrides += [
-                f"train.micro_batch_size={micro}",
-                f"train.lr={lr!r}",
-                f"train.warmup_steps={warmup}",
-            ]
-            plan.configs[name] = _run_config(cfg, model, name, run_overrides, parent_run_id=parent_run_id)
-            plan.runs.append(
-                PlannedRun(
-                    name=name,
-                    model=model.name,
-                    N=n_params,
-                    D=tokens,
-                    C=6 * n_params * tokens,
-                    budget=point if cfg.compute else 0.0,
-                    lr=lr,
-                    global_batch_size=batch,
-                    seq_len=seq_len,
-                    steps=steps,
-                    warmup_steps=warmup,
-                    est_seconds=_estimate_seconds(cfg, model.name, shape, tokens=tokens),
-                    config=str(out / "config.yaml"),
-                    epochs=tokens / train_tokens if train_tokens else 0.0,
-                )
-            )
-
-
-def _unique_tokens(base: TrainJobConfig, manifest: dict | None) -> int:
-    """The distinct training tokens each run draws from: the split's, or fewer with ``data.unique_tokens``
-    (a data-constrained sweep); 0 while the shards are not made yet."""
-    if not manifest:
-        return 0
-    split = manifest["totals"]["by_split"]["train"]["tokens"]
-    return min(split, base.data.unique_tokens) if base.data.unique_tokens else split
-
-
-def _global_batch(cfg: SweepConfig, model: str, n_params: int, seq_len: int) -> int:
-    """Sequences per step: the sweep's, else the ladder's rule for N; it must split over the ranks."""
-    batch = cfg.global_batch_size or default_batch_size(n_params, seq_len)
-    require(
-        batch % cfg.nproc_per_node == 0,
-        "nproc_per_node",
-        f"model {model}: global batch {batch} does not split over {cfg.nproc_per_node} ranks",
+    step_tokens = batch * shared.seq_len
+    steps = max(1, round(tokens / step_tokens))
+    d = steps * step_tokens
+    warmup = min(
+        round(cfg.warmup_tokens_per_param * n_params / step_tokens),
+        math.floor(cfg.max_warmup_fraction * steps),
     )
-    return batch
+    several_batches, several_lrs = _varied_axes(cfg)
+    label = point_label(cfg, point)
+    name = run_name(
+        model.name,
+        label,
+        batch=batch if several_batches else None,
+        multiplier=multiplier if several_lrs else None,
+    )
+    require(name not in plan.configs, "models", f"two runs are both named {name}")
+    out = cfg.root_dir / "runs" / name
+    lr = (cfg.lr or default_lr(n_params)) * multiplier
+    run_overrides = [
+        f"output_dir={out}",
+        f"train.max_tokens={d}",
+        f"train.global_batch_size={batch}",
+        f"train.micro_batch_size={math.gcd(shared.micro_batch_size, batch // cfg.nproc_per_node)}",
+        f"train.lr={lr!r}",
+        f"train.warmup_steps={warmup}",
+    ]
+    plan.configs[name] = _run_config(cfg, model, name, run_overrides, parent_run_id=shared.parent_run_id)
+    plan.runs.append(
+        PlannedRun(
+            name=name,
+            model=model.name,
+            N=n_params,
+            D=d,
+            C=6 * n_params * d,
+            budget=point if cfg.compute else 0.0,
+            lr=lr,
+            global_batch_size=batch,
+            seq_len=shared.seq_len,
+            steps=steps,
+            warmup_steps=warmup,
+            est_seconds=_estimate_seconds(cfg, model.name, shape, tokens=d),
+            config=str(out / "config.yaml"),
+            epochs=d / shared.train_tokens if shared.train_tokens else 0.0,
+            point=label,
+        )
+    )
+
+
+def _global_batches(cfg: SweepConfig, model: ModelSpec, n_params: int, seq_len: int) -> list[int]:
+    """Sequences per step, one run each: the model's list, else the sweep's list, else its one batch, else
+    the ladder's rule for N; each must split over the ranks."""
+    batches = (
+        model.global_batch_sizes
+        or cfg.global_batch_sizes
+        or [cfg.global_batch_size or default_batch_size(n_params, seq_len)]
+    )
+    for batch in batches:
+        require(
+            batch % cfg.nproc_per_node == 0,
+            "nproc_per_node",
+            f"model {model.name}: global batch {batch} does not split over {cfg.nproc_per_node} ranks",
+        )
+    return batches
+
+
+def _varied_axes(cfg: SweepConfig) -> tuple[bool, bool]:
+    """Whether run names carry the batch, the lr multiplier: only where some list of the sweep (its own or a
+    model's) has more than one value, so a sweep without that axis keeps its run names."""
+    batches = [cfg.global_batch_sizes, *(m.global_batch_sizes for m in cfg.models if m.global_batch_sizes)]
+    lrs = [cfg.lr_multipliers, *(m.lr_multipliers for m in cfg.models if m.lr_multipliers)]
+    return any(len(values) > 1 for values in batches), any(len(values) > 1 for values in lrs)
 
 
 def _run_config(
@@ -380,64 +429,9 @@ def read_parent_run_id(root: Path) -> str:
     return json.loads(path.read_text())["parent_run_id"] if path.is_file() else ""
 
 
-def si(value: float) -> str:
-    """A count in SI units to three digits (``65.5k``): run names and tables stay short."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{unit}"
-    return f"{value:.3g}"
-
-
-def _data_sizes(cfg: SweepConfig, n_params: int) -> list[tuple[float, float]]:
-    """(the sweep's data point: C, tokens per param or tokens; the tokens it means for this model)."""
-    if cfg.compute:
-        return [(budget, budget / (6 * n_params)) for budget in cfg.compute]
-    if cfg.tokens_per_param:
-        return [(ratio, ratio * n_params) for ratio in cfg.tokens_per_param]
-    return [(float(tokens), float(tokens)) for tokens in cfg.tokens]
-
-
-def _data_sizes_within_bounds(
-    cfg: SweepConfig, model: str, n_params: int, skipped: list[str]
-) -> list[tuple[float, float]]:
-    """``_data_sizes`` without the IsoFLOP points whose D is outside the bounds; why each was left out
-    goes to ``skipped``."""
-    kept = []
-    for point, tokens in _data_sizes(cfg, n_params):
-        if cfg.compute and not _within(tokens, cfg.min_tokens, cfg.max_tokens):
-            skipped.append(
-                f"{model} at C={point:.3g}: D={tokens:.3g} is outside "
-                f"[{cfg.min_tokens:.3g}, {cfg.max_tokens or math.inf:.3g}]"
-            )
-        else:
-            kept.append((point, tokens))
-    return kept
-
-
-def _within(tokens: float, lower: int, upper: int) -> bool:
-    return tokens >= lower and (not upper or tokens <= upper)
-
-
-def _run_name(model: str, point: float, multiplier: float, cfg: SweepConfig) -> str:
-    """``<model>-<data point>[-lr<m>x]``, the data point as the sweep gives it (not D after rounding), so
-    that every model's runs at one point share the suffix: ``c1e+15``, ``d65.5k`` or ``x20`` (tokens per
-    param)."""
-    data = f"c{point:.3g}" if cfg.compute else f"x{point:g}" if cfg.tokens_per_param else f"d{si(point)}"
-    several = [cfg.lr_multipliers, *(m.lr_multipliers for m in cfg.models if m.lr_multipliers)]
-    lr = f"-lr{multiplier:g}x" if any(len(multipliers) > 1 for multipliers in several) else ""
-    return f"{model}-{data}{lr}"
-
-
 def _estimate_seconds(cfg: SweepConfig, name: str, shape: ModelArgs, *, tokens: int) -> float:
     """Training time only (no validation or start-up): measured tokens/s if given, else FLOPs /
     flops_per_s."""
     if name in cfg.tokens_per_s:
         return tokens / cfg.tokens_per_s[name]
     return tokens * shape.flops_per_token() / cfg.flops_per_s
-
-
-def _shards_manifest(shards: str) -> dict | None:
-    """The manifest of the runs' shards, checked (``load_manifest``); None while they are not made yet."""
-    if not (shards and (Path(shards) / MANIFEST_FILE).is_file()):
-        return None
-    return load_manifest(shards)

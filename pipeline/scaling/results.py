@@ -2,9 +2,10 @@
 (``fit_points.csv``), written beside fit.json so the fit can be redone from the file alone
 (``lmpipe sweep fit --csv fit_points.csv --d-col D``).
 
-With a learning-rate sweep (``lr_multipliers``) each (model, data size) point is trained several
-times; the point's loss is the best of them, as Chinchilla and Porian et al. (2024) take it: the
-law describes well-tuned runs, not the lr rule's luck at each size.
+With a learning-rate or batch-size sweep (``lr_multipliers``, ``global_batch_sizes``) each (model, data
+size) point is trained several times; the point's loss is the best of them, as Chinchilla and Porian
+et al. (2024) take it: the law describes well-tuned runs, not the lr and batch rules' luck at each size.
+The ``best_of_lr`` column of runs.csv (named when lr was the only axis) marks that best run.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 from pipeline.scaling.outcome import RunOutcome, load_outcomes
 from pipeline.scaling.plan import Plan, PlannedRun, SweepConfig, plan_sweep
 
-POINT_COLUMNS = ("name", "model", "N", "D", "C", "lr", "loss")
-"""fit_points.csv: one row per (model, data size), its best run."""
+POINT_COLUMNS = ("name", "model", "N", "D", "C", "lr", "global_batch_size", "loss")
+"""fit_points.csv: one row per (model, data point), its best run."""
 
 
 def fitted_points(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
@@ -28,14 +29,15 @@ def fitted_points(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
 
 
 def best_per_point(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
-    """Per (model, D), the finished run with the lowest final val loss (runs without one are left out),
-    in plan order."""
+    """Per (model, data point), the finished run with the lowest final val loss whatever its batch and lr
+    (runs without one are left out), in plan order. The point, not D: D is rounded to whole steps of each
+    run's batch, so a point's runs at different batch sizes may differ in D by a step."""
     planned = {run.name: run for run in plan.runs}
-    best: dict[tuple[str, int], RunOutcome] = {}
+    best: dict[tuple[str, str], RunOutcome] = {}
     for outcome in outcomes:
         if outcome.final_val_loss is None:
             continue
-        key = (planned[outcome.name].model, planned[outcome.name].D)
+        key = (planned[outcome.name].model, planned[outcome.name].point)
         if key not in best or outcome.final_val_loss < (best[key].final_val_loss or float("inf")):
             best[key] = outcome
     chosen = {outcome.name for outcome in best.values()}
@@ -43,7 +45,7 @@ def best_per_point(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
 
 
 def finished_points(config_file: str) -> tuple[list[RunOutcome], SweepConfig, Plan]:
-    """The sweep of ``config_file``: each (model, data size)'s best finished run, the config, the plan."""
+    """The sweep of ``config_file``: each (model, data point)'s best finished run, the config, the plan."""
     cfg = SweepConfig.load(config_file)
     plan = plan_sweep(cfg)
     return fitted_points(plan, load_outcomes(cfg, plan)), cfg, plan
@@ -57,15 +59,15 @@ def write_points_csv(plan: Plan, points: list[RunOutcome], path: Path) -> Path:
 
 
 def write_runs_csv(plan: Plan, outcomes: list[RunOutcome], points: list[RunOutcome], path: Path) -> Path:
-    """Every finished run: its size, data, compute, learning rate, final losses (overall and per source,
-    from its MLflow run; train: the last logged, and on the seen windows if measured), the train/val gap
-    and which train loss it used, epochs over its data, and whether it is its point's best."""
+    """Every finished run: its size, data, compute, learning rate and batch, final losses (overall and per
+    source, from its MLflow run; train: the last logged, and on the seen windows if measured), the
+    train/val gap and which train loss it used, epochs over its data, and whether it is its point's best."""
     planned = {run.name: run for run in plan.runs}
     per_source = {o.name: o.val_loss_by_source for o in outcomes}
     sources = sorted({source for losses in per_source.values() for source in losses})
     chosen = {o.name for o in points}
     header = (
-        "name", "model", "N", "D", "C", "lr", "final_val_loss",
+        "name", "model", "N", "D", "C", "lr", "global_batch_size", "final_val_loss",
         *(f"val_loss_{source}" for source in sources),
         "final_train_loss", "train_eval_loss", "train_val_gap", "gap_from", "epochs", "best_of_lr",
     )  # fmt: skip
@@ -87,8 +89,16 @@ def write_runs_csv(plan: Plan, outcomes: list[RunOutcome], points: list[RunOutco
 
 
 def _identity(outcome: RunOutcome, planned: PlannedRun) -> tuple:
-    """The first columns of both tables: name, model, N, D, C = 6ND and the run's learning rate."""
-    return (outcome.name, planned.model, outcome.N, outcome.D, 6 * outcome.N * outcome.D, repr(planned.lr))
+    """The first columns of both tables: name, model, N, D, C = 6ND, the run's learning rate and batch."""
+    return (
+        outcome.name,
+        planned.model,
+        outcome.N,
+        outcome.D,
+        6 * outcome.N * outcome.D,
+        repr(planned.lr),
+        planned.global_batch_size,
+    )
 
 
 def _cell(value: Any) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.scaling.plan import Plan, si
+from pipeline.scaling.grid import si
+from pipeline.scaling.plan import Plan
 
 
 def format_plan(plan: Plan) -> str:

@@ -1,8 +1,10 @@
-"""Sweep planning (pipeline.scaling.plan): data sizes, rounding, the ladder's lr and batch rules,
-warmup, and one-line errors; nothing here trains or touches MLflow."""
+"""Sweep planning (pipeline.scaling.plan): data sizes, rounding, the ladder's lr and batch rules, the
+batch and lr axes and each point's best run over them, warmup, and one-line errors; only the slow tests
+touch MLflow, nothing here trains."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -12,7 +14,9 @@ from pipeline.config.train import TrainJobConfig
 from pipeline.core.errors import ConfigError
 from pipeline.model.ladder import SIZES, default_batch_size, default_lr, rung
 from pipeline.scaling.fit import FitOptions, InitGrid
+from pipeline.scaling.outcome import RunOutcome
 from pipeline.scaling.plan import SweepConfig, plan_sweep, write_plan
+from pipeline.scaling.results import fitted_points, write_points_csv, write_runs_csv
 from pipeline.scaling.run import ensure_parent_run, summarize
 from pipeline.scaling.table import format_plan
 
@@ -139,6 +143,95 @@ def test_a_model_can_take_its_own_lr_multipliers():
     assert [run.name for run in only_one.runs] == ["a-d50k-lr1x", "b-d50k-lr0.5x", "b-d50k-lr2x"]
 
 
+def test_batch_sizes_and_lr_multipliers_make_one_run_each_per_model_and_data_size():
+    """Steps, warmup and micro batch follow each run's own batch; the names carry both axes."""
+    plan = plan_sweep(sweep("tokens=[50000,100000]", "global_batch_sizes=[2,8]", "lr_multipliers=[0.5,1]"))
+    assert [run.name for run in plan.runs if run.model == "a"] == [
+        f"a-{data}-b{batch}-lr{m}x" for data in ("d50k", "d100k") for batch in (2, 8) for m in ("0.5", "1")
+    ]
+    assert len(plan.runs) == 16
+    for run in plan.runs:
+        batch = int(run.name.split("-b")[1].split("-")[0])
+        requested = 50000 if "-d50k-" in run.name else 100000
+        assert run.global_batch_size == batch and run.point == run.name.split("-")[1]
+        assert run.steps == round(requested / (batch * 64)) and run.D == run.steps * batch * 64
+        assert run.warmup_steps == min(round(run.N / (batch * 64)), int(0.1 * run.steps))
+        train = plan.configs[run.name].train
+        assert (train.global_batch_size, train.max_tokens, train.warmup_steps) == (
+            batch,
+            run.D,
+            run.warmup_steps,
+        )
+        assert train.micro_batch_size == min(batch, 4)  # the base's 4, or all of a batch of 2
+    a_small = [run for run in plan.runs if run.model == "a" and "-d50k-" in run.name]
+    assert [run.D for run in a_small] == [50048, 50048, 50176, 50176]  # one point, D per batch's steps
+    assert a_small[0].lr == pytest.approx(default_lr(a_small[0].N) / 2)
+
+
+def test_a_model_can_take_its_own_batch_sizes():
+    """Any list of more than one batch size names every run with its batch, as for lr multipliers."""
+    models = (
+        "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1},"
+        " {name: b, d_model: 64, n_layers: 2, n_heads: 2, global_batch_sizes: [2, 16]}]"
+    )
+    plan = plan_sweep(sweep("tokens=[50000]", "global_batch_size=8", models))
+    assert [(run.name, run.global_batch_size) for run in plan.runs] == [
+        ("a-d50k-b8", 8),
+        ("b-d50k-b2", 2),
+        ("b-d50k-b16", 16),
+    ]
+    overridden = plan_sweep(sweep("tokens=[50000]", "global_batch_sizes=[2,8]", models))
+    assert [run.name for run in overridden.runs] == ["a-d50k-b2", "a-d50k-b8", "b-d50k-b2", "b-d50k-b16"]
+
+
+def test_one_batch_size_keeps_the_names_and_configs_of_a_sweep_without_the_axis():
+    """Finished runs on disk stay found: neither ``global_batch_sizes: [8]`` nor a model's single batch adds
+    a ``-b`` suffix, and the runs are those of ``global_batch_size: 8``."""
+    single = plan_sweep(sweep("tokens=[50000]", "global_batch_size=8", "lr_multipliers=[0.5,1]"))
+    as_list = plan_sweep(sweep("tokens=[50000]", "global_batch_sizes=[8]", "lr_multipliers=[0.5,1]"))
+    assert [run.name for run in single.runs] == [
+        "a-d50k-lr0.5x",
+        "a-d50k-lr1x",
+        "b-d50k-lr0.5x",
+        "b-d50k-lr1x",
+    ]
+    assert as_list.runs == single.runs and as_list.configs == single.configs
+    per_model = "models=[{name: a, d_model: 32, n_layers: 1, n_heads: 1, global_batch_sizes: [4]}]"
+    assert [run.name for run in plan_sweep(sweep("tokens=[50000]", per_model)).runs] == ["a-d50k"]
+
+
+def test_each_points_best_is_taken_over_batch_sizes_and_learning_rates(tmp_path):
+    """A point's runs differ in D by the rounding to each batch's steps; its best is still one run of all
+    of them, marked in runs.csv (``best_of_lr``) and alone in fit_points.csv."""
+    cfg = sweep("tokens=[50000]", "global_batch_sizes=[2,8]", "lr_multipliers=[0.5,1]", tmp_path=tmp_path)
+    plan = plan_sweep(cfg)
+    best = {"a": "a-d50k-b2-lr1x", "b": "b-d50k-b8-lr0.5x"}
+    outcomes = [
+        RunOutcome(
+            name=run.name,
+            N=run.N,
+            D=run.D,
+            final_val_loss=4.0 if run.name == best[run.model] else 5.0 + 0.1 * index,
+            last_train_loss=4.0,
+            mlflow_run_id=None,
+        )
+        for index, run in enumerate(plan.runs)
+    ]
+    points = fitted_points(plan, outcomes)
+    assert [o.name for o in points] == list(best.values())
+    write_runs_csv(plan, outcomes, points, tmp_path / "runs.csv")
+    write_points_csv(plan, points, tmp_path / "fit_points.csv")
+    with (tmp_path / "runs.csv").open() as handle:
+        runs = list(csv.DictReader(handle))
+    assert {row["name"] for row in runs if row["best_of_lr"] == "true"} == set(best.values())
+    assert {row["name"]: row["global_batch_size"] for row in runs}["a-d50k-b2-lr1x"] == "2"
+    with (tmp_path / "fit_points.csv").open() as handle:
+        assert [(row["name"], row["global_batch_size"]) for row in csv.DictReader(handle)] == [
+            ("a-d50k-b2-lr1x", "2"),
+            ("b-d50k-b8-lr0.5x", "8"),
+        ]
+
+
 def test_warmup_is_about_n_tokens_capped_at_a_fraction_of_the_run():
     long, short = plan_sweep(
         sweep(
@@ -182,6 +275,12 @@ def test_written_configs_load_as_train_configs(tmp_path):
         (["tokens=[1000]", "lr_multipliers=[0]"], "lr_multipliers: every value must be > 0"),
         (["tokens=[1000]", "models=[{name: 14m, lr_multipliers: []}]"], "give at least one, each > 0"),
         (["tokens=[1000]", "tokens_per_s={zz: 1}"], "zz is not a model of the sweep"),
+        (["tokens=[1000]", "global_batch_sizes=[8,0]"], "global_batch_sizes: every value must be > 0"),
+        (["tokens=[1000]", "global_batch_size=8", "global_batch_sizes=[2,8]"], "not both"),
+        (
+            ["tokens=[1000]", "models=[{name: 14m, global_batch_sizes: [0]}]"],
+            "models.0.global_batch_sizes: give at least one, each > 0",
+        ),
     ],
 )
 def test_bad_sweep_configs_are_one_line_errors(overrides, message):
@@ -193,6 +292,11 @@ def test_bad_sweep_configs_are_one_line_errors(overrides, message):
 def test_a_ranks_count_that_cannot_split_the_batch_is_refused():
     with pytest.raises(ConfigError, match="does not split over 3 ranks"):
         plan_sweep(sweep("tokens=[10000]", "global_batch_size=8", "nproc_per_node=3"))
+    with pytest.raises(ConfigError, match="model a: global batch 2 does not split over 4 ranks"):
+        plan_sweep(sweep("tokens=[10000]", "global_batch_sizes=[8,2]", "nproc_per_node=4"))
+    own = "models=[{name: b, d_model: 64, n_layers: 2, n_heads: 2, global_batch_sizes: [8, 6]}]"
+    with pytest.raises(ConfigError, match="model b: global batch 6 does not split over 4 ranks"):
+        plan_sweep(sweep("tokens=[10000]", own, "nproc_per_node=4"))
 
 
 @pytest.mark.slow
@@ -260,7 +364,6 @@ def test_summary_of_a_finished_isoflop_sweep_fits_and_plots_on_the_parent(tmp_pa
 def test_a_learning_rate_sweep_fits_each_points_best_run_and_the_csv_refits_alike(tmp_path, monkeypatch):
     """3 models x 2 data sizes x 3 lr multipliers: each point's loss is its best multiplier's, runs.csv
     marks those, and ``lmpipe sweep fit --csv fit_points.csv`` gives fit.json's law again."""
-    import csv
     import functools
 
     from pipeline.cli.main import main
