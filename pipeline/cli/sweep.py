@@ -32,8 +32,12 @@ def tracking_uri(given: str) -> str:
 
 @dataclass
 class SweepFitConfig(Config):
-    csv: str = ""
-    """Runs, one per row: model size, training compute or tokens, final loss; other columns are ignored."""
+    csv: list[str] = field(default_factory=list)
+    """Runs tables, one run per row: model size, training compute or tokens, final loss; other columns
+    are ignored. Several tables are read as one."""
+    best_per_point: bool = False
+    """Fit only the lowest loss of each (N, D) point over all rows, e.g. of two sweeps over one grid that
+    differ in batch size (a sweep's own ``fit_points.csv`` already holds one row per point)."""
     experiment: str = ""
     """Instead of ``csv``: the finished runs of this MLflow experiment (tags N and D, final ``val/loss``)."""
     tracking_uri: str = ""
@@ -61,7 +65,7 @@ class SweepFitConfig(Config):
         require(
             bool(self.csv) != bool(self.experiment),
             f"{prefix}csv",
-            "give the runs CSV (--csv FILE) or an MLflow experiment (--experiment NAME), one of the two",
+            "give the runs CSVs (--csv FILE ...) or an MLflow experiment (--experiment NAME), one of the two",
         )
         require(
             not self.experiment or bool(tracking_uri(self.tracking_uri)),
@@ -118,7 +122,13 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
         metavar="key.sub=value",
         help="dotted config overrides, e.g. ci_level=0.9 budget_rtol=0.1",
     )
-    fit.add_argument("--csv", help="runs CSV, one row per run")
+    fit.add_argument("--csv", nargs="+", help="runs CSVs, one row per run; several are read as one")
+    fit.add_argument(
+        "--best-per-point",
+        action="store_true",
+        default=None,
+        help="fit each (N, D) point's lowest loss only, over all rows (e.g. of two sweeps of one grid)",
+    )
     fit.add_argument("--experiment", help="instead of --csv: the finished runs of this MLflow experiment")
     fit.add_argument("--tracking-uri", help="the experiment's MLflow store (default $MLFLOW_TRACKING_URI)")
     fit.add_argument("--n-col", help="column of model sizes N (default N)")
@@ -284,6 +294,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         args.overrides,
         values=dict(
             csv=args.csv,
+            best_per_point=args.best_per_point,
             experiment=args.experiment,
             tracking_uri=args.tracking_uri,
             n_col=args.n_col,
@@ -298,12 +309,19 @@ def _run_fit(args: argparse.Namespace) -> int:
     )
     from pipeline.scaling.compare import experiment_runs, fit_points
     from pipeline.scaling.fit import FitOptions, fit_scaling_law
-    from pipeline.scaling.io import read_runs
+    from pipeline.scaling.io import read_run_tables
 
     if cfg.experiment:
         runs = fit_points(experiment_runs(cfg.experiment, tracking_uri(cfg.tracking_uri)))
     else:
-        runs = read_runs(cfg.csv, n_col=cfg.n_col, loss_col=cfg.loss_col, c_col=cfg.c_col, d_col=cfg.d_col)
+        runs = read_run_tables(
+            cfg.csv,
+            n_col=cfg.n_col,
+            loss_col=cfg.loss_col,
+            c_col=cfg.c_col,
+            d_col=cfg.d_col,
+            best=cfg.best_per_point,
+        )
     fit = fit_scaling_law(
         runs.n,
         runs.d,

@@ -1,10 +1,12 @@
-"""Runs for a scaling-law fit, read from a CSV: one row per run, model size N, then either its
-training compute C (D = C / 6N) or its tokens D, and its final loss."""
+"""Runs for a scaling-law fit, read from CSVs: one row per run, model size N, then either its
+training compute C (D = C / 6N) or its tokens D, and its final loss. Several tables (e.g. two sweeps
+over the same grid, one per batch size) can be read as one, each (N, D) point keeping its best run."""
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,34 @@ class Runs:
 
     def __len__(self) -> int:
         return len(self.n)
+
+
+def read_run_tables(
+    paths: Sequence[str | Path],
+    *,
+    n_col: str,
+    loss_col: str,
+    c_col: str = "",
+    d_col: str = "",
+    best: bool = False,
+) -> Runs:
+    """The rows of every table in ``paths``, concatenated; ``best``: only the lowest loss of each (N, D)
+    point, as when the tables are sweeps over the same grid with another hyperparameter."""
+    tables = [read_runs(path, n_col=n_col, loss_col=loss_col, c_col=c_col, d_col=d_col) for path in paths]
+    runs = Runs(*(np.concatenate([getattr(t, key) for t in tables]) for key in ("n", "d", "loss")))
+    return best_per_point(runs) if best else runs
+
+
+def best_per_point(runs: Runs) -> Runs:
+    """The lowest-loss run of each (N, D) point, points in order of first appearance. D is compared at 9
+    significant digits, so tokens derived from C = 6ND in two tables still meet."""
+    keys = list(zip(runs.n.tolist(), (float(f"{d:.9g}") for d in runs.d.tolist())))
+    best: dict[tuple[float, float], int] = {}
+    for index, key in enumerate(keys):
+        if key not in best or runs.loss[index] < runs.loss[best[key]]:
+            best[key] = index
+    kept = np.array(list(best.values()), dtype=np.int64)  # points in order of first appearance
+    return Runs(n=runs.n[kept], d=runs.d[kept], loss=runs.loss[kept])
 
 
 def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d_col: str = "") -> Runs:

@@ -315,3 +315,29 @@ def test_missing_csv_is_named(tmp_path):
     missing = tmp_path / "nowhere.csv"
     with pytest.raises(FileNotFoundError, match="runs CSV not found: .*nowhere.csv"):
         sweep(["fit", "--csv", str(missing), "--c-col", "C"])
+
+
+def test_two_sweeps_of_one_grid_fit_each_points_best_run(small_grid, tmp_path):
+    """Two batch sizes swept over the same (N, D) grid: ``--best-per-point`` fits the lower loss of each
+    point, exactly as the one-row-per-point table of those runs does; without it every row counts."""
+    n, d = (x.ravel() for x in np.meshgrid(np.logspace(7, 9, 3), np.logspace(9, 11, 3)))
+    better = true_loss(n, d)
+    worse = better + np.linspace(0.01, 0.3, len(n))
+    mixed = np.where(np.arange(len(n)) % 2 == 0, better, worse)  # each table wins at some points
+    other = np.where(np.arange(len(n)) % 2 == 0, worse, better)
+    first = write_csv(tmp_path / "b8.csv", ["N", "D", "loss"], zip(n, d, mixed))
+    second = write_csv(tmp_path / "b2.csv", ["N", "D", "loss"], zip(n, d, other))
+    points = write_csv(tmp_path / "points.csv", ["N", "D", "loss"], zip(n, d, better))
+
+    def fit(*args: str) -> dict:
+        output = tmp_path / f"fit{len(list(tmp_path.glob('fit*.json')))}.json"
+        assert sweep(["fit", *args, "--output", str(output), "--n-bootstrap", "0"]) == 0
+        return json.loads(output.read_text())
+
+    best = fit("--csv", str(first), str(second), "--d-col", "D", "--best-per-point")
+    reference = fit("--csv", str(points), "--d-col", "D")
+    assert best["n_points"] == len(n)
+    assert {key: best[key] for key in TRUE} == {key: reference[key] for key in TRUE}
+    assert fit("--csv", str(first), str(second), "--d-col", "D")["n_points"] == 2 * len(n)
+    with pytest.raises(USER_ERRORS, match=r"b8\.csv: no column 'C'"):
+        fit("--csv", str(first), str(second), "--c-col", "C")
