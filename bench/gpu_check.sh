@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU machine's check (issue 20), one script for its short lease: offline set-up, the GPU tests, then
-# `lmpipe bench node` for fsdp, fsdp + compile and zero2, ending with rows for bench/RESULTS.md's GPU
-# section (device, date, commit, command). Sized for under 8 minutes on one H100/H200: the three bench
-# runs are estimated at ~4 (30 s timed each, plus start-up, the 1.3b build and compilation), the GPU
+# `lmpipe bench node` for fsdp and zero2, each eager and compiled, ending with rows for bench/RESULTS.md's
+# GPU section (device, date, commit, command). Sized for under 8 minutes on one H100/H200: the four bench
+# runs are estimated at ~5.5 (30 s timed each, plus start-up, the 1.3b build and compilation), the GPU
 # tests' own time adds to that; not yet run on a GPU.
 #
 #   bash bench/gpu_check.sh          # on the GPU machine, from anywhere in the checkout
@@ -78,12 +78,12 @@ fi
 if ((cpu)); then
     seconds=${BENCH_SECONDS:-1} size=${BENCH_SIZE:-tiny} runs=("fsdp" "zero2")
 else
-    seconds=${BENCH_SECONDS:-30} size=${BENCH_SIZE:-1.3b} runs=("fsdp" "fsdp --compile" "zero2")
+    seconds=${BENCH_SECONDS:-30} size=${BENCH_SIZE:-1.3b} runs=("fsdp" "fsdp --compile" "zero2" "zero2 --compile")
 fi
 reports=()
 for run in "${runs[@]}"; do
     read -ra options <<<"$run"
-    report="$out/bench-${run// --/-}.json"  # bench-fsdp.json, bench-fsdp-compile.json, bench-zero2.json
+    report="$out/bench-${run// --/-}.json"  # bench-fsdp.json, bench-fsdp-compile.json, bench-zero2.json, ...
     echo "== lmpipe bench node --size $size --seconds $seconds --strategy $run"
     if "$python" -m pipeline.cli bench node --size "$size" --seconds "$seconds" --strategy "${options[@]}" \
         --json "$report"; then

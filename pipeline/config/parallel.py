@@ -24,6 +24,11 @@ class StrategyTraits:
     """``checkpoint.async_save`` can write its checkpoints in the background."""
     needs_process_group: bool
     """One process gets a process group of one rank (ddp alone runs as the plain module without)."""
+    compile: bool = True
+    """``train.compile`` compiles its blocks into whole graphs. Not ZeRO-3: DeepSpeed gathers each block's
+    parameters in hooks it marks ``torch.compiler.disable``, so every block breaks the graph and
+    recompiles until dynamo's limit (measured); DeepCompile, which avoids that, needs DeepSpeed's native
+    ops."""
     options: tuple[str, ...] = ()
     """The ``ParallelConfig`` options that are for this strategy."""
 
@@ -43,6 +48,7 @@ STRATEGY_TRAITS: dict[str, StrategyTraits] = {
         "deepspeed",
         async_save=False,
         needs_process_group=True,
+        compile=False,
         options=(*_ZERO_OPTIONS, "zero_offload_params"),
     ),
 }
@@ -56,7 +62,7 @@ the other ranks wait in their next collective."""
 
 def strategies_with(predicate: str) -> list[str]:
     """The strategies whose trait ``predicate`` is true
-    (``async_save``), or that take option ``predicate``."""
+    (``async_save``, ``compile``), or that take option ``predicate``."""
     return [
         name
         for name, traits in STRATEGY_TRAITS.items()

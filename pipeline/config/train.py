@@ -128,7 +128,7 @@ class LoopConfig(Config):
     activation_checkpointing: bool = False
     """Recompute each transformer block's activations in backward: less memory, about 1/3 more compute."""
     compile: bool = False
-    """``torch.compile`` each transformer block (ddp and fsdp)."""
+    """``torch.compile`` each transformer block (ddp, fsdp, zero1 and zero2; not zero3)."""
 
     def check(self, prefix: str) -> None:
         require(self.max_steps > 0, f"{prefix}max_steps", "must be > 0")
@@ -299,6 +299,13 @@ class TrainJobConfig(Config):
             self.model.size, f"{prefix}model.size", SIZES
         )  # before the batch rule's values are used
         check_async_save(self.checkpoint, self.parallel, prefix)
+        traits = STRATEGY_TRAITS.get(self.parallel.strategy)
+        require(
+            not self.train.compile or traits is None or traits.compile,
+            f"{prefix}train.compile",
+            f"only for strategies {', '.join(strategies_with('compile'))} (strategy is "
+            f"{self.parallel.strategy}: DeepSpeed's ZeRO-3 parameter hooks break every block's graph)",
+        )
         require(
             not self.init_from or Path(self.init_from).resolve() != Path(self.output_dir).resolve(),
             f"{prefix}init_from",

@@ -42,6 +42,8 @@ class ParallelModel(ABC):
     """Its ``checkpointer`` is an ``AsyncSaveCheckpointer`` (``checkpoint.async_save``)."""
     needs_process_group: ClassVar[bool]
     """It runs over a process group, one of a single rank in one process (``dist.init_distributed``)."""
+    supports_compile: ClassVar[bool] = True
+    """``train.compile`` is honoured (``StrategyTraits.compile`` says why ZeRO-3's is not)."""
     model: Transformer
     """The model itself (unwrapped): for evaluation and inference. Its parameter count is ``n_params``'s,
     not ``model.num_params()``: ZeRO-3 leaves each rank's parameters empty outside a gather."""
@@ -67,6 +69,8 @@ class ParallelModel(ABC):
         the loop config, the planned steps (the schedule's length) and its options. Here: what all share."""
         if self.needs_process_group:
             require_process_group(self.strategy)
+        if loop.compile and not self.supports_compile:
+            raise ConfigError(f"train.compile is not for {self.strategy} (StrategyTraits.compile says why)")
         self.dist = dist
         self.options = options
         # Counted before the subclass wraps or shards the model: meta tensors have their whole shapes,

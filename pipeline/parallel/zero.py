@@ -42,11 +42,10 @@ import torch
 
 from pipeline.config.parallel import ParallelConfig
 from pipeline.config.train import LoopConfig
-from pipeline.core.errors import ConfigError
 from pipeline.model.init import full_parameter
 from pipeline.model.lora import adapter_config
 from pipeline.model.transformer import Transformer, rope_tables
-from pipeline.parallel.base import ParallelModel
+from pipeline.parallel.base import ParallelModel, prepare_blocks
 from pipeline.parallel.dist import DistInfo
 from pipeline.parallel.init import init_on_cpu
 from pipeline.parallel.optim import build_optimizer, build_scheduler
@@ -122,11 +121,6 @@ class DeepSpeedModel(ParallelModel):
         options: ParallelConfig,
     ):
         super().__init__(model, dist=dist, loop=loop, total_steps=total_steps, options=options)
-        if loop.compile or loop.activation_checkpointing:
-            raise ConfigError(
-                f"train.compile and train.activation_checkpointing are for ddp and fsdp, not "
-                f"{self.strategy} (ZeRO's parameter hooks are untested under them)"
-            )
         self.autocast_dtype = None  # the engine casts the model itself when bf16 is on
         self.deepspeed = import_deepspeed(dist.device.type)
         os.environ.setdefault(
@@ -135,7 +129,7 @@ class DeepSpeedModel(ParallelModel):
         config = ds_config(
             loop, options, stage=self.stage, world_size=dist.world_size, on_cuda=dist.device.type == "cuda"
         )
-        self.model = self.place(model, config)
+        self.model = prepare_blocks(self.place(model, config), loop)
         self.optimizer = build_optimizer(self.model, loop)
         self.scheduler = build_scheduler(self.optimizer, loop, total_steps=total_steps)
         self.engine, *_ = self.deepspeed.initialize(
@@ -204,6 +198,7 @@ class ZeRO2Model(DeepSpeedModel):
 
 class ZeRO3Model(DeepSpeedModel):
     strategy, stage = "zero3", 3
+    supports_compile = False  # its parameter hooks break every block's graph (StrategyTraits.compile)
 
     def place(self, model: Transformer, config: dict[str, Any]) -> Transformer:
         """Built under ``deepspeed.zero.Init``: each module's parameters are partitioned as soon as it is

@@ -116,3 +116,4 @@ def test_strategy_classes_declare_their_row_of_the_traits_table(strategy):
     assert cls.checkpoint_format == traits.checkpoint_format
     assert cls.supports_async_save == traits.async_save
     assert cls.needs_process_group == traits.needs_process_group
+    assert cls.supports_compile == traits.compile
