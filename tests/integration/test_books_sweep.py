@@ -97,18 +97,33 @@ def test_two_models_two_sizes_two_learning_rates_of_the_books_config(books_shard
     assert not (tmp_path / "fit.json").exists()  # four points cannot fit five parameters
 
 
-def test_the_committed_books_csv_reproduces_the_committed_fit(tmp_path, capsys):
-    """docs/books-sweep/fit.json is what `lmpipe sweep fit --csv docs/books-sweep/fit_points.csv` gives:
-    a reader can rerun the README's law from the committed points (the whole multi-start grid; the
-    bootstrap, seeded, is left out for time, so only the point estimates are compared)."""
-    committed = json.loads((REPO / "docs/books-sweep/fit.json").read_text())
+COMMITTED_FITS = {
+    "books-sweep": ["docs/books-sweep/fit_points.csv"],
+    "books-sweep-tuned": [
+        "docs/books-sweep-tuned/runs.csv",
+        "docs/books-sweep/runs.csv",
+        "--best-per-point",
+        "--loss-col",
+        "final_val_loss",
+    ],
+}
+"""Each committed fit.json and the ``sweep fit`` arguments that made it: the cpu-books points, and the tuned
+law (each point's best run over both batch sizes: cpu-books-tuned's batch-2 runs with cpu-books' batch-8)."""
+
+
+@pytest.mark.parametrize("name", COMMITTED_FITS)
+def test_the_committed_books_csv_reproduces_the_committed_fit(name, tmp_path, capsys):
+    """docs/<name>/fit.json is what `lmpipe sweep fit --csv` gives on the committed tables: a reader can
+    rerun the README's law from them (the whole multi-start grid; the bootstrap, seeded, is left out for
+    time, so only the point estimates are compared)."""
+    committed = json.loads((REPO / "docs" / name / "fit.json").read_text())
     output = tmp_path / "fit.json"
-    csv_path = REPO / "docs/books-sweep/fit_points.csv"
-    args = ["sweep", "fit", "--csv", str(csv_path), "--d-col", "D", "--n-bootstrap", "0"]
+    tables = [str(REPO / arg) if arg.endswith(".csv") else arg for arg in COMMITTED_FITS[name]]
+    args = ["sweep", "fit", "--csv", *tables, "--d-col", "D", "--n-bootstrap", "0"]
     assert main([*args, "--output", str(output)]) == 0
     refit = json.loads(output.read_text())
     assert refit["n_points"] == committed["n_points"]
-    for name in ("A", "B", "alpha", "beta"):
-        assert refit[name] == pytest.approx(committed[name], rel=1e-3), name
+    for key in ("A", "B", "alpha", "beta"):
+        assert refit[key] == pytest.approx(committed[key], rel=1e-3), key
     assert refit["E"] == pytest.approx(committed["E"], abs=1e-6)
     assert refit["objective"] == pytest.approx(committed["objective"], rel=1e-3)
