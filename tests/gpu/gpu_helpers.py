@@ -68,7 +68,7 @@ STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
 ASYNC_STRATEGIES = ("ddp", "fsdp")
 """The strategies that take ``checkpoint.async_save`` (ZeRO's checkpoints are DeepSpeed's own)."""
 COMPILED_STRATEGIES = ("ddp", "fsdp", "zero2")
-"""Strategies run with ``train.compile`` and ``train.activation_checkpointing`` (zero3 takes only the latter)."""
+"""Strategies run with ``train.compile`` and ``train.activation_checkpointing`` (zero3: only the latter)."""
 
 
 def job_config(shards: str | Path, output: str | Path, *overrides: str) -> TrainJobConfig:

@@ -44,6 +44,7 @@ SHIPPED = {
     "sweep/cpu-books.yaml": (SweepConfig, []),
     "sweep/cpu-books-repeat.yaml": (SweepConfig, []),
     "sweep/cpu-books-predict.yaml": (SweepConfig, []),
+    "sweep/cpu-books-tuned-predict.yaml": (SweepConfig, []),
     "sweep/cpu-books-tuned.yaml": (SweepConfig, []),
     "sweep/gpu-books.yaml": (SweepConfig, []),
 }
