@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.config.parallel import ParallelConfig
-from pipeline.config.train import CheckpointConfig, LoopConfig, TrackingConfig, check_async_save
+from pipeline.config.train import CheckpointConfig, LoopConfig, TrackingConfig, check_strategy_traits
 from pipeline.core.config import Config, require, require_choice
 from pipeline.model.lora_config import LoRAConfig
 
@@ -89,4 +89,4 @@ class FinetuneJobConfig(Config):
 
     def check(self, prefix: str) -> None:
         require(bool(self.init_from), f"{prefix}init_from", "give the pretrained checkpoint (--init-from)")
-        check_async_save(self.checkpoint, self.parallel, prefix)
+        check_strategy_traits(self.checkpoint, self.train, self.parallel, prefix)

@@ -218,15 +218,24 @@ class CheckpointConfig(Config):
         require(bool(self.resume), f"{prefix}resume", "auto, never, or a checkpoint step directory")
 
 
-def check_async_save(checkpoint: CheckpointConfig, parallel: ParallelConfig, prefix: str) -> None:
-    """A strategy whose checkpoints cannot be written in the background (DeepSpeed writes ZeRO's itself,
-    synchronously) refuses async_save rather than ignoring it (``StrategyTraits.async_save``)."""
+def check_strategy_traits(
+    checkpoint: CheckpointConfig, loop: LoopConfig, parallel: ParallelConfig, prefix: str
+) -> None:
+    """Options the strategy cannot honour are refused, not ignored, before anything is built (training and
+    fine-tuning alike): ``checkpoint.async_save`` where DeepSpeed writes ZeRO's checkpoints itself,
+    synchronously, and ``train.compile`` where ZeRO-3's hooks break the graphs (``StrategyTraits``)."""
     traits = STRATEGY_TRAITS.get(parallel.strategy)
     require(
         not checkpoint.async_save or traits is None or traits.async_save,
         f"{prefix}checkpoint.async_save",
         f"only for strategies {' and '.join(strategies_with('async_save'))} "
         f"(strategy is {parallel.strategy})",
+    )
+    require(
+        not loop.compile or traits is None or traits.compile,
+        f"{prefix}train.compile",
+        f"only for strategies {', '.join(strategies_with('compile'))} (strategy is "
+        f"{parallel.strategy}: DeepSpeed's ZeRO-3 parameter hooks break every block's graph)",
     )
 
 
@@ -298,14 +307,7 @@ class TrainJobConfig(Config):
         require_choice(
             self.model.size, f"{prefix}model.size", SIZES
         )  # before the batch rule's values are used
-        check_async_save(self.checkpoint, self.parallel, prefix)
-        traits = STRATEGY_TRAITS.get(self.parallel.strategy)
-        require(
-            not self.train.compile or traits is None or traits.compile,
-            f"{prefix}train.compile",
-            f"only for strategies {', '.join(strategies_with('compile'))} (strategy is "
-            f"{self.parallel.strategy}: DeepSpeed's ZeRO-3 parameter hooks break every block's graph)",
-        )
+        check_strategy_traits(self.checkpoint, self.train, self.parallel, prefix)
         require(
             not self.init_from or Path(self.init_from).resolve() != Path(self.output_dir).resolve(),
             f"{prefix}init_from",

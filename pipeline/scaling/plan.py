@@ -272,18 +272,24 @@ class _Shared:
     train_tokens: int
     """The distinct training tokens a run draws from (0: not known yet), for its epochs."""
     parent_run_id: str
+    several_batches: bool
+    several_lrs: bool
+    """Whether run names carry the batch and the lr multiplier (``_varied_axes``)."""
 
 
 def plan_sweep(cfg: SweepConfig, *, parent_run_id: str = "") -> Plan:
     """Every run of the sweep, resolved and validated (nothing is written)."""
     base = TrainJobConfig.load(cfg.base or None, cfg.overrides)
     manifest = shards_manifest(base.data.shards)  # None: the plan cannot count epochs yet
+    several_batches, several_lrs = _varied_axes(cfg)
     shared = _Shared(
         seq_len=base.model.seq_len,
         vocab_size=base.model.vocab_size or (manifest["tokenizer"]["vocab_size"] if manifest else 0),
         micro_batch_size=base.train.micro_batch_size,
         train_tokens=unique_train_tokens(base, manifest),
         parent_run_id=parent_run_id,
+        several_batches=several_batches,
+        several_lrs=several_lrs,
     )
     plan = Plan(runs=[], configs={}, skipped=[])
     for model in cfg.models:
@@ -325,13 +331,12 @@ def _plan_run(
         round(cfg.warmup_tokens_per_param * n_params / step_tokens),
         math.floor(cfg.max_warmup_fraction * steps),
     )
-    several_batches, several_lrs = _varied_axes(cfg)
     label = point_label(cfg, point)
     name = run_name(
         model.name,
         label,
-        batch=batch if several_batches else None,
-        multiplier=multiplier if several_lrs else None,
+        batch=batch if shared.several_batches else None,
+        multiplier=multiplier if shared.several_lrs else None,
     )
     require(name not in plan.configs, "models", f"two runs are both named {name}")
     out = cfg.root_dir / "runs" / name
