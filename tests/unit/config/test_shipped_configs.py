@@ -46,6 +46,7 @@ SHIPPED = {
     "sweep/cpu-books-predict.yaml": (SweepConfig, []),
     "sweep/cpu-books-tuned-predict.yaml": (SweepConfig, []),
     "sweep/cpu-books-tuned.yaml": (SweepConfig, []),
+    "sweep/cpu-books-long.yaml": (SweepConfig, []),
     "sweep/gpu-books.yaml": (SweepConfig, []),
 }
 
