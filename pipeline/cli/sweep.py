@@ -59,6 +59,8 @@ class SweepFitConfig(Config):
     """IsoFLOP: runs whose C = 6ND agree within this relative tolerance are one compute budget."""
     compute: list[float] = field(default_factory=list)
     """Budgets C (FLOP) to predict for: the compute-optimal N*, D* and loss of each, with CIs."""
+    plots: str = ""
+    """A folder for the law drawn against its points (law_vs_tokens.png, fit_vs_observed.png); empty: none."""
 
     def check(self, prefix: str) -> None:
         require(all(c > 0 for c in self.compute), f"{prefix}compute", "every budget must be > 0 FLOP")
@@ -145,6 +147,7 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
         metavar="C",
         help="also predict the compute-optimal N*, D* and loss (with CIs) at these budgets, FLOP",
     )
+    fit.add_argument("--plots", help="also draw the law against its points into this folder")
     fit.set_defaults(run=_run_fit)
 
     add_prediction_verbs(sweep_verbs)
@@ -305,6 +308,7 @@ def _run_fit(args: argparse.Namespace) -> int:
             n_bootstrap=args.n_bootstrap,
             seed=args.seed,
             compute=args.compute,
+            plots=args.plots,
         ),
     )
     from pipeline.scaling.compare import experiment_runs, fit_points
@@ -349,6 +353,10 @@ def _run_fit(args: argparse.Namespace) -> int:
     if optima:
         print(format_optima(optima, fit.ci_level))
     print(f"wrote {output}")
+    if cfg.plots:
+        from pipeline.scaling.plots import write_fit_plots
+
+        print("\n".join(f"wrote {path}" for path in write_fit_plots(runs, fit, Path(cfg.plots))))
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.scaling.fit import ScalingFit
+from pipeline.scaling.io import Runs
 from pipeline.scaling.outcome import RunOutcome
 from pipeline.scaling.plan import Plan
 
@@ -62,7 +63,8 @@ def write_plots(
     if budgets:
         _isoflop(plt, save, budgets)
     if fit is not None and scored:
-        _fit_vs_observed(plt, save, scored, fit)
+        observed = [float(o.final_val_loss) for o in scored if o.final_val_loss is not None]
+        _fit_vs_observed(plt, save, observed, [float(fit.predict(o.N, o.D)) for o in scored])
     if scored:
         _train_val_gap(plt, save, scored)
     return written
@@ -108,10 +110,8 @@ def _isoflop(plt: Any, save: Save, budgets: dict[float, list[RunOutcome]]) -> No
     save(fig, "isoflop.png")
 
 
-def _fit_vs_observed(plt: Any, save: Save, scored: list[RunOutcome], fit: ScalingFit) -> None:
+def _fit_vs_observed(plt: Any, save: Save, observed: list[float], predicted: list[float]) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
-    observed = [o.final_val_loss for o in scored]
-    predicted = [float(fit.predict(o.N, o.D)) for o in scored]
     ax.scatter(observed, predicted)
     low, high = min(observed + predicted), max(observed + predicted)
     ax.plot([low, high], [low, high], "k:", label="y = x")
@@ -160,6 +160,39 @@ def _axes(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
+
+
+def write_fit_plots(runs: Runs, fit: ScalingFit, out_dir: Path) -> list[Path]:
+    """The plots of a law against the points it was fitted to (``sweep fit --plots``, e.g. over several
+    sweeps' tables): ``law_vs_tokens.png``, each model size's losses against D with the fitted L(N, D) at
+    that N, which shows where the law misses the curvature; and ``fit_vs_observed.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(out_dir / name)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    grid = np.geomspace(runs.d.min() / 1.2, runs.d.max() * 1.2, 60)
+    for index, n in enumerate(sorted(set(runs.n.tolist()))):
+        color = f"C{index % 10}"
+        at_n = runs.n == n
+        ax.plot(runs.d[at_n], runs.loss[at_n], "o", color=color, label=f"N = {n:,.0f}")
+        ax.plot(grid, fit.predict(n, grid), "--", color=color, linewidth=1)
+    title = f"E={fit.E:.2f}  alpha={fit.alpha:.2f}  beta={fit.beta:.2f} (dashed: fitted law)"
+    _axes(ax, "D (tokens)", "final val loss", title)
+    save(fig, "law_vs_tokens.png")
+    observed = runs.loss.tolist()
+    _fit_vs_observed(plt, save, observed, [float(fit.predict(n, d)) for n, d in zip(runs.n, runs.d)])
+    return written
 
 
 def _load_fit(path: Path | None) -> ScalingFit | None:

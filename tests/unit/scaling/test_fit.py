@@ -341,3 +341,17 @@ def test_two_sweeps_of_one_grid_fit_each_points_best_run(small_grid, tmp_path):
     assert fit("--csv", str(first), str(second), "--d-col", "D")["n_points"] == 2 * len(n)
     with pytest.raises(USER_ERRORS, match=r"b8\.csv: no column 'C'"):
         fit("--csv", str(first), str(second), "--c-col", "C")
+
+
+def test_sweep_fit_draws_the_law_against_its_points(small_grid, tmp_path, capsys):
+    """``--plots DIR``: the fitted curves per model size over the points, and fitted against observed, as
+    PNG files (a law fitted over several sweeps' tables has no sweep of its own to plot it)."""
+    source = runs_csv(tmp_path / "runs.csv", tokens=True)
+    plots = tmp_path / "plots"
+    columns = ["--n-col", "Model Size", "--d-col", "Tokens"]
+    argv = ["fit", "--csv", str(source), *columns, "--n-bootstrap", "0", "--plots", str(plots)]
+    assert sweep([*argv, "--output", str(tmp_path / "fit.json")]) == 0
+    printed = capsys.readouterr().out
+    for name in ("law_vs_tokens.png", "fit_vs_observed.png"):
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"wrote {plots / name}" in printed
