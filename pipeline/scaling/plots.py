@@ -34,23 +34,10 @@ def write_plots(
     plan: Plan, outcomes: list[RunOutcome], out_dir: Path, *, fit_file: Path | None = None
 ) -> list[Path]:
     """Every plot the finished runs allow; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    plt, save, written = _pyplot_and_saver(out_dir)
     planned = {run.name: run for run in plan.runs}
     scored = [o for o in outcomes if o.final_val_loss is not None]
     fit = _load_fit(fit_file)
-    written: list[Path] = []
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        written.append(out_dir / name)
-
     by_model: dict[str, list[RunOutcome]] = defaultdict(list)
     budgets: dict[float, list[RunOutcome]] = defaultdict(list)
     for outcome in scored:
@@ -68,6 +55,26 @@ def write_plots(
     if scored:
         _train_val_gap(plt, save, scored)
     return written
+
+
+def _pyplot_and_saver(out_dir: Path) -> tuple[Any, Save, list[Path]]:
+    """pyplot on the Agg backend, and a ``save`` that writes a figure into ``out_dir`` and appends its path
+    to the returned list."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(out_dir / name)
+
+    return plt, save, written
 
 
 def _loss_vs_compute(
@@ -166,20 +173,7 @@ def write_fit_plots(runs: Runs, fit: ScalingFit, out_dir: Path) -> list[Path]:
     """The plots of a law against the points it was fitted to (``sweep fit --plots``, e.g. over several
     sweeps' tables): ``law_vs_tokens.png``, each model size's losses against D with the fitted L(N, D) at
     that N, which shows where the law misses the curvature; and ``fit_vs_observed.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        written.append(out_dir / name)
-
+    plt, save, written = _pyplot_and_saver(out_dir)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     grid = np.geomspace(runs.d.min() / 1.2, runs.d.max() * 1.2, 60)
     for index, n in enumerate(sorted(set(runs.n.tolist()))):
