@@ -112,10 +112,26 @@ COMMITTED_FITS = {
         "--loss-col",
         "final_val_loss",
     ],
+    "books-sweep-long": [
+        "docs/books-sweep/runs.csv",
+        "docs/books-sweep-tuned/runs.csv",
+        "docs/books-sweep-long/runs.csv",
+        "--best-per-point",
+        "--loss-col",
+        "final_val_loss",
+    ],
+    "books-sweep-long/fit_batch8.json": [
+        "docs/books-sweep/runs.csv",
+        "docs/books-sweep-long/runs.csv",
+        "--best-per-point",
+        "--loss-col",
+        "final_val_loss",
+    ],
 }
 """Each committed fit (a docs/ directory's fit.json, or the file named) and the ``sweep fit`` arguments that
 made it: the cpu-books points; the tuned law (each point's best run over both batch sizes: cpu-books-tuned's
-batch-2 runs with cpu-books' batch-8); the batch-2 runs alone, each point the best of its learning rates."""
+batch-2 runs with cpu-books' batch-8); the batch-2 runs alone, each point the best of its learning rates; the
+grid carried to 6.29M tokens (cpu-books-long) with both earlier tables, and with the batch-8 table only."""
 
 
 @pytest.mark.parametrize("name", COMMITTED_FITS)
