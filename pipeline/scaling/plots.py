@@ -184,8 +184,7 @@ def write_fit_plots(runs: Runs, fit: ScalingFit, out_dir: Path) -> list[Path]:
     title = f"E={fit.E:.2f}  alpha={fit.alpha:.2f}  beta={fit.beta:.2f} (dashed: fitted law)"
     _axes(ax, "D (tokens)", "final val loss", title)
     save(fig, "law_vs_tokens.png")
-    observed = runs.loss.tolist()
-    _fit_vs_observed(plt, save, observed, [float(fit.predict(n, d)) for n, d in zip(runs.n, runs.d)])
+    _fit_vs_observed(plt, save, runs.loss.tolist(), fit.predict(runs.n, runs.d).tolist())
     return written
 
 
