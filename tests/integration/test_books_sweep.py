@@ -149,5 +149,5 @@ def test_the_committed_books_csv_reproduces_the_committed_fit(name, tmp_path, ca
     assert refit["n_points"] == committed["n_points"]
     for key in ("A", "B", "alpha", "beta"):
         assert refit[key] == pytest.approx(committed[key], rel=1e-3), key
-    assert refit["E"] == pytest.approx(committed["E"], abs=1e-6)
+    assert refit["E"] == pytest.approx(committed["E"], rel=1e-3, abs=1e-6)  # abs: where E sits at its bound 0
     assert refit["objective"] == pytest.approx(committed["objective"], rel=1e-3)

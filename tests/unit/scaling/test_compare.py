@@ -18,7 +18,7 @@ SIZES = {"s": 1e6, "m": 3e6, "l": 1e7}
 TOKENS = (2e7, 6e7, 2e8)
 
 
-# The CLI fits from Hoffmann et al.'s 4,500 starts (minutes under load); these 8 bracket the law above
+# The CLI fits from Hoffmann et al.'s 4,500 starts (seconds); these 8 bracket the law above
 # (a, b, e) = (6.0, 7.6, 0.59), as tests/unit/scaling/test_fit.py's SMALL_GRID does.
 SMALL_GRID = InitGrid(alpha=(0.5,), beta=(0.5,), e=(0.0, 1.0), a=(5.0, 10.0), b=(5.0, 10.0))
 
