@@ -68,8 +68,8 @@ def minimize_batch(
             slope[restart] = np.einsum("ij,ij->i", g[again], direction[restart])
         new_x, new_f, new_g, moved = _line_search(objective, x[rows], f[rows], slope, direction)
         step, change = new_x - x[rows], new_g - g[rows]
-        curvature = np.einsum("ij,ij->i", step, change)
-        keep = moved & (curvature > 1e-10 * np.einsum("ij,ij->i", change, change))
+        curvature, change_size = np.einsum("ij,ij->i", step, change), np.einsum("ij,ij->i", change, change)
+        keep = moved & (change_size > 0) & (curvature > 1e-10 * change_size)  # y.y can underflow to 0
         kept = rows[keep]
         for history, pair in ((steps, step), (changes, change)):
             history[kept] = np.roll(history[kept], -1, axis=1)

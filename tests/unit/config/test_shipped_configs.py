@@ -47,6 +47,8 @@ SHIPPED = {
     "sweep/cpu-books-tuned-predict.yaml": (SweepConfig, []),
     "sweep/cpu-books-tuned.yaml": (SweepConfig, []),
     "sweep/cpu-books-long.yaml": (SweepConfig, []),
+    "sweep/cpu-books-fill.yaml": (SweepConfig, []),
+    "sweep/cpu-books-small.yaml": (SweepConfig, []),
     "sweep/gpu-books.yaml": (SweepConfig, []),
 }
 
