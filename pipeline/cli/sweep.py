@@ -18,7 +18,6 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.files import atomic_write_json
 
 if TYPE_CHECKING:
-    from pipeline.scaling.fit import ComputeOptimal, ScalingFit
     from pipeline.scaling.isoflop import IsoFlopFit
 
 SHOWN_WARNINGS = 3
@@ -55,6 +54,8 @@ class SweepFitConfig(Config):
     ci_level: float = 0.95
     seed: int = 0
     """Seed of the bootstrap resampling: the same CSV and seed give the same fit.json."""
+    min_d: float = 0.0
+    """Leave out points trained on fewer tokens (runs too short to be in the law's regime); say why."""
     budget_rtol: float = 0.05
     """IsoFLOP: runs whose C = 6ND agree within this relative tolerance are one compute budget."""
     compute: list[float] = field(default_factory=list)
@@ -76,7 +77,7 @@ class SweepFitConfig(Config):
         )
         require(self.n_bootstrap >= 0, f"{prefix}n_bootstrap", "must be >= 0")
         require(0.0 < self.ci_level < 1.0, f"{prefix}ci_level", "must be between 0 and 1")
-        require(self.budget_rtol >= 0.0, f"{prefix}budget_rtol", "must be >= 0")
+        require(self.budget_rtol >= 0.0 and self.min_d >= 0.0, f"{prefix}budget_rtol/min_d", "must be >= 0")
 
 
 @dataclass
@@ -313,7 +314,8 @@ def _run_fit(args: argparse.Namespace) -> int:
     )
     from pipeline.scaling.compare import experiment_runs, fit_points
     from pipeline.scaling.fit import FitOptions, fit_scaling_law
-    from pipeline.scaling.io import read_run_tables
+    from pipeline.scaling.io import read_run_tables, with_min_tokens
+    from pipeline.scaling.report import format_fit, format_optima
 
     if cfg.experiment:
         runs = fit_points(experiment_runs(cfg.experiment, tracking_uri(cfg.tracking_uri)))
@@ -326,6 +328,7 @@ def _run_fit(args: argparse.Namespace) -> int:
             d_col=cfg.d_col,
             best=cfg.best_per_point,
         )
+    runs = with_min_tokens(runs, cfg.min_d)
     fit = fit_scaling_law(
         runs.n,
         runs.d,
@@ -349,7 +352,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output, result)
-    print(format_table(fit, isoflop))
+    print(format_fit(fit, isoflop))
     if optima:
         print(format_optima(optima, fit.ci_level))
     print(f"wrote {output}")
@@ -385,43 +388,6 @@ def _isoflop_fit(runs, cfg: SweepFitConfig, result: dict) -> IsoFlopFit | None:
                 file=sys.stderr,
             )
     return isoflop
-
-
-def format_table(fit: ScalingFit, isoflop: IsoFlopFit | None) -> str:
-    """The fitted law as a few aligned lines, with the compute-optimal exponents both approaches imply."""
-    percent = f"{100 * fit.ci_level:g}% CI"
-    lines = [
-        f"L(N, D) = E + A/N^alpha + B/D^beta  ({fit.n_points} points, Huber objective {fit.objective:.4g})",
-        f"  {'':6} {'value':>11}  {percent if fit.ci else ''}",
-    ]
-    for key in ("E", "A", "B", "alpha", "beta"):
-        bounds = fit.ci.get(key)
-        interval = f"[{bounds[0]:.4g}, {bounds[1]:.4g}]" if bounds else ""
-        lines.append(f"  {key:6} {getattr(fit, key):>11.4g}  {interval}")
-    total = fit.alpha + fit.beta
-    lines.append(f"  compute-optimal: N_opt ~ C^{fit.beta / total:.3f}, D_opt ~ C^{fit.alpha / total:.3f}")
-    if isoflop is not None:
-        lines.append(
-            f"  IsoFLOP ({len(isoflop.budgets)} budgets): "
-            f"N_opt ~ C^{isoflop.a:.3f}, D_opt ~ C^{isoflop.b:.3f}"
-        )
-    return "\n".join(lines)
-
-
-def format_optima(optima: list[ComputeOptimal], ci_level: float) -> str:
-    """One line per budget: N*, D* and the predicted loss, each with its bootstrap interval if it has one."""
-
-    def cell(o: ComputeOptimal, key: str, value: float) -> str:
-        bounds = o.ci.get(key)
-        return f"{value:.3g}" + (f" [{bounds[0]:.3g}, {bounds[1]:.3g}]" if bounds else "")
-
-    lines = [f"compute-optimal at C (fitted law{f', {100 * ci_level:g}% CI' if optima[0].ci else ''}):"]
-    for o in optima:
-        lines.append(
-            f"  C={o.compute:.3g}: N*={cell(o, 'N', o.n)}  D*={cell(o, 'D', o.d)}  "
-            f"loss={cell(o, 'loss', o.loss)}"
-        )
-    return "\n".join(lines)
 
 
 def _run_compare(args: argparse.Namespace) -> int:

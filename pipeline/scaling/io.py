@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,16 @@ def best_per_point(runs: Runs) -> Runs:
         if key not in best or runs.loss[index] < runs.loss[best[key]]:
             best[key] = index
     kept = np.array(list(best.values()), dtype=np.int64)  # points in order of first appearance
+    return Runs(n=runs.n[kept], d=runs.d[kept], loss=runs.loss[kept])
+
+
+def with_min_tokens(runs: Runs, min_d: float) -> Runs:
+    """The runs trained on at least ``min_d`` tokens; the count left out goes to stderr, so a fit never
+    drops points silently."""
+    kept = runs.d >= min_d
+    if not kept.all():
+        dropped = int((~kept).sum())
+        print(f"lmpipe: note: {dropped} point(s) under min_d={min_d:g} tokens left out", file=sys.stderr)
     return Runs(n=runs.n[kept], d=runs.d[kept], loss=runs.loss[kept])
 
 

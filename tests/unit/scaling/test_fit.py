@@ -245,6 +245,20 @@ def test_sweep_fit_without_budgets_notes_it_once(small_grid, tmp_path, capsys):
     assert err.count("\n") == 1 and "no IsoFLOP fit" in err
 
 
+def test_sweep_fit_min_d_leaves_out_the_shorter_runs_and_says_how_many(small_grid, tmp_path, capsys):
+    """Runs under min_d tokens (too short to follow the law) are off the law by 10%; left out, the fit
+    recovers it, and stderr counts what was left out."""
+    n, d = (x.ravel() for x in np.meshgrid(np.logspace(7, 10, 4), 10 ** (9 + 1.1 * np.arange(4))))
+    loss = true_loss(n, d) * np.where(d < 1e10, 1.1, 1.0)
+    source = write_csv(tmp_path / "grid.csv", ["N", "D", "loss"], zip(n, d, loss))
+    output = tmp_path / "fit.json"
+    args = ["fit", "--csv", str(source), "--d-col", "D", "--output", str(output), "--n-bootstrap", "0"]
+    assert sweep([*args, "min_d=1e10"]) == 0
+    fit = json.loads(output.read_text())
+    assert fit["n_points"] == 12 and fit["alpha"] == pytest.approx(TRUE["alpha"], rel=1e-3)
+    assert "4 point(s) under min_d=1e+10 tokens left out" in capsys.readouterr().err
+
+
 def test_sweep_fit_names_a_few_skipped_budgets_and_counts_the_rest(small_grid, tmp_path, capsys):
     n, d, loss = isoflop_points(np.logspace(18, 22, 5))
     lone_n = np.array([3e7, 3e8, 3e9, 3e10, 3e11])  # one run each at budgets between the IsoFLOP ones
