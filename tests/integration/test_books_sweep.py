@@ -127,11 +127,32 @@ COMMITTED_FITS = {
         "--loss-col",
         "final_val_loss",
     ],
+    "books-sweep-fill": [
+        "docs/books-sweep/runs.csv",
+        "docs/books-sweep-long/runs.csv",
+        "docs/books-sweep-fill/runs.csv",
+        "--best-per-point",
+        "--loss-col",
+        "final_val_loss",
+        "min_d=1048576",
+    ],
+    "books-sweep-fill/fit_with_d16.json": [
+        "docs/books-sweep/runs.csv",
+        "docs/books-sweep-long/runs.csv",
+        "docs/books-sweep-fill/runs.csv",
+        "docs/books-sweep-small/runs.csv",
+        "--best-per-point",
+        "--loss-col",
+        "final_val_loss",
+        "min_d=1048576",
+    ],
 }
 """Each committed fit (a docs/ directory's fit.json, or the file named) and the ``sweep fit`` arguments that
 made it: the cpu-books points; the tuned law (each point's best run over both batch sizes: cpu-books-tuned's
 batch-2 runs with cpu-books' batch-8); the batch-2 runs alone, each point the best of its learning rates; the
-grid carried to 6.29M tokens (cpu-books-long) with both earlier tables, and with the batch-8 table only."""
+grid carried to 6.29M tokens (cpu-books-long) with both earlier tables, and with the batch-8 table only;
+the batch-8 grid with its 4.19M column (cpu-books-fill) from 1.05M tokens up, and the same with d16L2
+(cpu-books-small)."""
 
 
 @pytest.mark.parametrize("name", COMMITTED_FITS)
