@@ -25,6 +25,10 @@ class Runs:
     def __len__(self) -> int:
         return len(self.n)
 
+    def subset(self, index: np.ndarray) -> Runs:
+        """The runs at ``index`` (a mask or positions), in that order."""
+        return Runs(n=self.n[index], d=self.d[index], loss=self.loss[index])
+
 
 def read_run_tables(
     paths: Sequence[str | Path],
@@ -51,7 +55,7 @@ def best_per_point(runs: Runs) -> Runs:
         if key not in best or runs.loss[index] < runs.loss[best[key]]:
             best[key] = index
     kept = np.array(list(best.values()), dtype=np.int64)  # points in order of first appearance
-    return Runs(n=runs.n[kept], d=runs.d[kept], loss=runs.loss[kept])
+    return runs.subset(kept)
 
 
 def with_min_tokens(runs: Runs, min_d: float) -> Runs:
@@ -61,7 +65,7 @@ def with_min_tokens(runs: Runs, min_d: float) -> Runs:
     if not kept.all():
         dropped = int((~kept).sum())
         print(f"lmpipe: note: {dropped} point(s) under min_d={min_d:g} tokens left out", file=sys.stderr)
-    return Runs(n=runs.n[kept], d=runs.d[kept], loss=runs.loss[kept])
+    return runs.subset(kept)
 
 
 def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d_col: str = "") -> Runs:
