@@ -62,7 +62,36 @@ def log_shards_inputs(tracker: Tracker, directories: Iterable[str | Path], *, co
         DatasetInput(shards_dataset(directory), tags=[InputTag(CONTEXT_TAG, context)])
         for directory in directories
     ]
-    tracker.client.log_inputs(tracker.run_id, datasets=inputs)
+    log_inputs_racing(tracker.client, tracker.run_id, inputs)
+
+
+def log_inputs_racing(client: Any, run_id: str, inputs: list[Any], attempts: int = 3) -> None:
+    """``client.log_inputs``, safe when several runs log the same dataset at once (a sweep's array
+    elements on one store).
+
+    MLflow's SQL store looks a dataset up and inserts it if absent in one transaction, but two runs can
+    both miss it and the second insert breaks the (experiment, name, digest) uniqueness: the whole call
+    rolls back. Called again, the lookup finds the dataset the other run stored, and only this run's
+    input link is written, so a retry is both safe and sufficient.
+    """
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except Exception as exc:
+            if attempt + 1 == attempts or not _is_unique_violation(exc):
+                raise
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a database uniqueness error, from a SQL store in this
+    process or reported as text by a tracking server."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if type(chain).__name__ == "IntegrityError" or "IntegrityError" in str(chain):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
 
 
 def link_eval_run(client: Any, checkpoint_run_id: str, eval_run_id: str) -> None:

@@ -11,7 +11,7 @@ from pipeline.config.train import TrackingConfig
 from pipeline.core.files import file_sha256
 from pipeline.eval.evaluate import evaluate
 from pipeline.train.checkpoint import resolve_checkpoint
-from pipeline.train.lineage import EVAL_RUNS_TAG, log_shards_inputs
+from pipeline.train.lineage import EVAL_RUNS_TAG, log_inputs_racing, log_shards_inputs
 from pipeline.train.pretrain import train
 from pipeline.train.tracking import EXPERIMENT_KIND, Tracker
 
@@ -92,3 +92,47 @@ def test_eval_run_and_checkpoint_run_name_each_other(train_config, tiny_corpus, 
         (logged,) = run.inputs.dataset_inputs
         assert logged.dataset.name == tiny_corpus[0].name
         assert {tag.key: tag.value for tag in logged.tags} == {"mlflow.data.context": "eval"}
+
+
+def _log_same_dataset(uri: str, experiment_id: str, barrier, attempts: int, results) -> None:
+    from mlflow.entities import Dataset, DatasetInput
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(experiment_id).info.run_id
+    dataset = Dataset(name="shards", digest="0123456789abcdef", source_type="local", source="{}")
+    barrier.wait()  # every process at the lookup at once: the race a sweep's array elements run
+    try:
+        log_inputs_racing(client, run_id, [DatasetInput(dataset, tags=[])], attempts=attempts)
+        results.put((run_id, "ok"))
+    except Exception as exc:  # noqa: BLE001 - the parent reports it
+        results.put((run_id, repr(exc)[:300]))
+
+
+def test_runs_logging_the_same_shards_at_once_all_get_the_input(tmp_path):
+    """Four runs (a sweep's parallel elements) log one dataset into one fresh sqlite store at the same
+    moment, three times over: without the retry about half of such rounds lose a run to the dataset
+    table's uniqueness error (the job array test saw it kill a training)."""
+    import multiprocessing
+
+    from mlflow.tracking import MlflowClient
+
+    context = multiprocessing.get_context("fork")
+    for trial in range(3):
+        uri = f"sqlite:///{tmp_path / f'mlflow{trial}.db'}"
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = client.create_experiment("sweep")
+        barrier, results = context.Barrier(4), context.Queue()
+        workers = [
+            context.Process(target=_log_same_dataset, args=(uri, experiment_id, barrier, 3, results))
+            for _ in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        outcomes = dict(results.get(timeout=120) for _ in workers)
+        for worker in workers:
+            worker.join()
+        assert set(outcomes.values()) == {"ok"}, outcomes
+        for run_id in outcomes:
+            (logged,) = client.get_run(run_id).inputs.dataset_inputs
+            assert logged.dataset.name == "shards"
