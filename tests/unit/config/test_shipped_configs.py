@@ -48,6 +48,7 @@ SHIPPED = {
     "sweep/cpu-books-tuned.yaml": (SweepConfig, []),
     "sweep/cpu-books-long.yaml": (SweepConfig, []),
     "sweep/cpu-books-fill.yaml": (SweepConfig, []),
+    "sweep/cpu-books-mid.yaml": (SweepConfig, []),
     "sweep/cpu-books-small.yaml": (SweepConfig, []),
     "sweep/gpu-books.yaml": (SweepConfig, []),
 }
