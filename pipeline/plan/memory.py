@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.model.args import ModelArgs
-from pipeline.model.loss import LOSS_CHUNK_ROWS
+from pipeline.model.chunks import LOSS_CHUNK_ROWS
 
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
 """``config.parallel``'s; fsdp on a layout with ``dp_replicate`` > 1 is HSDP."""

@@ -68,3 +68,27 @@ def test_console_script_runs():
     assert result.returncode == 0
     for verb in ("demo", "data", "train", "finetune", "eval", "generate", "launch"):
         assert verb in result.stdout
+
+
+HEAVY = ("torch", "mlflow", "deepspeed", "transformers")
+"""Each costs seconds of CPU to import; a verb imports what it needs once its config is valid."""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["launch", "torchrun", "--dry-run", "--nproc-per-node", "2", "--", "train", "train.max_steps=3"],
+    ],
+)
+def test_the_cli_and_a_launcher_import_no_heavy_library(argv):
+    """``lmpipe --help`` and the launcher process a torchrun job starts under import none of torch,
+    MLflow, DeepSpeed or transformers (the memory planner once pulled in torch for one constant: 4 s of CPU
+    on every ``lmpipe`` call)."""
+    code = (
+        "import sys\nfrom pipeline.cli.main import main\ntry:\n    main(sys.argv[1:])\n"
+        "except SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-2000:] + out.stderr[-2000:]
