@@ -1,6 +1,9 @@
 """A checkpoint resumes on another world size: 2 ranks -> 1 process -> 2 ranks, for DDP and FSDP (DCP
-reshards; one DDP process has no process group at all) and ZeRO 1-3 (DeepSpeed's universal checkpoint,
-converted on first need), continuing the same loss curve with every sample seen once.
+reshards; one DDP process has no process group at all) and ZeRO-2 and 3 (DeepSpeed's universal checkpoint,
+converted on first need), continuing the same loss curve with every sample seen once. ZeRO-1 saves and
+converts exactly as ZeRO-2 does (partitioned fp32 optimizer state, whole weights); its case cost CI
+~2.5 min of its 2 cores; ZeRO-1's checkpoints still round-trip and load into one process in
+``test_strategies``.
 
 How, per strategy: one uninterrupted 2-rank torchrun job of 10 steps with checkpoints at 4, 8 and 10 is
 the reference (``conftest.TrainJobs``: trained once per session, the DDP and FSDP ones shared with
@@ -104,7 +107,7 @@ def as_dict(counter: Counter) -> dict[str, dict[int, float]]:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero1", "zero2", "zero3"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero2", "zero3"])
 def test_resume_on_another_world_size_continues_the_same_curve(train_jobs, tmp_path, strategy):
     assert (train_jobs.steps, train_jobs.global_batch) == (STEPS, GLOBAL_BATCH)
     reference = train_jobs.reference(strategy)

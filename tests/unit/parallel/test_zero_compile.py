@@ -66,9 +66,10 @@ def compiled_rank(strategy: str, cache_dir: str) -> tuple[list, list, bool, dict
     shutil.which(os.environ.get("CXX", "g++")) is None,
     reason="torch.compile's inductor needs a C++ compiler (PLATFORM.md §6)",
 )
-@pytest.mark.parametrize("strategy", ["zero1", "zero2"])
-def test_zero1_and_zero2_compile_whole_blocks_with_eager_numbers(strategy, tmp_path):
-    ranks = run_distributed_test(compiled_rank, timeout_s=600, strategy=strategy, cache_dir=str(tmp_path))
+def test_zero2_compiles_whole_blocks_with_eager_numbers(tmp_path):
+    """ZeRO-2 stands for ZeRO-1 too: the same engine and optimizer, plus the gradient-partition hooks that
+    a compiled block must not break (a ZeRO-1 case cost CI another ~70 s of compiling)."""
+    ranks = run_distributed_test(compiled_rank, timeout_s=600, strategy="zero2", cache_dir=str(tmp_path))
     for eager, compiled, every_block, counters in ranks:
         assert every_block and counters == {"graphs": counters["graphs"]} and counters["graphs"] >= 1
         for (loss, norm), (c_loss, c_norm) in zip(eager, compiled):
