@@ -57,8 +57,9 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# --durations: CI's log names the slowest tests, where its time budget goes.
 test: lint
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 # The natural-text shards of configs/sweep/cpu-books.yaml (configs/data/books.yaml): ../shared/corpora's
 # books with the Wikipedia and Common Crawl fixtures -> data/books/{docs,tokenizer,shards}, ~3 min on 2 cores.
