@@ -228,9 +228,9 @@ def huber_objectives(
     shifted = np.exp(terms - top)
     total = shifted.sum(axis=0)
     residual = top + np.log(total) - log_loss
-    size = np.abs(residual)
-    values = np.where(size <= delta, 0.5 * residual**2, delta * (size - 0.5 * delta)).sum(axis=-1)
-    weights = shifted * (np.clip(residual, -delta, delta) / total)  # softmax * Huber', (3, S, P)
+    clipped = np.clip(residual, -delta, delta)  # Huber': squaring it cannot overflow where a start is far off
+    values = (0.5 * clipped**2 + delta * (np.abs(residual) - np.abs(clipped))).sum(axis=-1)
+    weights = shifted * (clipped / total)  # softmax * Huber', (3, S, P)
     gradients = np.stack(
         [
             weights[0].sum(axis=-1),
