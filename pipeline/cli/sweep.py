@@ -328,7 +328,13 @@ def _run_fit(args: argparse.Namespace) -> int:
             d_col=cfg.d_col,
             best=cfg.best_per_point,
         )
-    runs = with_min_tokens(runs, cfg.min_d)
+    kept = with_min_tokens(runs, cfg.min_d)
+    if len(kept) < len(runs):  # a fit never drops points silently
+        print(
+            f"lmpipe: note: {len(runs) - len(kept)} point(s) under min_d={cfg.min_d:g} tokens left out",
+            file=sys.stderr,
+        )
+    runs = kept
     fit = fit_scaling_law(
         runs.n,
         runs.d,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +58,8 @@ def best_per_point(runs: Runs) -> Runs:
 
 
 def with_min_tokens(runs: Runs, min_d: float) -> Runs:
-    """The runs trained on at least ``min_d`` tokens; the count left out goes to stderr, so a fit never
-    drops points silently."""
-    kept = runs.d >= min_d
-    if not kept.all():
-        dropped = int((~kept).sum())
-        print(f"lmpipe: note: {dropped} point(s) under min_d={min_d:g} tokens left out", file=sys.stderr)
-    return runs.subset(kept)
+    """The runs trained on at least ``min_d`` tokens (shorter ones are not in the law's regime)."""
+    return runs.subset(runs.d >= min_d)
 
 
 def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d_col: str = "") -> Runs:

@@ -79,19 +79,9 @@ def log_inputs_racing(client: Any, run_id: str, inputs: list[Any], attempts: int
             client.log_inputs(run_id, datasets=inputs)
             return
         except Exception as exc:
-            if attempt + 1 == attempts or not _is_unique_violation(exc):
+            # MLflow's message carries the database's error, from a SQL store here or a tracking server.
+            if attempt + 1 == attempts or "IntegrityError" not in str(exc):
                 raise
-
-
-def _is_unique_violation(exc: BaseException) -> bool:
-    """True when ``exc`` (or what caused it) is a database uniqueness error, from a SQL store in this
-    process or reported as text by a tracking server."""
-    chain: BaseException | None = exc
-    while chain is not None:
-        if type(chain).__name__ == "IntegrityError" or "IntegrityError" in str(chain):
-            return True
-        chain = chain.__cause__ or chain.__context__
-    return False
 
 
 def link_eval_run(client: Any, checkpoint_run_id: str, eval_run_id: str) -> None:
