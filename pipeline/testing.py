@@ -142,8 +142,10 @@ def _worker(
         WORLD_SIZE=str(world_size),
         LOCAL_WORLD_SIZE=str(world_size),
     )
-    # As torchrun does: the ranks share the cores instead of each taking all of them.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    # As torchrun does: the ranks share the cores instead of each taking all of them, unless the caller
+    # set the count (OMP_NUM_THREADS), as torchrun honours it too.
+    threads = os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) // world_size
+    torch.set_num_threads(max(1, int(threads)))
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
     try:
         result = func(**kwargs)

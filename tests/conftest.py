@@ -6,8 +6,15 @@ A test that needs an optional module or a shared fixture asks ``pipeline.testing
 
 import os
 
-import pytest
-import torch
+# One intra-op thread in the test processes and every process they start: two xdist workers already
+# fill the two cores, and a torch process with two OpenMP threads next to a busy neighbour spins in
+# its barriers (measured: 5x the CPU seconds for the same eval test beside two busy processes).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
