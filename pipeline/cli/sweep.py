@@ -37,6 +37,11 @@ class SweepFitConfig(Config):
     best_per_point: bool = False
     """Fit only the lowest loss of each (N, D) point over all rows, e.g. of two sweeps over one grid that
     differ in batch size (a sweep's own ``fit_points.csv`` already holds one row per point)."""
+    average_seeds: bool = False
+    """Rows of one (N, D, learning rate) are the same run with other seeds: fit their mean loss (before
+    ``best_per_point`` picks a point's learning rate), so one seed's luck weighs less in the law."""
+    lr_col: str = "lr"
+    """Column of learning rates, read with ``average_seeds``."""
     experiment: str = ""
     """Instead of ``csv``: the finished runs of this MLflow experiment (tags N and D, final ``val/loss``)."""
     tracking_uri: str = ""
@@ -131,6 +136,12 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
         action="store_true",
         default=None,
         help="fit each (N, D) point's lowest loss only, over all rows (e.g. of two sweeps of one grid)",
+    )
+    fit.add_argument(
+        "--average-seeds",
+        action="store_true",
+        default=None,
+        help="average the rows of one (N, D, learning rate): the same run with other seeds",
     )
     fit.add_argument("--experiment", help="instead of --csv: the finished runs of this MLflow experiment")
     fit.add_argument("--tracking-uri", help="the experiment's MLflow store (default $MLFLOW_TRACKING_URI)")
@@ -299,6 +310,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         values=dict(
             csv=args.csv,
             best_per_point=args.best_per_point,
+            average_seeds=args.average_seeds,
             experiment=args.experiment,
             tracking_uri=args.tracking_uri,
             n_col=args.n_col,
@@ -327,6 +339,7 @@ def _run_fit(args: argparse.Namespace) -> int:
             c_col=cfg.c_col,
             d_col=cfg.d_col,
             best=cfg.best_per_point,
+            lr_col=cfg.lr_col if cfg.average_seeds else "",
         )
     kept = with_min_tokens(runs, cfg.min_d)
     if len(kept) < len(runs):  # a fit never drops points silently
@@ -335,6 +348,13 @@ def _run_fit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     runs = kept
+    if runs.seeds is not None and (runs.seeds > 1).any():  # say what the points are
+        averaged = runs.seeds[runs.seeds > 1]
+        print(
+            f"lmpipe: note: {len(averaged)} of {len(runs)} points are means over {averaged.min()}"
+            f"{'' if averaged.min() == averaged.max() else f'-{averaged.max()}'} seeds",
+            file=sys.stderr,
+        )
     fit = fit_scaling_law(
         runs.n,
         runs.d,

@@ -1,6 +1,8 @@
 """Runs for a scaling-law fit, read from CSVs: one row per run, model size N, then either its
 training compute C (D = C / 6N) or its tokens D, and its final loss. Several tables (e.g. two sweeps
-over the same grid, one per batch size) can be read as one, each (N, D) point keeping its best run."""
+over the same grid, one per batch size) can be read as one, each (N, D) point keeping its best run; runs
+repeated with another seed (same N, D and learning rate) can be averaged first, so that a point's loss
+carries less of one seed's luck."""
 
 from __future__ import annotations
 
@@ -20,13 +22,19 @@ class Runs:
     n: np.ndarray
     d: np.ndarray
     loss: np.ndarray
+    lr: np.ndarray | None = None
+    """Each run's learning rate, when read (``lr_col``): what tells a seed's replicate from another run."""
+    seeds: np.ndarray | None = None
+    """How many replicate rows each run's loss is the mean of, once averaged (``mean_of_replicates``)."""
 
     def __len__(self) -> int:
         return len(self.n)
 
     def subset(self, index: np.ndarray) -> Runs:
         """The runs at ``index`` (a mask or positions), in that order."""
-        return Runs(n=self.n[index], d=self.d[index], loss=self.loss[index])
+        lr = None if self.lr is None else self.lr[index]
+        seeds = None if self.seeds is None else self.seeds[index]
+        return Runs(n=self.n[index], d=self.d[index], loss=self.loss[index], lr=lr, seeds=seeds)
 
 
 def read_run_tables(
@@ -37,19 +45,48 @@ def read_run_tables(
     c_col: str = "",
     d_col: str = "",
     best: bool = False,
+    lr_col: str = "",
 ) -> Runs:
     """The rows of every table in ``paths``, concatenated; ``best``: only the lowest loss of each (N, D)
-    point, as when the tables are sweeps over the same grid with another hyperparameter."""
-    tables = [read_runs(path, n_col=n_col, loss_col=loss_col, c_col=c_col, d_col=d_col) for path in paths]
-    runs = Runs(*(np.concatenate([getattr(t, key) for t in tables]) for key in ("n", "d", "loss")))
+    point, as when the tables are sweeps over the same grid with another hyperparameter. ``lr_col``: rows
+    of one (N, D, learning rate) are replicates (other seeds) and become one run of their mean loss."""
+    tables = [
+        read_runs(path, n_col=n_col, loss_col=loss_col, c_col=c_col, d_col=d_col, lr_col=lr_col)
+        for path in paths
+    ]
+    keys = ("n", "d", "loss", "lr") if lr_col else ("n", "d", "loss")
+    runs = Runs(*(np.concatenate([getattr(t, key) for t in tables]) for key in keys))
+    if lr_col:
+        runs = mean_of_replicates(runs)
     return best_per_point(runs) if best else runs
 
 
+def _point_keys(runs: Runs) -> list[tuple[float, ...]]:
+    """(N, D) of each run, D at 9 significant digits, so tokens derived from C = 6ND in two tables still
+    meet; with the learning rate (9 digits too) when read."""
+    d = (float(f"{value:.9g}") for value in runs.d.tolist())
+    if runs.lr is None:
+        return list(zip(runs.n.tolist(), d))
+    return list(zip(runs.n.tolist(), d, (float(f"{value:.9g}") for value in runs.lr.tolist())))
+
+
+def mean_of_replicates(runs: Runs) -> Runs:
+    """One run per (N, D, learning rate), its loss the mean over the rows that repeat it with other seeds;
+    runs in order of first appearance."""
+    groups: dict[tuple[float, ...], list[int]] = {}
+    for index, key in enumerate(_point_keys(runs)):
+        groups.setdefault(key, []).append(index)
+    first = np.array([rows[0] for rows in groups.values()], dtype=np.int64)
+    merged = runs.subset(first)
+    loss = np.array([runs.loss[rows].mean() for rows in groups.values()])
+    seeds = np.array([len(rows) for rows in groups.values()], dtype=np.int64)
+    return Runs(n=merged.n, d=merged.d, loss=loss, lr=merged.lr, seeds=seeds)
+
+
 def best_per_point(runs: Runs) -> Runs:
-    """The lowest-loss run of each (N, D) point, points in order of first appearance. D is compared at 9
-    significant digits, so tokens derived from C = 6ND in two tables still meet."""
-    keys = list(zip(runs.n.tolist(), (float(f"{d:.9g}") for d in runs.d.tolist())))
-    best: dict[tuple[float, float], int] = {}
+    """The lowest-loss run of each (N, D) point, points in order of first appearance."""
+    keys = [key[:2] for key in _point_keys(runs)]
+    best: dict[tuple[float, ...], int] = {}
     for index, key in enumerate(keys):
         if key not in best or runs.loss[index] < runs.loss[best[key]]:
             best[key] = index
@@ -62,7 +99,9 @@ def with_min_tokens(runs: Runs, min_d: float) -> Runs:
     return runs.subset(runs.d >= min_d)
 
 
-def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d_col: str = "") -> Runs:
+def read_runs(
+    path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d_col: str = "", lr_col: str = ""
+) -> Runs:
     """Read the named columns (other columns are ignored). Every error is one line that names the file
     and, for a bad cell, its line and column, so a run exported by hand can be found and fixed."""
     if bool(c_col) == bool(d_col):
@@ -73,7 +112,7 @@ def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
-        wanted = [n_col, c_col or d_col, loss_col]
+        wanted = [n_col, c_col or d_col, loss_col, *([lr_col] if lr_col else [])]
         missing = [column for column in wanted if column not in header]
         if missing:
             raise InputError(
@@ -83,10 +122,10 @@ def read_runs(path: str | Path, *, n_col: str, loss_col: str, c_col: str = "", d
         rows = [
             [_positive(row.get(column), path, reader.line_num, column) for column in wanted] for row in reader
         ]
-    values = np.array(rows, dtype=float).reshape(-1, 3)
-    n, second, loss = values.T
+    values = np.array(rows, dtype=float).reshape(-1, len(wanted))
+    n, second, loss = values.T[:3]
     d = second / (6.0 * n) if c_col else second
-    return Runs(n=n, d=d, loss=loss)
+    return Runs(n=n, d=d, loss=loss, lr=values.T[3] if lr_col else None)
 
 
 def _positive(cell: str | None, path: Path, line: int, column: str) -> float:

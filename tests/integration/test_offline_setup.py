@@ -58,27 +58,26 @@ def test_wheelhouse_installs_offline_over_the_images_torch_and_trains_with_zero(
 
     shards = tmp_path / "shards"
     write_random_shards(shards, {"train": [300] * 40, "val": [300] * 8}, vocab_size=300)
-    for strategy in ("ddp", "zero2"):
-        out = tmp_path / f"run-{strategy}"
-        run(
-            [
-                python,
-                "-m",
-                "pipeline.cli",
-                "train",
-                "--config",
-                "configs/train/tiny.yaml",
-                f"data.shards={shards}",
-                f"output_dir={out}",
-                f"parallel.strategy={strategy}",
-                "tracking.enabled=false",
-                "checkpoint.interval=0",
-                "train.max_steps=3",
-                "model.seq_len=32",
-                "model.vocab_size=300",
-                "train.global_batch_size=4",
-                "train.micro_batch_size=4",
-            ]  # fmt: skip
-        )
-        result = json.loads((out / "result.json").read_text())
-        assert result["steps"] == 3 and result["final_val_loss"] < 7.0
+    out = tmp_path / "run-zero2"  # ZeRO trains through DeepSpeed's engine and torch's autograd alike
+    run(
+        [
+            python,
+            "-m",
+            "pipeline.cli",
+            "train",
+            "--config",
+            "configs/train/tiny.yaml",
+            f"data.shards={shards}",
+            f"output_dir={out}",
+            "parallel.strategy=zero2",
+            "tracking.enabled=false",
+            "checkpoint.interval=0",
+            "train.max_steps=3",
+            "model.seq_len=32",
+            "model.vocab_size=300",
+            "train.global_batch_size=4",
+            "train.micro_batch_size=4",
+        ]  # fmt: skip
+    )
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == 3 and result["final_val_loss"] < 7.0

@@ -49,6 +49,8 @@ SHIPPED = {
     "sweep/cpu-books-long.yaml": (SweepConfig, []),
     "sweep/cpu-books-fill.yaml": (SweepConfig, []),
     "sweep/cpu-books-mid.yaml": (SweepConfig, []),
+    "sweep/cpu-books-seed2-hi.yaml": (SweepConfig, []),
+    "sweep/cpu-books-seed2-lo.yaml": (SweepConfig, []),
     "sweep/cpu-books-small.yaml": (SweepConfig, []),
     "sweep/gpu-books.yaml": (SweepConfig, []),
 }

@@ -357,6 +357,37 @@ def test_two_sweeps_of_one_grid_fit_each_points_best_run(small_grid, tmp_path):
         fit("--csv", str(first), str(second), "--c-col", "C")
 
 
+def test_seeds_of_one_run_are_averaged_before_the_best_learning_rate_is_picked(small_grid, tmp_path, capsys):
+    """``--average-seeds``: rows of one (N, D, lr) are replicates; the point's loss is their mean, and the
+    best learning rate is chosen between those means, not between single lucky seeds. Without the flag
+    the lucky seed's row would win the point."""
+    n, d = (x.ravel() for x in np.meshgrid(np.logspace(7, 9, 3), np.logspace(9, 11, 3)))
+    truth = true_loss(n, d)
+    rows = []
+    for i, (size, tokens, loss) in enumerate(zip(n, d, truth)):
+        noise = 0.02 * (1 + i % 3)
+        rows += [(size, tokens, 1e-3, loss + noise), (size, tokens, 1e-3, loss - noise)]  # mean: the law
+        rows.append((size, tokens, 2e-3, loss + 0.5 * noise))  # better than one seed, worse than the mean
+    table = write_csv(tmp_path / "runs.csv", ["N", "D", "lr", "loss"], rows)
+    points = write_csv(tmp_path / "points.csv", ["N", "D", "loss"], zip(n, d, truth))
+
+    def fit(*args: str) -> dict:
+        output = tmp_path / f"fit{len(list(tmp_path.glob('fit*.json')))}.json"
+        assert sweep(["fit", "--d-col", "D", *args, "--output", str(output), "--n-bootstrap", "0"]) == 0
+        return json.loads(output.read_text())
+
+    averaged = fit("--csv", str(table), "--best-per-point", "--average-seeds")
+    assert f"{len(n)} of {len(n)} points are means over 2 seeds" in capsys.readouterr().err
+    reference = fit("--csv", str(points))
+    assert averaged["n_points"] == len(n)
+    assert {key: averaged[key] for key in TRUE} == pytest.approx({key: reference[key] for key in TRUE})
+    lucky = fit("--csv", str(table), "--best-per-point")  # each point's luckiest seed
+    assert lucky["n_points"] == len(n) and lucky["E"] < averaged["E"]
+    assert "seeds" not in capsys.readouterr().err
+    with pytest.raises(USER_ERRORS, match=r"points\.csv: no column 'lr'"):
+        fit("--csv", str(points), "--average-seeds")
+
+
 def test_sweep_fit_draws_the_law_against_its_points(small_grid, tmp_path, capsys):
     """``--plots DIR``: the fitted curves per model size over the points, and fitted against observed, as
     PNG files (a law fitted over several sweeps' tables has no sweep of its own to plot it)."""
