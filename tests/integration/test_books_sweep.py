@@ -146,6 +146,18 @@ COMMITTED_FITS = {
         "final_val_loss",
         "min_d=1048576",
     ],
+    "books-sweep-seed2-lo": [
+        "docs/books-sweep/runs.csv",
+        "docs/books-sweep-long/runs.csv",
+        "docs/books-sweep-fill/runs.csv",
+        "docs/books-sweep-mid/runs.csv",
+        "docs/books-sweep-seed2-lo/runs.csv",
+        "--best-per-point",
+        "--average-seeds",
+        "--loss-col",
+        "final_val_loss",
+        "min_d=1048576",
+    ],
     "books-sweep-fill/fit_with_d16.json": [
         "docs/books-sweep/runs.csv",
         "docs/books-sweep-long/runs.csv",
@@ -162,7 +174,8 @@ made it: the cpu-books points; the tuned law (each point's best run over both ba
 batch-2 runs with cpu-books' batch-8); the batch-2 runs alone, each point the best of its learning rates; the
 grid carried to 6.29M tokens (cpu-books-long) with both earlier tables, and with the batch-8 table only;
 the batch-8 grid with its 4.19M column (cpu-books-fill) from 1.05M tokens up, and the same with d16L2
-(cpu-books-small); that grid with its 3.15M column too (cpu-books-mid)."""
+(cpu-books-small); that grid with its 3.15M column too (cpu-books-mid), and with a second seed of its 1.05M
+column averaged in (cpu-books-seed2-lo)."""
 
 
 @pytest.mark.parametrize("name", COMMITTED_FITS)
