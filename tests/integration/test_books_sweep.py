@@ -158,6 +158,19 @@ COMMITTED_FITS = {
         "final_val_loss",
         "min_d=1048576",
     ],
+    "books-sweep-seed2-hi": [
+        "docs/books-sweep/runs.csv",
+        "docs/books-sweep-long/runs.csv",
+        "docs/books-sweep-fill/runs.csv",
+        "docs/books-sweep-mid/runs.csv",
+        "docs/books-sweep-seed2-lo/runs.csv",
+        "docs/books-sweep-seed2-hi/runs.csv",
+        "--best-per-point",
+        "--average-seeds",
+        "--loss-col",
+        "final_val_loss",
+        "min_d=1048576",
+    ],
     "books-sweep-fill/fit_with_d16.json": [
         "docs/books-sweep/runs.csv",
         "docs/books-sweep-long/runs.csv",
@@ -175,7 +188,7 @@ batch-2 runs with cpu-books' batch-8); the batch-2 runs alone, each point the be
 grid carried to 6.29M tokens (cpu-books-long) with both earlier tables, and with the batch-8 table only;
 the batch-8 grid with its 4.19M column (cpu-books-fill) from 1.05M tokens up, and the same with d16L2
 (cpu-books-small); that grid with its 3.15M column too (cpu-books-mid), and with a second seed of its 1.05M
-column averaged in (cpu-books-seed2-lo)."""
+column averaged in (cpu-books-seed2-lo), and with the 6.29M column's too (cpu-books-seed2-hi)."""
 
 
 @pytest.mark.parametrize("name", COMMITTED_FITS)
