@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from data_prep.arrays import nonempty
 from data_prep.config import DedupConfig
 from data_prep.dedup.minhash import BATCH_DOCS, band_hashes, fold_texts, minhash_signatures
 from pipeline.core.files import atomic_open
@@ -93,7 +94,7 @@ def compute_keys(paths: Sequence[Path], cfg: DedupConfig, keys_dir: Path, task: 
             folded = fold_texts(batch.column("text")) if cfg.exact or cfg.minhash.enabled else None
             if cfg.exact:  # a text of symbols only folds to "": its own characters are its key
                 raw = batch.column("text")
-                parts["text"].append(_text_hashes(pc.if_else(pc.equal(folded, ""), raw, folded)))
+                parts["text"].append(_text_hashes(pc.if_else(nonempty(folded), folded, raw)))
             if cfg.url:
                 parts["url"].append(_url_hashes(batch.column("url"), batch.column("source"), url_sources))
             if cfg.minhash.enabled:

@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data_prep.arrays import integers, nonempty, string_array
 from data_prep.config import MinHashConfig
 
 BATCH_DOCS = 512
@@ -87,7 +88,7 @@ def _hash_strings(strings: pa.Array) -> np.ndarray:
 def fold_texts(texts: Sequence[str] | pa.Array) -> pa.Array:
     """Lowercase; every run of characters that are not letters, digits or marks -> one space; trimmed.
     Exact dedup hashes these folded texts; MinHash shingles their words."""
-    texts = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
+    texts = texts if isinstance(texts, pa.Array) else string_array(texts)
     return pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(texts), _FOLD, " "))
 
 
@@ -95,11 +96,9 @@ def _shingle_hashes(folded: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarra
     """Shingle folded texts; returns (32-bit shingle hashes as uint64, shingles per doc)."""
     # Splitting "" gives [""]: a null instead gives no words.
     word_lists = pc.utf8_split_whitespace(
-        pc.if_else(pc.equal(folded, ""), pa.scalar(None, pa.string()), folded)
+        pc.if_else(nonempty(folded), folded, pa.nulls(len(folded), pa.string()))
     )
-    words_per_doc = (
-        pc.list_value_length(word_lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    )
+    words_per_doc = integers(pc.list_value_length(word_lists)).astype(np.int64)
     words = pc.list_flatten(word_lists)
     shingles_per_doc = np.where(
         words_per_doc >= ngram, words_per_doc - ngram + 1, np.minimum(words_per_doc, 1)
@@ -107,7 +106,7 @@ def _shingle_hashes(folded: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarra
     if len(words) == 0:
         return np.zeros(0, _U64), shingles_per_doc
     encoded = pc.dictionary_encode(words)
-    word_hashes = _hash_strings(encoded.dictionary)[encoded.indices.to_numpy(zero_copy_only=False)]
+    word_hashes = _hash_strings(encoded.dictionary)[integers(encoded.indices)]
     # A shingle starts at each word with ngram-1 words after it; shorter docs get one
     # shingle of all their words (the window clipped to the doc's last word).
     doc_word_starts = np.cumsum(words_per_doc) - words_per_doc

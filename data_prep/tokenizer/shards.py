@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from data_prep.arrays import numeric_array
 from pipeline.core.files import file_sha256
 
 COLUMN = "input_ids"
@@ -103,7 +104,7 @@ class ShardWriter:
         np.cumsum(lengths, out=offsets[1:])
         values = np.concatenate(self._tokens)
         rows = pa.ListArray.from_arrays(
-            pa.array(offsets), pa.array(values), type=self.schema.field(COLUMN).type
+            numeric_array(offsets), numeric_array(values), type=self.schema.field(COLUMN).type
         )
         name = shard_name(self.split, self.source, self.task, len(self.entries))
         path = self.output_dir / SHARDS_SUBDIR / name

@@ -16,6 +16,7 @@ from time import perf_counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep.arrays import string_array
 from data_prep.document import Document
 from data_prep.stats import StageStats, utf8_length
 
@@ -96,10 +97,8 @@ class ParquetWriter:
             [d.url for d in batch],
             [json.dumps(d.metadata, ensure_ascii=False, sort_keys=True) for d in batch],
         ]
-        # from_arrays, not pa.table(dict): the dict path imports pandas (0.25 s) to check for frames.
-        self._writer.write_table(
-            pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], schema=SCHEMA)
-        )
+        # string_array, not pa.array: that imports pandas (data_prep.arrays says why it matters).
+        self._writer.write_table(pa.Table.from_arrays([string_array(c) for c in columns], schema=SCHEMA))
         for doc in batch:
             self.stats.keep(utf8_length(doc.text))
         self._rows_in_shard += len(batch)
