@@ -43,9 +43,57 @@ class BaseFilter:
                 continue
             finally:
                 stats.seconds += perf_counter() - start
-            keep, reason = verdict if isinstance(verdict, tuple) else (verdict, "filtered")
-            if keep:
-                stats.keep(utf8_length(doc.text))
+            if self._book(doc, verdict):
                 yield doc
-            else:
-                stats.drop(reason)
+
+    def _book(self, doc: Document, verdict: bool | tuple[bool, str]) -> bool:
+        """Counts a verdict as kept (with the bytes kept) or dropped (with its reason); True to keep."""
+        keep, reason = verdict if isinstance(verdict, tuple) else (verdict, "filtered")
+        if keep:
+            self.stats.keep(utf8_length(doc.text))
+        else:
+            self.stats.drop(reason)
+        return keep
+
+
+class BatchFilter(BaseFilter):
+    """A stage whose work is cheaper for many documents at once (one numpy pass instead of a Python
+    loop per document): subclasses implement ``filter_batch``. ``run`` hands it up to ``batch_docs``
+    documents or about ``batch_chars`` characters at a time, so memory stays bounded, and books each
+    verdict as ``BaseFilter`` does; documents come out in the order they came in. A batch stage
+    decides every document it is given: it has no ``document_errors``."""
+
+    batch_docs: ClassVar[int] = 256
+    batch_chars: ClassVar[int] = 1 << 22
+
+    def filter_batch(self, docs: list[Document]) -> list[bool | tuple[bool, str]]:
+        """One verdict per document, as ``filter`` returns."""
+        raise NotImplementedError
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+    def run(self, docs: Iterable[Document]) -> Iterator[Document]:
+        stats = self.stats
+        for batch in self._batches(docs):
+            stats.input += len(batch)
+            start = perf_counter()
+            verdicts = self.filter_batch(batch)
+            stats.seconds += perf_counter() - start
+            for doc, verdict in zip(batch, verdicts, strict=True):
+                if self._book(doc, verdict):
+                    yield doc
+
+    def _batches(self, docs: Iterable[Document]) -> Iterator[list[Document]]:
+        """Consecutive batches of ``docs``: at most ``batch_docs`` documents, closed once they hold
+        ``batch_chars`` characters (a single longer document is a batch of its own)."""
+        batch: list[Document] = []
+        chars = 0
+        for doc in docs:
+            batch.append(doc)
+            chars += len(doc.text)
+            if len(batch) >= self.batch_docs or chars >= self.batch_chars:
+                yield batch
+                batch, chars = [], 0
+        if batch:
+            yield batch

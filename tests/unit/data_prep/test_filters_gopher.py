@@ -8,11 +8,8 @@ import time
 from data_prep.config import QualityFilterConfig, RepetitionFilterConfig
 from data_prep.document import Document
 from data_prep.filters import BaseFilter, QualityFilter, RepetitionFilter
-from data_prep.filters.repetition import (
-    duplicate_ngram_chars,
-    duplicate_shares,
-    top_ngram_chars,
-)
+from data_prep.filters.ngrams import ngram_chars
+from data_prep.filters.repetition import duplicate_shares
 
 PROSE = (
     "Varnholt is a small market town in the north of the region. The town lies on the banks of a wide river, "
@@ -90,13 +87,12 @@ def test_repetition_char_fractions_catch_few_but_long_repeats():
 
 def test_repetition_helpers_count_overlaps_once():
     assert duplicate_shares(["a", "bb", "a", "a"], 10) == (0.5, 2 / 10)  # over the document's characters
-    words = ["a", "b", "c", "d", "e", "a", "b", "c", "d", "e", "a", "b", "c", "d", "e", "f"]
-    lengths = [1] * len(words)
-    assert duplicate_ngram_chars(words, lengths, 5) == 15  # every word but "f", each counted once
-    assert duplicate_ngram_chars(words, lengths, 10) == 15  # "a..e a..e" occurs twice, overlapping
-    assert duplicate_ngram_chars(["a", "b", "c", "d", "e", "f"], [1] * 6, 5) == 0
-    assert top_ngram_chars(["x", "y", "x", "y", "x", "y"], 2) == 6  # ("x", "y") three times
-    assert top_ngram_chars(["a", "b", "c"], 2) == 0  # nothing repeats
+    counted = ngram_chars(["a b c d e a b c d e a b c d e f", "a b c d e f", "x y x y x y", "a b c"])
+    assert counted.duplicate[0, 0] == 15  # 5-grams: every word but "f", each counted once
+    assert counted.duplicate[0, 5] == 15  # 10-grams: "a..e a..e" occurs twice, overlapping
+    assert counted.duplicate[1].tolist() == [0] * 6  # nothing repeats
+    assert counted.top[2, 0] == 6  # ("x", "y") three times
+    assert counted.top[3].tolist() == [0, 0, 0]  # nothing repeats
 
 
 def test_repetition_is_linear_in_document_length():

@@ -19,7 +19,7 @@ from data_prep.dedup.removal import plan_removals
 from data_prep.document import Document
 from data_prep.extract.html import html_to_text
 from data_prep.filters import C4Filter, FineWebQualityFilter, RepetitionFilter
-from data_prep.filters.repetition import split_words
+from data_prep.filters.ngrams import split_words
 from data_prep.writers.parquet import ParquetWriter
 
 ARTICLE = [
@@ -39,21 +39,17 @@ def test_repetition_fractions_are_over_the_documents_characters():
     punctuation count, as in Gopher's "fraction of characters") passes the 0.20 threshold."""
     filler = " ".join(f"w{i:03d}x" for i in range(70))
     text = f"{filler} " + " ".join(["ab cd."] * 30)
-    words = split_words(text)
+    word_chars = int(split_words([text]).chars_before[-1])
     top_chars = 4 * 30
-    assert top_chars / sum(map(len, words)) > 0.20 > top_chars / len(text)
+    assert top_chars / word_chars > 0.20 > top_chars / len(text)
     cfg = RepetitionFilterConfig(top_ngram_fractions=[0.20, 1.0, 1.0], duplicate_ngram_fractions=[1.0] * 6)
     assert kept(RepetitionFilter(cfg), Document("d", text, "cc")) == ["d"]
 
 
 def test_repetition_keeps_hyphenated_and_dotted_words_whole():
-    assert split_words("A state-of-the-art v1.2.3 build, (really)!") == [
-        "A",
-        "state-of-the-art",
-        "v1.2.3",
-        "build",
-        "really",
-    ]
+    words = split_words(["A state-of-the-art v1.2.3 build, (really)!"])
+    lengths = np.diff(words.chars_before).tolist()
+    assert lengths == [len("A"), len("state-of-the-art"), len("v1.2.3"), len("build"), len("really")]
 
 
 def test_repetition_does_not_count_a_top_ngram_seen_once():
