@@ -15,7 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf._utils import get_omega_conf_dumper
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from pipeline.core.errors import ConfigError
@@ -89,7 +91,16 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return OmegaConf.to_yaml(OmegaConf.structured(self))
+        """What ``OmegaConf.to_yaml`` writes (its dumper quotes strings that would load as another type),
+        without building an OmegaConf tree first: that took 0.05-0.15 CPU-s for a prep config, paid by
+        every run (a tenth of a small prep)."""
+        return yaml.dump(
+            self.to_dict(),
+            Dumper=get_omega_conf_dumper(),
+            default_flow_style=False,
+            allow_unicode=True,
+            sort_keys=False,
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved config as YAML (the copy kept next to every output)."""

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from data_prep.config import PrepConfig
 from data_prep.tokenizer.config import TokenizeConfig, TokenizerTrainConfig
@@ -65,6 +66,22 @@ def test_every_shipped_config_is_covered():
 def test_shipped_config_loads(name):
     cls, overrides = SHIPPED[name]
     cls.load(CONFIGS / name, overrides)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_saved_yaml_is_omegaconfs_and_loads_back_equal(name, tmp_path):
+    """``to_yaml`` skips OmegaConf's tree (slow) but must write what it writes: strings that read as
+    numbers or booleans ("1e5", "true") quoted, lists as block lists."""
+    cls, overrides = SHIPPED[name]
+    config = cls.load(CONFIGS / name, overrides)
+    assert config.to_yaml() == OmegaConf.to_yaml(OmegaConf.structured(config))
+    assert cls.load(config.save(tmp_path / "saved.yaml")) == config
+
+
+def test_saved_yaml_quotes_strings_that_would_load_as_other_types(tmp_path):
+    config = PrepConfig(input=["1e5", "true", "null", "1.5", "~"], output="007")
+    assert config.to_yaml() == OmegaConf.to_yaml(OmegaConf.structured(config))
+    assert PrepConfig.load(config.save(tmp_path / "saved.yaml")) == config
 
 
 def test_demo_yaml_matches_builtin_defaults():
