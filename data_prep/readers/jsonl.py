@@ -8,6 +8,11 @@ told by magic bytes (gzip, zstd through pyarrow), not by name.
 Counted per non-blank line: ``input``; ``dropped`` ``empty_text``; ``errors``
 ``invalid_utf8``, ``invalid_json``, ``missing_text`` (with ``file:line``), and once
 ``truncated_file`` for a cut or corrupt compressed stream (the lines before it are kept).
+
+JSON may escape half of a surrogate pair (``"\\udc80"``), which decodes to a string that cannot
+be UTF-8: every later stage (Arrow arrays, the Parquet writer) would fail on it. Such halves
+become U+FFFD in every field, and ``counts`` says how many documents had them
+(``lone_surrogates``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -24,6 +30,8 @@ from data_prep.inputs import input_name, location_of, open_input
 from data_prep.stats import StageStats
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def read_jsonl(
@@ -57,6 +65,11 @@ def read_jsonl(
                 except json.JSONDecodeError as exc:
                     stats.error("invalid_json", f"{path}:{line_no} ({exc.msg} at column {exc.colno})")
                     continue
+                if "\\u" in line and _ESCAPED_SURROGATE.search(line):  # cheap: most lines escape nothing
+                    fixed = _without_surrogates(row)
+                    if fixed != row:
+                        stats.count("lone_surrogates")
+                        row = fixed
                 text = row.get(text_key) if isinstance(row, dict) else None
                 if not isinstance(text, str):
                     stats.error("missing_text", f"{path}:{line_no} (no string {text_key!r} field)")
@@ -66,7 +79,7 @@ def read_jsonl(
                     continue
                 metadata = _metadata(row.get(metadata_key))
                 metadata.update((key, value) for key, value in row.items() if key not in known)
-                stats.keep(len(text.encode("utf-8", errors="surrogatepass")))
+                stats.keep(len(text.encode("utf-8")))
                 yield Document(
                     id=str(row[id_key]) if row.get(id_key) is not None else f"{name}:{line_no}",
                     text=text,
@@ -107,3 +120,14 @@ def _open(source: Any) -> Iterator[IO[bytes]]:
                 yield f
         else:
             yield raw
+
+
+def _without_surrogates(value: Any) -> Any:
+    """A parsed JSON value with every lone surrogate in its strings (keys too) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(key): _without_surrogates(item) for key, item in value.items()}
+    return value

@@ -126,6 +126,20 @@ def test_jsonl_fields_are_configurable(tmp_path):
     assert (doc.text, doc.id) == ("hello", "7")
 
 
+def test_jsonl_lone_surrogates_become_replacement_characters_and_reach_parquet(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"text": "half \\udc80 pair", "url": "https://x/\\uD800", "metadata": {"k": "\\udfff"}}\n'
+        '{"text": "a whole pair \\ud83d\\ude00 stays"}\n'
+    )
+    docs, stats = read("jsonl", path)
+    assert [doc.text for doc in docs] == ["half \ufffd pair", "a whole pair \U0001f600 stays"]
+    assert docs[0].url == "https://x/\ufffd" and docs[0].metadata == {"k": "\ufffd"}
+    assert stats.counts == {"lone_surrogates": 1} and stats.kept == 2
+    [shard] = ParquetWriter(tmp_path / "docs", "t", 10).write(iter(docs))  # Arrow takes only UTF-8
+    assert read("parquet", shard)[0][0].text == "half \ufffd pair"
+
+
 def test_parquet_round_trip_with_our_writer(tmp_path):
     docs = [
         Document(f"id{i}", f"text {i} é", "cc" if i % 2 else "wiki", f"https://x/{i}", {"i": i, "w": "x"})
