@@ -26,7 +26,7 @@ import numpy as np
 from timing import median_seconds
 
 from data_prep.config import DedupConfig
-from data_prep.dedup.keys import compute_keys, keys_path
+from data_prep.dedup.keys import compute_keys, key_rows, keys_path
 from data_prep.dedup.minhash import near_duplicate_labels
 from data_prep.dedup.removal import plan_removals
 from data_prep.document import Document
@@ -147,7 +147,8 @@ def main() -> None:
         )
         summary = cluster()
         labels = near_duplicate_labels(
-            [np.load(keys_path(work / "keys", task, "bands")) for task in tasks], cfg.num_bands
+            [np.load(keys_path(work / "keys", task))[key_rows(dedup)["bands"]] for task in tasks],
+            cfg.num_bands,
         )
     removed = np.flatnonzero(labels != np.arange(len(labels)))
     found = {(int(labels[g]), int(g)) for g in removed}

@@ -41,7 +41,7 @@ from time import perf_counter
 from typing import Any
 
 from data_prep.config import PrepConfig
-from data_prep.dedup.keys import compute_keys, enabled_kinds, keys_path
+from data_prep.dedup.keys import compute_keys, keys_path
 from data_prep.dedup.removal import RemovalFilter, plan_removals
 from data_prep.document import Document
 from data_prep.executor import Stage
@@ -318,8 +318,9 @@ def _filtered_intact(cfg: PrepConfig, task: Task) -> bool:
     """The task's filtered shards and keys are still on disk (not cleaned up after an earlier run)."""
     out = Path(cfg.output)
     marker = json.loads(marker_path(out, "prep", task).read_text())
-    return all((out / FILTERED / name).exists() for name in marker["shards"]) and all(
-        keys_path(out / KEYS, task.name, kind).exists() for kind in enabled_kinds(cfg.dedup)
+    return (
+        all((out / FILTERED / name).exists() for name in marker["shards"])
+        and keys_path(out / KEYS, task.name).exists()
     )
 
 

@@ -5,7 +5,7 @@ documents; ``data_prep.dedup.removal`` calls ``near_duplicate_labels`` on every 
 bands at once. The steps:
 
 1. Normalise each text (lowercase, runs of non-letters/digits folded into one space;
-   ``fold_texts``), hash its word 5-gram shingles to 32 bits and take
+   ``data_prep.dedup.fold``), hash its word 5-gram shingles to 32 bits and take
    ``num_bands * rows_per_band`` MinHashes (``minhash_signatures``).
 2. Hash each band's ``rows_per_band`` MinHashes into one 64-bit value (``band_hashes``).
 3. Per band, sort the band hashes of all documents; equal neighbours are candidate
@@ -47,8 +47,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep.arrays import integers, nonempty, string_array
+from data_prep.arrays import integers, nonempty
 from data_prep.config import MinHashConfig
+from data_prep.dedup.fold import fold_texts
 
 BATCH_DOCS = 512
 """Documents normalised and shingled together: a batch of web pages (~1k words each) makes ~0.5M
@@ -56,7 +57,6 @@ shingles, i.e. a few 4 MB index arrays; larger batches buy no speed and cost mem
 CHUNK_SHINGLES = 1 << 13
 """Shingles hashed at once: a (permutations, chunk) uint64 array, 7 MB for 112 permutations. Small
 enough to stay in cache between the multiply, the add and the min: 1.5x faster than 1 << 15."""
-_FOLD = r"[^\p{L}\p{N}\p{M}]+"
 _U64 = np.uint64
 _WORD_BASE = _U64(0x100000001B3)
 _COMBINE = _U64(0x9E3779B97F4A7C15)
@@ -83,13 +83,6 @@ def _hash_strings(strings: pa.Array) -> np.ndarray:
     from_end = np.repeat(starts + lengths, lengths) - 1 - np.arange(len(data))
     terms = (data.astype(_U64) + _U64(1)) * powers[from_end]
     return _mix64(np.add.reduceat(terms, starts) ^ lengths.astype(_U64))
-
-
-def fold_texts(texts: Sequence[str] | pa.Array) -> pa.Array:
-    """Lowercase; every run of characters that are not letters, digits or marks -> one space; trimmed.
-    Exact dedup hashes these folded texts; MinHash shingles their words."""
-    texts = texts if isinstance(texts, pa.Array) else string_array(texts)
-    return pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(texts), _FOLD, " "))
 
 
 def _shingle_hashes(folded: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,9 +9,10 @@ of its group, by one reason each, in this precedence:
 - ``near_duplicate``: in a MinHash-LSH cluster whose keeper (its centre: ``minhash.near_duplicate_labels``)
   is another document.
 
-It writes ``<dedup_dir>/remove/<task>.npy`` for every task, an ``(k, 2)`` int64 array of
-(position in the task, reason code), sorted by position. ``RemovalFilter`` then streams the
-task's filtered documents, in the same order, and drops the listed ones.
+It writes ``<dedup_dir>/remove/<task>.npy`` for every task that loses documents, an ``(k, 2)``
+int64 array of (position in the task, reason code), sorted by position; a task without one loses
+none (the directory is emptied first, so no earlier run's file can stand in). ``RemovalFilter``
+then streams the task's filtered documents, in the same order, and drops the listed ones.
 
 Memory: 16 bytes a document for exact keys, 8 for URL keys, and per band 16 (the column and
 its sort order); the keys are memory-mapped (files over 1 MiB). ``minhash.py`` says how the
@@ -20,6 +21,7 @@ band search splits further when one machine is not enough.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from time import perf_counter
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from data_prep.config import DedupConfig
-from data_prep.dedup.keys import keys_path, save_atomic
+from data_prep.dedup.keys import key_height, key_rows, keys_of, keys_path, save_atomic
 from data_prep.dedup.minhash import near_duplicate_labels
 from data_prep.document import Document
 from data_prep.filters.base import BaseFilter
@@ -40,6 +42,12 @@ REASONS = ("duplicate", "duplicate_url", "near_duplicate")
 
 def removal_path(dedup_dir: Path, task: str) -> Path:
     return Path(dedup_dir) / "remove" / f"{task}.npy"
+
+
+def task_removals(dedup_dir: Path, task: str) -> np.ndarray:
+    """A task's (position, reason code) rows; none when the cluster stage wrote no file for it."""
+    path = removal_path(dedup_dir, task)
+    return np.load(path) if path.exists() else np.zeros((0, 2), np.int64)
 
 
 def _not_first(keys: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
@@ -58,20 +66,23 @@ def _not_first(keys: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarr
 def plan_removals(
     dedup_dir: Path, keys_dir: Path, tasks: Sequence[str], sizes: Sequence[int], cfg: DedupConfig
 ) -> dict[str, Any]:
-    """Write ``remove/<task>.npy`` for every task (``sizes``: its filtered document count); returns
+    """Write ``remove/<task>.npy`` for every task that loses documents (``sizes``: each task's filtered
+    document count); returns
     ``{"docs", "removed": {reason: n}, "clusters", "seconds"}``."""
     start = perf_counter()
     n = int(sum(sizes))
     reasons = np.zeros(n, np.uint8)
 
+    rows = key_rows(cfg)
+    arrays = [_load(keys_path(keys_dir, task)) for task in tasks]
+    for task, array, size in zip(tasks, arrays, sizes):
+        if array.shape != (key_height(cfg), size):
+            raise ValueError(
+                f"{keys_path(keys_dir, task)}: keys of shape {array.shape}, task has {size} docs"
+            )
+
     def load(kind: str) -> list[np.ndarray]:
-        arrays = [_load(keys_path(keys_dir, task, kind)) for task in tasks]
-        for task, array, size in zip(tasks, arrays, sizes):
-            if array.shape[-1 if kind == "bands" else 0] != size:
-                raise ValueError(
-                    f"{keys_path(keys_dir, task, kind)}: keys for {array.shape} docs, task has {size}"
-                )
-        return arrays
+        return [keys_of(array, rows[kind], kind) for array in arrays]
 
     labels = np.arange(n)
     if cfg.minhash.enabled:
@@ -87,9 +98,12 @@ def plan_removals(
     # duplicates is not reported as a near-duplicate cluster.
     clusters = len(np.unique(labels[reasons == 3]))
     offsets = np.cumsum(sizes) - np.asarray(sizes, np.int64)
+    shutil.rmtree(Path(dedup_dir) / "remove", ignore_errors=True)
     for task, offset, size in zip(tasks, offsets.tolist(), sizes):
         codes = reasons[offset : offset + size]
         positions = np.flatnonzero(codes)
+        if not len(positions):  # most tasks of a crawl: a file each would cost more than the rest
+            continue
         save_atomic(
             removal_path(dedup_dir, task), np.stack([positions, codes[positions]], axis=1).astype(np.int64)
         )
@@ -124,7 +138,7 @@ class RemovalFilter(BaseFilter):
 
     @classmethod
     def for_task(cls, dedup_dir: Path, task: str) -> RemovalFilter:
-        return cls(np.load(removal_path(dedup_dir, task)))
+        return cls(task_removals(dedup_dir, task))
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         index, self._index = self._index, self._index + 1

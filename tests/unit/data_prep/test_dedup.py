@@ -14,7 +14,7 @@ import pytest
 from data_prep.config import DedupConfig, MinHashConfig
 from data_prep.dedup.keys import compute_keys, normalize_url
 from data_prep.dedup.minhash import minhash_signatures
-from data_prep.dedup.removal import RemovalFilter, plan_removals, removal_path
+from data_prep.dedup.removal import RemovalFilter, plan_removals, task_removals
 from data_prep.document import Document
 from data_prep.writers.parquet import ParquetWriter
 from pipeline.core.errors import ConfigError
@@ -73,7 +73,7 @@ def dedup_run(
             verdict = step.filter(doc)
             if verdict is not True:
                 removed[doc.id] = verdict[1]
-        assert len(np.load(removal_path(workdir, task))) == sum(d.id in removed for d in task_docs)
+        assert len(task_removals(workdir, task)) == sum(d.id in removed for d in task_docs)
     assert sum(summary["removed"].values()) == len(removed)
     return removed
 
