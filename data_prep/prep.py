@@ -2,11 +2,11 @@
 
 A run is up to three stages (DESIGN §4, §8), each a list of tasks on an executor:
 
-1. ``prep``, one task per input (a local file or a URL): read -> extract -> url -> c4 ->
-   quality -> repetition -> language -> badwords -> pii -> write, each document streaming
-   through every enabled stage, so memory does not grow with the file. Pre-extracted
-   formats (WET, JSONL, Parquet, HF datasets) skip extraction. Quality runs before language
-   so junk is dropped as junk rather than as "no language". With dedup on, the task writes
+1. ``prep``, one task per input (a local file or a URL): read -> extract -> url -> language ->
+   repetition -> quality -> c4 -> fineweb -> badwords -> pii -> write (FineWeb's order), each
+   document streaming through every enabled stage (a batch stage holds at most a few hundred),
+   so memory does not grow with the file. Pre-extracted formats (WET, JSONL, Parquet, HF
+   datasets) skip extraction. With dedup on, the task writes
    ``filtered/`` and then its dedup keys (``data_prep.dedup.keys``); with it off, ``docs/``.
 2. ``cluster``, one task over all inputs: decides which documents are exact, URL or near
    duplicates of an earlier one (``data_prep.dedup.removal``).
@@ -112,7 +112,7 @@ def run_prep(cfg: PrepConfig, progress: Progress | None = None) -> dict[str, Any
         cfg.save(out / CONFIG_FILE)
         make_executor(cfg).run_stages(stages, progress)
         stats = merged_stats(cfg, tasks, wall_seconds=perf_counter() - start)
-        _write_json(stats_path, stats)
+        _write_json(stats_path, stats, indent=2)
         failed = {result["path"]: result["error"] for result in stats.get("failed", {}).values()}
         # A rerun redoes only the failed inputs' prep tasks: the others' filtered shards must stay.
         if cfg.dedup.enabled and not cfg.dedup.keep_intermediate and not failed:
@@ -385,10 +385,11 @@ def _task_name(item: InputFile) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]', '_', item.name)}-{digest}"
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Temp file + rename: a reader sees the old file or the new one, never half of one."""
+def _write_json(path: Path, data: dict[str, Any], indent: int | None = None) -> None:
+    """Temp file + rename: a reader sees the old file or the new one, never half of one. Markers are
+    for the code (one line, encoded in C); ``stats.json`` is for people (``indent=2``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, data)
+    atomic_write_json(path, data, indent)
 
 
 def _reporting(docs: Iterator[Document], read_stats: StageStats, progress: Progress) -> Iterator[Document]:

@@ -48,9 +48,11 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     os.replace(tmp, path)
 
 
-def atomic_write_json(path: str | Path, data: Any) -> Path:
-    """``atomic_write_text`` of ``data`` as indented UTF-8 JSON, one trailing newline."""
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
+    """``atomic_write_text`` of ``data`` as UTF-8 JSON, one trailing newline: indented for people, or on
+    one line (``indent=None``) for files only programs read, which Python encodes in C, several times
+    faster than indented."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
 
 
 def file_sha256(path: str | Path) -> str:
