@@ -8,7 +8,7 @@ response records, then ``detect_encoding`` + ``bytes_to_str`` +
 ``extract_plain_text(main_content=True)`` + ``detect_fast`` on every HTML body. Extraction
 dominates both, so the ratio says how much our streaming, filters, dedup and writing cost on top
 of it (PLATFORM.md "Extraction speed": target >= 0.6x). Both run in this process and are timed in
-CPU seconds (interleaved, median of 3 after a warm-up), so other load on a shared machine does
+CPU seconds (interleaved, median of 5 after a warm-up), so other load on a shared machine does
 not move the ratio.
 
 Two inputs: the generated corpus's WARC (synthetic pages), and, when present, the real Common
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import glob
 import io
+import json
 import os
 import shutil
 import statistics
@@ -64,16 +65,27 @@ def ours(paths: list[Path], out: Path, workers: int = 1) -> int:
     return stats["totals"]["input"]
 
 
-def compare(label: str, paths: list[Path], work: Path) -> tuple[str, int, float, float]:
-    """(label, responses, ours docs/CPU-s, anchor docs/CPU-s)."""
+def compare(label: str, paths: list[Path], work: Path) -> tuple[str, int, float, float, str]:
+    """(label, responses, ours docs/CPU-s, anchor docs/CPU-s, where ours spent its last run by stage).
+    Five rounds: single ratios on this shared machine move by +-0.08."""
     seconds, counts = median_seconds(
         {"ours": lambda: ours(paths, work / "prep_out"), "anchor": lambda: resiliparse_anchor(paths)},
+        reps=5,
         clock=time.process_time,
     )
     if counts["ours"] != counts["anchor"]:
         raise RuntimeError(f"{label}: ours read {counts['ours']} response records, anchor {counts['anchor']}")
     n = counts["anchor"]
-    return label, n, n / seconds["ours"], n / seconds["anchor"]
+    return label, n, n / seconds["ours"], n / seconds["anchor"], stage_split(work / "prep_out")
+
+
+def stage_split(out: Path) -> str:
+    """Each stage's seconds in a finished run's stats.json (its own clock: wall time, indicative), and the
+    rest of the run's task time (markers, keys files, the cluster stage)."""
+    stats = json.loads((out / "stats.json").read_text())
+    stages = {name: stage["seconds"] for name, stage in stats["stages"].items() if stage["seconds"] >= 0.005}
+    rest = stats["totals"]["seconds"] - sum(stats["stages"][name]["seconds"] for name in stats["stages"])
+    return ", ".join(f"{name} {value:.2f}" for name, value in stages.items()) + f", rest {max(rest, 0):.2f} s"
 
 
 def scaling(label: str, paths: list[Path], work: Path) -> tuple[str, float, float, float]:
@@ -155,7 +167,7 @@ def main() -> None:
         f"\n{'prep path (1 worker)':<24} {'responses':>9} {'ours docs/CPU-s':>16} {'anchor':>8} "
         f"{'ratio':>7} {'target':>7}"
     )
-    for label, n, ours_rate, anchor_rate in rows:
+    for label, n, ours_rate, anchor_rate, _ in rows:
         ratio = ours_rate / anchor_rate
         verdict = "ok" if ratio >= TARGET else "BELOW"
         print(
@@ -164,8 +176,10 @@ def main() -> None:
         )
     print(
         "anchor: fastwarc + resiliparse detect_encoding/bytes_to_str/"
-        "extract_plain_text(main_content)/detect_fast; CPU seconds, median of 3 after a warm-up"
+        "extract_plain_text(main_content)/detect_fast; CPU seconds, median of 5 after a warm-up"
     )
+    for label, *_, split in rows:
+        print(f"  ours by stage, {label}: {split}")
     cores = os.cpu_count()
     print(f"\n{'workers 2 vs 1':<24} {'throughput':>10} {'CPU seconds':>12}  load avg (1 min), {cores} cores")
     for label, speedup, cpu_ratio, load in scaled:
