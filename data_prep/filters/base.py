@@ -5,6 +5,15 @@ in, what was kept, what was dropped and why (``dropped[<reason>]``), the documen
 stage could not process (``errors``), and the time spent deciding. Extractors and
 dedup are filters too: an extractor rewrites ``doc.text`` and drops what comes out
 empty, so every stage reads and reports the same way.
+
+Each stage takes its input a batch at a time (up to ``batch_docs`` documents or about
+``batch_chars`` characters) and decides the whole batch before passing it on, instead of
+sending each document through every stage before reading the next. The work is the same;
+running one stage's code over many documents in a row keeps its code and tables in the
+CPU's caches: 9-13% less CPU for the synthetic WARC (5,898 small pages; batches of 64 against
+batches of 1, alternated in one process), no change beyond the noise for the CC fixtures (files
+of 1-22 pages, a batch each either way). Memory stays bounded by a batch per stage, and
+documents come out in the order they came in.
 """
 
 from __future__ import annotations
@@ -31,9 +40,17 @@ class BaseFilter:
         """True to keep; False or ``(False, reason)`` to drop."""
         raise NotImplementedError
 
+    batch_docs: ClassVar[int] = 64
+    batch_chars: ClassVar[int] = 1 << 22
+
     def run(self, docs: Iterable[Document]) -> Iterator[Document]:
-        stats = self.stats
-        for doc in docs:
+        for batch in self._batches(docs):
+            yield from self._decide(batch)
+
+    def _decide(self, batch: list[Document]) -> list[Document]:
+        """The documents of ``batch`` this stage keeps, each verdict booked."""
+        stats, kept = self.stats, []
+        for doc in batch:
             stats.input += 1
             start = perf_counter()
             try:
@@ -44,45 +61,8 @@ class BaseFilter:
             finally:
                 stats.seconds += perf_counter() - start
             if self._book(doc, verdict):
-                yield doc
-
-    def _book(self, doc: Document, verdict: bool | tuple[bool, str]) -> bool:
-        """Counts a verdict as kept (with the bytes kept) or dropped (with its reason); True to keep."""
-        keep, reason = verdict if isinstance(verdict, tuple) else (verdict, "filtered")
-        if keep:
-            self.stats.keep(utf8_length(doc.text))
-        else:
-            self.stats.drop(reason)
-        return keep
-
-
-class BatchFilter(BaseFilter):
-    """A stage whose work is cheaper for many documents at once (one numpy pass instead of a Python
-    loop per document): subclasses implement ``filter_batch``. ``run`` hands it up to ``batch_docs``
-    documents or about ``batch_chars`` characters at a time, so memory stays bounded, and books each
-    verdict as ``BaseFilter`` does; documents come out in the order they came in. A batch stage
-    decides every document it is given: it has no ``document_errors``."""
-
-    batch_docs: ClassVar[int] = 256
-    batch_chars: ClassVar[int] = 1 << 22
-
-    def filter_batch(self, docs: list[Document]) -> list[bool | tuple[bool, str]]:
-        """One verdict per document, as ``filter`` returns."""
-        raise NotImplementedError
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        return self.filter_batch([doc])[0]
-
-    def run(self, docs: Iterable[Document]) -> Iterator[Document]:
-        stats = self.stats
-        for batch in self._batches(docs):
-            stats.input += len(batch)
-            start = perf_counter()
-            verdicts = self.filter_batch(batch)
-            stats.seconds += perf_counter() - start
-            for doc, verdict in zip(batch, verdicts, strict=True):
-                if self._book(doc, verdict):
-                    yield doc
+                kept.append(doc)
+        return kept
 
     def _batches(self, docs: Iterable[Document]) -> Iterator[list[Document]]:
         """Consecutive batches of ``docs``: at most ``batch_docs`` documents, closed once they hold
@@ -97,3 +77,35 @@ class BatchFilter(BaseFilter):
                 batch, chars = [], 0
         if batch:
             yield batch
+
+    def _book(self, doc: Document, verdict: bool | tuple[bool, str]) -> bool:
+        """Counts a verdict as kept (with the bytes kept) or dropped (with its reason); True to keep."""
+        keep, reason = verdict if isinstance(verdict, tuple) else (verdict, "filtered")
+        if keep:
+            self.stats.keep(utf8_length(doc.text))
+        else:
+            self.stats.drop(reason)
+        return keep
+
+
+class BatchFilter(BaseFilter):
+    """A stage whose work is cheaper for many documents at once (one numpy pass instead of a Python
+    loop per document): subclasses implement ``filter_batch``, which gets each batch whole. A batch
+    stage decides every document it is given: it has no ``document_errors``."""
+
+    batch_docs: ClassVar[int] = 256
+
+    def filter_batch(self, docs: list[Document]) -> list[bool | tuple[bool, str]]:
+        """One verdict per document, as ``filter`` returns."""
+        raise NotImplementedError
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+    def _decide(self, batch: list[Document]) -> list[Document]:
+        stats = self.stats
+        stats.input += len(batch)
+        start = perf_counter()
+        verdicts = self.filter_batch(batch)
+        stats.seconds += perf_counter() - start
+        return [doc for doc, verdict in zip(batch, verdicts, strict=True) if self._book(doc, verdict)]

@@ -11,7 +11,7 @@ import pytest
 
 from data_prep.config import RepetitionFilterConfig
 from data_prep.document import Document
-from data_prep.filters.base import BatchFilter
+from data_prep.filters.base import BaseFilter, BatchFilter
 from data_prep.filters.ngrams import DUPLICATE_NGRAM_SIZES, EDGE_PUNCTUATION, TOP_NGRAM_SIZES, ngram_chars
 from data_prep.filters.repetition import RepetitionFilter
 
@@ -118,3 +118,30 @@ def test_keys_ranked_down_where_they_could_overflow_count_the_same(monkeypatch):
     monkeypatch.setattr("data_prep.filters.ngrams._INT64_LIMIT", 16)
     counted = ngram_chars(texts)
     assert (counted.top == expected.top).all() and (counted.duplicate == expected.duplicate).all()
+
+
+class Recording(BaseFilter):
+    """Keeps every document but "bad", whose ValueError counts as a document error; logs each call."""
+
+    batch_docs = 3
+    document_errors = (ValueError,)
+
+    def __init__(self, name: str, calls: list[str]) -> None:
+        super().__init__()
+        self.name, self.calls = name, calls
+
+    def filter(self, doc):
+        self.calls.append(f"{self.name}{doc.id}")
+        if doc.text == "bad":
+            raise ValueError("broken")
+        return True
+
+
+def test_each_stage_decides_a_whole_batch_before_the_next_stage_sees_it():
+    calls: list[str] = []
+    first, second = Recording("a", calls), Recording("b", calls)
+    docs = [Document(str(i), "bad" if i == 1 else "ok", "cc") for i in range(5)]
+    assert [doc.id for doc in second.run(first.run(iter(docs)))] == ["0", "2", "3", "4"]
+    # b's first batch of 3 needs a's second batch too (a kept 2 of its first 3): a decides 0-4, then b
+    assert calls == ["a0", "a1", "a2", "a3", "a4", "b0", "b2", "b3", "b4"]
+    assert (first.stats.input, first.stats.kept, list(first.stats.errors)) == (5, 4, ["ValueError"])
