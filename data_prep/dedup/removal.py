@@ -73,10 +73,10 @@ def plan_removals(
     n = int(sum(sizes))
     reasons = np.zeros(n, np.uint8)
 
-    rows = key_rows(cfg)
+    rows, height = key_rows(cfg), key_height(cfg)
     arrays = [_load(keys_path(keys_dir, task)) for task in tasks]
     for task, array, size in zip(tasks, arrays, sizes):
-        if array.shape != (key_height(cfg), size):
+        if array.shape != (height, size):
             raise ValueError(
                 f"{keys_path(keys_dir, task)}: keys of shape {array.shape}, task has {size} docs"
             )

@@ -25,6 +25,9 @@ from typing import ClassVar
 from data_prep.document import Document
 from data_prep.stats import StageStats, utf8_length
 
+Verdict = bool | tuple[bool, str]
+"""What a stage says of a document: True to keep, False or ``(False, reason)`` to drop."""
+
 
 class BaseFilter:
     name: ClassVar[str]
@@ -32,16 +35,16 @@ class BaseFilter:
     document_errors: ClassVar[tuple[type[Exception], ...]] = ()
     """Exceptions that mean "this document is broken": counted as errors and skipped.
     Anything else is a bug and propagates."""
+    batch_docs: ClassVar[int] = 64
+    batch_chars: ClassVar[int] = 1 << 22
+    """A batch closes at this many documents or once it holds this many characters."""
 
     def __init__(self) -> None:
         self.stats = StageStats()
 
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+    def filter(self, doc: Document) -> Verdict:
         """True to keep; False or ``(False, reason)`` to drop."""
         raise NotImplementedError
-
-    batch_docs: ClassVar[int] = 64
-    batch_chars: ClassVar[int] = 1 << 22
 
     def run(self, docs: Iterable[Document]) -> Iterator[Document]:
         for batch in self._batches(docs):
@@ -78,7 +81,7 @@ class BaseFilter:
         if batch:
             yield batch
 
-    def _book(self, doc: Document, verdict: bool | tuple[bool, str]) -> bool:
+    def _book(self, doc: Document, verdict: Verdict) -> bool:
         """Counts a verdict as kept (with the bytes kept) or dropped (with its reason); True to keep."""
         keep, reason = verdict if isinstance(verdict, tuple) else (verdict, "filtered")
         if keep:
@@ -95,11 +98,11 @@ class BatchFilter(BaseFilter):
 
     batch_docs: ClassVar[int] = 256
 
-    def filter_batch(self, docs: list[Document]) -> list[bool | tuple[bool, str]]:
+    def filter_batch(self, docs: list[Document]) -> list[Verdict]:
         """One verdict per document, as ``filter`` returns."""
         raise NotImplementedError
 
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+    def filter(self, doc: Document) -> Verdict:
         return self.filter_batch([doc])[0]
 
     def _decide(self, batch: list[Document]) -> list[Document]:

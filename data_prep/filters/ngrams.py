@@ -103,7 +103,7 @@ def _word_keys(words: Words) -> np.ndarray:
     key built on it could overflow int64."""
     keys = words.doc * words.vocab + words.ids
     if words.docs * words.vocab * words.vocab >= _INT64_LIMIT:
-        keys = np.unique(keys, return_inverse=True)[1].astype(np.int64)
+        keys = _group(keys)[0]
     return keys
 
 

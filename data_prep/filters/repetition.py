@@ -19,11 +19,10 @@ import re
 
 from data_prep.config import RepetitionFilterConfig
 from data_prep.document import Document
-from data_prep.filters.base import BatchFilter
+from data_prep.filters.base import BatchFilter, Verdict
 from data_prep.filters.ngrams import DUPLICATE_NGRAM_SIZES, TOP_NGRAM_SIZES, ngram_chars
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
-Verdict = bool | tuple[bool, str]
 
 
 class RepetitionFilter(BatchFilter):
