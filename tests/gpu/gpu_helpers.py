@@ -129,6 +129,7 @@ def train_job(shards: Path, output: Path, *overrides: str, nproc: int = 1, cuda:
             _train_rank,
             world_size=nproc,
             backend="nccl" if cuda else "gloo",
+            start_method="spawn",  # a CUDA rank initialises CUDA itself: no fork from a shared server
             timeout_s=300,
             shards=str(shards),
             output=str(output),
