@@ -98,12 +98,13 @@ def require_fixture(relative: str | Path, root: Path = SHARED_FIXTURES) -> Path:
 
 FORKSERVER_PRELOAD = [
     *("torch", "torch.distributed.checkpoint", "torch.distributed.fsdp", "torch._dynamo", "pandas"),
-    *("pipeline.parallel.registry", "pipeline.train.pretrain", "deepspeed"),
+    *("pipeline.parallel.registry", "pipeline.train.pretrain", "pipeline.cli.main", "deepspeed"),
+    *("mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store"),
 ]
 """What the fork server imports once, so that a rank forked from it starts in ~0.3 s instead of spending
 ~4-7 CPU-s importing torch, DCP, dynamo (the optimizer's first step imports it), pandas (pyarrow's first
-array does) and DeepSpeed. Nothing here initialises CUDA or runs a parallel region (a forked child must
-not inherit either); a module that is not installed is skipped by the server."""
+array does), DeepSpeed and MLflow's SQL store. Nothing here initialises CUDA or runs a parallel region
+(a forked child must not inherit either); a module that is not installed is skipped by the server."""
 
 
 def run_distributed_test(
@@ -176,10 +177,10 @@ def _worker(
     finally:
         dist.destroy_process_group()
     (Path(result_dir) / f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
-    _exit_without_finalizing()
+    exit_without_finalizing()
 
 
-def _exit_without_finalizing() -> NoReturn:
+def exit_without_finalizing() -> NoReturn:
     """End a rank whose result is written: Python's exit handlers run, interpreter finalization does not.
 
     Finalization destroys what the test's libraries left alive (DeepSpeed keeps its process groups and

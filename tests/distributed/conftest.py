@@ -2,18 +2,17 @@
 tables made, and the uninterrupted 2-rank training runs the resume tests compare against.
 
 Most of a short job's time is start-up, not steps: each rank imports torch (and DeepSpeed), and a job
-that opens a fresh MLflow sqlite store first runs MLflow's schema migrations (seconds). So a store is
-migrated once and copied; a reference run that two tests compare against (the DDP and FSDP ones: the
-world-size test and the SIGKILL test) is trained once; and the next reference trains while a test
-resumes its copies (``TrainJobs``). What each test proves is unchanged: it still compares its own
-resumed jobs with an uninterrupted run of its strategy.
+that opens a fresh MLflow sqlite store first runs MLflow's schema migrations (seconds). So the jobs'
+ranks are forked from a server that imported all that once (``pipeline.testing_jobs``; the SIGKILL test
+kills a real ``lmpipe launch torchrun`` job); a store is migrated once and copied; a reference run that
+two tests compare against (the DDP and FSDP ones: the world-size test and the SIGKILL test) is trained
+once; and the next reference trains while a test resumes its copies (``TrainJobs``). What each test
+proves is unchanged: it still compares its own resumed jobs with an uninterrupted run of its strategy.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.testing import kill_tree, make_tiny_corpus, require_module
+from pipeline.testing import make_tiny_corpus, require_module
+from pipeline.testing_jobs import ForkedJob, run_job, start_job
 
 LMPIPE = str(Path(sys.executable).with_name("lmpipe"))
 STEPS, GLOBAL_BATCH, CHECKPOINT_INTERVAL = 10, 8, 4
@@ -37,13 +37,15 @@ def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
 def train_command(nproc: int, shards: Path, output: Path, uri: str, *options: str) -> list[str]:
     """``lmpipe train`` of the shared shape: one plain process for ``nproc`` 1, else a torchrun job.
     ``uri`` empty: tracking off."""
-    launch = (
-        ["train"] if nproc == 1 else ["launch", "torchrun", "--nproc-per-node", str(nproc), "--", "train"]
-    )
+    launch = [] if nproc == 1 else ["launch", "torchrun", "--nproc-per-node", str(nproc), "--"]
+    return [LMPIPE, *launch, *train_argv(shards, output, uri, *options)]
+
+
+def train_argv(shards: Path, output: Path, uri: str, *options: str) -> list[str]:
+    """The ``lmpipe`` arguments of a job of the shared shape (``train ...``)."""
     tracking = [f"tracking.uri={uri}"] if uri else ["tracking.enabled=false"]
     return [
-        LMPIPE,
-        *launch,
+        "train",
         f"data.shards={shards}",
         f"output_dir={output}",
         "model.seq_len=64",
@@ -61,15 +63,8 @@ def train_command(nproc: int, shards: Path, output: Path, uri: str, *options: st
     ]
 
 
-JOB_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+JOB_ENV = {"OMP_NUM_THREADS": "1"}
 """One thread per rank: the machine has few cores."""
-
-
-def run_job(cmd: list[str]) -> str:
-    """Run a job to its end; its stdout."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=JOB_ENV)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
 
 
 @dataclass(frozen=True)
@@ -97,14 +92,19 @@ class TrainJobs:
         self.template = root / "mlflow-empty.db"
         MlflowClient = require_module("mlflow.tracking").MlflowClient  # noqa: N806 (a class)
         MlflowClient(tracking_uri=f"sqlite:///{self.template}").search_experiments()  # migrates it
-        self.started: dict[str, subprocess.Popen[bytes]] = {}
+        self.started: dict[str, ForkedJob] = {}
         self.references: dict[str, Reference] = {}
 
     def command(self, nproc: int, output: Path, uri: str, *options: str) -> list[str]:
+        """The job as a command line, for a test that kills it (launcher, torchrun and ranks)."""
         return train_command(nproc, self.shards, output, uri, *options)
 
-    def run(self, cmd: list[str]) -> str:
-        return run_job(cmd)
+    def run(self, nproc: int, output: Path, uri: str, *options: str) -> str:
+        """Run the job on ``nproc`` ranks forked from the fork server (``pipeline.testing_jobs``); its
+        output."""
+        log = output.with_name(f"{output.name}.job.log")
+        log.unlink(missing_ok=True)
+        return run_job(train_argv(self.shards, output, uri, *options), nproc, log, JOB_ENV)
 
     def store(self, db_path: Path) -> str:
         """A fresh MLflow sqlite store at ``db_path`` (a copy of the one migrated once); its URI."""
@@ -120,11 +120,8 @@ class TrainJobs:
             return
         output = self.output(strategy)
         uri = self.store(output.with_suffix(".db"))
-        cmd = self.command(2, output, uri, f"parallel.strategy={strategy}")
-        with open(output.with_suffix(".log"), "wb") as log:  # the child holds its own copy
-            self.started[strategy] = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=JOB_ENV, start_new_session=True
-            )
+        argv = train_argv(self.shards, output, uri, f"parallel.strategy={strategy}")
+        self.started[strategy] = start_job(argv, 2, output.with_suffix(".log"), JOB_ENV)
 
     def reference(self, strategy: str) -> Reference:
         """The uninterrupted 2-rank run of ``strategy``; tests only read it (they resume copies)."""
@@ -133,7 +130,7 @@ class TrainJobs:
             later = [name for name in self.planned if name not in self.started]
             if later:
                 self.start(later[0])
-            code = self.started[strategy].wait(timeout=300)
+            code = self.started[strategy].wait(300)
             output = self.output(strategy)
             stdout = output.with_suffix(".log").read_text()
             assert code == 0, stdout[-6000:]
@@ -142,10 +139,8 @@ class TrainJobs:
 
     def stop(self) -> None:
         """Kill the background references no test asked for (a run stopped early, ``-x``)."""
-        for process in self.started.values():
-            if process.poll() is None:
-                kill_tree(process.pid)  # the launcher, torchrun and both ranks (each in its own session)
-                process.wait()
+        for job in self.started.values():
+            job.kill()
 
 
 @pytest.fixture(scope="session")

@@ -58,9 +58,7 @@ def test_sigkill_then_resume_auto_continues_the_same_curve(train_jobs, tmp_path,
     killed_at = read_meta(newest_checkpoint(output))["step"]
     assert killed_at == 4, "the run was killed before or long after its first checkpoint"
 
-    resumed = step_losses(
-        train_jobs.run(train_jobs.command(2, output, uri, *options, "checkpoint.resume=auto"))
-    )
+    resumed = step_losses(train_jobs.run(2, output, uri, *options, "checkpoint.resume=auto"))
     assert sorted(resumed) == list(range(killed_at + 1, 11))
     assert resumed == {step: loss for step, loss in whole.items() if step > killed_at}
     meta = read_meta(newest_checkpoint(output))

@@ -26,7 +26,7 @@ def test_zero3_reports_the_models_n(train_jobs, tmp_path):
     numbers; its 2-rank run cost CI ~45 s to say so)."""
     output, uri = tmp_path / "zero3", train_jobs.store(tmp_path / "zero3.db")
     options = ("parallel.strategy=zero3", "train.max_steps=2", "checkpoint.interval=0", WIDE)
-    train_jobs.run(train_jobs.command(2, output, uri, *options))
+    train_jobs.run(2, output, uri, *options)
     zero3 = json.loads((output / "result.json").read_text())
     client = require_module("mlflow.tracking").MlflowClient(tracking_uri=uri)
     tags = client.get_run(zero3["mlflow_run_id"]).data.tags

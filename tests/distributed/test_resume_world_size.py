@@ -119,7 +119,7 @@ def test_resume_on_another_world_size_continues_the_same_curve(train_jobs, tmp_p
     one = root / "one"
     copy_stopped_after(reference.output, 4, one)
     before = metrics(one)
-    output = train_jobs.run(train_jobs.command(1, one, uri(one), f"parallel.strategy={strategy}", RESUME))
+    output = train_jobs.run(1, one, uri(one), f"parallel.strategy={strategy}", RESUME)
     assert "resuming from" in output and "step 4" in output
     assert_continues(logged_since(before, one), whole, after=4)
     meta = read_meta(newest_checkpoint(one))
@@ -135,7 +135,7 @@ def test_resume_on_another_world_size_continues_the_same_curve(train_jobs, tmp_p
     two = root / "two"
     copy_stopped_after(one, 8, two)
     before = metrics(two)
-    train_jobs.run(train_jobs.command(2, two, uri(two), f"parallel.strategy={strategy}", RESUME))
+    train_jobs.run(2, two, uri(two), f"parallel.strategy={strategy}", RESUME)
     assert_continues(logged_since(before, two), whole, after=8)
     if strategy.startswith("zero"):
         assert (two / "checkpoints" / "step_8" / UNIVERSAL_TAG).is_dir()

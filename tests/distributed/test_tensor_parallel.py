@@ -132,7 +132,7 @@ def test_pretraining_with_tensor_parallel_consolidates_and_exports(train_jobs, t
     from pipeline.train.checkpoint import consolidate, load_consolidated, load_model_for_inference
 
     tp_run = tmp_path / "tp"
-    stdout = train_jobs.run(train_jobs.command(4, tp_run, "", "parallel.strategy=fsdp", "parallel.tp=2"))
+    stdout = train_jobs.run(4, tp_run, "", "parallel.strategy=fsdp", "parallel.tp=2")
     tp_result = json.loads((tp_run / "result.json").read_text())
     fsdp_result = json.loads((train_jobs.reference("fsdp").output / "result.json").read_text())
     for key in ("first_train_loss", "last_train_loss", "final_val_loss"):
