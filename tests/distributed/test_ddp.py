@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -12,6 +14,7 @@ from pipeline.model.transformer import build_model
 from pipeline.parallel.dist import init_distributed
 from pipeline.parallel.registry import parallelize
 from pipeline.testing import run_distributed_test
+from pipeline.testing_jobs import start_job
 from pipeline.train.loop import train_step
 
 pytestmark = pytest.mark.distributed
@@ -91,3 +94,22 @@ def fail_on_rank_one() -> None:
 def test_run_distributed_test_raises_a_ranks_error():
     with pytest.raises(Exception, match="rank one broke"):
         run_distributed_test(fail_on_rank_one, world_size=2)
+
+
+def where_am_i() -> tuple[str | None, str]:
+    return os.environ.get("LMPIPE_TEST_MARK"), os.getcwd()
+
+
+def test_ranks_see_the_callers_environment_and_directory_as_they_are_at_the_call(tmp_path, monkeypatch):
+    """A rank forked from the fork server (started by an earlier call, with that call's environment)
+    still sees this call's environment and working directory, as a spawned one would."""
+    run_distributed_test(sum_ranks, world_size=2, scale=1.0)  # the server is up before the change
+    monkeypatch.setenv("LMPIPE_TEST_MARK", "now")
+    monkeypatch.chdir(tmp_path)
+    assert run_distributed_test(where_am_i, world_size=2) == [("now", str(tmp_path))] * 2
+
+
+def test_a_forked_lmpipe_job_reports_its_exit_code_and_output(tmp_path):
+    job = start_job(["train", "--config", str(tmp_path / "missing.yaml")], 2, tmp_path / "job.log")
+    assert job.wait(120) == 2  # a user error: exit 2 and one line, from rank 0 only
+    assert (tmp_path / "job.log").read_text().count("lmpipe: error:") == 1
