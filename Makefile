@@ -41,8 +41,11 @@ WHEELHOUSE_BINARY := omegaconf rich pyyaml hjson msgpack psutil py-cpuinfo pydan
 	packaging tqdm setuptools wheel
 WHEELHOUSE_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
 	--platform manylinux_2_28_x86_64 --platform any
-wheelhouse: setup
+# Its own venv comes from the index (WHEELS= unset for that step): with WHEELS=dir, a stale .venv stamp
+# (pyproject.toml edited since) would install offline from the wheelhouse it has yet to fill.
+wheelhouse:
 	@test -n "$(WHEELS)" || { echo "usage: make wheelhouse WHEELS=dir [PY_VERSION=3.12]" >&2; exit 2; }
+	$(MAKE) setup WHEELS=
 	$(PYTHON) -m pip download --quiet --only-binary=:all: --python-version $(PY_VERSION) \
 		$(WHEELHOUSE_PLATFORMS) -d $(WHEELS) $(WHEELHOUSE_BINARY)
 	DS_BUILD_OPS=0 $(PYTHON) -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEELS) \

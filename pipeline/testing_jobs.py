@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from pipeline.cli.main import main
 from pipeline.testing import FORKSERVER_PRELOAD, exit_without_finalizing, free_port
 
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -99,8 +100,6 @@ def _rank(rank: int, argv: list[str], nproc: int, port: int, log: str, environme
     out = os.open(log, os.O_WRONLY | os.O_APPEND)
     os.dup2(out, 1)
     os.dup2(out, 2)
-    from pipeline.cli.main import main
-
     sys.argv = ["lmpipe", *argv]
     try:
         code = main(argv)
