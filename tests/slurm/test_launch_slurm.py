@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from launch.slurm.state import JobState, job_states
-from pipeline.testing import kill_tree, make_tiny_corpus
+from pipeline.testing import make_tiny_corpus
+from pipeline.testing_jobs import ForkedJob, start_job
 from pipeline.train.checkpoint import newest_checkpoint
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -73,7 +74,8 @@ Reference = tuple[dict[int, float], dict]
 
 
 class References:
-    """The same training under a local 2-rank torchrun, one run per strategy.
+    """The same training on 2 local ranks (forked, ``pipeline.testing_jobs``: the Slurm jobs are the
+    torchrun runs here), one run per strategy.
 
     Each preempted job is compared with its own strategy's run: over 60 steps the strategies' curves
     part by more than the printed losses' precision (another summation order, amplified as the tiny
@@ -83,7 +85,7 @@ class References:
 
     def __init__(self, shards: Path, root: Path) -> None:
         self.shards, self.root = shards, root
-        self.started: dict[str, subprocess.Popen[bytes]] = {}
+        self.started: dict[str, ForkedJob] = {}
         self.finished: dict[str, Reference] = {}
 
     def start(self, strategy: str) -> None:
@@ -93,20 +95,12 @@ class References:
         verb = train_args(
             self.shards, f"output_dir={output}", "tracking.enabled=false", f"parallel.strategy={strategy}"
         )
-        with open(output.with_suffix(".log"), "wb") as log:  # the child holds its own copy
-            self.started[strategy] = subprocess.Popen(
-                [LMPIPE, "launch", "torchrun", "--nproc-per-node", "2", "--", *verb],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=ENV,
-                start_new_session=True,
-            )
+        self.started[strategy] = start_job(verb, 2, output.with_suffix(".log"), {"OMP_NUM_THREADS": "1"})
 
     def get(self, strategy: str) -> Reference:
         if strategy not in self.finished:
             self.start(strategy)
-            code = self.started[strategy].wait(timeout=240)
+            code = self.started[strategy].wait(240)
             output = self.root / strategy
             log = output.with_suffix(".log").read_text()
             assert code == 0, log[-4000:]
@@ -117,10 +111,8 @@ class References:
 
     def stop(self) -> None:
         """Kill a run no test waited for (a test that failed first)."""
-        for process in self.started.values():
-            if process.poll() is None:
-                kill_tree(process.pid)  # the launcher, torchrun and both ranks
-                process.wait()
+        for job in self.started.values():
+            job.kill()
 
 
 @pytest.fixture(scope="module")
