@@ -24,6 +24,8 @@ import torch.multiprocessing as mp
 from pipeline.cli.main import main
 from pipeline.testing import FORKSERVER_PRELOAD, exit_without_finalizing, free_port
 
+GRACE_S = 10.0
+"""How long the other ranks may run on after one failed, before they are terminated."""
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -36,10 +38,12 @@ class ForkedJob:
 
     def wait(self, timeout_s: float = 300.0) -> int:
         """0 once every rank exited 0; else the first failing rank's exit code (its traceback is in the
-        log), the other ranks terminated. Raises TimeoutError after ``timeout_s``."""
+        log), the other ranks ended after a grace period (rank 0 may still be printing the error that
+        another rank, exiting first, met too). Raises TimeoutError after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         try:
-            while not self.context.join(max(0.0, deadline - time.monotonic())):  # False: one rank ended
+            # False: one rank ended and others run on.
+            while not self.context.join(max(0.0, deadline - time.monotonic()), grace_period=GRACE_S):
                 if time.monotonic() >= deadline:
                     self.kill()
                     raise TimeoutError(f"job of {self.log} still running after {timeout_s} s")
