@@ -15,11 +15,9 @@ as under torchrun.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib
 import json
-import multiprocessing
 import os
 import pickle
 import random
@@ -50,6 +48,7 @@ from data_prep.tokenizer.shards import SHARDS_SUBDIR, ShardWriter, token_dtype
 from data_prep.tokenizer.tokenize import tokenize
 from data_prep.tokenizer.train import train_tokenizer
 from pipeline.core.files import file_sha256
+from pipeline.testing_ranks import Caller, adopt_caller, exit_without_finalizing, forkserver_caller
 from pipeline.train.checkpoint import newest_checkpoint
 
 SHARED_FIXTURES = Path(
@@ -96,17 +95,6 @@ def require_fixture(relative: str | Path, root: Path = SHARED_FIXTURES) -> Path:
     return path
 
 
-FORKSERVER_PRELOAD = [
-    *("torch", "torch.distributed.checkpoint", "torch.distributed.fsdp", "torch._dynamo", "pandas"),
-    *("pipeline.parallel.registry", "pipeline.train.pretrain", "pipeline.cli.main", "deepspeed"),
-    *("mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store"),
-]
-"""What the fork server imports once, so that a rank forked from it starts in ~0.3 s instead of spending
-~4-7 CPU-s importing torch, DCP, dynamo (the optimizer's first step imports it), pandas (pyarrow's first
-array does), DeepSpeed and MLflow's SQL store. Nothing here initialises CUDA or runs a parallel region
-(a forked child must not inherit either); a module that is not installed is skipped by the server."""
-
-
 def run_distributed_test(
     func: Callable[..., Any],
     world_size: int = 2,
@@ -119,13 +107,11 @@ def run_distributed_test(
     """Call ``func(**kwargs)`` on ``world_size`` ranks; return each rank's return value, by rank.
 
     An exception in any rank is raised here with that rank's traceback. ``start_method`` "forkserver"
-    (default) forks each rank from a server that imported :data:`FORKSERVER_PRELOAD` once per calling
-    process: the test suite starts ~100 ranks, and importing torch in each was most of their CPU time.
+    (default) forks each rank from a server that imported ``testing_ranks.FORKSERVER_PRELOAD`` once per
+    calling process: the suite starts ~100 ranks, and importing torch in each was most of their CPU time.
     "spawn" starts a fresh interpreter per rank: for CUDA ranks, which a process must initialise itself.
     """
-    if start_method == "forkserver":
-        multiprocessing.set_forkserver_preload(FORKSERVER_PRELOAD)  # read when the server first starts
-    caller = (dict(os.environ), os.getcwd())  # a forked rank would see the server's, from its start
+    caller = forkserver_caller()
     with tempfile.TemporaryDirectory(prefix="lmpipe-dist-") as tmp:
         mp.start_processes(
             _worker,
@@ -153,20 +139,9 @@ def _worker(
     timeout_s: float,
     result_dir: str,
     kwargs: dict[str, Any],
-    caller: tuple[dict[str, str], str],
+    caller: Caller,
 ) -> None:
-    environment, cwd = caller
-    os.environ.clear()
-    os.environ.update(environment)
-    os.chdir(cwd)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_WORLD_SIZE=str(world_size),
-    )
+    adopt_caller(caller, rank, world_size, port)
     # As torchrun does: the ranks share the cores instead of each taking all of them, unless the caller
     # set the count (OMP_NUM_THREADS), as torchrun honours it too.
     threads = os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) // world_size
@@ -178,21 +153,6 @@ def _worker(
         dist.destroy_process_group()
     (Path(result_dir) / f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
     exit_without_finalizing()
-
-
-def exit_without_finalizing() -> NoReturn:
-    """End a rank whose result is written: Python's exit handlers run, interpreter finalization does not.
-
-    Finalization destroys what the test's libraries left alive (DeepSpeed keeps its process groups and
-    engines in module globals and reference cycles) after the interpreter has begun tearing down; one
-    time in ~10 under load that aborted a rank whose work was done ("terminate called without an active
-    exception", no Python frame on the stack: test_zero_bf16 in CI, 2026-12-07). What a test asserts is
-    the function's result, so the rank leaves as soon as that is safe on disk.
-    """
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def make_tiny_corpus(

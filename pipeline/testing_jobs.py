@@ -10,7 +10,6 @@ A job of one process gets no torchrun variables, as a plain ``lmpipe train`` has
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import time
@@ -22,11 +21,11 @@ import torch
 import torch.multiprocessing as mp
 
 from pipeline.cli.main import main
-from pipeline.testing import FORKSERVER_PRELOAD, exit_without_finalizing, free_port
+from pipeline.testing import free_port
+from pipeline.testing_ranks import Caller, adopt_caller, exit_without_finalizing, forkserver_caller
 
 GRACE_S = 10.0
 """How long the other ranks may run on after one failed, before they are terminated."""
-TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass
@@ -66,13 +65,12 @@ class ForkedJob:
 def start_job(argv: Sequence[str], nproc: int, log: Path, env: dict[str, str] | None = None) -> ForkedJob:
     """Start ``lmpipe <argv>`` on ``nproc`` forked ranks, their stdout and stderr appended to ``log``;
     ``env`` over the caller's environment."""
-    multiprocessing.set_forkserver_preload(FORKSERVER_PRELOAD)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.touch()
-    environment = {**os.environ, **(env or {})}
+    environment, cwd = forkserver_caller()
     context = mp.start_processes(
         _rank,
-        args=(list(argv), nproc, free_port(), str(log), environment, os.getcwd()),
+        args=(list(argv), nproc, free_port(), str(log), ({**environment, **(env or {})}, cwd)),
         nprocs=nproc,
         start_method="forkserver",
         join=False,
@@ -89,16 +87,8 @@ def run_job(argv: Sequence[str], nproc: int, log: Path, env: dict[str, str] | No
     return output
 
 
-def _rank(rank: int, argv: list[str], nproc: int, port: int, log: str, environment: dict, cwd: str) -> None:
-    os.environ.clear()
-    os.environ.update(environment)
-    for name in TORCHRUN_VARIABLES:
-        os.environ.pop(name, None)
-    if nproc > 1:
-        world = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": nproc, "LOCAL_WORLD_SIZE": nproc}
-        os.environ.update({name: str(value) for name, value in world.items()})
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    os.chdir(cwd)
+def _rank(rank: int, argv: list[str], nproc: int, port: int, log: str, caller: Caller) -> None:
+    adopt_caller(caller, rank, nproc, port)
     if os.environ.get("OMP_NUM_THREADS"):  # torch read it when the server imported it
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     out = os.open(log, os.O_WRONLY | os.O_APPEND)
@@ -109,8 +99,4 @@ def _rank(rank: int, argv: list[str], nproc: int, port: int, log: str, environme
         code = main(argv)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    if code:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    exit_without_finalizing()
+    exit_without_finalizing(code)
