@@ -88,7 +88,7 @@ def run_job(argv: Sequence[str], nproc: int, log: Path, env: dict[str, str] | No
 
 
 def _rank(rank: int, argv: list[str], nproc: int, port: int, log: str, caller: Caller) -> None:
-    adopt_caller(caller, rank, nproc, port)
+    adopt_caller(caller, rank, nproc, port, torchrun=nproc > 1)
     if os.environ.get("OMP_NUM_THREADS"):  # torch read it when the server imported it
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     out = os.open(log, os.O_WRONLY | os.O_APPEND)

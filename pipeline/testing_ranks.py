@@ -32,13 +32,13 @@ def forkserver_caller() -> Caller:
     return dict(os.environ), os.getcwd()
 
 
-def adopt_caller(caller: Caller, rank: int, world_size: int, port: int) -> None:
+def adopt_caller(caller: Caller, rank: int, world_size: int, port: int, *, torchrun: bool = True) -> None:
     """In a rank: the caller's environment and working directory, with torchrun's variables for
-    ``rank`` of ``world_size`` (none for a world of one, as a plain process has none)."""
+    ``rank`` of ``world_size`` (``torchrun`` False: none, as a plain ``lmpipe`` process has none)."""
     environment, cwd = caller
     os.environ.clear()
     os.environ.update({k: v for k, v in environment.items() if k not in TORCHRUN_VARIABLES})
-    if world_size > 1:
+    if torchrun:
         world = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": world_size, "LOCAL_WORLD_SIZE": world_size}
         os.environ.update({name: str(value) for name, value in world.items()})
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
