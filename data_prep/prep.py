@@ -42,7 +42,7 @@ from typing import Any
 
 from data_prep.config import PrepConfig
 from data_prep.dedup.keys import compute_keys, keys_path
-from data_prep.dedup.removal import RemovalFilter, plan_removals
+from data_prep.dedup.removal import TaskRemovals, plan_removals
 from data_prep.document import Document
 from data_prep.executor import Stage
 from data_prep.executor.local import LocalExecutor
@@ -63,7 +63,6 @@ from data_prep.formats import PRE_EXTRACTED
 from data_prep.inputs import InputFile, RemoteInputError, expand_inputs, input_name, is_remote, location_of
 from data_prep.output_guard import check_same_run, output_lock
 from data_prep.readers import READERS
-from data_prep.readers.parquet import read_parquet
 from data_prep.stats import StageStats, merge_tasks, timed
 from data_prep.writers.parquet import ParquetWriter, task_outputs
 from pipeline.core.errors import InputError
@@ -245,11 +244,11 @@ def run_dedup_task(task: Task, cfg: PrepConfig) -> dict[str, Any]:
         return {"seconds": 0.0, "shards": [], "stages": {}}
     start = perf_counter()
     prepped = json.loads(marker_path(out, "prep", task).read_text())
-    removal = RemovalFilter.for_task(out / DEDUP, task.name)
+    removal = TaskRemovals.for_task(out / DEDUP, task.name)
     writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard)
     filtered = [out / FILTERED / name for name in prepped["shards"]]
     if removal.removes_any or "bytes" not in prepped:
-        written = writer.write(removal.run(_read_filtered(filtered)))
+        written = writer.write_tables(removal.kept_rows(filtered))
     else:
         # Rewriting would put the same rows through the same writer: the same bytes. Link them instead
         # (most inputs of a crawl lose no document to dedup), and count what the rewrite would have.
@@ -332,12 +331,6 @@ def _link(source: Path, target: Path) -> Path:
     except OSError:
         shutil.copyfile(source, target)
     return target
-
-
-def _read_filtered(paths: list[Path]) -> Iterator[Document]:
-    stats = StageStats()
-    for path in paths:
-        yield from read_parquet(str(path), stats)
 
 
 def build_steps(cfg: PrepConfig, fmt: str) -> list[BaseFilter]:

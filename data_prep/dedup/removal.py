@@ -11,8 +11,8 @@ of its group, by one reason each, in this precedence:
 
 It writes ``<dedup_dir>/remove/<task>.npy`` for every task that loses documents, an ``(k, 2)``
 int64 array of (position in the task, reason code), sorted by position; a task without one loses
-none (the directory is emptied first, so no earlier run's file can stand in). ``RemovalFilter``
-then streams the task's filtered documents, in the same order, and drops the listed ones.
+none (the directory is emptied first, so no earlier run's file can stand in). ``TaskRemovals``
+then reads the task's filtered shards, in the same order, and drops the listed rows.
 
 Memory: 16 bytes a document for exact keys, 8 for URL keys, and per band 16 (the column and
 its sort order); the keys are memory-mapped (files over 1 MiB). ``minhash.py`` says how the
@@ -22,18 +22,21 @@ band search splits further when one machine is not enough.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from data_prep.arrays import numeric_array
 from data_prep.config import DedupConfig
 from data_prep.dedup.keys import key_height, key_rows, keys_of, keys_path, save_atomic
 from data_prep.dedup.minhash import near_duplicate_labels
-from data_prep.document import Document
-from data_prep.filters.base import BaseFilter
+from data_prep.stats import StageStats
+from data_prep.writers.parquet import text_bytes
 
 MMAP_BYTES = 1 << 20
 REASONS = ("duplicate", "duplicate_url", "near_duplicate")
@@ -116,34 +119,46 @@ def _load(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r" if path.stat().st_size > MMAP_BYTES else None)
 
 
-class RemovalFilter(BaseFilter):
-    """Drops the documents at the listed positions of this task's stream, by their reason.
+class TaskRemovals:
+    """Drops the listed positions of one task's filtered rows, by their reason, and keeps the books
+    of the ``dedup`` stage.
 
-    It counts the documents it sees, so it must get exactly the sequence the task's keys were
-    computed from (its filtered shards, in order)."""
+    It works on the shards' Arrow tables, not on documents: the rows go back to disk as they came,
+    so turning each into a Python document (its metadata parsed from JSON) and back cost more than
+    the rest of the stage. It must get the shards the task's keys were computed from, in order."""
 
     name = "dedup"
 
     def __init__(self, removals: np.ndarray) -> None:
-        super().__init__()
         removals = np.asarray(removals, np.int64).reshape(-1, 2)
-        self._positions = removals[:, 0].tolist()
-        self._reasons = [REASONS[code - 1] for code in removals[:, 1].tolist()]
-        self._next = 0
-        self._index = 0
+        self._positions = removals[:, 0]
+        self._codes = removals[:, 1]
+        self.stats = StageStats()
 
     @property
     def removes_any(self) -> bool:
-        return bool(self._positions)
+        return bool(len(self._positions))
 
     @classmethod
-    def for_task(cls, dedup_dir: Path, task: str) -> RemovalFilter:
+    def for_task(cls, dedup_dir: Path, task: str) -> TaskRemovals:
         return cls(task_removals(dedup_dir, task))
 
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        index, self._index = self._index, self._index + 1
-        if self._next < len(self._positions) and self._positions[self._next] == index:
-            reason = self._reasons[self._next]
-            self._next += 1
-            return False, reason
-        return True
+    def kept_rows(self, shards: Sequence[Path]) -> Iterator[pa.Table]:
+        """Each shard's rows, in order, without the listed ones."""
+        first = 0
+        for shard in shards:
+            table = pq.read_table(shard)
+            start = perf_counter()
+            lo, hi = np.searchsorted(self._positions, [first, first + table.num_rows])
+            keep = np.ones(table.num_rows, bool)
+            keep[self._positions[lo:hi] - first] = False
+            for code, count in zip(*np.unique(self._codes[lo:hi], return_counts=True)):
+                reason = REASONS[code - 1]
+                self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + int(count)
+            kept = table.take(numeric_array(np.flatnonzero(keep)))
+            self.stats.input += table.num_rows
+            self.stats.kept += kept.num_rows
+            self.stats.bytes += text_bytes(kept)
+            self.stats.seconds += perf_counter() - start
+            first += table.num_rows
+            yield kept

@@ -14,11 +14,12 @@ from pathlib import Path
 from time import perf_counter
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data_prep.arrays import string_array
+from data_prep.arrays import integers, string_array
 from data_prep.document import Document
-from data_prep.stats import StageStats, utf8_length
+from data_prep.stats import StageStats
 
 SCHEMA = pa.schema(
     [
@@ -30,6 +31,11 @@ SCHEMA = pa.schema(
     ]
 )
 ROW_GROUP_DOCS = 2_000
+
+
+def text_bytes(table: pa.Table) -> int:
+    """UTF-8 bytes of a table's ``text`` column: what a stage that kept these rows books."""
+    return sum(int(integers(pc.binary_length(chunk)).sum()) for chunk in table.column("text").chunks)
 
 
 def shard_path(docs_dir: Path, task: str, shard: int) -> Path:
@@ -85,11 +91,33 @@ class ParquetWriter:
             path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
         self.paths = []
 
+    def write_tables(self, tables: Iterable[pa.Table]) -> list[Path]:
+        """Rows already in ``SCHEMA`` (a filtered shard's), into the shards and row groups ``write``
+        would make of the same documents; returns the finished shards."""
+        self.docs_dir.mkdir(parents=True, exist_ok=True)
+        parts: list[pa.Table] = []
+        rows = 0
+        try:
+            for table in tables:
+                self.stats.input += table.num_rows
+                while table.num_rows:
+                    room = min(ROW_GROUP_DOCS, self.docs_per_shard - self._rows_in_shard)
+                    parts.append(table.slice(0, room - rows))
+                    rows += parts[-1].num_rows
+                    table = table.slice(parts[-1].num_rows)
+                    if rows == room:
+                        self._write_rows(pa.concat_tables(parts).combine_chunks())
+                        parts, rows = [], 0
+            if parts:
+                self._write_rows(pa.concat_tables(parts).combine_chunks())
+            self._close()
+        except BaseException:
+            self._discard()
+            raise
+        return self.paths
+
     def _flush(self, batch: list[Document]) -> None:
         start = perf_counter()
-        if self._writer is None:
-            self.paths.append(shard_path(self.docs_dir, self.task, len(self.paths)))
-            self._writer = pq.ParquetWriter(self._temp_path(), SCHEMA, compression="zstd")
         columns = [
             [d.id for d in batch],
             [d.text for d in batch],
@@ -98,10 +126,20 @@ class ParquetWriter:
             [json.dumps(d.metadata, ensure_ascii=False, sort_keys=True) for d in batch],
         ]
         # string_array, not pa.array: that imports pandas (data_prep.arrays says why it matters).
-        self._writer.write_table(pa.Table.from_arrays([string_array(c) for c in columns], schema=SCHEMA))
-        for doc in batch:
-            self.stats.keep(utf8_length(doc.text))
-        self._rows_in_shard += len(batch)
+        table = pa.Table.from_arrays([string_array(c) for c in columns], schema=SCHEMA)
+        self.stats.seconds += perf_counter() - start
+        self._write_rows(table)
+
+    def _write_rows(self, table: pa.Table) -> None:
+        """One row group into the open shard (opened first if none is); closes it once full."""
+        start = perf_counter()
+        if self._writer is None:
+            self.paths.append(shard_path(self.docs_dir, self.task, len(self.paths)))
+            self._writer = pq.ParquetWriter(self._temp_path(), SCHEMA, compression="zstd")
+        self._writer.write_table(table)
+        self.stats.kept += table.num_rows
+        self.stats.bytes += text_bytes(table)
+        self._rows_in_shard += table.num_rows
         if self._rows_in_shard == self.docs_per_shard:
             self._close()
         self.stats.seconds += perf_counter() - start

@@ -3,18 +3,20 @@ whatever the split."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from data_prep.config import DedupConfig, MinHashConfig
 from data_prep.dedup.keys import compute_keys, normalize_url
 from data_prep.dedup.minhash import minhash_signatures
-from data_prep.dedup.removal import RemovalFilter, plan_removals, task_removals
+from data_prep.dedup.removal import REASONS, TaskRemovals, plan_removals, task_removals
 from data_prep.document import Document
 from data_prep.writers.parquet import ParquetWriter
 from pipeline.core.errors import ConfigError
@@ -60,20 +62,19 @@ def dedup_run(
     cfg = cfg or DedupConfig()
     chunks = np.array_split(np.arange(len(docs)), n_tasks)
     tasks = {f"{t:05d}": [docs[i] for i in chunk] for t, chunk in enumerate(chunks)}
-    sizes = []
+    sizes, shards = [], {}
     for task, task_docs in tasks.items():
-        shards = ParquetWriter(workdir / "filtered", task, docs_per_shard=7).write(task_docs)
-        sizes.append(compute_keys(shards, cfg, workdir / "keys", task))
+        shards[task] = ParquetWriter(workdir / "filtered", task, docs_per_shard=7).write(task_docs)
+        sizes.append(compute_keys(shards[task], cfg, workdir / "keys", task))
     assert sizes == [len(task_docs) for task_docs in tasks.values()]
     summary = plan_removals(workdir, workdir / "keys", list(tasks), sizes, cfg)
     removed: dict[str, str] = {}
     for task, task_docs in tasks.items():
-        step = RemovalFilter.for_task(workdir, task)
-        for doc in task_docs:
-            verdict = step.filter(doc)
-            if verdict is not True:
-                removed[doc.id] = verdict[1]
-        assert len(task_removals(workdir, task)) == sum(d.id in removed for d in task_docs)
+        for position, code in task_removals(workdir, task).tolist():
+            removed[task_docs[position].id] = REASONS[code - 1]
+        step = TaskRemovals.for_task(workdir, task)
+        kept = [id_ for table in step.kept_rows(shards[task]) for id_ in table.column("id").to_pylist()]
+        assert kept == [doc.id for doc in task_docs if doc.id not in removed]
     assert sum(summary["removed"].values()) == len(removed)
     return removed
 
@@ -132,11 +133,25 @@ def test_signatures_do_not_depend_on_pythonhashseed(corpus):
     assert outputs == {minhash_signatures(texts.split("\x00"), CFG).tobytes().hex()}
 
 
-def test_filter_drops_exactly_the_listed_positions_with_their_reasons():
-    docs = [Document(id=str(i), text=f"text {i}", source="cc") for i in range(10)]
-    step = RemovalFilter(np.array([[2, 1], [7, 3]]))
-    assert [d.id for d in step.run(docs)] == ["0", "1", "3", "4", "5", "6", "8", "9"]
-    assert step.stats.dropped == {"duplicate": 1, "near_duplicate": 1}
+def test_removal_drops_exactly_the_listed_positions_across_shards_and_books_them(tmp_path):
+    docs = [Document(id=str(i), text=f"text {i} é", source="cc", metadata={"n": i}) for i in range(10)]
+    shards = ParquetWriter(tmp_path / "filtered", "t", docs_per_shard=4).write(docs)  # rows 0-3, 4-7, 8-9
+    step = TaskRemovals(np.array([[2, 1], [4, 2], [7, 3], [8, 3]]))
+    writer = ParquetWriter(tmp_path / "docs", "t", docs_per_shard=4)
+    written = writer.write_tables(step.kept_rows(shards))
+    rows = [row for shard in written for row in pq.read_table(shard).to_pylist()]
+    assert [row["id"] for row in rows] == ["0", "1", "3", "5", "6", "9"]
+    assert [json.loads(row["metadata"]) for row in rows] == [{"n": int(row["id"])} for row in rows]
+    assert [pq.read_metadata(shard).num_rows for shard in written] == [4, 2]
+    assert step.stats.dropped == {"duplicate": 1, "duplicate_url": 1, "near_duplicate": 2}
+    kept_bytes = sum(len(f"text {i} é".encode()) for i in (0, 1, 3, 5, 6, 9))
+    assert (step.stats.input, step.stats.kept, step.stats.bytes) == (10, 6, kept_bytes)
+    assert (writer.stats.input, writer.stats.kept, writer.stats.bytes) == (6, 6, kept_bytes)
+    # The same documents written directly make the same shards, byte for byte.
+    direct = ParquetWriter(tmp_path / "direct", "t", docs_per_shard=4).write(
+        [doc for doc in docs if doc.id in {"0", "1", "3", "5", "6", "9"}]
+    )
+    assert [shard.read_bytes() for shard in direct] == [shard.read_bytes() for shard in written]
 
 
 def test_reasons_exact_before_url_before_near(corpus, tmp_path):
