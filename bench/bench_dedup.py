@@ -5,7 +5,7 @@ docs get a copy with words replaced at spaced positions so that the copy's word
 5-gram Jaccard similarity to its original is about 0.95, 0.85, 0.7 or 0.5 (the true
 value of each pair is measured on its shingle sets). Docs are shuffled and split into
 4 tasks, each written as a filtered parquet shard the way ``data prep`` does. We time
-the MinHash part of the keys stage (``compute_keys`` with only MinHash on, over the tasks)
+the MinHash part of the keys stage (``TaskKeys`` with only MinHash on, over the tasks' shards)
 and of the cluster stage (``plan_removals``), then compare the found (keeper, removed) pairs with the
 planted pairs:
 precision over all found pairs, recall per similarity bucket (the S-curve of 14
@@ -23,10 +23,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from timing import median_seconds
 
 from data_prep.config import DedupConfig
-from data_prep.dedup.keys import compute_keys, key_rows, keys_path
+from data_prep.dedup.keys import TaskKeys, key_rows, keys_path
 from data_prep.dedup.minhash import near_duplicate_labels
 from data_prep.dedup.removal import plan_removals
 from data_prep.document import Document
@@ -130,7 +131,10 @@ def main() -> None:
 
         def signatures() -> int:
             for task, paths in shards.items():
-                compute_keys(paths, dedup, work / "keys", task)
+                keys = TaskKeys(dedup)
+                for path in paths:
+                    keys.add(pq.read_table(path))
+                keys.save(work / "keys", task)
             return len(docs)
 
         anchor = datatrove_anchor(docs, work)

@@ -41,7 +41,7 @@ from time import perf_counter
 from typing import Any
 
 from data_prep.config import PrepConfig
-from data_prep.dedup.keys import compute_keys, keys_path
+from data_prep.dedup.keys import TaskKeys, keys_path
 from data_prep.dedup.removal import TaskRemovals, plan_removals
 from data_prep.document import Document
 from data_prep.executor import Stage
@@ -197,7 +197,8 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
     steps = build_steps(cfg, task.format)
     for step in steps:
         docs = step.run(docs)
-    writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard)
+    keys = TaskKeys(cfg.dedup) if cfg.dedup.enabled else None
+    writer = ParquetWriter(docs_dir, task.name, cfg.docs_per_shard, on_rows=keys.add if keys else None)
     try:
         shards = writer.write(docs)  # deletes what it wrote if the input fails part-way
     except RemoteInputError as exc:
@@ -210,11 +211,10 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
         "format": task.format,
         "shards": [shard.name for shard in shards],
     }
-    if cfg.dedup.enabled:
+    if keys is not None:
         # The filtered copy is an intermediate: its write is not a stage of the final chain.
-        keys_start = perf_counter()
-        result["docs"] = compute_keys(shards, cfg.dedup, out / KEYS, task.name)
-        result["keys_seconds"] = round(perf_counter() - keys_start, 6)
+        result["docs"] = keys.save(out / KEYS, task.name)
+        result["keys_seconds"] = round(keys.seconds, 6)
         result["bytes"] = writer.stats.bytes
     else:
         stages[writer.name] = writer.stats

@@ -1,8 +1,8 @@
 """Per-task dedup keys: what the cluster stage needs to know of each filtered document.
 
-For one task's ``filtered/<task>-*.parquet`` (read in order: the row order is the contract
-with ``data_prep.dedup.removal``), writes ``<keys_dir>/<task>.npy``: one ``(rows, docs)`` uint64
-array whose rows are, for the enabled kinds in this order (``key_rows``):
+For one task's ``filtered/<task>-*.parquet`` (their rows in order, taken as the writer writes them:
+the row order is the contract with ``data_prep.dedup.removal``), writes ``<keys_dir>/<task>.npy``:
+one ``(rows, docs)`` uint64 array whose rows are, for the enabled kinds in this order (``key_rows``):
 
 - ``text``, 2 rows: a 128-bit BLAKE2b hash of the folded text (``data_prep.dedup.fold``), so
   "same words, other case, spacing or punctuation" collide and, at 128 bits, nothing else
@@ -20,14 +20,13 @@ task's memory-mapped file at a time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from pathlib import Path
+from time import perf_counter
 from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from data_prep.arrays import nonempty
 from data_prep.config import DedupConfig
@@ -111,28 +110,45 @@ def _url_hashes(urls: pa.Array, sources: pa.Array, url_sources: frozenset[str]) 
     ).reshape(-1)
 
 
-def compute_keys(paths: Sequence[Path], cfg: DedupConfig, keys_dir: Path, task: str) -> int:
-    """Keys of every document in ``paths`` (one task's filtered shards, in order); returns the count."""
-    rows, height = key_rows(cfg), key_height(cfg)
-    url_sources = frozenset(cfg.url_sources)
-    parts = [np.zeros((height, 0), np.uint64)]
-    columns = ["text", "url", "source"] if cfg.url else ["text"]
-    for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_DOCS, columns=columns):
-            folded = fold_texts(batch.column("text")) if cfg.exact or cfg.minhash.enabled else None
-            keys = np.empty((height, batch.num_rows), np.uint64)
-            if cfg.exact:  # a text of symbols only folds to "": its own characters are its key
-                raw = batch.column("text")
-                keys[rows["text"]] = _text_hashes(pc.if_else(nonempty(folded), folded, raw)).T
-            if cfg.url:
-                keys[rows["url"]] = _url_hashes(batch.column("url"), batch.column("source"), url_sources)
-            if cfg.minhash.enabled:
-                signatures = minhash_signatures(folded, cfg.minhash, folded=True)
-                keys[rows["bands"]] = band_hashes(signatures, cfg.minhash)
-            parts.append(keys)
-    array = np.concatenate(parts, axis=1)
-    save_atomic(keys_path(keys_dir, task), array)
-    return array.shape[1]
+class TaskKeys:
+    """The keys of one task's documents, gathered table by table as its filtered shards are written
+    (reading the shards back cost a file open and a decompression per task), then saved at once."""
+
+    def __init__(self, cfg: DedupConfig) -> None:
+        self.cfg = cfg
+        self.rows, self.height = key_rows(cfg), key_height(cfg)
+        self.url_sources = frozenset(cfg.url_sources)
+        self.parts = [np.zeros((self.height, 0), np.uint64)]
+        self.seconds = 0.0
+
+    def add(self, table: pa.Table) -> None:
+        """Keys of the next rows of the task (a table with ``text``, ``url`` and ``source``)."""
+        start = perf_counter()
+        for batch in table.to_batches(max_chunksize=BATCH_DOCS):
+            self.parts.append(self._keys(batch))
+        self.seconds += perf_counter() - start
+
+    def save(self, keys_dir: Path, task: str) -> int:
+        """Writes ``<keys_dir>/<task>.npy``; returns the documents it holds."""
+        start = perf_counter()
+        array = np.concatenate(self.parts, axis=1)
+        save_atomic(keys_path(keys_dir, task), array)
+        self.seconds += perf_counter() - start
+        return array.shape[1]
+
+    def _keys(self, batch: pa.RecordBatch) -> np.ndarray:
+        cfg, rows = self.cfg, self.rows
+        folded = fold_texts(batch.column("text")) if cfg.exact or cfg.minhash.enabled else None
+        keys = np.empty((self.height, batch.num_rows), np.uint64)
+        if cfg.exact:  # a text of symbols only folds to "": its own characters are its key
+            raw = batch.column("text")
+            keys[rows["text"]] = _text_hashes(pc.if_else(nonempty(folded), folded, raw)).T
+        if cfg.url:
+            keys[rows["url"]] = _url_hashes(batch.column("url"), batch.column("source"), self.url_sources)
+        if cfg.minhash.enabled:
+            signatures = minhash_signatures(folded, cfg.minhash, folded=True)
+            keys[rows["bands"]] = band_hashes(signatures, cfg.minhash)
+        return keys
 
 
 def save_atomic(path: Path, array: np.ndarray) -> Path:

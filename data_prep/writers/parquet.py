@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from time import perf_counter
 
@@ -52,8 +52,16 @@ class ParquetWriter:
 
     name = "write"
 
-    def __init__(self, docs_dir: Path, task: str, docs_per_shard: int) -> None:
+    def __init__(
+        self,
+        docs_dir: Path,
+        task: str,
+        docs_per_shard: int,
+        on_rows: Callable[[pa.Table], None] | None = None,
+    ) -> None:
         self.docs_dir = docs_dir
+        self.on_rows = on_rows
+        """Called with each row group once written (the dedup keys are computed from them)."""
         self.task = task
         self.docs_per_shard = docs_per_shard
         self.stats = StageStats()
@@ -143,6 +151,8 @@ class ParquetWriter:
         if self._rows_in_shard == self.docs_per_shard:
             self._close()
         self.stats.seconds += perf_counter() - start
+        if self.on_rows is not None:
+            self.on_rows(table)
 
     def _close(self) -> None:
         if self._writer is not None:

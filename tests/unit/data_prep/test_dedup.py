@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_prep.config import DedupConfig, MinHashConfig
-from data_prep.dedup.keys import compute_keys, normalize_url
+from data_prep.dedup.keys import TaskKeys, normalize_url
 from data_prep.dedup.minhash import minhash_signatures
 from data_prep.dedup.removal import REASONS, TaskRemovals, plan_removals, task_removals
 from data_prep.document import Document
@@ -64,8 +64,10 @@ def dedup_run(
     tasks = {f"{t:05d}": [docs[i] for i in chunk] for t, chunk in enumerate(chunks)}
     sizes, shards = [], {}
     for task, task_docs in tasks.items():
-        shards[task] = ParquetWriter(workdir / "filtered", task, docs_per_shard=7).write(task_docs)
-        sizes.append(compute_keys(shards[task], cfg, workdir / "keys", task))
+        keys = TaskKeys(cfg)
+        writer = ParquetWriter(workdir / "filtered", task, docs_per_shard=7, on_rows=keys.add)
+        shards[task] = writer.write(task_docs)
+        sizes.append(keys.save(workdir / "keys", task))
     assert sizes == [len(task_docs) for task_docs in tasks.values()]
     summary = plan_removals(workdir, workdir / "keys", list(tasks), sizes, cfg)
     removed: dict[str, str] = {}

@@ -13,7 +13,7 @@ from data_prep.config import (
     MinHashConfig,
     RepetitionFilterConfig,
 )
-from data_prep.dedup.keys import compute_keys
+from data_prep.dedup.keys import TaskKeys
 from data_prep.dedup.minhash import band_hashes, minhash_signatures, near_duplicate_labels
 from data_prep.dedup.removal import plan_removals
 from data_prep.document import Document
@@ -114,9 +114,10 @@ def test_symbol_only_texts_are_not_exact_duplicates_and_no_cluster_is_reported_f
     near-duplicate cluster (the summary printed "near_duplicate 0 (1 near-duplicate clusters)")."""
     prose = " ".join(ARTICLE)
     docs = [Document(str(i), text, "cc") for i, text in enumerate(["😀😀", "###", prose, prose])]
-    shards = ParquetWriter(tmp_path / "filtered", "t", docs_per_shard=10).write(docs)
     cfg = DedupConfig(url=False)
-    assert compute_keys(shards, cfg, tmp_path / "keys", "t") == 4
+    keys = TaskKeys(cfg)
+    ParquetWriter(tmp_path / "filtered", "t", docs_per_shard=10, on_rows=keys.add).write(docs)
+    assert keys.save(tmp_path / "keys", "t") == 4
     summary = plan_removals(tmp_path, tmp_path / "keys", ["t"], [4], cfg)
     assert summary["removed"] == {"duplicate": 1, "duplicate_url": 0, "near_duplicate": 0}
     assert summary["clusters"] == 0
