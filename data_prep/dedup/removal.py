@@ -147,7 +147,7 @@ class TaskRemovals:
         """Each shard's rows, in order, without the listed ones."""
         first = 0
         for shard in shards:
-            table = pq.read_table(shard)
+            table = pq.ParquetFile(shard).read()
             start = perf_counter()
             lo, hi = np.searchsorted(self._positions, [first, first + table.num_rows])
             keep = np.ones(table.num_rows, bool)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -51,14 +52,19 @@ def test_prep_with_dedup_never_imports_pandas(tmp_path):
     """A pool worker starts with what the forkserver imported; pandas is not among it, and nothing in the
     prep path (extraction, filters, parquet writes, dedup keys, clustering, rewrite) may pull it in."""
     warcs = require_fixture("warc")
+    for copy in ("a", "b"):  # each page twice: the dedup stage rewrites shards instead of linking them
+        (tmp_path / copy).mkdir()
+        for warc in warcs.glob("*.warc.gz"):
+            shutil.copy(warc, tmp_path / copy / warc.name)
     script = textwrap.dedent(
         f"""
         import glob, sys
         from data_prep.config import PrepConfig
         from data_prep.prep import run_prep
-        inputs = sorted(glob.glob("{warcs}/*.warc.gz"))
+        inputs = sorted(glob.glob("{tmp_path}/*/*.warc.gz"))
         stats = run_prep(PrepConfig(input=inputs, output="{tmp_path / "out"}"))
         assert stats["totals"]["kept"] > 0, stats["totals"]
+        assert stats["stages"]["dedup"]["dropped"]["duplicate"] > 0, stats["stages"]["dedup"]
         print("pandas" in sys.modules)
         """
     )
