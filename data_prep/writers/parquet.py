@@ -31,6 +31,8 @@ SCHEMA = pa.schema(
     ]
 )
 ROW_GROUP_DOCS = 2_000
+_metadata_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+"""``json.dumps(metadata, ensure_ascii=False, sort_keys=True)`` without building an encoder per call."""
 
 
 def text_bytes(table: pa.Table) -> int:
@@ -131,7 +133,7 @@ class ParquetWriter:
             [d.text for d in batch],
             [d.source for d in batch],
             [d.url for d in batch],
-            [json.dumps(d.metadata, ensure_ascii=False, sort_keys=True) for d in batch],
+            [_metadata_json(d.metadata) for d in batch],
         ]
         # string_array, not pa.array: that imports pandas (data_prep.arrays says why it matters).
         table = pa.Table.from_arrays([string_array(c) for c in columns], schema=SCHEMA)
