@@ -81,7 +81,7 @@ def _kept_bytes(raw: np.ndarray) -> np.ndarray:
         return kept
     points = _code_points(raw, leads)
     unique, inverse = np.unique(points, return_inverse=True)
-    verdicts = np.array([_known.get(point) for point in _classified(unique.tolist())], bool)
+    verdicts = np.array(_verdicts(unique.tolist()), bool)
     # Each continuation byte belongs to the nearest lead before it.
     lead_kept = verdicts[inverse]
     continuation = ~ascii_ & (raw < 0xC0)
@@ -91,13 +91,13 @@ def _kept_bytes(raw: np.ndarray) -> np.ndarray:
     return kept
 
 
-def _classified(points: list[int]) -> list[int]:
-    """``points``, after RE2 has given its verdict on those this process had not seen."""
+def _verdicts(points: list[int]) -> list[bool]:
+    """RE2's verdict on each code point (a letter, digit or mark?), asked once per process for each."""
     new = [point for point in points if point not in _known]
     if new:
         verdicts = pc.match_substring_regex(string_array([chr(point) for point in new]), LETTER_LIKE)
         _known.update(zip(new, verdicts.to_pylist()))
-    return points
+    return [_known[point] for point in points]
 
 
 def _code_points(raw: np.ndarray, leads: np.ndarray) -> np.ndarray:
