@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from time import perf_counter
 
@@ -73,22 +73,7 @@ class ParquetWriter:
 
     def write(self, docs: Iterable[Document]) -> list[Path]:
         """Write every document; returns the finished shards (none if no document came)."""
-        self.docs_dir.mkdir(parents=True, exist_ok=True)
-        batch: list[Document] = []
-        try:
-            for doc in docs:
-                self.stats.input += 1
-                batch.append(doc)
-                if len(batch) == min(ROW_GROUP_DOCS, self.docs_per_shard - self._rows_in_shard):
-                    self._flush(batch)
-                    batch = []
-            if batch:
-                self._flush(batch)
-            self._close()
-        except BaseException:
-            self._discard()
-            raise
-        return self.paths
+        return self.write_tables(self._tables(docs))
 
     def _discard(self) -> None:
         """Delete what a write that failed part-way (its documents' source failed) had written: an
@@ -102,8 +87,8 @@ class ParquetWriter:
         self.paths = []
 
     def write_tables(self, tables: Iterable[pa.Table]) -> list[Path]:
-        """Rows already in ``SCHEMA`` (a filtered shard's), into the shards and row groups ``write``
-        would make of the same documents; returns the finished shards."""
+        """Rows in ``SCHEMA`` (``write``'s documents, or a filtered shard's rows), cut into row groups of
+        ``ROW_GROUP_DOCS`` within shards of ``docs_per_shard``; returns the finished shards."""
         self.docs_dir.mkdir(parents=True, exist_ok=True)
         parts: list[pa.Table] = []
         rows = 0
@@ -126,7 +111,18 @@ class ParquetWriter:
             raise
         return self.paths
 
-    def _flush(self, batch: list[Document]) -> None:
+    def _tables(self, docs: Iterable[Document]) -> Iterator[pa.Table]:
+        """The documents as tables of ``SCHEMA``, a row group's worth at a time."""
+        batch: list[Document] = []
+        for doc in docs:
+            batch.append(doc)
+            if len(batch) == ROW_GROUP_DOCS:
+                yield self._table(batch)
+                batch = []
+        if batch:
+            yield self._table(batch)
+
+    def _table(self, batch: list[Document]) -> pa.Table:
         start = perf_counter()
         columns = [
             [d.id for d in batch],
@@ -138,7 +134,7 @@ class ParquetWriter:
         # string_array, not pa.array: that imports pandas (data_prep.arrays says why it matters).
         table = pa.Table.from_arrays([string_array(c) for c in columns], schema=SCHEMA)
         self.stats.seconds += perf_counter() - start
-        self._write_rows(table)
+        return table
 
     def _write_rows(self, table: pa.Table) -> None:
         """One row group into the open shard (opened first if none is); closes it once full."""
