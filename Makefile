@@ -13,24 +13,22 @@ TEST_WORKERS ?= 2
 setup: $(STAMP)
 
 # Without an NVIDIA GPU, pin the CPU torch wheel first so no dependency pulls a multi-GB CUDA build.
-# --no-compile: pip would byte-compile every module of every package (sympy's, transformers' ~2,500 model
-# files), two thirds of the install's CPU; Python compiles the modules a run imports on first use instead.
 # With WHEELS=dir (a `make wheelhouse`), install offline over the machine's own torch instead: the venv
 # sees the system's packages (a GPU image's CUDA torch, numpy, pyarrow, tokenizers), pip reads only dir.
 $(STAMP): pyproject.toml
 ifdef WHEELS
 	@test -x $(PYTHON) || python3 -m venv --system-site-packages $(VENV)
-	$(PYTHON) -m pip install --quiet --no-compile --no-index --find-links $(WHEELS) $(WHEELHOUSE_BINARY) deepspeed
-	$(PYTHON) -m pip install --quiet --no-compile --no-index --find-links $(WHEELS) --no-deps -e .
+	$(PYTHON) -m pip install --quiet --no-index --find-links $(WHEELS) $(WHEELHOUSE_BINARY) deepspeed
+	$(PYTHON) -m pip install --quiet --no-index --find-links $(WHEELS) --no-deps -e .
 	$(PYTHON) -c "import torch, deepspeed, pipeline.cli.train; print('offline set-up: torch', torch.__version__)"
 else
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "NVIDIA GPU found: torch comes from pyproject's range (CUDA build)"; \
 	else \
-		$(PYTHON) -m pip install --quiet --no-compile torch==2.13.0; \
+		$(PYTHON) -m pip install --quiet torch==2.13.0; \
 	fi
-	$(PYTHON) -m pip install --quiet --no-compile -e '.[dev,extras,eval]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,extras,eval]'
 endif
 	@touch $(STAMP)
 
