@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from data_prep.arrays import integers
 from data_prep.tokenizer.manifest import MANIFEST_FILE, load_manifest
 from data_prep.tokenizer.shards import COLUMN
 from pipeline.core.errors import InputError, MissingInputError, ResumeError
@@ -433,7 +434,7 @@ def verify_shards(
         if found and found[0] != pa.list_(pa.from_numpy_dtype(dtype)):
             raise InputError(f"{path}: column {COLUMN} is {found[0]}, but {manifest_path} says {dtype}")
         shard_docs = sum(batch.num_rows for batch in batches)
-        values = [batch.column(COLUMN).flatten().to_numpy(zero_copy_only=True) for batch in batches]
+        values = [integers(batch.column(COLUMN).flatten()) for batch in batches]
         shard_tokens = sum(len(v) for v in values)
         if (shard_docs, shard_tokens) != (entry["docs"], entry["tokens"]):
             raise InputError(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from data_prep.arrays import integers
 from data_prep.tokenizer.manifest import load_manifest
 from data_prep.tokenizer.shards import COLUMN
 from pipeline.core.errors import InputError
@@ -52,9 +53,7 @@ def mapped_chunks(shards_dir: str | Path, entries: list[dict]) -> list[tuple[np.
             column = batch.column(COLUMN)
             values = column.flatten()  # flatten() honours a sliced list array, where .values would not
             if len(values):
-                chunks.append(
-                    (values.to_numpy(zero_copy_only=True), column.offsets.to_numpy(zero_copy_only=True))
-                )
+                chunks.append((integers(values), integers(column.offsets)))
     return chunks
 
 

@@ -1,5 +1,5 @@
 """``lmpipe launch slurm`` submitted to the real local Slurm: the rendered script trains as a local
-torchrun run does, survives a preemption (USR2 -> checkpoint -> requeue -> resume; ddp, fsdp, zero3),
+torchrun run does, survives a preemption (USR2 -> checkpoint -> requeue -> resume),
 runs a job array of configs, runs DeepSpeed's launcher in place of torchrun, and ends (FAILED, cause
 in the log) when one rank dies.
 
@@ -73,59 +73,49 @@ Reference = tuple[dict[int, float], dict]
 """Per-step losses and result.json of an uninterrupted run."""
 
 
-class References:
-    """The same training on 2 local ranks (forked, ``pipeline.testing_jobs``: the Slurm jobs are the
-    torchrun runs here), one run per strategy.
-
-    Each preempted job is compared with its own strategy's run: over 60 steps the strategies' curves
-    part by more than the printed losses' precision (another summation order, amplified as the tiny
-    model fits its corpus: fsdp and zero3 up to 0.08 from ddp), while a resume equals its own run exactly.
-    A run starts in the background when a test asks (``start``), and trains while the Slurm job's
-    time goes to scheduling and to the requeue's wait."""
+class BackgroundReference:
+    """The same training (ddp) on 2 local ranks (forked, ``pipeline.testing_jobs``: the Slurm jobs are the
+    torchrun runs here), started in the background when a test first asks (``start``): it trains while the
+    Slurm job's time goes to scheduling and to the requeue's wait. A resumed job equals it exactly."""
 
     def __init__(self, shards: Path, root: Path) -> None:
-        self.shards, self.root = shards, root
-        self.started: dict[str, ForkedJob] = {}
-        self.finished: dict[str, Reference] = {}
+        self.shards, self.output = shards, root / "ddp"
+        self.job: ForkedJob | None = None
+        self.finished: Reference | None = None
 
-    def start(self, strategy: str) -> None:
-        if strategy in self.started:
-            return
-        output = self.root / strategy
-        verb = train_args(
-            self.shards, f"output_dir={output}", "tracking.enabled=false", f"parallel.strategy={strategy}"
-        )
-        self.started[strategy] = start_job(verb, 2, output.with_suffix(".log"), {"OMP_NUM_THREADS": "1"})
+    def start(self) -> None:
+        if self.job is None:
+            verb = train_args(self.shards, f"output_dir={self.output}", "tracking.enabled=false")
+            self.job = start_job(verb, 2, self.output.with_suffix(".log"), {"OMP_NUM_THREADS": "1"})
 
-    def get(self, strategy: str) -> Reference:
-        if strategy not in self.finished:
-            self.start(strategy)
-            code = self.started[strategy].wait(240)
-            output = self.root / strategy
-            log = output.with_suffix(".log").read_text()
+    def get(self) -> Reference:
+        if self.finished is None:
+            self.start()
+            assert self.job is not None
+            code = self.job.wait(240)
+            log = self.output.with_suffix(".log").read_text()
             assert code == 0, log[-4000:]
             losses = step_losses(log)
             assert sorted(losses) == list(range(1, STEPS + 1))
-            self.finished[strategy] = losses, json.loads((output / "result.json").read_text())
-        return self.finished[strategy]
+            self.finished = losses, json.loads((self.output / "result.json").read_text())
+        return self.finished
 
     def stop(self) -> None:
-        """Kill a run no test waited for (a test that failed first)."""
-        for job in self.started.values():
-            job.kill()
+        """Kill the run if no test waited for it (a test that failed first)."""
+        if self.job is not None:
+            self.job.kill()
 
 
 @pytest.fixture(scope="module")
-def references(shards, tmp_path_factory) -> Iterator[References]:
-    runs = References(shards, tmp_path_factory.mktemp("reference"))
-    yield runs
-    runs.stop()
+def background_reference(shards, tmp_path_factory) -> Iterator[BackgroundReference]:
+    run = BackgroundReference(shards, tmp_path_factory.mktemp("reference"))
+    yield run
+    run.stop()
 
 
 @pytest.fixture(scope="module")
-def reference(references) -> Reference:
-    """The ddp run."""
-    return references.get("ddp")
+def reference(background_reference) -> Reference:
+    return background_reference.get()
 
 
 def all_ended(states: list[JobState]) -> bool:
@@ -228,23 +218,23 @@ def test_two_torchrun_tasks_meet_by_rendezvous_and_train_as_a_local_run(
     assert json.loads((output / "result.json").read_text())["world_size"] == 2
 
 
-# ddp (DCP files, written by each rank's checkpointer) and zero3 (DeepSpeed's engine saves its own files,
-# the weights partitioned too): the two ways a signalled job writes its checkpoint. fsdp's DCP resume is
-# checked without Slurm (test_kill_resume, test_resume_world_size); each case here costs a Slurm job and a
-# reference run, ~2 min of the CI's 2 cores.
-@pytest.mark.parametrize("strategy", ["ddp", "zero3"])
+# ddp: the signal, the checkpoint at the end of the step all ranks agree on, the requeue and the resume are
+# strategy-independent (``pipeline.train.preemption``: a flag summed into the step's loss reduction, then
+# the strategy's own checkpoint save). How each strategy saves and resumes is checked without Slurm, for
+# ddp, fsdp, zero2 and zero3 (test_resume_world_size, test_kill_resume). A zero3 case here cost CI ~110 s
+# of its 2 cores (a Slurm job run twice and a reference run, each rank importing DeepSpeed).
 def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_end(
-    local_slurm, shards, references, tmp_path, jobs, strategy
+    local_slurm, shards, background_reference, tmp_path, jobs
 ):
     from mlflow.tracking import MlflowClient
 
     output, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
     job = Job(
         tmp_path,
-        train_args(shards, f"output_dir={output}", f"tracking.uri={uri}", f"parallel.strategy={strategy}"),
+        train_args(shards, f"output_dir={output}", f"tracking.uri={uri}", "parallel.strategy=ddp"),
     )  # 1 task x 2 ranks
     jobs.append(job)
-    references.start(strategy)
+    background_reference.start()
     deadline = time.monotonic() + 120
     while newest_checkpoint(output) is None:
         assert time.monotonic() < deadline and not job.ended(), job.log()[-4000:]
@@ -272,7 +262,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_end(
     ):
         assert line in log, line
     assert log.index("restart 0") < log.index("requeueing") < log.index("restart 1")
-    reference = references.get(strategy)
+    reference = background_reference.get()
     assert step_losses(log) == pytest.approx(reference[0], abs=2e-4)
     result = json.loads((output / "result.json").read_text())
     assert result["steps"] == STEPS

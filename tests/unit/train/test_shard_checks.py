@@ -1,6 +1,9 @@
 """verify_shards: each kind of bad input is a one-line error that names the file, before training."""
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -110,3 +113,20 @@ def test_uint32_shards_pass_with_a_large_vocabulary(tmp_path):
     streams = write_random_shards(tmp_path, {"train": [10, 10]}, vocab_size=70_000)
     assert streams[("train", "cc")][0].dtype == np.uint32
     assert verify_shards(tmp_path, vocab_size=70_000)["tokens"] == 20
+
+
+def test_checking_and_mapping_shards_never_imports_pandas(shards):
+    """Every training process verifies and maps its shards; pyarrow's ``to_numpy`` imported pandas for it,
+    ~0.4 CPU-s a rank. Read through the buffers (``data_prep.arrays``), the data path imports none."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pipeline.train.data import verify_shards
+        from pipeline.train.windows import TokenWindows
+        verify_shards("{shards}", tokenizer_path="{shards}", vocab_size={VOCAB})
+        assert len(TokenWindows("{shards}", "train", seq_len=8)) > 0
+        print("pandas" in sys.modules)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"
