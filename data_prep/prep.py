@@ -64,7 +64,7 @@ from data_prep.inputs import InputFile, RemoteInputError, expand_inputs, input_n
 from data_prep.output_guard import check_same_run, output_lock
 from data_prep.readers import READERS
 from data_prep.stats import StageStats, merge_tasks, timed
-from data_prep.writers.parquet import ParquetWriter, task_outputs
+from data_prep.writers.parquet import ParquetWriter, remove_task_outputs
 from pipeline.core.errors import InputError
 from pipeline.core.files import CONFIG_FILE, atomic_write_json
 
@@ -184,8 +184,7 @@ def run_task(task: Task, cfg: PrepConfig, progress: Progress | None = None) -> d
     """Stage ``prep`` for one input: read, extract, filter, write (and, with dedup on, compute keys)."""
     out = Path(cfg.output)
     docs_dir = out / (FILTERED if cfg.dedup.enabled else DOCS)
-    for leftover in task_outputs(docs_dir, task.name):
-        leftover.unlink()
+    remove_task_outputs(docs_dir, task.name)
     failed_marker(out, task).unlink(missing_ok=True)
     start = perf_counter()
     read_stats = StageStats()
@@ -238,8 +237,7 @@ def run_dedup_task(task: Task, cfg: PrepConfig) -> dict[str, Any]:
     """Stage ``dedup`` for one input: its filtered shards, in order, minus the removed -> ``docs/``."""
     out = Path(cfg.output)
     docs_dir = out / DOCS
-    for leftover in task_outputs(docs_dir, task.name):
-        leftover.unlink()
+    remove_task_outputs(docs_dir, task.name)
     if not is_done(cfg, "prep", task):  # its input failed: nothing to write, and a rerun redoes it
         return {"seconds": 0.0, "shards": [], "stages": {}}
     start = perf_counter()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from data_prep.document import Document
-from data_prep.writers.parquet import SCHEMA, ParquetWriter, task_outputs
+from data_prep.writers.parquet import SCHEMA, ParquetWriter, remove_task_outputs, task_outputs
 
 
 def docs(n: int) -> list[Document]:
@@ -49,7 +51,50 @@ def test_task_outputs_finds_finished_and_unfinished_shards_of_one_task_only(tmp_
     ParquetWriter(docs_dir, "web-10", docs_per_shard=2).write(docs(1))
     (docs_dir / ".web-1-00002.parquet.tmp").write_bytes(b"partial")
     assert [p.name for p in task_outputs(docs_dir, "web-1")] == [
-        ".web-1-00002.parquet.tmp",
         "web-1-00000.parquet",
         "web-1-00001.parquet",
+        ".web-1-00002.parquet.tmp",
     ]
+
+
+def test_leftovers_are_removed_last_shard_first_so_a_kill_midway_leaves_what_the_next_run_finds(
+    tmp_path, monkeypatch
+):
+    """``task_outputs`` probes shard names in order instead of listing the directory (one listing per task
+    is quadratic over a crawl): that is sound only while every run, killed anywhere, leaves a prefix."""
+    docs_dir = tmp_path / "docs"
+    ParquetWriter(docs_dir, "web-1", docs_per_shard=1).write(docs(3))
+    ParquetWriter(docs_dir, "web-10", docs_per_shard=1).write(docs(2))
+    (docs_dir / ".web-1-00003.parquet.tmp").write_bytes(b"partial")
+    removed: list[str] = []
+    unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda self, **kw: (removed.append(self.name), unlink(self, **kw)))
+    remove_task_outputs(docs_dir, "web-1")
+    assert removed == [
+        ".web-1-00003.parquet.tmp",
+        "web-1-00002.parquet",
+        "web-1-00001.parquet",
+        "web-1-00000.parquet",
+    ]
+    assert sorted(p.name for p in docs_dir.iterdir()) == ["web-10-00000.parquet", "web-10-00001.parquet"]
+
+
+def test_a_failed_write_deletes_its_shards_last_first(tmp_path, monkeypatch):
+    ParquetWriter(tmp_path / "src", "s", docs_per_shard=3).write(docs(3))
+    rows = pq.read_table(tmp_path / "src" / "s-00000.parquet")
+
+    def failing():
+        yield from (rows.slice(i, 1) for i in range(3))
+        raise OSError("source gone")
+
+    removed: list[str] = []
+    unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda self, **kw: (removed.append(self.name), unlink(self, **kw)))
+    with pytest.raises(OSError, match="source gone"):
+        ParquetWriter(tmp_path / "out", "t", docs_per_shard=1).write_tables(failing())
+    assert [name for name in removed if not name.startswith(".")] == [
+        "t-00002.parquet",
+        "t-00001.parquet",
+        "t-00000.parquet",
+    ]
+    assert list((tmp_path / "out").iterdir()) == []
