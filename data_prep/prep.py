@@ -312,12 +312,12 @@ def failed_marker(out: Path, task: Task) -> Path:
 
 
 def _filtered_intact(cfg: PrepConfig, task: Task) -> bool:
-    """The task's filtered shards and keys are still on disk (not cleaned up after an earlier run)."""
+    """The task's filtered shards and keys are still on disk (not cleaned up after an earlier run); a task
+    that kept no document has neither."""
     out = Path(cfg.output)
     marker = json.loads(marker_path(out, "prep", task).read_text())
-    return (
-        all((out / FILTERED / name).exists() for name in marker["shards"])
-        and keys_path(out / KEYS, task.name).exists()
+    return all((out / FILTERED / name).exists() for name in marker["shards"]) and (
+        marker["docs"] == 0 or keys_path(out / KEYS, task.name).exists()
     )
 
 

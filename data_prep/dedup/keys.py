@@ -129,10 +129,15 @@ class TaskKeys:
         self.seconds += perf_counter() - start
 
     def save(self, keys_dir: Path, task: str) -> int:
-        """Writes ``<keys_dir>/<task>.npy``; returns the documents it holds."""
+        """Writes ``<keys_dir>/<task>.npy``; returns the documents it holds. A task that kept no document
+        writes none (``plan_removals`` knows its size is 0): creating a file costs more than a small task's
+        keys, and in a crawl many inputs lose every page to the filters."""
         start = perf_counter()
         array = np.concatenate(self.parts, axis=1)
-        save_atomic(keys_path(keys_dir, task), array)
+        if array.shape[1]:
+            save_atomic(keys_path(keys_dir, task), array)
+        else:
+            keys_path(keys_dir, task).unlink(missing_ok=True)
         self.seconds += perf_counter() - start
         return array.shape[1]
 

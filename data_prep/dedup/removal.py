@@ -77,7 +77,11 @@ def plan_removals(
     reasons = np.zeros(n, np.uint8)
 
     rows, height = key_rows(cfg), key_height(cfg)
-    arrays = [_load(keys_path(keys_dir, task)) for task in tasks]
+    # A task without documents has no keys file (TaskKeys.save).
+    arrays = [
+        _load(keys_path(keys_dir, task)) if size else np.zeros((height, 0), np.uint64)
+        for task, size in zip(tasks, sizes)
+    ]
     for task, array, size in zip(tasks, arrays, sizes):
         if array.shape != (height, size):
             raise ValueError(

@@ -93,6 +93,31 @@ def test_same_removal_set_for_one_or_three_tasks(corpus, tmp_path):
     assert removed_ids(corpus, tmp_path / "three", 3) == removed_ids(corpus, tmp_path / "one", 1)
 
 
+def test_a_task_without_documents_writes_no_keys_file_and_clusters_with_the_rest(corpus, tmp_path):
+    """In a crawl many inputs lose every page to the filters; creating an empty keys file each cost more
+    than their keys. The cluster stage takes their size (0) from the marker instead."""
+    stale = tmp_path / "keys" / "00001.npy"  # an earlier run's file under the same name goes too
+    stale.parent.mkdir()
+    stale.write_bytes(b"stale")
+    assert TaskKeys(DedupConfig()).save(tmp_path / "keys", "00001") == 0
+    assert not stale.exists()
+    with_empty = tmp_path / "with_empty"
+    cfg = DedupConfig()
+    sizes = []
+    for task, task_docs in {"00000": corpus[:12], "00001": [], "00002": corpus[12:]}.items():
+        keys = TaskKeys(cfg)
+        ParquetWriter(with_empty / "filtered", task, docs_per_shard=7, on_rows=keys.add).write(task_docs)
+        sizes.append(keys.save(with_empty / "keys", task))
+    assert sorted(p.name for p in (with_empty / "keys").iterdir()) == ["00000.npy", "00002.npy"]
+    plan_removals(with_empty, with_empty / "keys", ["00000", "00001", "00002"], sizes, cfg)
+    found = {
+        (corpus[:12] if task == "00000" else corpus[12:])[position].id
+        for task in ("00000", "00002")
+        for position, _ in task_removals(with_empty, task).tolist()
+    }
+    assert found == EXPECTED_REMOVED
+
+
 def test_keeper_is_the_lowest_task_and_index(corpus, tmp_path):
     # Put the near-duplicate first: now it is kept and the original goes.
     removed = removed_ids([corpus[20], *corpus[:20]], tmp_path, 2)
