@@ -322,39 +322,30 @@ def test_job_array_runs_each_config_and_reports_each_element(local_slurm, shards
 
 def test_deepspeed_launcher_variant_trains_as_torchrun_does(local_slurm, shards, tmp_path, jobs):
     zero2 = train_args(shards, "tracking.enabled=false", "parallel.strategy=zero2", "train.max_steps=8")
-    local = subprocess.run(
-        [
-            LMPIPE,
-            "launch",
-            "torchrun",
-            "--nproc-per-node",
-            "2",
-            "--",
-            *zero2,
-            f"output_dir={tmp_path / 'local'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=ENV,
-        stdin=subprocess.DEVNULL,
+    # The same training on 2 ranks forked here, as torchrun's would run (the torchrun launcher itself is
+    # test_launchers'): it trains while the Slurm job is scheduled and DeepSpeed's launcher starts.
+    local = start_job(
+        [*zero2, f"output_dir={tmp_path / 'local'}"], 2, tmp_path / "local.log", {"OMP_NUM_THREADS": "1"}
     )
-    assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
-    output = tmp_path / "run"
-    job = Job(
-        tmp_path,
-        [*zero2, f"output_dir={output}"],
-        "--launcher",
-        "deepspeed",
-        "--set",
-        "env.DS_ACCELERATOR=cpu",
-    )
-    jobs.append(job)
-    [state] = job.wait(240)
-    log = job.log()
-    assert state.state == "COMPLETED", f"{state}\n{log[-4000:]}"
-    assert (tmp_path / "logs" / f"hostfile-{job.id}").read_text() == f"{job.show()['NodeList']} slots=2\n"
-    expected = step_losses(local.stdout + local.stderr)
+    try:
+        output = tmp_path / "run"
+        job = Job(
+            tmp_path,
+            [*zero2, f"output_dir={output}"],
+            "--launcher",
+            "deepspeed",
+            "--set",
+            "env.DS_ACCELERATOR=cpu",
+        )
+        jobs.append(job)
+        [state] = job.wait(240)
+        log = job.log()
+        assert state.state == "COMPLETED", f"{state}\n{log[-4000:]}"
+        assert (tmp_path / "logs" / f"hostfile-{job.id}").read_text() == f"{job.show()['NodeList']} slots=2\n"
+        assert local.wait(240) == 0, (tmp_path / "local.log").read_text()[-4000:]
+    finally:
+        local.kill()  # still running only if the test failed first
+    expected = step_losses((tmp_path / "local.log").read_text())
     assert sorted(expected) == list(range(1, 9))
     assert step_losses(log) == pytest.approx(expected, abs=2e-4)
     assert json.loads((output / "result.json").read_text())["world_size"] == 2
